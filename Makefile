@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Everything is installed into $(VENV) by these targets; nothing by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+# Another Django for the matrix, e.g. DJANGO="Django>=6.1,<6.2" (empty: the newest 5.2+).
+DJANGO ?=
+EXTRAS ?= test
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: help install test test-matrix bench demo lint typecheck clean
+
+help:
+	@echo "make demo    run the example project on http://127.0.0.1:8000/ (no TextFlow account needed)"
+	@echo "make test    install everything into $(VENV) and run the whole test suite"
+	@echo "make bench   run the benchmarks under bench/ and print their figures"
+	@echo "make lint    ruff; make typecheck: mypy --strict"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" $(if $(DJANGO),"$(DJANGO)")
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m django --version
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The newest Django on a newer Python, in a venv of its own.
+test-matrix:
+	$(MAKE) test PYTHON="$(PYTHON312)" VENV=.venv-django61 DJANGO="Django>=6.1,<6.2"
+
+bench: $(STAMP)
+	$(BIN)/python bench/client.py
+
+lint:
+	$(MAKE) install EXTRAS=dev
+	$(BIN)/ruff check textflow_django tests bench
+
+typecheck:
+	$(MAKE) install EXTRAS=dev
+	$(BIN)/mypy
+
+demo:
+	@echo "The example project arrives with issue 5; see example_project/README.md." && exit 1
+
+clean:
+	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

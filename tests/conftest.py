@@ -1,0 +1,86 @@
+"""Shared fixtures. The package's own pytest plugin (textflow_django.testing.pytest_plugin)
+is loaded through its ``pytest11`` entry point, exactly as in a user's project."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from textflow_django.client import TextFlowClient
+from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
+
+
+@pytest.fixture
+def client_for(textflow_emulator: TextFlowEmulator):  # type: ignore[no-untyped-def]
+    """Build TextFlowClients against the emulator; closes them afterwards."""
+    made: list[TextFlowClient] = []
+
+    def make(**kwargs: object) -> TextFlowClient:
+        kwargs.setdefault("base_url", textflow_emulator.url)
+        kwargs.setdefault("timeout", 5.0)
+        api_key = kwargs.pop("api_key", EMULATOR_API_KEY)
+        client = TextFlowClient(api_key, **kwargs)  # type: ignore[arg-type]
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def tf_client(client_for):  # type: ignore[no-untyped-def]
+    return client_for()
+
+
+REQUIRES_SERVICES = os.environ.get("TEXTFLOW_REQUIRE_SERVICES") == "1"
+
+
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    """CI (TEXTFLOW_REQUIRE_SERVICES=1) must prove the PostgreSQL and Redis paths: refuse to
+    run at all, rather than skip those tests, when either is not configured."""
+    if REQUIRES_SERVICES and (
+        os.environ.get("TEST_DATABASE") != "postgres" or not os.environ.get("REDIS_URL")
+    ):
+        raise pytest.UsageError(
+            "TEXTFLOW_REQUIRE_SERVICES=1 needs TEST_DATABASE=postgres and REDIS_URL"
+        )
+
+
+requires_postgres = pytest.mark.skipif(
+    os.environ.get("TEST_DATABASE") != "postgres",
+    reason="needs PostgreSQL (TEST_DATABASE=postgres; .ci/run starts one)",
+)
+requires_redis = pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL; .ci/run starts one)"
+)
+
+
+@pytest.fixture
+def no_secrets_in_logs(caplog):  # type: ignore[no-untyped-def]
+    """Capture every log record of the test (DEBUG and up, every logger) and fail if any
+    contains the API key or a verification code the test's SMS carried."""
+    import logging
+
+    from textflow_django.backends import locmem
+
+    caplog.set_level(logging.DEBUG)
+    codes: set[str] = set()
+    yield codes  # tests may add codes they know about
+    codes.update(m.code for m in locmem.outbox if m.code)
+    # "local" mode sends its code inside a plain SMS: take the digits that end the text.
+    codes.update(
+        found[0] for m in locmem.outbox if (found := re.findall(r"(\d{4,10})$", m.text))
+    )
+    records = caplog.records
+    texts = []
+    for record in records:
+        texts.append(record.getMessage())
+        if record.exc_info and record.exc_info[1] is not None:
+            texts.append(repr(record.exc_info[1]))
+    for text in texts:
+        assert EMULATOR_API_KEY not in text
+        for code in codes:
+            assert not re.search(rf"(?<!\d){re.escape(code)}(?!\d)", text), "a code reached the logs"

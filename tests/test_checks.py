@@ -1,0 +1,122 @@
+"""One test per system check ID (see the ledger in textflow_django/checks.py)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import Error, Warning
+from django.test import override_settings
+
+from textflow_django.checks import check_settings
+
+GOOD = {
+    "API_KEY": "k" * 64,
+    "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
+}
+
+
+def ids(**textflow: object) -> list[str]:
+    with override_settings(TEXTFLOW=textflow):
+        return [m.id for m in check_settings()]
+
+
+def test_a_good_configuration_passes():
+    assert ids(**GOOD) == []
+
+
+def test_checks_are_registered():
+    from django.core.checks import registry
+
+    assert check_settings in registry.registry.get_checks()
+
+
+def test_e001_not_a_dict():
+    with override_settings(TEXTFLOW=["API_KEY"]):
+        [message] = check_settings()
+    assert message.id == "textflow.E001" and isinstance(message, Error)
+    assert message.hint
+
+
+def test_e002_missing_api_key():
+    [message] = [m for m in _run(BACKEND=GOOD["BACKEND"]) if m.id == "textflow.E002"]
+    assert isinstance(message, Error)
+    assert "API_KEY" in message.msg and "TEXTFLOW_API_KEY" in message.hint
+
+
+def test_e002_not_raised_for_emulating_backends():
+    with override_settings(DEBUG=True):
+        assert ids(BACKEND="textflow_django.backends.console.ConsoleBackend") == []
+
+
+@pytest.mark.parametrize("path", ["nope.Backend", "textflow_django.conf.Settings"])
+def test_e003_bad_backend(path):
+    assert ids(**{**GOOD, "BACKEND": path}) == ["textflow.E003"]
+
+
+@pytest.mark.parametrize("value", [0, -1, "10", True, None])
+def test_e004_timeout(value):
+    assert ids(**GOOD, TIMEOUT=value) == ["textflow.E004"]
+
+
+@pytest.mark.parametrize("value", [0, 86401, 1.5, "600", True])
+def test_e005_code_ttl(value):
+    assert ids(**GOOD, CODE_TTL=value) == ["textflow.E005"]
+
+
+@pytest.mark.parametrize("value", [1, 86400])
+def test_e005_code_ttl_bounds_are_allowed(value):
+    assert ids(**GOOD, CODE_TTL=value) == []
+
+
+@pytest.mark.parametrize("value", ["ftp://textflow.me/api", "textflow.me/api", "", None, "https://"])
+def test_e006_base_url(value):
+    assert ids(**GOOD, BASE_URL=value) == ["textflow.E006"]
+
+
+def test_e007_api_key_type_is_reported_without_the_value():
+    with override_settings(TEXTFLOW={**GOOD, "API_KEY": 1234567890}):
+        messages = check_settings()
+    assert [m.id for m in messages] == ["textflow.E007"]
+    assert "1234567890" not in messages[0].msg
+
+
+def test_e007_service_name_type():
+    assert ids(**GOOD, SERVICE_NAME=["Acme"]) == ["textflow.E007"]
+
+
+@pytest.mark.parametrize("backend", ["console.ConsoleBackend", "locmem.LocMemBackend", "dummy.DummyBackend"])
+def test_w001_emulating_backend_without_debug(backend):
+    with override_settings(DEBUG=False):
+        messages = _run(BACKEND=f"textflow_django.backends.{backend}")
+    assert [m.id for m in messages] == ["textflow.W001"]
+    assert isinstance(messages[0], Warning)
+    with override_settings(DEBUG=True):
+        assert ids(BACKEND=f"textflow_django.backends.{backend}") == []
+
+
+def test_w002_unknown_key():
+    with override_settings(TEXTFLOW={**GOOD, "API_KEYS": "x", "CODE_TIL": 5}):
+        [message] = check_settings()
+    assert message.id == "textflow.W002"
+    assert "API_KEYS" in message.msg and "CODE_TIL" in message.msg
+
+
+def test_w003_plain_http_to_a_remote_host():
+    assert ids(**GOOD, BASE_URL="http://textflow.me/api") == ["textflow.W003"]
+    assert ids(**GOOD, BASE_URL="http://127.0.0.1:8025/api") == []
+    assert ids(**GOOD, BASE_URL="http://localhost:8025/api") == []
+
+
+def test_ids_are_documented_in_the_ledger():
+    import re
+
+    import textflow_django.checks as module
+
+    source = open(module.__file__).read()
+    used = set(re.findall(r'id="(textflow\.[EW]\d{3})"', source))
+    ledger = set(re.findall(r"``(textflow\.[EW]\d{3})``", module.__doc__ or ""))
+    assert used == ledger
+
+
+def _run(**textflow: object):
+    with override_settings(TEXTFLOW=textflow):
+        return check_settings()

@@ -1,0 +1,440 @@
+"""TextFlowClient against the emulator, over real sockets: every response shape and fault."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from textflow_django import __version__
+from textflow_django.client import TextFlowClient
+from textflow_django.exceptions import (
+    InsufficientBalance,
+    InvalidAPIKey,
+    InvalidPhoneNumber,
+    TextFlowAPIError,
+    TextFlowBadResponse,
+    TextFlowConfigurationError,
+    TextFlowConnectionError,
+    TextFlowError,
+    TextFlowRateLimited,
+    TextFlowServerError,
+    TextFlowTimeout,
+)
+from textflow_django.testing import EMULATOR_API_KEY
+
+NUMBER = "+12025550143"
+
+
+def assert_no_secret(err: BaseException) -> None:
+    for text in (str(err), repr(err)):
+        assert EMULATOR_API_KEY not in text
+
+
+# -- successes ---------------------------------------------------------------------------
+
+
+def test_send_sms_returns_typed_result_and_sends_the_documented_request(tf_client, textflow_emulator):
+    result = tf_client.send_sms(NUMBER, "Hello")
+
+    assert result.to == NUMBER
+    assert result.content == "Hello"
+    assert isinstance(result.country_code, str) and result.country_code
+    assert isinstance(result.price, float)
+    assert isinstance(result.timestamp, dt.datetime) and result.timestamp.tzinfo is not None
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.method == "POST"
+    assert request.json == {"phone_number": NUMBER, "text": "Hello"}
+    assert request.headers["authorization"] == f"Bearer {EMULATOR_API_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith(f"textflow-django/{__version__} ")
+    assert [(m.phone_number, m.text, m.kind) for m in textflow_emulator.messages] == [
+        (NUMBER, "Hello", "sms")
+    ]
+
+
+def test_send_code_then_verify_code(tf_client, textflow_emulator):
+    sent = tf_client.send_code(NUMBER, service_name="Acme", seconds=120)
+
+    [request] = textflow_emulator.calls("/send-code")
+    assert request.json == {"phone_number": NUMBER, "service_name": "Acme", "seconds": 120}
+    code = textflow_emulator.last_code(NUMBER)
+    assert code is not None
+    assert sent.verification_code == code
+    assert code not in repr(sent)  # the code never reaches a log through a repr
+    assert sent.expires is not None
+    assert dt.timedelta(seconds=100) < sent.expires - dt.datetime.now(dt.UTC) <= dt.timedelta(
+        seconds=121
+    )
+    assert textflow_emulator.messages[-1].text == f"Your verification code for Acme is: {code}"
+
+    ok = tf_client.verify_code(NUMBER, code)
+    assert ok.valid is True
+    assert ok.expires is not None
+    wrong = "0000" if code != "0000" else "1111"
+    assert tf_client.verify_code(NUMBER, wrong).valid is False
+
+
+def test_send_code_without_options_sends_only_the_number(tf_client, textflow_emulator):
+    tf_client.send_code(NUMBER)
+    assert textflow_emulator.calls("/send-code")[0].json == {"phone_number": NUMBER}
+    code = textflow_emulator.last_code(NUMBER)
+    assert textflow_emulator.messages[-1].text == f"Your verification code is: {code}"
+
+
+def test_a_new_code_replaces_the_old_one(tf_client, textflow_emulator):
+    tf_client.send_code(NUMBER)
+    first = textflow_emulator.last_code(NUMBER)
+    tf_client.send_code(NUMBER)
+    second = textflow_emulator.last_code(NUMBER)
+    assert tf_client.verify_code(NUMBER, second).valid is True
+    if first != second:
+        assert tf_client.verify_code(NUMBER, first).valid is False
+
+
+def test_bulk_sms_and_bulk_count(tf_client, textflow_emulator):
+    numbers = ["+12025550143", "+447700900123", "+33612345678"]
+    result = tf_client.bulk_sms(numbers, "Sale today")
+
+    assert result.submitted == 3
+    assert result.accepted == 3
+    assert textflow_emulator.calls("/bulk-sms")[0].json == {"phone_numbers": numbers, "text": "Sale today"}
+    assert sorted(m.phone_number for m in textflow_emulator.messages if m.kind == "bulk") == sorted(numbers)
+    assert tf_client.bulk_count().count == 3
+    textflow_emulator.deliver_bulk(2)
+    assert tf_client.bulk_count().count == 1
+    textflow_emulator.deliver_bulk()
+    assert tf_client.bulk_count().count == 0
+
+
+def test_bulk_sms_accepts_any_iterable(tf_client, textflow_emulator):
+    result = tf_client.bulk_sms((n for n in ["+12025550143", "+12025550144"]), "Hi")
+    assert result.submitted == 2
+    assert textflow_emulator.calls("/bulk-sms")[0].json["phone_numbers"] == ["+12025550143", "+12025550144"]
+
+
+def test_balance(tf_client, textflow_emulator):
+    balance = tf_client.balance()
+    assert isinstance(balance.credits, Decimal)
+    assert balance.credits > 0
+    assert dict(balance.packages) == {"USA Canada": 2100, "UK": 500}
+    assert textflow_emulator.calls("/balance")[0].method == "GET"
+
+
+def test_connections_are_pooled(tf_client, textflow_emulator):
+    before = textflow_emulator.connection_count
+    for _ in range(5):
+        tf_client.send_sms(NUMBER, "Hi")
+    assert textflow_emulator.connection_count - before == 1
+
+
+# -- documented response variants -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"ok": True, "status": 200, "message": "Message sent successfully",
+          "data": {"to": "+381690156360", "content": "Dummy message text...",
+                   "country_code": "Serbia", "price": 0.15, "timestamp": 1676842652256}},
+         ("Serbia", 0.15, 1676842652.256)),
+        ({"ok": True, "status": 200, "message": "Message sent successfully",
+          "data": {"to": "+381690156360", "content": "Dummy", "country_code": "RS",
+                   "price": 0.15, "timestamp": 1676842652256}},
+         ("RS", 0.15, 1676842652.256)),
+        ({"ok": True, "status": 200, "message": "Message sent successfully"},
+         (None, None, None)),
+    ],
+    ids=["country-name", "iso-code", "no-data"],
+)
+def test_send_sms_tolerates_documented_variants(tf_client, textflow_emulator, body, expected):
+    textflow_emulator.fault("respond", path="/send-sms", status=200, body=json.dumps(body))
+    result = tf_client.send_sms("+381690156360", "Dummy message text...")
+    country, price, ts = expected
+    assert result.country_code == country
+    assert result.price == price
+    assert (result.timestamp.timestamp() if result.timestamp else None) == ts
+
+
+def test_send_code_documented_example(tf_client, textflow_emulator):
+    body = {"ok": True, "status": 200, "message": "Message sent successfully",
+            "data": {"verification_code": "4045", "expires": 1676843252256,
+                     "message_text": "Your verification code for Guest is: 4045"}}
+    textflow_emulator.fault("respond", path="/send-code", status=200, body=json.dumps(body))
+    result = tf_client.send_code(NUMBER, service_name="Guest")
+    assert result.verification_code == "4045"
+    assert result.expires == dt.datetime.fromtimestamp(1676843252.256, tz=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"ok": True, "status": 200, "message": "Code is valid", "valid": True,
+          "valid_code": "4045", "expires": 1676843252256}, True),
+        ({"ok": True, "status": 200, "message": "Code is not valid", "valid": False}, False),
+        ({"ok": True, "status": 200, "message": "Code is valid", "data": {"valid": True}}, True),
+    ],
+    ids=["valid", "invalid", "valid-under-data"],
+)
+def test_verify_code_documented_examples(tf_client, textflow_emulator, body, valid):
+    textflow_emulator.fault("respond", path="/verify-code", status=200, body=json.dumps(body))
+    assert tf_client.verify_code(NUMBER, "4045").valid is valid
+
+
+def test_verify_code_without_valid_is_a_bad_response(tf_client, textflow_emulator):
+    textflow_emulator.fault("respond", path="/verify-code", status=200, body='{"ok": true}')
+    with pytest.raises(TextFlowBadResponse):
+        tf_client.verify_code(NUMBER, "4045")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ok": True, "status": 200, "message": "ok", "data": {"count": 42}},
+        {"ok": True, "status": 200, "message": "ok", "count": 42},
+    ],
+    ids=["count-in-data", "count-top-level"],
+)
+def test_bulk_count_variants(tf_client, textflow_emulator, body):
+    textflow_emulator.fault("respond", path="/bulk-count", status=200, body=json.dumps(body))
+    assert tf_client.bulk_count().count == 42
+
+
+def test_bulk_count_without_count_is_a_bad_response(tf_client, textflow_emulator):
+    textflow_emulator.fault("respond", path="/bulk-count", status=200, body='{"ok": true, "status": 200}')
+    with pytest.raises(TextFlowBadResponse):
+        tf_client.bulk_count()
+
+
+def test_balance_failure_answer(tf_client, textflow_emulator):
+    textflow_emulator.fault("respond", path="/balance", status=200, body='{"ok": false}')
+    with pytest.raises(TextFlowAPIError) as info:
+        tf_client.balance()
+    assert info.value.maybe_sent is False
+
+
+# -- documented errors -------------------------------------------------------------------
+
+
+def test_invalid_api_key(client_for, textflow_emulator):
+    bad_key = "x" * 64
+    client = client_for(api_key=bad_key)
+    with pytest.raises(InvalidAPIKey) as info:
+        client.send_sms(NUMBER, "Hi")
+    err = info.value
+    assert err.status == 400
+    assert err.message == "Invalid API key"
+    assert err.maybe_sent is False
+    assert "Invalid API key" in str(err) and "400" in str(err)
+    assert bad_key not in str(err) and bad_key not in repr(err)
+    assert textflow_emulator.messages == []
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "exc"),
+    [
+        (400, "Invalid API key or user id.", InvalidAPIKey),
+        (404, "API key not found", InvalidAPIKey),
+        (400, "Insufficient balance", InsufficientBalance),
+        (400, "Something else entirely", TextFlowAPIError),
+        (403, "Forbidden", TextFlowAPIError),
+    ],
+)
+def test_documented_refusals(tf_client, textflow_emulator, status, message, exc):
+    body = json.dumps({"ok": False, "status": status, "message": message})
+    textflow_emulator.fault("respond", status=status, body=body)
+    with pytest.raises(exc) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert type(info.value) is exc
+    assert info.value.status == status
+    assert info.value.message == message
+    assert info.value.maybe_sent is False
+
+
+def test_invalid_phone_number(tf_client, textflow_emulator):
+    with pytest.raises(InvalidPhoneNumber) as info:
+        tf_client.send_sms("+1", "Hi")
+    assert info.value.message == "Phone number is invalid"
+    assert info.value.status == 400
+    assert textflow_emulator.messages == []
+
+
+def test_insufficient_balance_from_the_emulator(client_for, textflow_emulator):
+    textflow_emulator.reset()
+    client = client_for()
+    # Drain the emulator's credit with bulk sends, then one more is refused.
+    with pytest.raises(InsufficientBalance):
+        for _ in range(100):
+            client.bulk_sms(["+12025550143"] * 500, "Hi")
+
+
+def test_server_message_echoing_the_key_is_redacted(tf_client, textflow_emulator):
+    body = json.dumps({"ok": False, "status": 400, "message": f"bad key {EMULATOR_API_KEY}"})
+    textflow_emulator.fault("respond", status=400, body=body)
+    with pytest.raises(TextFlowAPIError) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert_no_secret(info.value)
+    assert "[redacted]" in info.value.message
+
+
+# -- faults: the client never crashes, never re-sends ------------------------------------
+
+
+SENDS = [
+    ("send_sms", "/send-sms", (NUMBER, "Hi")),
+    ("send_code", "/send-code", (NUMBER,)),
+    ("bulk_sms", "/bulk-sms", ([NUMBER, "+12025550144"], "Hi")),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "args"), SENDS, ids=[s[0] for s in SENDS])
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_is_raised_once_and_never_retried(tf_client, textflow_emulator, method, path, args, status):
+    textflow_emulator.fault("status", path=path, status=status, times=5)
+    with pytest.raises(TextFlowServerError) as info:
+        getattr(tf_client, method)(*args)
+    assert info.value.status == status
+    assert info.value.maybe_sent is True
+    assert isinstance(info.value, TextFlowError)
+    assert len(textflow_emulator.calls(path)) == 1
+    assert_no_secret(info.value)
+
+
+def test_429_carries_retry_after(tf_client, textflow_emulator):
+    textflow_emulator.fault("rate_limit", retry_after=7)
+    with pytest.raises(TextFlowRateLimited) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.status == 429
+    assert info.value.retry_after == 7
+    assert info.value.maybe_sent is False
+    assert "retry after 7s" in str(info.value)
+    assert len(textflow_emulator.calls("/send-sms")) == 1
+
+
+def test_html_502_is_unavailable_not_a_json_error(tf_client, textflow_emulator):
+    textflow_emulator.fault("html", status=502)
+    with pytest.raises(TextFlowServerError) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.status == 502
+    assert "not" not in info.value.message.lower() or "JSON" not in info.value.message
+    assert "<html" not in str(info.value)
+
+
+def test_html_200_is_a_bad_response(tf_client, textflow_emulator):
+    textflow_emulator.fault("html", status=200)
+    with pytest.raises(TextFlowBadResponse) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is True
+
+
+@pytest.mark.parametrize(("kind", "status", "exc"), [
+    ("empty", 200, TextFlowBadResponse),
+    ("empty", 502, TextFlowServerError),
+    ("malformed", None, TextFlowBadResponse),
+])
+def test_empty_and_malformed_bodies(tf_client, textflow_emulator, kind, status, exc):
+    textflow_emulator.fault(kind, status=status)
+    with pytest.raises(exc) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is True
+    assert len(textflow_emulator.calls("/send-sms")) == 1
+
+
+def test_read_timeout_means_maybe_sent_and_no_second_send(client_for, textflow_emulator):
+    client = client_for(timeout=0.3)
+    textflow_emulator.fault("delay", delay=1.0)
+    with pytest.raises(TextFlowTimeout) as info:
+        client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is True
+    # The emulator processed it (the SMS went out) and the client did not try again.
+    assert len(textflow_emulator.calls("/send-sms")) == 1
+    assert [m.text for m in textflow_emulator.messages] == ["Hi"]
+
+
+def test_connection_reset_after_sending_is_maybe_sent(tf_client, textflow_emulator):
+    textflow_emulator.fault("reset", path="/send-sms")
+    with pytest.raises(TextFlowConnectionError) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is True
+    assert len(textflow_emulator.calls("/send-sms")) == 1
+
+
+def test_a_trickled_answer_is_cut_at_the_timeout(client_for, textflow_emulator):
+    client = client_for(timeout=0.5)
+    textflow_emulator.fault("trickle", delay=0.05)  # ~200 bytes -> ~10 s in all
+    with pytest.raises(TextFlowTimeout) as info:
+        client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is True
+
+
+def test_a_quick_trickle_still_succeeds(client_for, textflow_emulator):
+    client = client_for(timeout=5)
+    textflow_emulator.fault("trickle", delay=0.001)
+    assert client.send_sms(NUMBER, "Hi").to == NUMBER
+
+
+def test_refused_connection_is_not_sent():
+    # A port nobody listens on: bind, read the port, close.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=f"http://127.0.0.1:{port}/api", timeout=2)
+    with pytest.raises(TextFlowConnectionError) as info:
+        client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is False
+    assert_no_secret(info.value)
+
+
+def test_connect_failures_are_retried_before_anything_is_sent():
+    """The retry policy: connection errors only, never reads or statuses."""
+    retry = TextFlowClient(EMULATOR_API_KEY).session.get_adapter("https://x").max_retries
+    assert retry.connect == 2
+    assert retry.read == 0 and retry.status == 0 and retry.other == 0
+    assert retry.is_retry("POST", 503) is False
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["", None])
+def test_missing_key_is_a_configuration_error(key):
+    with pytest.raises(TextFlowConfigurationError) as info:
+        TextFlowClient(key)  # type: ignore[arg-type]
+    assert isinstance(info.value, ImproperlyConfigured)
+    assert not isinstance(info.value, TextFlowError)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, True, "5"])
+def test_bad_timeout_is_a_configuration_error(timeout):
+    with pytest.raises(TextFlowConfigurationError):
+        TextFlowClient("k" * 64, timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_repr_hides_the_key():
+    client = TextFlowClient("s3cr3t" * 10, base_url="http://127.0.0.1:1/api")
+    assert "s3cr3t" not in repr(client)
+
+
+def test_client_works_without_django_settings(textflow_emulator):
+    script = textwrap.dedent(f"""
+        import os, sys
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        from textflow_django.client import TextFlowClient
+        client = TextFlowClient({EMULATOR_API_KEY!r}, base_url={textflow_emulator.url!r})
+        print(client.send_sms("+12025550143", "standalone").to)
+        from django.conf import settings
+        print(settings.configured)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    ).stdout.split()
+    assert out == ["+12025550143", "False"]
+    assert textflow_emulator.messages[-1].text == "standalone"

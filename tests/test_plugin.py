@@ -1,0 +1,63 @@
+"""The test kit as a user meets it: the pytest fixtures in a fresh project, and Django's runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_fixtures_in_a_users_project(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(
+        test_user=textwrap.dedent("""
+            from textflow_django.backends import get_backend, locmem
+
+            def test_first(sms_outbox):
+                get_backend().send_sms("+12025550143", "one")
+                assert len(sms_outbox) == 1
+
+            def test_second_starts_empty():
+                assert locmem.outbox == []
+
+            def test_live(textflow_live):
+                get_backend().send_sms("+12025550143", "live")
+                assert [m.text for m in textflow_live.messages] == ["live"]
+                assert len(textflow_live.calls("/send-sms")) == 1
+
+            def test_live_is_reset(textflow_emulator):
+                assert textflow_emulator.requests == []
+        """)
+    )
+    # No -p: the plugin must load by itself, through the package's pytest11 entry point.
+    result = pytester.runpytest_subprocess("--ds", "tests.settings", "-q")
+    result.assert_outcomes(passed=4)
+
+
+def test_djangos_test_runner_empties_the_outbox(tmp_path):
+    (tmp_path / "runner_cases.py").write_text(textwrap.dedent("""
+        from django.test import SimpleTestCase
+        from textflow_django.backends import locmem
+        from textflow_django.backends.locmem import LocMemBackend
+
+        class Cases(SimpleTestCase):
+            def test_a_sends(self):
+                LocMemBackend().send_sms("+12025550143", "a")
+                self.assertEqual(len(locmem.outbox), 1)
+
+            def test_b_sees_an_empty_outbox(self):
+                self.assertEqual(locmem.outbox, [])
+    """))
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    proc = subprocess.run([sys.executable, "-m", "django", "test", "runner_cases", "-v", "2"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Ran 2 tests" in proc.stderr
+    assert "test_b_sees_an_empty_outbox" in proc.stderr and "ok" in proc.stderr

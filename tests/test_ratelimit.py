@@ -1,0 +1,154 @@
+"""The rate-limit stores: semantics on every store, atomicity under real concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.test import override_settings
+
+from textflow_django.models import RateLimitCounter
+from textflow_django.ratelimit import CacheStore, DatabaseStore, Rate, get_store, parse_rate
+
+from .conftest import requires_postgres, requires_redis
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("5/h", Rate(5, 3600)), ("10/d", Rate(10, 86400)), ("3/10m", Rate(3, 600)),
+     ("1/s", Rate(1, 1)), (" 20 / hour ", Rate(20, 3600)), ("7/days", Rate(7, 86400))],
+)
+def test_parse_rate(text, rate):
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "5", "5/", "h/5", "5/w", "-1/h", "5/0h", None, 5])
+def test_parse_rate_rejects(text):
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+@pytest.fixture(params=["database", "locmem", pytest.param("redis", marks=requires_redis)])
+def store(request, db) -> Iterator[DatabaseStore | CacheStore]:
+    if request.param == "database":
+        yield DatabaseStore()
+    else:
+        alias = "default" if request.param == "locmem" else "redis"
+        caches[alias].clear()
+        yield CacheStore(alias)
+        caches[alias].clear()
+
+
+def test_claim_is_exclusive_until_released(store):
+    assert store.claim("cooldown:+1", 30) is None
+    wait = store.claim("cooldown:+1", 30)
+    assert wait is not None and 1 <= wait <= 30
+    assert store.claim("cooldown:+2", 30) is None  # other keys are independent
+    store.release("cooldown:+1")
+    assert store.claim("cooldown:+1", 30) is None
+
+
+def test_claim_expires(store):
+    assert store.claim("cooldown:+1", 1) is None
+    time.sleep(1.1)
+    assert store.claim("cooldown:+1", 1) is None
+
+
+def test_hit_counts_to_the_limit(store):
+    rate = Rate(3, 3600)
+    assert [store.hit("k", rate) for _ in range(3)] == [None, None, None]
+    wait = store.hit("k", rate)
+    assert wait is not None and 1 <= wait <= 3600
+    assert store.peek("k", rate) == wait or store.peek("k", rate) is not None
+    assert store.hit("other", rate) is None
+
+
+def test_refused_hits_are_not_counted_and_unhit_refunds(store):
+    rate = Rate(2, 3600)
+    store.hit("k", rate)
+    store.hit("k", rate)
+    for _ in range(5):
+        assert store.hit("k", rate) is not None
+    store.unhit("k", rate)
+    assert store.peek("k", rate) is None
+    assert store.hit("k", rate) is None
+    assert store.hit("k", rate) is not None
+
+
+def test_windows_roll_over(store):
+    rate = Rate(1, 1)
+    assert store.hit("k", rate) is None
+    assert store.hit("k", rate) is not None
+    time.sleep(1.05)
+    assert store.hit("k", rate) is None
+
+
+def test_zero_limit_refuses_everything(store):
+    assert store.hit("k", Rate(0, 60)) is not None
+
+
+def test_database_store_purges_expired_rows(db):
+    store = DatabaseStore()
+    store.purge_one_in = 1
+    store.claim("old", 1)
+    time.sleep(1.05)
+    store.hit("new", Rate(5, 60))
+    assert not RateLimitCounter.objects.filter(key="old").exists()
+
+
+def test_get_store_follows_settings(settings):
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "cache", "RATELIMIT_CACHE": "default"}
+    assert isinstance(get_store(), CacheStore)
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "database"}
+    assert isinstance(get_store(), DatabaseStore)
+
+
+# -- concurrency: many threads, one limit -------------------------------------------------
+
+
+def _race(target, n: int = 20) -> list:
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = target()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def _concurrent_store_cases():
+    return [
+        pytest.param("database", marks=[requires_postgres, pytest.mark.django_db(transaction=True)]),
+        pytest.param("redis", marks=requires_redis),
+    ]
+
+
+@pytest.mark.parametrize("kind", _concurrent_store_cases())
+def test_concurrent_claims_have_one_winner(kind):
+    store = DatabaseStore() if kind == "database" else CacheStore("redis")
+    if kind == "redis":
+        caches["redis"].clear()
+    results = _race(lambda: store.claim("cooldown:+race", 30))
+    assert results.count(None) == 1
+
+
+@pytest.mark.parametrize("kind", _concurrent_store_cases())
+def test_concurrent_hits_never_pass_the_limit(kind):
+    store = DatabaseStore() if kind == "database" else CacheStore("redis")
+    if kind == "redis":
+        caches["redis"].clear()
+    results = _race(lambda: store.hit("cap:+race", Rate(5, 3600)), n=20)
+    assert results.count(None) == 5

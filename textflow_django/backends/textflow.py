@@ -1,0 +1,69 @@
+"""The real backend: TextFlow's HTTP API through ``TextFlowClient``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..client import (
+    BalanceResult,
+    BulkCountResult,
+    BulkResult,
+    CodeResult,
+    SMSResult,
+    TextFlowClient,
+    VerifyResult,
+)
+from ..conf import conf
+from .base import BaseBackend
+
+__all__ = ["TextFlowBackend"]
+
+
+class TextFlowBackend(BaseBackend):
+    """Calls TextFlow. Options ``api_key``, ``base_url`` and ``timeout`` override settings.
+
+    The client (and with it the pooled connections) is kept while the settings it was built
+    from stay the same, and rebuilt as soon as they change, so ``override_settings`` works
+    without giving up connection reuse.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._client: TextFlowClient | None = None
+        self._client_config: tuple[str, str, float] | None = None
+
+    @property
+    def client(self) -> TextFlowClient:
+        """The client for the current settings. Raises ``TextFlowConfigurationError``."""
+        config = (
+            str(self.options.get("api_key") or conf.API_KEY),
+            str(self.options.get("base_url") or conf.BASE_URL),
+            float(self.options.get("timeout") or conf.TIMEOUT),
+        )
+        if self._client is None or config != self._client_config:
+            if self._client is not None:
+                self._client.close()
+            self._client = TextFlowClient(config[0], base_url=config[1], timeout=config[2])
+            self._client_config = config
+        return self._client
+
+    def send_sms(self, phone_number: str, text: str) -> SMSResult:
+        return self.client.send_sms(phone_number, text)
+
+    def send_code(
+        self, phone_number: str, service_name: str | None = None, seconds: int | None = None
+    ) -> CodeResult:
+        return self.client.send_code(phone_number, service_name=service_name, seconds=seconds)
+
+    def verify_code(self, phone_number: str, code: str) -> VerifyResult:
+        return self.client.verify_code(phone_number, code)
+
+    def bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
+        return self.client.bulk_sms(phone_numbers, text)
+
+    def bulk_count(self) -> BulkCountResult:
+        return self.client.bulk_count()
+
+    def balance(self) -> BalanceResult:
+        return self.client.balance()

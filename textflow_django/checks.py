@@ -1,0 +1,311 @@
+"""System checks for ``settings.TEXTFLOW``: bad values fail at start-up, with a hint.
+
+ID ledger (an ID is never reused, even when its check is removed):
+
+- ``textflow.E001``: ``TEXTFLOW`` is not a dict.
+- ``textflow.E002``: no ``API_KEY`` while the TextFlow backend is configured.
+- ``textflow.E003``: ``BACKEND`` cannot be imported or is not a backend class.
+- ``textflow.E004``: ``TIMEOUT`` is not a positive number.
+- ``textflow.E005``: ``CODE_TTL`` is not a whole number of seconds in 1..86400.
+- ``textflow.E006``: ``BASE_URL`` is not an http(s) URL.
+- ``textflow.E007``: ``SERVICE_NAME`` or ``API_KEY`` is not a string.
+- ``textflow.E008``: ``DEFAULT_REGION`` is not a region phonenumbers knows.
+- ``textflow.E009``: ``ALLOWED_COUNTRIES``/``BLOCKED_COUNTRIES`` hold something else than
+  ISO region codes.
+- ``textflow.E010``: ``VERIFY_MODE`` is not ``"textflow"`` or ``"local"``.
+- ``textflow.E011``: ``MAX_ATTEMPTS``, ``RESEND_COOLDOWN``, ``NUM_PROXIES`` or
+  ``TOKEN_MAX_AGE`` is not a whole number in its range.
+- ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of ``"number"``/``"ip"``
+  to rates like ``"5/h"``.
+- ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
+  ``RATELIMIT_CACHE`` names no configured cache.
+- ``textflow.E014``: a ``PERMISSION_CLASSES``/``THROTTLE_CLASSES`` entry cannot be imported.
+- ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
+- ``textflow.W002``: an unknown key in ``TEXTFLOW`` (a typo silently keeps the default).
+- ``textflow.W003``: ``BASE_URL`` sends the API key over plain http to a non-loopback host.
+- ``textflow.W004``: rate limits kept in a per-process cache while ``DEBUG`` is False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import DEFAULTS, MAX_CODE_TTL, conf
+from .exceptions import TextFlowConfigurationError
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@register(Tags.compatibility)
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Validate ``settings.TEXTFLOW``; one message per problem."""
+    raw = getattr(settings, "TEXTFLOW", {})
+    if not isinstance(raw, Mapping):
+        return [
+            Error(
+                "settings.TEXTFLOW must be a dict.",
+                hint="Set TEXTFLOW = {'API_KEY': '...'} in your settings.",
+                id="textflow.E001",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    errors += _check_backend()
+    errors += _check_values(raw)
+    errors += _check_phone_rules(raw)
+    errors += _check_verification_rules(raw)
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Warning(
+                f"Unknown TEXTFLOW keys: {', '.join(map(str, unknown))}.",
+                hint=f"Known keys: {', '.join(DEFAULTS)}. A misspelt key keeps its default.",
+                id="textflow.W002",
+            )
+        )
+    return errors
+
+
+def _check_backend() -> list[CheckMessage]:
+    from .backends import load_backend_class
+    from .backends._emulated import EmulatedBackend
+    from .backends.textflow import TextFlowBackend
+
+    try:
+        cls = load_backend_class(conf.BACKEND)
+    except TextFlowConfigurationError as err:
+        return [
+            Error(
+                str(err),
+                hint="Use textflow_django.backends.textflow.TextFlowBackend (the default), "
+                "or the console, locmem or dummy backend for development and tests.",
+                id="textflow.E003",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    if issubclass(cls, TextFlowBackend) and not conf.raw.get("API_KEY"):
+        errors.append(
+            Error(
+                "TEXTFLOW['API_KEY'] is not set, and the TextFlow backend needs it.",
+                hint="Set it from the environment, e.g. "
+                "TEXTFLOW = {'API_KEY': os.environ['TEXTFLOW_API_KEY']}; for development "
+                "use BACKEND 'textflow_django.backends.console.ConsoleBackend'.",
+                id="textflow.E002",
+            )
+        )
+    if issubclass(cls, EmulatedBackend) and not settings.DEBUG:
+        errors.append(
+            Warning(
+                f"TEXTFLOW['BACKEND'] is {cls.__name__}, which sends no real SMS, while "
+                "DEBUG is False.",
+                hint="In production use textflow_django.backends.textflow.TextFlowBackend.",
+                id="textflow.W001",
+            )
+        )
+    return errors
+
+
+def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    timeout = raw.get("TIMEOUT", DEFAULTS["TIMEOUT"])
+    if not _is_number(timeout) or timeout <= 0:
+        errors.append(
+            Error(
+                f"TEXTFLOW['TIMEOUT'] must be a positive number of seconds, not {timeout!r}.",
+                hint="For example 10.",
+                id="textflow.E004",
+            )
+        )
+    ttl = raw.get("CODE_TTL", DEFAULTS["CODE_TTL"])
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_CODE_TTL:
+        errors.append(
+            Error(
+                f"TEXTFLOW['CODE_TTL'] must be a whole number of seconds from 1 to "
+                f"{MAX_CODE_TTL}, not {ttl!r}.",
+                hint="TextFlow accepts code lifetimes up to a day; the default is 600.",
+                id="textflow.E005",
+            )
+        )
+    base_url = raw.get("BASE_URL", DEFAULTS["BASE_URL"])
+    parts = urlsplit(base_url) if isinstance(base_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        errors.append(
+            Error(
+                f"TEXTFLOW['BASE_URL'] must be an http(s) URL, not {base_url!r}.",
+                hint="The default is https://textflow.me/api.",
+                id="textflow.E006",
+            )
+        )
+    elif parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        errors.append(
+            Warning(
+                "TEXTFLOW['BASE_URL'] uses plain http: the API key would cross the network "
+                "unencrypted.",
+                hint="Use https, or a loopback address for the bundled emulator.",
+                id="textflow.W003",
+            )
+        )
+    for key in ("API_KEY", "SERVICE_NAME"):
+        value = raw.get(key, DEFAULTS[key])
+        if not isinstance(value, str):
+            errors.append(
+                Error(
+                    f"TEXTFLOW['{key}'] must be a string, not {type(value).__name__}.",
+                    hint="Strings only.",
+                    id="textflow.E007",
+                )
+            )
+    return errors
+
+
+def _check_phone_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    import phonenumbers
+
+    regions = phonenumbers.SUPPORTED_REGIONS
+    errors: list[CheckMessage] = []
+    region = raw.get("DEFAULT_REGION")
+    if region is not None and (not isinstance(region, str) or region.upper() not in regions):
+        errors.append(
+            Error(
+                f"TEXTFLOW['DEFAULT_REGION'] {region!r} is not a known region.",
+                hint="Use an ISO 3166-1 alpha-2 code such as 'US' or 'GB', or None.",
+                id="textflow.E008",
+            )
+        )
+    for key in ("ALLOWED_COUNTRIES", "BLOCKED_COUNTRIES"):
+        value = raw.get(key, DEFAULTS[key])
+        if value is None and key == "ALLOWED_COUNTRIES":
+            continue
+        bad = (
+            [value]
+            if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset)
+            else [c for c in value if not isinstance(c, str) or c.upper() not in regions]
+        )
+        if bad:
+            errors.append(
+                Error(
+                    f"TEXTFLOW['{key}'] must be a list of ISO region codes; "
+                    f"not valid: {', '.join(map(repr, bad))}.",
+                    hint="For example ['US', 'CA'].",
+                    id="textflow.E009",
+                )
+            )
+    return errors
+
+
+def _whole(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    from .ratelimit import parse_rate
+
+    errors: list[CheckMessage] = []
+    mode = raw.get("VERIFY_MODE", DEFAULTS["VERIFY_MODE"])
+    if mode not in ("textflow", "local"):
+        errors.append(
+            Error(
+                f"TEXTFLOW['VERIFY_MODE'] must be 'textflow' or 'local', not {mode!r}.",
+                hint="'textflow' lets TextFlow hold the codes; 'local' keeps hashes here.",
+                id="textflow.E010",
+            )
+        )
+    for key, minimum in (
+        ("MAX_ATTEMPTS", 1),
+        ("RESEND_COOLDOWN", 0),
+        ("NUM_PROXIES", 0),
+        ("TOKEN_MAX_AGE", 1),
+    ):
+        value = raw.get(key, DEFAULTS[key])
+        if not _whole(value, minimum):
+            errors.append(
+                Error(
+                    f"TEXTFLOW['{key}'] must be a whole number >= {minimum}, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="textflow.E011",
+                )
+            )
+    for key in ("SEND_LIMITS", "FAILED_CHECK_LIMITS"):
+        value = raw.get(key, DEFAULTS[key])
+        problem = None
+        if not isinstance(value, Mapping):
+            problem = "it is not a dict"
+        else:
+            for scope, rates in value.items():
+                if scope not in ("number", "ip"):
+                    problem = f"unknown scope {scope!r}"
+                    break
+                try:
+                    for rate in [rates] if isinstance(rates, str) else list(rates):
+                        parse_rate(rate)
+                except (TypeError, ValueError) as err:
+                    problem = str(err)
+                    break
+        if problem:
+            errors.append(
+                Error(
+                    f"TEXTFLOW['{key}'] is not valid: {problem}.",
+                    hint="For example {'number': ['5/h', '10/d'], 'ip': ['20/h']}.",
+                    id="textflow.E012",
+                )
+            )
+    store = raw.get("RATELIMIT_STORE", DEFAULTS["RATELIMIT_STORE"])
+    alias = raw.get("RATELIMIT_CACHE", DEFAULTS["RATELIMIT_CACHE"])
+    if store not in ("database", "cache"):
+        errors.append(
+            Error(
+                f"TEXTFLOW['RATELIMIT_STORE'] must be 'database' or 'cache', not {store!r}.",
+                hint="'database' works everywhere; 'cache' wants Redis or Memcached.",
+                id="textflow.E013",
+            )
+        )
+    elif store == "cache":
+        if alias not in settings.CACHES:
+            errors.append(
+                Error(
+                    f"TEXTFLOW['RATELIMIT_CACHE'] {alias!r} is not in settings.CACHES.",
+                    hint="Name a cache alias from settings.CACHES.",
+                    id="textflow.E013",
+                )
+            )
+        else:
+            backend = settings.CACHES[alias].get("BACKEND", "")
+            if not settings.DEBUG and backend.rsplit(".", 1)[-1] in (
+                "LocMemCache",
+                "DummyCache",
+                "FileBasedCache",
+            ):
+                errors.append(
+                    Warning(
+                        f"Rate limits are kept in cache {alias!r} ({backend}), which is not "
+                        "shared between processes: each worker would allow the full limit.",
+                        hint="Use Redis or Memcached, or RATELIMIT_STORE = 'database'.",
+                        id="textflow.W004",
+                    )
+                )
+    for key in ("PERMISSION_CLASSES", "THROTTLE_CLASSES"):
+        for path in raw.get(key, DEFAULTS[key]) or ():
+            try:
+                import_string(path)
+            except (ImportError, AttributeError, TypeError, ValueError) as err:
+                errors.append(
+                    Error(
+                        f"TEXTFLOW['{key}'] entry {path!r} cannot be imported: {err}",
+                        hint="Give dotted paths of DRF permission or throttle classes.",
+                        id="textflow.E014",
+                    )
+                )
+    return errors

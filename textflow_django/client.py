@@ -1,0 +1,466 @@
+"""A typed client for the TextFlow SMS API, usable on its own (no Django settings needed).
+
+    >>> client = TextFlowClient(api_key="...")
+    >>> client.send_sms("+11234567890", "Hello").price
+    0.05
+
+Contract:
+
+- One pooled ``requests.Session`` per client (pass ``session=`` to share or instrument one),
+  a timeout on every call, and a ``User-Agent`` naming this library and its version.
+- Every failure raises a :class:`~textflow_django.exceptions.TextFlowError` subclass carrying
+  the HTTP status and TextFlow's message, never the API key.
+- A request is retried only when the connection failed *before* the request was sent
+  (refused, unresolvable, connect timeout). Anything later (a 5xx, a read timeout, a reset,
+  a garbled body) may mean TextFlow acted on it: re-sending could deliver a second SMS, so it
+  is raised with ``maybe_sent=True`` instead.
+- The whole answer must arrive within ``timeout`` seconds: a server that trickles its body
+  byte by byte cannot hold a worker for longer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from . import __version__
+from .exceptions import (
+    InsufficientBalance,
+    InvalidAPIKey,
+    InvalidPhoneNumber,
+    TextFlowAPIError,
+    TextFlowBadResponse,
+    TextFlowConfigurationError,
+    TextFlowConnectionError,
+    TextFlowError,
+    TextFlowRateLimited,
+    TextFlowServerError,
+    TextFlowTimeout,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "BalanceResult",
+    "BulkCountResult",
+    "BulkResult",
+    "CodeResult",
+    "SMSResult",
+    "TextFlowClient",
+    "VerifyResult",
+]
+
+DEFAULT_BASE_URL = "https://textflow.me/api"
+DEFAULT_TIMEOUT = 10.0
+#: Connection attempts retried when nothing was sent yet (refused, DNS, connect timeout).
+CONNECT_RETRIES = 2
+#: A TextFlow answer is a small JSON envelope; anything larger is not TextFlow talking.
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+_INVALID_KEY_MESSAGES = ("invalid api key", "api key not found")
+
+
+def _from_ms(value: object) -> dt.datetime | None:
+    """Epoch milliseconds (TextFlow's timestamps) to an aware UTC datetime; junk gives None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class SMSResult:
+    """TextFlow accepted one SMS (``/send-sms``).
+
+    ``country_code`` is whatever TextFlow said: a country name in current answers, an ISO-2
+    code in older ones.
+    """
+
+    to: str
+    content: str
+    country_code: str | None = None
+    price: float | None = None
+    timestamp: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    """TextFlow sent a verification code (``/send-code``).
+
+    TextFlow echoes the code back; it is kept out of ``repr`` so that logging a result never
+    leaks it. Do not store it.
+    """
+
+    phone_number: str
+    expires: dt.datetime | None = None
+    verification_code: str | None = field(default=None, repr=False)
+    message_text: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The answer of ``/verify-code``: ``valid`` is always a bool."""
+
+    phone_number: str
+    valid: bool
+    expires: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """TextFlow started a bulk job for ``submitted`` numbers (``/bulk-sms``).
+
+    ``accepted`` is TextFlow's own count when it reports one.
+    """
+
+    submitted: int
+    message: str = ""
+    accepted: int | None = None
+
+
+@dataclass(frozen=True)
+class BulkCountResult:
+    """How many recipients of started bulk jobs are still waiting for their SMS."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class BalanceResult:
+    """Account credit (a ``Decimal``) and messages left per package region."""
+
+    credits: Decimal
+    packages: Mapping[str, int] = field(default_factory=dict)
+
+
+def _sent_nothing(err: requests.ConnectionError) -> bool:
+    """True when the failure happened while connecting, so the request never left."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError | NameResolutionError | ConnectTimeoutError)
+
+
+def _retry_after(value: str | None) -> int | None:
+    """Parse ``Retry-After`` (delta seconds or an HTTP date) to whole seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0, int((when - dt.datetime.now(dt.UTC)).total_seconds()))
+
+
+class TextFlowClient:
+    """Talks to TextFlow over HTTPS. Thread-compatible: share one per thread or guard it.
+
+    Args:
+        api_key: the TextFlow API key (required; sent as a Bearer token, never logged).
+        base_url: the API root, ``https://textflow.me/api`` by default.
+        timeout: seconds allowed for a whole call (connect, send and read the answer).
+        session: a ``requests.Session`` to use instead of a new pooled one.
+
+    Raises:
+        TextFlowConfigurationError: ``api_key`` is empty or ``timeout`` is not positive.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not api_key or not isinstance(api_key, str):
+            raise TextFlowConfigurationError(
+                "TextFlow API key is missing: set TEXTFLOW['API_KEY'] (or pass api_key=)."
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise TextFlowConfigurationError("The TextFlow timeout must be a positive number.")
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.session = session if session is not None else self._new_session()
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"textflow-django/{__version__} python-requests/{requests.__version__}",
+        }
+
+    def __repr__(self) -> str:
+        # Never the key: reprs end up in logs and tracebacks.
+        return f"<TextFlowClient base_url={self.base_url!r} timeout={self.timeout!r}>"
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        # Retry only connection-level failures (nothing was sent). read=0, status=0 and
+        # other=0 make sure nothing that may have reached TextFlow is ever repeated.
+        retry = Retry(
+            total=None,
+            connect=CONNECT_RETRIES,
+            read=0,
+            redirect=0,
+            status=0,
+            other=0,
+            backoff_factor=0.1,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> TextFlowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the API -------------------------------------------------------------------------
+
+    def send_sms(self, phone_number: str, text: str) -> SMSResult:
+        """Send one SMS. Raises ``InvalidPhoneNumber``, ``InsufficientBalance``, ``TextFlowError``."""
+        body = self._call("POST", "/send-sms", {"phone_number": phone_number, "text": text})
+        data = _data(body)
+        price = data.get("price")
+        return SMSResult(
+            to=str(data.get("to") or phone_number),
+            content=str(data.get("content") or text),
+            country_code=_str_or_none(data.get("country_code")),
+            price=float(price) if isinstance(price, int | float) and not isinstance(price, bool)
+            else None,
+            timestamp=_from_ms(data.get("timestamp")),
+        )
+
+    def send_code(
+        self, phone_number: str, service_name: str | None = None, seconds: int | None = None
+    ) -> CodeResult:
+        """Have TextFlow generate and text a verification code valid for ``seconds``."""
+        payload: dict[str, Any] = {"phone_number": phone_number}
+        if service_name:
+            payload["service_name"] = service_name
+        if seconds is not None:
+            payload["seconds"] = int(seconds)
+        data = _data(self._call("POST", "/send-code", payload))
+        code = data.get("verification_code")
+        return CodeResult(
+            phone_number=phone_number,
+            expires=_from_ms(data.get("expires")),
+            verification_code=None if code is None else str(code),
+            message_text=_str_or_none(data.get("message_text")),
+        )
+
+    def verify_code(self, phone_number: str, code: str) -> VerifyResult:
+        """Ask TextFlow whether ``code`` is the live code for ``phone_number``.
+
+        A wrong or expired code is ``valid=False``, not an error.
+        """
+        body = self._call("POST", "/verify-code", {"phone_number": phone_number, "code": code})
+        # The fields are at the top level in the documented answer; tolerate them in "data".
+        valid = body.get("valid", _data(body).get("valid"))
+        if not isinstance(valid, bool):
+            raise TextFlowBadResponse(
+                "TextFlow's answer has no boolean 'valid'", status=200, path="/verify-code"
+            )
+        return VerifyResult(
+            phone_number=phone_number,
+            valid=valid,
+            expires=_from_ms(body.get("expires", _data(body).get("expires"))),
+        )
+
+    def bulk_sms(self, phone_numbers: Iterable[str], text: str) -> BulkResult:
+        """Start a TextFlow bulk job sending ``text`` to every number (one batch, one call)."""
+        numbers = list(phone_numbers)
+        body = self._call("POST", "/bulk-sms", {"phone_numbers": numbers, "text": text})
+        accepted = _int_or_none(_data(body).get("count"))
+        return BulkResult(
+            submitted=len(numbers), message=str(body.get("message") or ""), accepted=accepted
+        )
+
+    def bulk_count(self) -> BulkCountResult:
+        """Recipients of started bulk jobs that have not yet received their SMS."""
+        body = self._call("POST", "/bulk-count", {})
+        count = _int_or_none(_data(body).get("count"))
+        if count is None:
+            count = _int_or_none(body.get("count"))
+        if count is None:
+            raise TextFlowBadResponse(
+                "TextFlow's answer has no 'count'", status=200, path="/bulk-count"
+            )
+        return BulkCountResult(count=count)
+
+    def balance(self) -> BalanceResult:
+        """The account's credit and per-region message packages."""
+        body = self._call("GET", "/balance", None)
+        try:
+            credits = Decimal(str(body.get("credits")))
+        except InvalidOperation:
+            raise TextFlowBadResponse(
+                "TextFlow's answer has no decimal 'credits'", status=200, path="/balance"
+            ) from None
+        packages = body.get("packages")
+        return BalanceResult(
+            credits=credits,
+            packages={
+                str(k): int(v)
+                for k, v in (packages.items() if isinstance(packages, dict) else ())
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
+        )
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        """Make one call and return TextFlow's JSON envelope, or raise a ``TextFlowError``."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                json=payload,
+                headers=self._headers,
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=False,
+            )
+            content = self._read(response, deadline, path)
+        except requests.Timeout as err:
+            sent = not isinstance(err, requests.ConnectTimeout)
+            raise TextFlowTimeout(
+                f"no answer within {self.timeout:g}s", path=path, maybe_sent=sent
+            ) from err
+        except requests.ConnectionError as err:
+            if _sent_nothing(err):
+                raise TextFlowConnectionError(
+                    "could not connect", path=path, maybe_sent=False
+                ) from err
+            raise TextFlowConnectionError(
+                "the connection broke before TextFlow answered", path=path, maybe_sent=True
+            ) from err
+        except requests.RequestException as err:
+            raise TextFlowConnectionError(
+                f"request failed ({type(err).__name__})", path=path, maybe_sent=True
+            ) from err
+        return self._interpret(response, content, path)
+
+    def _read(self, response: requests.Response, deadline: float, path: str) -> bytes:
+        """Read the body, giving up at the deadline or past ``MAX_RESPONSE_BYTES``."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=16384):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise TextFlowBadResponse(
+                        "the answer is too large to be TextFlow's",
+                        status=response.status_code,
+                        path=path,
+                    )
+                if time.monotonic() > deadline:
+                    raise TextFlowTimeout(
+                        f"the answer did not arrive within {self.timeout:g}s",
+                        status=response.status_code,
+                        path=path,
+                    )
+        except TextFlowError:
+            response.close()
+            raise
+        return b"".join(chunks)
+
+    def _interpret(self, response: requests.Response, content: bytes, path: str) -> dict[str, Any]:
+        status = response.status_code
+        body = self._json(content)
+        message = self._message(body, status)
+        if body is not None and status < 400 and body.get("ok") is not False:
+            return body
+        if status == 429:
+            raise TextFlowRateLimited(
+                message,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                status=status,
+                path=path,
+            )
+        if status >= 500:
+            raise TextFlowServerError(message, status=status, path=path)
+        if body is None:
+            # A 2xx/4xx that is not TextFlow's JSON: a proxy page, an empty or cut body.
+            # TextFlow may have acted on it, so it counts as "maybe sent".
+            raise TextFlowBadResponse(message, status=status, path=path)
+        lowered = message.lower()
+        if any(m in lowered for m in _INVALID_KEY_MESSAGES):
+            raise InvalidAPIKey(message, status=status, path=path)
+        if "phone number" in lowered:
+            raise InvalidPhoneNumber(message, status=status, path=path)
+        if "balance" in lowered or "credit" in lowered:
+            raise InsufficientBalance(message, status=status, path=path)
+        raise TextFlowAPIError(message, status=status, path=path)
+
+    @staticmethod
+    def _json(content: bytes) -> dict[str, Any] | None:
+        """The JSON object in the body, or None for anything else (HTML, empty, truncated)."""
+        if not content.strip():
+            return None
+        try:
+            parsed = json.loads(content)
+        except ValueError:  # includes UnicodeDecodeError
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def _message(self, body: dict[str, Any] | None, status: int) -> str:
+        if body is not None and isinstance(body.get("message"), str) and body["message"]:
+            text: str = body["message"]
+        elif body is not None:
+            text = "TextFlow refused the request"
+        elif status >= 500:
+            text = f"TextFlow is unavailable (HTTP {status} without a TextFlow answer)"
+        else:
+            text = "TextFlow's answer is not JSON"
+        # Defence in depth: never let a server that echoes the key put it in our errors.
+        return text.replace(self._api_key, "[redacted]")[:500]
+
+
+def _data(body: dict[str, Any]) -> dict[str, Any]:
+    data = body.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None

@@ -1,0 +1,185 @@
+"""textflow-django's settings: one dict, ``settings.TEXTFLOW``, read on every access.
+
+Nothing is cached at import, so ``override_settings(TEXTFLOW={...})`` takes effect at once.
+``DEFAULTS`` is the one place a default lives; ``checks.py`` validates the values at start-up
+and the README documents every key (a test keeps the two in step).
+
+    from textflow_django.conf import conf
+    conf.CODE_TTL  # -> 600 unless settings.TEXTFLOW says otherwise
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from .ratelimit import Rate
+
+__all__ = ["DEFAULTS", "Settings", "conf"]
+
+#: Every key textflow-django reads, with its default. Keys not listed here are typos
+#: (system check ``textflow.W002``).
+DEFAULTS: Final[Mapping[str, Any]] = {
+    # Credentials and transport.
+    "API_KEY": "",
+    "BASE_URL": "https://textflow.me/api",
+    "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
+    "TIMEOUT": 10.0,
+    # Verification codes.
+    "SERVICE_NAME": "",
+    "CODE_TTL": 600,
+    # Phone numbers.
+    "DEFAULT_REGION": None,
+    "ALLOWED_COUNTRIES": None,
+    "BLOCKED_COUNTRIES": (),
+    # Verification rules.
+    "VERIFY_MODE": "textflow",
+    "MAX_ATTEMPTS": 5,
+    "RESEND_COOLDOWN": 30,
+    "SEND_LIMITS": {"number": ("5/h", "10/d"), "ip": ("20/h", "100/d")},
+    "FAILED_CHECK_LIMITS": {"number": ("20/d",), "ip": ("60/h",)},
+    "RATELIMIT_STORE": "database",
+    "RATELIMIT_CACHE": "default",
+    "NUM_PROXIES": 0,
+    "TOKEN_MAX_AGE": 3600,
+    # The HTTP API.
+    "PERMISSION_CLASSES": ("rest_framework.permissions.AllowAny",),
+    "THROTTLE_CLASSES": (),
+}
+
+#: The longest code lifetime TextFlow accepts (``seconds`` on ``/send-code``).
+MAX_CODE_TTL: Final = 86400
+
+
+class Settings:
+    """Typed, read-through access to ``settings.TEXTFLOW``; one property per key."""
+
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        """The ``TEXTFLOW`` dict as the project set it (empty when unset)."""
+        value = getattr(settings, "TEXTFLOW", None)
+        return value if isinstance(value, Mapping) else {}
+
+    def get(self, key: str) -> Any:
+        """The value of ``key``, or its default. Raises ``KeyError`` for an unknown key."""
+        default = DEFAULTS[key]
+        return self.raw.get(key, default)
+
+    @property
+    def API_KEY(self) -> str:
+        """The TextFlow API key (a secret: never logged)."""
+        return str(self.get("API_KEY") or "")
+
+    @property
+    def BASE_URL(self) -> str:
+        """The API root; tests and the demo point it at the bundled emulator."""
+        return str(self.get("BASE_URL"))
+
+    @property
+    def BACKEND(self) -> str:
+        """Dotted path of the backend class."""
+        return str(self.get("BACKEND"))
+
+    @property
+    def TIMEOUT(self) -> float:
+        """Seconds allowed for one whole call to TextFlow."""
+        return float(self.get("TIMEOUT"))
+
+    @property
+    def SERVICE_NAME(self) -> str:
+        """Name shown in the code SMS (``Your verification code for <name> is: ...``)."""
+        return str(self.get("SERVICE_NAME") or "")
+
+    @property
+    def CODE_TTL(self) -> int:
+        """Seconds a verification code stays valid (1..86400)."""
+        return int(self.get("CODE_TTL"))
+
+    @property
+    def DEFAULT_REGION(self) -> str | None:
+        """ISO 3166-1 alpha-2 region for numbers typed without ``+`` (None: E.164 only)."""
+        value = self.get("DEFAULT_REGION")
+        return str(value).upper() if value else None
+
+    @property
+    def ALLOWED_COUNTRIES(self) -> frozenset[str] | None:
+        """ISO codes numbers may belong to; None allows every country."""
+        value = self.get("ALLOWED_COUNTRIES")
+        return None if value is None else frozenset(str(c).upper() for c in value)
+
+    @property
+    def BLOCKED_COUNTRIES(self) -> frozenset[str]:
+        """ISO codes whose numbers are refused (checked after ``ALLOWED_COUNTRIES``)."""
+        return frozenset(str(c).upper() for c in self.get("BLOCKED_COUNTRIES") or ())
+
+    @property
+    def VERIFY_MODE(self) -> str:
+        """``"textflow"`` (TextFlow holds the code) or ``"local"`` (a hash is kept here)."""
+        return str(self.get("VERIFY_MODE"))
+
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        """Wrong codes allowed per verification before it locks."""
+        return int(self.get("MAX_ATTEMPTS"))
+
+    @property
+    def RESEND_COOLDOWN(self) -> int:
+        """Seconds between two codes sent to one number (0 disables)."""
+        return int(self.get("RESEND_COOLDOWN"))
+
+    @property
+    def SEND_LIMITS(self) -> dict[str, tuple[Rate, ...]]:
+        """Codes sent per ``"number"`` and per ``"ip"``: rates such as ``"5/h"``."""
+        return _rates(self.get("SEND_LIMITS"))
+
+    @property
+    def FAILED_CHECK_LIMITS(self) -> dict[str, tuple[Rate, ...]]:
+        """Wrong codes per ``"number"`` and per ``"ip"`` across verifications."""
+        return _rates(self.get("FAILED_CHECK_LIMITS"))
+
+    @property
+    def RATELIMIT_STORE(self) -> str:
+        """Where counters live: ``"database"`` or ``"cache"``."""
+        return str(self.get("RATELIMIT_STORE"))
+
+    @property
+    def RATELIMIT_CACHE(self) -> str:
+        """The cache alias used when ``RATELIMIT_STORE`` is ``"cache"``."""
+        return str(self.get("RATELIMIT_CACHE"))
+
+    @property
+    def NUM_PROXIES(self) -> int:
+        """Reverse proxies in front of the site that append to ``X-Forwarded-For``."""
+        return int(self.get("NUM_PROXIES"))
+
+    @property
+    def TOKEN_MAX_AGE(self) -> int:
+        """Seconds a verification token stays valid."""
+        return int(self.get("TOKEN_MAX_AGE"))
+
+    @property
+    def PERMISSION_CLASSES(self) -> tuple[str, ...]:
+        """DRF permission classes (dotted paths) of the send/verify endpoints."""
+        return tuple(self.get("PERMISSION_CLASSES"))
+
+    @property
+    def THROTTLE_CLASSES(self) -> tuple[str, ...]:
+        """DRF throttle classes (dotted paths) of the send/verify endpoints, on top of the
+        built-in limits."""
+        return tuple(self.get("THROTTLE_CLASSES"))
+
+
+def _rates(value: Mapping[str, Any] | None) -> dict[str, tuple[Rate, ...]]:
+    from .ratelimit import parse_rate
+
+    return {
+        scope: tuple(parse_rate(r) for r in ([rates] if isinstance(rates, str) else rates or ()))
+        for scope, rates in (value or {}).items()
+    }
+
+
+#: The one instance everyone imports.
+conf = Settings()

@@ -1,0 +1,219 @@
+"""Atomic counters for cooldowns and caps, shared by every process of a site.
+
+Two primitives, implemented by two stores chosen with ``TEXTFLOW["RATELIMIT_STORE"]``:
+
+- ``claim(key, ttl)``: take a lock-like slot for ``ttl`` seconds (the resend cooldown).
+  Atomic: of many concurrent claims exactly one wins.
+- ``hit(key, rate)``: count one event in the current window of ``rate`` and refuse past its
+  limit (the send and wrong-code caps). Windows are aligned to the epoch, so a key that a
+  racing writer left without expiry can only ever belong to a past window.
+
+Both answer ``None`` when allowed, or the seconds until the caller may try again; both can be
+undone (``release``/``unhit``) so a failed SMS send consumes nothing.
+
+``"database"`` (the default) keeps counters in ``RateLimitCounter`` rows using single-row
+``UPDATE``s and unique inserts, so no lock is held across calls. ``"cache"`` uses the Django
+cache named by ``RATELIMIT_CACHE``: ``add`` and ``incr`` are atomic on Redis and Memcached.
+A per-process cache (LocMemCache) does not hold limits across workers: ``textflow.W004``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.core.cache import caches
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .conf import conf
+
+__all__ = ["Rate", "RateLimitStore", "get_store", "parse_rate"]
+
+_RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PREFIX = "textflow:rl:"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``limit`` events per ``window`` seconds (parsed from ``"5/h"``, ``"10/day"``, ``"3/10m"``)."""
+
+    limit: int
+    window: int
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.window}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse ``"<n>/<period>"``. Raises ``ValueError`` naming the bad text."""
+    match = _RATE_RE.fullmatch(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a rate like '5/h', '10/d' or '3/10m'")
+    limit, multiplier, unit = int(match[1]), int(match[2] or 1), match[3][0]
+    if multiplier < 1:
+        raise ValueError(f"{text!r} has an empty period")
+    return Rate(limit=limit, window=multiplier * _UNITS[unit])
+
+
+class RateLimitStore(Protocol):
+    """What a store must do; see the module docstring for the semantics."""
+
+    def claim(self, key: str, ttl: int) -> int | None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def hit(self, key: str, rate: Rate) -> int | None: ...
+
+    def unhit(self, key: str, rate: Rate) -> None: ...
+
+    def peek(self, key: str, rate: Rate) -> int | None: ...
+
+
+def _window(rate: Rate, now: float) -> tuple[int, int]:
+    """(window index, seconds left in it) for ``now``."""
+    index = int(now // rate.window)
+    left = max(1, math.ceil((index + 1) * rate.window - now))
+    return index, left
+
+
+class CacheStore:
+    """Counters in a Django cache (Redis or Memcached for more than one process)."""
+
+    def __init__(self, alias: str) -> None:
+        self.cache = caches[alias]
+
+    def claim(self, key: str, ttl: int) -> int | None:
+        until = time.time() + ttl
+        if self.cache.add(_PREFIX + key, until, timeout=ttl):
+            return None
+        held = self.cache.get(_PREFIX + key)
+        if held is None:  # expired between add and get: try once more
+            return None if self.cache.add(_PREFIX + key, until, timeout=ttl) else 1
+        return max(1, math.ceil(float(held) - time.time()))
+
+    def release(self, key: str) -> None:
+        self.cache.delete(_PREFIX + key)
+
+    def _key(self, key: str, rate: Rate, index: int) -> str:
+        return f"{_PREFIX}{key}:{rate.window}:{index}"
+
+    def hit(self, key: str, rate: Rate) -> int | None:
+        index, left = _window(rate, time.time())
+        full = self._key(key, rate, index)
+        if self.cache.add(full, 1, timeout=left + 1):
+            count = 1
+        else:
+            try:
+                count = self.cache.incr(full)
+            except ValueError:  # the window just expired
+                count = 1 if self.cache.add(full, 1, timeout=left + 1) else self.cache.incr(full)
+        if count > rate.limit:
+            self.cache.decr(full)
+            return left
+        return None
+
+    def unhit(self, key: str, rate: Rate) -> None:
+        index, _left = _window(rate, time.time())
+        try:
+            self.cache.decr(self._key(key, rate, index))
+        except ValueError:
+            pass
+
+    def peek(self, key: str, rate: Rate) -> int | None:
+        index, left = _window(rate, time.time())
+        count = self.cache.get(self._key(key, rate, index), 0)
+        return left if int(count) >= rate.limit else None
+
+
+class DatabaseStore:
+    """Counters in ``RateLimitCounter`` rows; works on every database Django supports."""
+
+    #: One write in this many also purges expired rows, which keeps the table small
+    #: without a scheduled job.
+    purge_one_in = 50
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+
+    @property
+    def _model(self):  # type: ignore[no-untyped-def]
+        from .models import RateLimitCounter
+
+        return RateLimitCounter
+
+    def _insert(self, key: str, count: int, expires_at: dt.datetime) -> bool:
+        """Insert a fresh row; False when another writer holds the key."""
+        model = self._model
+        if random.randrange(self.purge_one_in) == 0:  # noqa: S311 - not security
+            model.objects.using(self.using).filter(expires_at__lte=timezone.now()).delete()
+        try:
+            with transaction.atomic(using=self.using):
+                model.objects.using(self.using).create(key=key, count=count, expires_at=expires_at)
+        except IntegrityError:
+            return False
+        return True
+
+    def claim(self, key: str, ttl: int) -> int | None:
+        model = self._model
+        now = timezone.now()
+        rows = model.objects.using(self.using)
+        until = now + dt.timedelta(seconds=ttl)
+        # Take over an expired claim in one UPDATE (atomic), else insert a new one.
+        if rows.filter(key=key, expires_at__lte=now).update(count=1, expires_at=until):
+            return None
+        if self._insert(key, 1, until):
+            return None
+        if rows.filter(key=key, expires_at__lte=now).update(count=1, expires_at=until):
+            return None
+        held = rows.filter(key=key).values_list("expires_at", flat=True).first()
+        return 1 if held is None else max(1, math.ceil((held - now).total_seconds()))
+
+    def release(self, key: str) -> None:
+        self._model.objects.using(self.using).filter(key=key).delete()
+
+    def hit(self, key: str, rate: Rate) -> int | None:
+        now = time.time()
+        index, left = _window(rate, now)
+        full = f"{key}:{rate.window}:{index}"
+        rows = self._model.objects.using(self.using)
+        # UPDATE ... WHERE count < limit is atomic: concurrent hits cannot pass the limit.
+        if rows.filter(key=full, count__lt=rate.limit).update(count=F("count") + 1):
+            return None
+        if rate.limit > 0 and self._insert(
+            full, 1, timezone.now() + dt.timedelta(seconds=left + 1)
+        ):
+            return None
+        if rows.filter(key=full, count__lt=rate.limit).update(count=F("count") + 1):
+            return None
+        return left
+
+    def unhit(self, key: str, rate: Rate) -> None:
+        index, _left = _window(rate, time.time())
+        self._model.objects.using(self.using).filter(
+            key=f"{key}:{rate.window}:{index}", count__gt=0
+        ).update(count=F("count") - 1)
+
+    def peek(self, key: str, rate: Rate) -> int | None:
+        index, left = _window(rate, time.time())
+        count = (
+            self._model.objects.using(self.using)
+            .filter(key=f"{key}:{rate.window}:{index}")
+            .values_list("count", flat=True)
+            .first()
+        )
+        return left if (count or 0) >= rate.limit else None
+
+
+def get_store() -> RateLimitStore:
+    """The store configured now (``RATELIMIT_STORE``, ``RATELIMIT_CACHE``)."""
+    if conf.RATELIMIT_STORE == "cache":
+        return CacheStore(conf.RATELIMIT_CACHE)
+    return DatabaseStore()

@@ -1,0 +1,51 @@
+"""Input serializers of the send-code and verify-code endpoints (output is plain dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from .fields import PhoneNumberSerializerField
+
+__all__ = ["SendCodeSerializer", "VerifyCodeSerializer"]
+
+#: ASCII digits only: ``\d`` would let Arabic-Indic or full-width digits through.
+code_validator = RegexValidator(
+    r"\A[0-9]{4,10}\Z", _("Enter the code you received, digits only."), code="invalid"
+)
+
+
+class SendCodeSerializer(serializers.Serializer[Any]):
+    # Country rules are the service's (answered as "country_not_allowed", not a field error).
+    phone_number = PhoneNumberSerializerField(check_countries=False)
+
+
+class VerifyCodeSerializer(serializers.Serializer[Any]):
+    phone_number = PhoneNumberSerializerField(check_countries=False)
+    code = serializers.CharField(max_length=10, validators=[code_validator])
+
+
+class SendCodeResponseSerializer(serializers.Serializer[Any]):
+    """The shape of a send-code answer (documents the API schema)."""
+
+    phone_number = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    resend_after = serializers.IntegerField(help_text=_("Seconds before another code may be sent."))
+
+
+class VerifyCodeResponseSerializer(serializers.Serializer[Any]):
+    """The shape of a verify-code answer (documents the API schema)."""
+
+    phone_number = serializers.CharField()
+    verified = serializers.BooleanField()
+    token = serializers.CharField(help_text=_("Signed proof of the number for a later request."))
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """Every error that is not a field error: ``{"detail": ..., "code": ...}``."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()

@@ -1,0 +1,36 @@
+"""Signals of textflow-django. Receivers must accept ``**kwargs``: arguments may be added.
+
+    from django.dispatch import receiver
+    from textflow_django.signals import phone_verified
+
+    @receiver(phone_verified)
+    def mark_profile_verified(sender, phone_number, user, **kwargs):
+        ...
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+__all__ = ["bulk_job_finished", "code_sent", "phone_verified", "verification_failed"]
+
+#: A verification code was sent.
+#: Arguments: ``sender`` (the ``PhoneVerification`` class), ``verification`` (the row),
+#: ``phone_number`` (E.164), ``user`` (or None), ``request`` (or None).
+code_sent = Signal()
+
+#: A number was verified. Sent exactly once per successful verification, after the
+#: database change is committed.
+#: Arguments: ``sender`` (the ``PhoneVerification`` class), ``verification``,
+#: ``phone_number`` (E.164), ``user`` (or None), ``request`` (or None), ``token`` (the signed
+#: proof returned to the client).
+phone_verified = Signal()
+
+#: A check failed. Arguments: ``sender`` (the ``PhoneVerification`` class),
+#: ``phone_number`` (E.164), ``reason`` (``"invalid_code"``, ``"expired"``,
+#: ``"too_many_attempts"`` or ``"rate_limited"``), ``verification`` (or None), ``user``,
+#: ``request``.
+verification_failed = Signal()
+
+#: A bulk SMS job ended. Arguments: ``sender`` (the ``BulkSMSJob`` class), ``job``.
+bulk_job_finished = Signal()

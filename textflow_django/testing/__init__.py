@@ -1,0 +1,10 @@
+"""Test kit for projects using textflow-django: a fake TextFlow server and pytest fixtures.
+
+``TextFlowEmulator`` is a real HTTP server on loopback that answers the TextFlow API the way
+``textflow-api.md`` describes, records every request and can inject faults. The pytest plugin
+(``textflow_django.testing.pytest_plugin``, registered automatically) exposes it as fixtures.
+"""
+
+from ._emulator import EMULATOR_API_KEY, Fault, RecordedRequest, SentSMS, TextFlowEmulator
+
+__all__ = ["EMULATOR_API_KEY", "Fault", "RecordedRequest", "SentSMS", "TextFlowEmulator"]

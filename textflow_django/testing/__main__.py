@@ -1,0 +1,101 @@
+"""Run the TextFlow emulator as a process: ``python -m textflow_django.testing``.
+
+Prints exactly one line, ``TextFlow emulator listening on http://HOST:PORT/api``, once the
+port is bound (so a parent process can read the URL, ``--port 0`` included), then serves
+until SIGINT or SIGTERM and exits 0. The API key is never printed: pass ``--api-key`` or
+use the built-in ``EMULATOR_API_KEY``. Exits 1 if the address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from ._emulator import EMULATOR_API_KEY, TextFlowEmulator
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m textflow_django.testing",
+        description="Serve a fake TextFlow API on loopback for tests, benchmarks and demos.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8025, help="port to bind; 0 picks a free one (default 8025)"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=EMULATOR_API_KEY,
+        help="bearer key to accept (default: textflow_django.testing.EMULATOR_API_KEY)",
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="seconds to sleep before answering each API request (default 0)",
+    )
+    parser.add_argument(
+        "--code-length", type=int, default=4, help="digits per verification code (default 4)"
+    )
+    parser.add_argument(
+        "--credits", type=float, default=1000.0, help="starting balance (default 1000)"
+    )
+    parser.add_argument("--price", type=float, default=0.05, help="price of one SMS (default 0.05)")
+    parser.add_argument(
+        "--no-record-messages",
+        action="store_true",
+        help="count SMS but do not keep them (for long benchmarks)",
+    )
+    parser.add_argument(
+        "--no-record-requests",
+        action="store_true",
+        help="count requests but do not keep them (for long benchmarks)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator until SIGINT/SIGTERM; return the process exit code."""
+    args = _parser().parse_args(argv)
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    # Installed before binding, so a signal sent right after the URL line is never lost.
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    try:
+        emulator = TextFlowEmulator(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            delay=args.delay,
+            code_length=args.code_length,
+            credits=args.credits,
+            price=args.price,
+            record_messages=not args.no_record_messages,
+            record_requests=not args.no_record_requests,
+        ).start()
+    except (OSError, ValueError) as exc:
+        print(f"textflow emulator: {exc}", file=sys.stderr)
+        return 1
+    print(f"TextFlow emulator listening on {emulator.url}", flush=True)
+    try:
+        # A timed wait: the signal handler's set() wakes it at once, the timeout is a backstop.
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

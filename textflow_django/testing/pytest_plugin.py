@@ -1,0 +1,82 @@
+"""pytest fixtures for projects using textflow-django (registered through ``pytest11``).
+
+- ``textflow_emulator``: a running :class:`TextFlowEmulator`, reset for each test.
+- ``textflow_live``: ``settings.TEXTFLOW`` pointed at that emulator with the real TextFlow
+  backend, so the whole HTTP path runs; yields the emulator.
+- ``sms_outbox``: the locmem backend switched on; yields its (empty) outbox.
+
+The locmem outbox is also emptied before every test, used or not, like ``mail.outbox``.
+Nothing here touches Django until a fixture that needs it is requested.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ._emulator import EMULATOR_API_KEY, TextFlowEmulator
+
+if TYPE_CHECKING:
+    from ..backends._emulated import SMSMessage
+
+_LOCMEM = "textflow_django.backends.locmem"
+
+
+@pytest.fixture(scope="session")
+def textflow_emulator_server() -> Iterator[TextFlowEmulator]:
+    """One emulator for the whole session (tests get it reset via ``textflow_emulator``)."""
+    with TextFlowEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def textflow_emulator(textflow_emulator_server: TextFlowEmulator) -> Iterator[TextFlowEmulator]:
+    """The session's emulator, with its records, codes, faults and delay cleared."""
+    textflow_emulator_server.reset()
+    textflow_emulator_server.delay = 0.0
+    yield textflow_emulator_server
+    textflow_emulator_server.reset()
+    textflow_emulator_server.delay = 0.0
+
+
+def _textflow_settings(**overrides: Any) -> Any:
+    from django.conf import settings
+    from django.test import override_settings
+
+    current = getattr(settings, "TEXTFLOW", None)
+    merged = dict(current) if isinstance(current, dict) else {}
+    merged.update(overrides)
+    return override_settings(TEXTFLOW=merged)
+
+
+@pytest.fixture
+def textflow_live(textflow_emulator: TextFlowEmulator) -> Iterator[TextFlowEmulator]:
+    """Point ``TEXTFLOW`` at the emulator through the real TextFlow backend."""
+    with _textflow_settings(
+        BACKEND="textflow_django.backends.textflow.TextFlowBackend",
+        API_KEY=EMULATOR_API_KEY,
+        BASE_URL=textflow_emulator.url,
+    ):
+        yield textflow_emulator
+
+
+@pytest.fixture
+def sms_outbox() -> Iterator[list[SMSMessage]]:
+    """Use the locmem backend for this test and return its outbox."""
+    from ..backends import locmem
+
+    locmem.reset()
+    with _textflow_settings(BACKEND="textflow_django.backends.locmem.LocMemBackend"):
+        yield locmem.outbox
+
+
+@pytest.fixture(autouse=True)
+def _textflow_clear_outbox() -> None:
+    # Only if the project's code has loaded the locmem backend: importing it here would
+    # drag Django into every test session that merely has this package installed.
+    locmem = sys.modules.get(_LOCMEM)
+    if locmem is not None:
+        locmem.reset()

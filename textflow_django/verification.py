@@ -1,0 +1,419 @@
+"""The verification service: the one place where the product's rules live.
+
+Views, forms, commands and your own code call :func:`send_code` and :func:`check_code`;
+none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
+
+- the number is normalised to E.164 and must pass the country rules (``phone.py``);
+- sends are refused inside ``RESEND_COOLDOWN`` and past ``SEND_LIMITS`` (per number and per
+  client IP), and checks past ``FAILED_CHECK_LIMITS``, with counters shared by every process;
+- a verification locks after ``MAX_ATTEMPTS`` wrong codes and then refuses even the right
+  code without asking TextFlow; a code verifies once;
+- a TextFlow failure consumes nothing (no verification, cooldown or cap): retry at once;
+- codes are never stored, logged or put in an exception in clear.
+
+Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subclass (with
+``code``, ``status_code`` and ``retry_after``) or, for a malformed number, a
+:class:`~textflow_django.phone.InvalidPhoneNumberError` (a ``ValidationError``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import ipaddress
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.core import signing
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from . import phone, signals
+from .backends import get_backend
+from .conf import conf
+from .exceptions import (
+    CountryNotAllowed,
+    InvalidCode,
+    InvalidPhoneNumber,
+    InvalidToken,
+    RateLimited,
+    ResendTooSoon,
+    SMSProviderError,
+    SMSProviderUnavailable,
+    TextFlowBadResponse,
+    TextFlowError,
+    TextFlowServerError,
+    TextFlowUnavailable,
+    TooManyAttempts,
+    VerificationExpired,
+)
+from .models import PhoneVerification
+from .ratelimit import RateLimitStore, get_store
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.http import HttpRequest
+
+__all__ = [
+    "CodeSent",
+    "Verified",
+    "check_code",
+    "client_ip",
+    "make_token",
+    "phone_from_token",
+    "send_code",
+]
+
+logger = logging.getLogger("textflow_django")
+
+#: Digits of a code generated in "local" mode.
+LOCAL_CODE_LENGTH = 6
+#: What a code may look like before it is worth asking anyone (ASCII digits only).
+_CODE_RE = re.compile(r"[0-9]{4,10}")
+_TOKEN_SALT = "textflow_django.verification.token"
+_HASH_SALT = "textflow_django.verification.code"
+
+
+
+@dataclass(frozen=True)
+class CodeSent:
+    """A code is on its way. ``resend_after`` is the cooldown in seconds."""
+
+    phone_number: str
+    expires_at: dt.datetime
+    resend_after: int
+    verification: PhoneVerification
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The number is verified; ``token`` proves it to a later request (``phone_from_token``)."""
+
+    phone_number: str
+    token: str
+    verification: PhoneVerification
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    """The client's IP: ``REMOTE_ADDR``, or with ``NUM_PROXIES = n`` the address the n-th
+    proxy from the right saw in ``X-Forwarded-For``.
+
+    Entries a client can forge (everything left of what our own proxies appended) are never
+    used, so a forged header cannot reset a per-IP cap. Returns None when unknown.
+    """
+    if request is None:
+        return None
+    candidate: str | None = request.META.get("REMOTE_ADDR")
+    proxies = conf.NUM_PROXIES
+    if proxies > 0:
+        forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [p for p in forwarded if p]
+        if forwarded:
+            candidate = forwarded[-min(proxies, len(forwarded))]
+    try:
+        return str(ipaddress.ip_address((candidate or "").strip()))
+    except ValueError:
+        return None
+
+
+def _user(request: HttpRequest | None, user: Any) -> Any:
+    if user is None and request is not None:
+        user = getattr(request, "user", None)
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+def _normalize(phone_number: object) -> str:
+    try:
+        return phone.normalize(phone_number)
+    except phone.CountryNotAllowedError as err:
+        raise CountryNotAllowed() from err
+
+
+def _mask(number: str) -> str:
+    """A number for logs: enough to correlate, not enough to identify."""
+    return number[:5] + "***" + number[-2:]
+
+
+def _provider_error(err: TextFlowError, number: str, action: str) -> Exception:
+    """Map a TextFlow failure to the service's refusal, logging it (never key or code)."""
+    logger.warning(
+        "TextFlow %s for %s failed: %s (%s, maybe_sent=%s)",
+        action,
+        _mask(number),
+        err,
+        type(err).__name__,
+        err.maybe_sent,
+    )
+    if isinstance(err, InvalidPhoneNumber):
+        return phone.InvalidPhoneNumberError()
+    if isinstance(err, TextFlowServerError | TextFlowBadResponse):
+        return SMSProviderError()
+    if isinstance(err, TextFlowUnavailable):
+        return SMSProviderUnavailable(retry_after=5)
+    retry_after = getattr(err, "retry_after", None)
+    if err.status == 429:
+        return SMSProviderUnavailable(retry_after=retry_after or 5)
+    return SMSProviderError()
+
+
+def _hash_code(number: str, code: str, salt: str) -> str:
+    """A keyed hash (SECRET_KEY-derived HMAC-SHA256) of a local-mode code."""
+    digest = salted_hmac(_HASH_SALT, f"{salt}:{number}:{code}", algorithm="sha256").hexdigest()
+    return f"{salt}${digest}"
+
+
+def _matches_hash(stored: str, number: str, code: str) -> bool:
+    salt, _sep, _digest = stored.partition("$")
+    return hmac.compare_digest(stored.encode(), _hash_code(number, code, salt).encode())
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+def _enforce_send_limits(
+    store: RateLimitStore, number: str, ip: str | None, undo: list[Callable[[], None]]
+) -> int:
+    """Claim the cooldown and count the send against every cap, recording how to undo."""
+    cooldown = conf.RESEND_COOLDOWN
+    if cooldown > 0:
+        cooldown_key = f"cooldown:{number}"
+        wait = store.claim(cooldown_key, cooldown)
+        if wait is not None:
+            raise ResendTooSoon(retry_after=wait)
+        undo.append(lambda: store.release(cooldown_key))
+    limits = conf.SEND_LIMITS
+    for scope, subject in (("number", number), ("ip", ip)):
+        if subject is None:
+            continue
+        for rate in limits.get(scope, ()):
+            cap_key = f"send:{scope}:{subject}"
+            wait = store.hit(cap_key, rate)
+            if wait is not None:
+                raise RateLimited(retry_after=wait)
+            # Bind now: the loop rebinds cap_key and rate before the undo would run.
+            undo.append(lambda k=cap_key, r=rate: store.unhit(k, r))  # type: ignore[misc]
+    return cooldown
+
+
+def send_code(
+    phone_number: object,
+    *,
+    request: HttpRequest | None = None,
+    user: Any = None,
+) -> CodeSent:
+    """Send a verification code to ``phone_number``.
+
+    Raises ``InvalidPhoneNumberError`` (a ``ValidationError``), ``CountryNotAllowed``,
+    ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError`` or ``SMSProviderUnavailable``.
+    On any failure nothing is consumed: no verification, no cooldown, no cap.
+    """
+    number = _normalize(phone_number)
+    ip = client_ip(request)
+    user = _user(request, user)
+    store = get_store()
+    undo: list[Callable[[], None]] = []
+    try:
+        cooldown = _enforce_send_limits(store, number, ip, undo)
+        verification = _deliver(number, ip, user)
+    except BaseException:
+        for step in reversed(undo):
+            step()
+        raise
+    signals.code_sent.send(
+        sender=PhoneVerification,
+        verification=verification,
+        phone_number=number,
+        user=user,
+        request=request,
+    )
+    return CodeSent(number, verification.expires_at, cooldown, verification)
+
+
+def _deliver(number: str, ip: str | None, user: Any) -> PhoneVerification:
+    """Have the code sent (by TextFlow or by us), then record the new verification."""
+    mode = conf.VERIFY_MODE
+    ttl = conf.CODE_TTL
+    service = conf.SERVICE_NAME
+    backend = get_backend()
+    code_hash = ""
+    try:
+        if mode == PhoneVerification.Mode.LOCAL:
+            code = f"{secrets.randbelow(10**LOCAL_CODE_LENGTH):0{LOCAL_CODE_LENGTH}d}"
+            code_hash = _hash_code(number, code, secrets.token_hex(8))
+            text = (
+                f"Your verification code for {service} is: {code}"
+                if service
+                else f"Your verification code is: {code}"
+            )
+            backend.send_sms(number, text)
+        else:
+            backend.send_code(number, service_name=service or None, seconds=ttl)
+    except TextFlowError as err:
+        raise _provider_error(err, number, "send") from err
+    now = timezone.now()
+    with transaction.atomic():
+        # Like TextFlow, a new code replaces the number's previous ones.
+        PhoneVerification.objects.filter(
+            phone_number=number,
+            status__in=[PhoneVerification.Status.PENDING, PhoneVerification.Status.LOCKED],
+        ).update(status=PhoneVerification.Status.SUPERSEDED)
+        return PhoneVerification.objects.create(
+            phone_number=number,
+            mode=mode,
+            code_hash=code_hash,
+            user=user,
+            client_ip=ip,
+            expires_at=now + dt.timedelta(seconds=ttl),
+        )
+
+
+# -- checking ------------------------------------------------------------------------------
+
+
+def _failed(
+    reason: str,
+    number: str,
+    verification: PhoneVerification | None,
+    user: Any,
+    request: HttpRequest | None,
+) -> None:
+    signals.verification_failed.send(
+        sender=PhoneVerification,
+        phone_number=number,
+        reason=reason,
+        verification=verification,
+        user=user,
+        request=request,
+    )
+
+
+def check_code(
+    phone_number: object,
+    code: object,
+    *,
+    request: HttpRequest | None = None,
+    user: Any = None,
+) -> Verified:
+    """Check ``code`` for ``phone_number``; on success return a :class:`Verified` with a token.
+
+    Raises ``InvalidPhoneNumberError``, ``InvalidCode`` (with ``attempts_left``),
+    ``VerificationExpired``, ``TooManyAttempts``, ``RateLimited``, ``SMSProviderError`` or
+    ``SMSProviderUnavailable``. A TextFlow failure counts no attempt.
+    """
+    number = _normalize(phone_number)
+    ip = client_ip(request)
+    user = _user(request, user)
+    store = get_store()
+    limits = conf.FAILED_CHECK_LIMITS
+    subjects = [(s, v) for s, v in (("number", number), ("ip", ip)) if v is not None]
+    for scope, subject in subjects:
+        for rate in limits.get(scope, ()):
+            wait = store.peek(f"fail:{scope}:{subject}", rate)
+            if wait is not None:
+                _failed("rate_limited", number, None, user, request)
+                raise RateLimited(retry_after=wait)
+
+    max_attempts = conf.MAX_ATTEMPTS
+    code_text = code if isinstance(code, str) else ""
+    with transaction.atomic():
+        # The row lock serialises concurrent checks of one number: of twenty right codes
+        # checked at once, exactly one succeeds.
+        verification = (
+            PhoneVerification.objects.select_for_update()
+            .filter(
+                phone_number=number,
+                status__in=[PhoneVerification.Status.PENDING, PhoneVerification.Status.LOCKED],
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        now = timezone.now()
+        if verification is None or verification.expires_at <= now:
+            outcome = "expired"
+        elif (
+            verification.status == PhoneVerification.Status.LOCKED
+            or verification.attempts >= max_attempts
+        ):
+            outcome = "too_many_attempts"
+        else:
+            if _code_is_right(verification, number, code_text):
+                verification.status = PhoneVerification.Status.VERIFIED
+                verification.verified_at = now
+                if user is not None and verification.user_id is None:
+                    verification.user = user
+                verification.save(update_fields=["status", "verified_at", "user"])
+                outcome = "verified"
+            else:
+                verification.attempts += 1
+                if verification.attempts >= max_attempts:
+                    verification.status = PhoneVerification.Status.LOCKED
+                verification.save(update_fields=["attempts", "status"])
+                outcome = "invalid_code"
+
+    if outcome == "verified":
+        assert verification is not None
+        token = make_token(verification)
+        signals.phone_verified.send(
+            sender=PhoneVerification,
+            verification=verification,
+            phone_number=number,
+            user=verification.user,
+            request=request,
+            token=token,
+        )
+        return Verified(number, token, verification)
+    _failed(outcome, number, verification, user, request)
+    if outcome == "expired":
+        raise VerificationExpired()
+    if outcome == "too_many_attempts":
+        raise TooManyAttempts()
+    assert verification is not None
+    for scope, subject in subjects:
+        for rate in limits.get(scope, ()):
+            store.hit(f"fail:{scope}:{subject}", rate)
+    raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
+
+
+def _code_is_right(verification: PhoneVerification, number: str, code: str) -> bool:
+    """Ask whoever holds the code. Raises the service's provider errors."""
+    if not _CODE_RE.fullmatch(code):
+        return False  # cannot be right: do not spend a TextFlow call on it
+    if verification.mode == PhoneVerification.Mode.LOCAL:
+        return bool(verification.code_hash) and _matches_hash(verification.code_hash, number, code)
+    try:
+        return get_backend().verify_code(number, code).valid
+    except TextFlowError as err:
+        raise _provider_error(err, number, "verify") from err
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+def make_token(verification: PhoneVerification) -> str:
+    """A signed, timestamped proof that ``verification.phone_number`` was verified."""
+    return signing.dumps({"p": verification.phone_number, "v": verification.pk}, salt=_TOKEN_SALT)
+
+
+def phone_from_token(token: str, max_age: int | dt.timedelta | None = None) -> str:
+    """The E.164 number a token proves, if it is genuine and younger than ``max_age``
+    (default ``TOKEN_MAX_AGE``). Raises ``InvalidToken``."""
+    if not isinstance(token, str) or not token or len(token) > 1000:
+        raise InvalidToken()
+    try:
+        data = signing.loads(
+            token, salt=_TOKEN_SALT, max_age=conf.TOKEN_MAX_AGE if max_age is None else max_age
+        )
+    except signing.BadSignature as err:  # SignatureExpired is a BadSignature
+        raise InvalidToken() from err
+    number = data.get("p") if isinstance(data, dict) else None
+    if not isinstance(number, str):
+        raise InvalidToken()
+    return number

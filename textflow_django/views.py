@@ -1,0 +1,146 @@
+"""The JSON API: ``send-code`` and ``verify-code``. Thin: parse, call the service, map errors.
+
+Field errors are DRF's 400 ``{"field": [...]}``; every other error is
+``{"detail": "<human text>", "code": "<machine code>"}`` with ``Retry-After`` when a wait is
+known. No rule lives here: see ``verification.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.module_loading import import_string
+from rest_framework import exceptions, status
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
+
+from . import verification
+from .conf import conf
+from .exceptions import InvalidCode, VerificationError
+from .serializers import (
+    ErrorSerializer,
+    SendCodeResponseSerializer,
+    SendCodeSerializer,
+    VerifyCodeResponseSerializer,
+    VerifyCodeSerializer,
+)
+
+__all__ = ["SendCodeView", "VerifyCodeView"]
+
+try:  # Optional: describe the endpoints when drf-spectacular is installed.
+    from drf_spectacular.utils import OpenApiResponse, extend_schema
+except ImportError:  # pragma: no cover - exercised when drf-spectacular is absent
+    extend_schema = None
+
+
+class ServiceError(exceptions.APIException):
+    """A ``VerificationError`` on its way out as an HTTP answer."""
+
+    def __init__(self, error: VerificationError) -> None:
+        self.status_code = error.status_code
+        self.retry_after = error.retry_after
+        super().__init__(detail=error.message, code=error.code)
+
+
+class TextFlowAPIView(APIView):
+    """Base of the endpoints: configurable permissions/throttles, uniform error bodies."""
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [import_string(path)() for path in conf.PERMISSION_CLASSES]
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [import_string(path)() for path in conf.THROTTLE_CLASSES]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, InvalidCode) and exc.attempts_left is not None:
+            extra["attempts_left"] = exc.attempts_left
+        if isinstance(exc, VerificationError):
+            exc = ServiceError(exc)
+        elif isinstance(exc, DjangoValidationError):
+            # Only the number is validated by the service (TextFlow may refuse it, too).
+            exc = exceptions.ValidationError({"phone_number": exc.messages})
+        response = super().handle_exception(exc)
+        data = response.data
+        if isinstance(data, dict) and set(data) == {"detail"} and isinstance(
+            exc, exceptions.APIException
+        ):
+            codes = exc.get_codes()
+            data["code"] = codes if isinstance(codes, str) else "error"
+            data.update(extra)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response["Retry-After"] = str(int(retry_after))
+        return response
+
+
+def _describe(request: Any, response: Any, errors: dict[int, str]) -> Any:
+    """The drf-spectacular decorator for an endpoint, or a no-op without it."""
+    if extend_schema is None:
+        return lambda view: view
+    responses: dict[int, Any] = {200: response, 400: OpenApiResponse(
+        description="Invalid input (field errors) or " + errors.pop(400, "a refused request")
+    )}
+    for code, description in errors.items():
+        responses[code] = OpenApiResponse(ErrorSerializer, description=description)
+    return extend_schema(request=request, responses=responses)
+
+
+class SendCodeView(TextFlowAPIView):
+    """``POST {"phone_number"}``: text a verification code to the number."""
+
+    @_describe(
+        SendCodeSerializer,
+        SendCodeResponseSerializer,
+        {
+            400: "country_not_allowed",
+            429: "resend_too_soon or rate_limited (with Retry-After)",
+            502: "sms_provider_error",
+            503: "sms_provider_unavailable",
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = SendCodeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        sent = verification.send_code(
+            serializer.validated_data["phone_number"], request=request._request, user=request.user
+        )
+        return Response(
+            {
+                "phone_number": sent.phone_number,
+                "expires_at": sent.expires_at,
+                "resend_after": sent.resend_after,
+            },
+            status=status.HTTP_200_OK,
+        )
+
+
+class VerifyCodeView(TextFlowAPIView):
+    """``POST {"phone_number", "code"}``: check the code; answer a token on success."""
+
+    @_describe(
+        VerifyCodeSerializer,
+        VerifyCodeResponseSerializer,
+        {
+            400: "invalid_code or expired",
+            429: "too_many_attempts or rate_limited (with Retry-After)",
+            502: "sms_provider_error",
+            503: "sms_provider_unavailable",
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = VerifyCodeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        verified = verification.check_code(
+            serializer.validated_data["phone_number"],
+            serializer.validated_data["code"],
+            request=request._request,
+            user=request.user,
+        )
+        return Response(
+            {"phone_number": verified.phone_number, "verified": True, "token": verified.token}
+        )
