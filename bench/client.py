@@ -51,7 +51,9 @@ def run_naive(url: str, n: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="SMS per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians reported")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds; medians reported"
+    )
     args = parser.parse_args()
     client_rates, naive_rates = [], []
     with emulator_process() as url:

@@ -71,9 +71,7 @@ def no_secrets_in_logs(caplog):  # type: ignore[no-untyped-def]
     yield codes  # tests may add codes they know about
     codes.update(m.code for m in locmem.outbox if m.code)
     # "local" mode sends its code inside a plain SMS: take the digits that end the text.
-    codes.update(
-        found[0] for m in locmem.outbox if (found := re.findall(r"(\d{4,10})$", m.text))
-    )
+    codes.update(found[0] for m in locmem.outbox if (found := re.findall(r"(\d{4,10})$", m.text)))
     records = caplog.records
     texts = []
     for record in records:
@@ -83,4 +81,6 @@ def no_secrets_in_logs(caplog):  # type: ignore[no-untyped-def]
     for text in texts:
         assert EMULATOR_API_KEY not in text
         for code in codes:
-            assert not re.search(rf"(?<!\d){re.escape(code)}(?!\d)", text), "a code reached the logs"
+            assert not re.search(rf"(?<!\d){re.escape(code)}(?!\d)", text), (
+                "a code reached the logs"
+            )

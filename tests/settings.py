@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "textflow_django",
+    "tests.testapp",
 ]
 
 MIDDLEWARE = [

@@ -104,7 +104,9 @@ def test_change_page_is_read_only_and_without_the_hash(
     assert NUMBER in html
     assert_no_hash(html, local_row)
     # Nothing to edit: no input for any field, no save button.
-    assert not re.search(r'<(input|select|textarea)[^>]+name="(phone_number|status|attempts)"', html)
+    assert not re.search(
+        r'<(input|select|textarea)[^>]+name="(phone_number|status|attempts)"', html
+    )
     assert 'name="_save"' not in html
 
     # Posting anyway changes nothing.
@@ -215,9 +217,7 @@ def test_only_superusers_delete(admin_client: Client, client: Client) -> None:
     row = make(NUMBER)
     delete_url = reverse("admin:textflow_phoneverification_delete", args=[row.pk])
     staff = get_user_model().objects.create_user("staff", password="pw", is_staff=True)  # noqa: S106
-    staff.user_permissions.add(
-        *Permission.objects.filter(codename__endswith="_phoneverification")
-    )
+    staff.user_permissions.add(*Permission.objects.filter(codename__endswith="_phoneverification"))
     client.force_login(staff)
 
     assert client.get(delete_url).status_code == 403

@@ -39,8 +39,9 @@ def test_url_names():
 def test_end_to_end_against_the_emulator(settings, api, textflow_live, mode):
     tf(settings, VERIFY_MODE=mode, SERVICE_NAME="Acme")
     received = []
-    signals.phone_verified.connect(lambda sender, **kw: received.append(kw), weak=False,
-                                   dispatch_uid="api-e2e")
+    signals.phone_verified.connect(
+        lambda sender, **kw: received.append(kw), weak=False, dispatch_uid="api-e2e"
+    )
     try:
         response = api.post(SEND, {"phone_number": "+1 202 555 0143"}, format="json")
         assert response.status_code == 200, response.content
@@ -96,8 +97,14 @@ def test_odd_json_values_are_400s(api, payload, sms_outbox):
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [("{not json", "application/json"), ("[1, 2]", "application/json"), ('"str"', "application/json"),
-     ("null", "application/json"), ("\xff\xfe", "application/json"), ("phone_number=1", "text/plain")],
+    [
+        ("{not json", "application/json"),
+        ("[1, 2]", "application/json"),
+        ('"str"', "application/json"),
+        ("null", "application/json"),
+        ("\xff\xfe", "application/json"),
+        ("phone_number=1", "text/plain"),
+    ],
 )
 def test_malformed_bodies_are_4xx_with_detail_and_code(api, body, content_type):
     response = api.generic("POST", SEND, body, content_type=content_type)
@@ -130,11 +137,15 @@ def test_wrong_code_then_lock(settings, api, sms_outbox):
     for left in [4, 3, 2, 1, 0]:
         response = api.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
         assert response.status_code == 400
-        assert response.json() == {"detail": "The code is not valid.", "code": "invalid_code",
-                                   "attempts_left": left}
+        assert response.json() == {
+            "detail": "The code is not valid.",
+            "code": "invalid_code",
+            "attempts_left": left,
+        }
     response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
     assert response.status_code == 429
     assert response.json()["code"] == "too_many_attempts"
+    assert 1 <= int(response["Retry-After"]) <= 30
 
 
 def test_expired(api, sms_outbox):
@@ -179,7 +190,9 @@ def test_country_not_allowed(settings, api, sms_outbox):
         ("rate_limit", {"retry_after": 9}, 503, "sms_provider_unavailable"),
     ],
 )
-def test_textflow_failures_map_to_502_503_and_are_retryable(settings, api, textflow_live, fault, kwargs, status, code):
+def test_textflow_failures_map_to_502_503_and_are_retryable(
+    settings, api, textflow_live, fault, kwargs, status, code
+):
     textflow_live.fault(fault, path="/send-code", **kwargs)
     response = _send(api)
     assert response.status_code == status
@@ -210,8 +223,10 @@ def test_locmem_failure_is_502(api, sms_outbox):
     locmem.fail_next(TextFlowServerError("down", status=500))
     response = _send(api)
     assert response.status_code == 502
-    assert response.json() == {"detail": "The SMS could not be sent. Try again later.",
-                               "code": "sms_provider_error"}
+    assert response.json() == {
+        "detail": "The SMS could not be sent. Try again later.",
+        "code": "sms_provider_error",
+    }
 
 
 def test_csrf_is_enforced_for_session_users(api, sms_outbox):
@@ -227,7 +242,9 @@ def test_authenticated_user_is_linked(api, sms_outbox):
     user = get_user_model().objects.create_user("ann", password="pw")
     api.force_authenticate(user)
     assert _send(api).status_code == 200
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": sms_outbox[-1].code}, format="json")
+    response = api.post(
+        VERIFY, {"phone_number": NUMBER, "code": sms_outbox[-1].code}, format="json"
+    )
     assert response.status_code == 200
     from textflow_django.models import PhoneVerification
 
@@ -243,8 +260,11 @@ def test_permission_and_throttle_settings(settings, api, sms_outbox):
     response = _send(api)
     assert response.status_code == 403
     assert response.json()["code"] == "not_authenticated"
-    tf(settings, PERMISSION_CLASSES=["rest_framework.permissions.AllowAny"],
-       THROTTLE_CLASSES=["tests.test_api.OnePerMinute"])
+    tf(
+        settings,
+        PERMISSION_CLASSES=["rest_framework.permissions.AllowAny"],
+        THROTTLE_CLASSES=["tests.test_api.OnePerMinute"],
+    )
     from django.core.cache import cache
 
     cache.clear()

@@ -103,7 +103,12 @@ def test_code_round_trip(subject: Subject):
     code = subject.last_code(NUMBER)
     assert code and code.isdigit()
     assert subject.backend.verify_code(NUMBER, code).valid is True
-    assert subject.backend.verify_code(NUMBER, "9" * len(code) if code != "9" * len(code) else "1" * len(code)).valid is False
+    assert (
+        subject.backend.verify_code(
+            NUMBER, "9" * len(code) if code != "9" * len(code) else "1" * len(code)
+        ).valid
+        is False
+    )
     assert subject.backend.verify_code(OTHER, code).valid is False
     if not isinstance(subject.backend, DummyBackend):
         assert subject.delivered()[-1] == (NUMBER, f"Your verification code for Acme is: {code}")
@@ -168,20 +173,31 @@ def test_get_backend_follows_settings_and_is_reused_per_thread():
 
 
 def test_textflow_backend_reads_settings_at_call_time(textflow_emulator):
-    with override_settings(TEXTFLOW={"BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
-                                     "API_KEY": "wrong" * 10, "BASE_URL": textflow_emulator.url}):
+    with override_settings(
+        TEXTFLOW={
+            "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
+            "API_KEY": "wrong" * 10,
+            "BASE_URL": textflow_emulator.url,
+        }
+    ):
         backend = get_backend()
-        with override_settings(TEXTFLOW={"API_KEY": EMULATOR_API_KEY, "BASE_URL": textflow_emulator.url}):
+        with override_settings(
+            TEXTFLOW={"API_KEY": EMULATOR_API_KEY, "BASE_URL": textflow_emulator.url}
+        ):
             assert backend.send_sms(NUMBER, "Hi").to == NUMBER
 
 
 def test_textflow_backend_without_key_is_a_configuration_error():
-    with override_settings(TEXTFLOW={"BACKEND": "textflow_django.backends.textflow.TextFlowBackend"}):
+    with override_settings(
+        TEXTFLOW={"BACKEND": "textflow_django.backends.textflow.TextFlowBackend"}
+    ):
         with pytest.raises(TextFlowConfigurationError):
             get_backend().send_sms(NUMBER, "Hi")
 
 
-@pytest.mark.parametrize("path", ["nope.Backend", "textflow_django.conf.Settings", "textflow_django.backends.nothing"])
+@pytest.mark.parametrize(
+    "path", ["nope.Backend", "textflow_django.conf.Settings", "textflow_django.backends.nothing"]
+)
 def test_bad_backend_paths(path):
     with pytest.raises(TextFlowConfigurationError) as info:
         load_backend_class(path)
@@ -211,7 +227,9 @@ def test_locmem_outbox_follows_djangos_per_test_reset():
 
 def test_sms_outbox_fixture(sms_outbox):
     get_backend().send_sms(NUMBER, "via settings")
-    assert [(m.phone_number, m.text, m.kind) for m in sms_outbox] == [(NUMBER, "via settings", "sms")]
+    assert [(m.phone_number, m.text, m.kind) for m in sms_outbox] == [
+        (NUMBER, "via settings", "sms")
+    ]
 
 
 def test_code_is_kept_out_of_message_repr(sms_outbox):

@@ -67,7 +67,9 @@ def test_e005_code_ttl_bounds_are_allowed(value):
     assert ids(**GOOD, CODE_TTL=value) == []
 
 
-@pytest.mark.parametrize("value", ["ftp://textflow.me/api", "textflow.me/api", "", None, "https://"])
+@pytest.mark.parametrize(
+    "value", ["ftp://textflow.me/api", "textflow.me/api", "", None, "https://"]
+)
 def test_e006_base_url(value):
     assert ids(**GOOD, BASE_URL=value) == ["textflow.E006"]
 
@@ -83,7 +85,9 @@ def test_e007_service_name_type():
     assert ids(**GOOD, SERVICE_NAME=["Acme"]) == ["textflow.E007"]
 
 
-@pytest.mark.parametrize("backend", ["console.ConsoleBackend", "locmem.LocMemBackend", "dummy.DummyBackend"])
+@pytest.mark.parametrize(
+    "backend", ["console.ConsoleBackend", "locmem.LocMemBackend", "dummy.DummyBackend"]
+)
 def test_w001_emulating_backend_without_debug(backend):
     with override_settings(DEBUG=False):
         messages = _run(BACKEND=f"textflow_django.backends.{backend}")
@@ -110,8 +114,9 @@ def test_ids_are_documented_in_the_ledger():
     import re
 
     import textflow_django.checks as module
+    import textflow_django.fields as fields
 
-    source = open(module.__file__).read()
+    source = open(module.__file__).read() + open(fields.__file__).read()
     used = set(re.findall(r'id="(textflow\.[EW]\d{3})"', source))
     ledger = set(re.findall(r"``(textflow\.[EW]\d{3})``", module.__doc__ or ""))
     assert used == ledger

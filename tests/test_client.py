@@ -41,7 +41,9 @@ def assert_no_secret(err: BaseException) -> None:
 # -- successes ---------------------------------------------------------------------------
 
 
-def test_send_sms_returns_typed_result_and_sends_the_documented_request(tf_client, textflow_emulator):
+def test_send_sms_returns_typed_result_and_sends_the_documented_request(
+    tf_client, textflow_emulator
+):
     result = tf_client.send_sms(NUMBER, "Hello")
 
     assert result.to == NUMBER
@@ -70,8 +72,10 @@ def test_send_code_then_verify_code(tf_client, textflow_emulator):
     assert sent.verification_code == code
     assert code not in repr(sent)  # the code never reaches a log through a repr
     assert sent.expires is not None
-    assert dt.timedelta(seconds=100) < sent.expires - dt.datetime.now(dt.UTC) <= dt.timedelta(
-        seconds=121
+    assert (
+        dt.timedelta(seconds=100)
+        < sent.expires - dt.datetime.now(dt.UTC)
+        <= dt.timedelta(seconds=121)
     )
     assert textflow_emulator.messages[-1].text == f"Your verification code for Acme is: {code}"
 
@@ -105,8 +109,13 @@ def test_bulk_sms_and_bulk_count(tf_client, textflow_emulator):
 
     assert result.submitted == 3
     assert result.accepted == 3
-    assert textflow_emulator.calls("/bulk-sms")[0].json == {"phone_numbers": numbers, "text": "Sale today"}
-    assert sorted(m.phone_number for m in textflow_emulator.messages if m.kind == "bulk") == sorted(numbers)
+    assert textflow_emulator.calls("/bulk-sms")[0].json == {
+        "phone_numbers": numbers,
+        "text": "Sale today",
+    }
+    assert sorted(m.phone_number for m in textflow_emulator.messages if m.kind == "bulk") == sorted(
+        numbers
+    )
     assert tf_client.bulk_count().count == 3
     textflow_emulator.deliver_bulk(2)
     assert tf_client.bulk_count().count == 1
@@ -117,7 +126,10 @@ def test_bulk_sms_and_bulk_count(tf_client, textflow_emulator):
 def test_bulk_sms_accepts_any_iterable(tf_client, textflow_emulator):
     result = tf_client.bulk_sms((n for n in ["+12025550143", "+12025550144"]), "Hi")
     assert result.submitted == 2
-    assert textflow_emulator.calls("/bulk-sms")[0].json["phone_numbers"] == ["+12025550143", "+12025550144"]
+    assert textflow_emulator.calls("/bulk-sms")[0].json["phone_numbers"] == [
+        "+12025550143",
+        "+12025550144",
+    ]
 
 
 def test_balance(tf_client, textflow_emulator):
@@ -141,16 +153,37 @@ def test_connections_are_pooled(tf_client, textflow_emulator):
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"ok": True, "status": 200, "message": "Message sent successfully",
-          "data": {"to": "+381690156360", "content": "Dummy message text...",
-                   "country_code": "Serbia", "price": 0.15, "timestamp": 1676842652256}},
-         ("Serbia", 0.15, 1676842652.256)),
-        ({"ok": True, "status": 200, "message": "Message sent successfully",
-          "data": {"to": "+381690156360", "content": "Dummy", "country_code": "RS",
-                   "price": 0.15, "timestamp": 1676842652256}},
-         ("RS", 0.15, 1676842652.256)),
-        ({"ok": True, "status": 200, "message": "Message sent successfully"},
-         (None, None, None)),
+        (
+            {
+                "ok": True,
+                "status": 200,
+                "message": "Message sent successfully",
+                "data": {
+                    "to": "+381690156360",
+                    "content": "Dummy message text...",
+                    "country_code": "Serbia",
+                    "price": 0.15,
+                    "timestamp": 1676842652256,
+                },
+            },
+            ("Serbia", 0.15, 1676842652.256),
+        ),
+        (
+            {
+                "ok": True,
+                "status": 200,
+                "message": "Message sent successfully",
+                "data": {
+                    "to": "+381690156360",
+                    "content": "Dummy",
+                    "country_code": "RS",
+                    "price": 0.15,
+                    "timestamp": 1676842652256,
+                },
+            },
+            ("RS", 0.15, 1676842652.256),
+        ),
+        ({"ok": True, "status": 200, "message": "Message sent successfully"}, (None, None, None)),
     ],
     ids=["country-name", "iso-code", "no-data"],
 )
@@ -164,9 +197,16 @@ def test_send_sms_tolerates_documented_variants(tf_client, textflow_emulator, bo
 
 
 def test_send_code_documented_example(tf_client, textflow_emulator):
-    body = {"ok": True, "status": 200, "message": "Message sent successfully",
-            "data": {"verification_code": "4045", "expires": 1676843252256,
-                     "message_text": "Your verification code for Guest is: 4045"}}
+    body = {
+        "ok": True,
+        "status": 200,
+        "message": "Message sent successfully",
+        "data": {
+            "verification_code": "4045",
+            "expires": 1676843252256,
+            "message_text": "Your verification code for Guest is: 4045",
+        },
+    }
     textflow_emulator.fault("respond", path="/send-code", status=200, body=json.dumps(body))
     result = tf_client.send_code(NUMBER, service_name="Guest")
     assert result.verification_code == "4045"
@@ -176,8 +216,17 @@ def test_send_code_documented_example(tf_client, textflow_emulator):
 @pytest.mark.parametrize(
     ("body", "valid"),
     [
-        ({"ok": True, "status": 200, "message": "Code is valid", "valid": True,
-          "valid_code": "4045", "expires": 1676843252256}, True),
+        (
+            {
+                "ok": True,
+                "status": 200,
+                "message": "Code is valid",
+                "valid": True,
+                "valid_code": "4045",
+                "expires": 1676843252256,
+            },
+            True,
+        ),
         ({"ok": True, "status": 200, "message": "Code is not valid", "valid": False}, False),
         ({"ok": True, "status": 200, "message": "Code is valid", "data": {"valid": True}}, True),
     ],
@@ -208,7 +257,9 @@ def test_bulk_count_variants(tf_client, textflow_emulator, body):
 
 
 def test_bulk_count_without_count_is_a_bad_response(tf_client, textflow_emulator):
-    textflow_emulator.fault("respond", path="/bulk-count", status=200, body='{"ok": true, "status": 200}')
+    textflow_emulator.fault(
+        "respond", path="/bulk-count", status=200, body='{"ok": true, "status": 200}'
+    )
     with pytest.raises(TextFlowBadResponse):
         tf_client.bulk_count()
 
@@ -296,7 +347,9 @@ SENDS = [
 
 @pytest.mark.parametrize(("method", "path", "args"), SENDS, ids=[s[0] for s in SENDS])
 @pytest.mark.parametrize("status", [500, 502, 503])
-def test_5xx_is_raised_once_and_never_retried(tf_client, textflow_emulator, method, path, args, status):
+def test_5xx_is_raised_once_and_never_retried(
+    tf_client, textflow_emulator, method, path, args, status
+):
     textflow_emulator.fault("status", path=path, status=status, times=5)
     with pytest.raises(TextFlowServerError) as info:
         getattr(tf_client, method)(*args)
@@ -334,11 +387,14 @@ def test_html_200_is_a_bad_response(tf_client, textflow_emulator):
     assert info.value.maybe_sent is True
 
 
-@pytest.mark.parametrize(("kind", "status", "exc"), [
-    ("empty", 200, TextFlowBadResponse),
-    ("empty", 502, TextFlowServerError),
-    ("malformed", None, TextFlowBadResponse),
-])
+@pytest.mark.parametrize(
+    ("kind", "status", "exc"),
+    [
+        ("empty", 200, TextFlowBadResponse),
+        ("empty", 502, TextFlowServerError),
+        ("malformed", None, TextFlowBadResponse),
+    ],
+)
 def test_empty_and_malformed_bodies(tf_client, textflow_emulator, kind, status, exc):
     textflow_emulator.fault(kind, status=status)
     with pytest.raises(exc) as info:
@@ -433,7 +489,11 @@ def test_client_works_without_django_settings(textflow_emulator):
         print(settings.configured)
     """)
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
         env={"PATH": "/usr/bin:/bin"},
     ).stdout.split()
     assert out == ["+12025550143", "False"]

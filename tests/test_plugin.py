@@ -41,7 +41,8 @@ def test_fixtures_in_a_users_project(pytester, monkeypatch):
 
 
 def test_djangos_test_runner_empties_the_outbox(tmp_path):
-    (tmp_path / "runner_cases.py").write_text(textwrap.dedent("""
+    (tmp_path / "runner_cases.py").write_text(
+        textwrap.dedent("""
         from django.test import SimpleTestCase
         from textflow_django.backends import locmem
         from textflow_django.backends.locmem import LocMemBackend
@@ -53,11 +54,21 @@ def test_djangos_test_runner_empties_the_outbox(tmp_path):
 
             def test_b_sees_an_empty_outbox(self):
                 self.assertEqual(locmem.outbox, [])
-    """))
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
-    proc = subprocess.run([sys.executable, "-m", "django", "test", "runner_cases", "-v", "2"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    """)
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "test", "runner_cases", "-v", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Ran 2 tests" in proc.stderr
     assert "test_b_sees_an_empty_outbox" in proc.stderr and "ok" in proc.stderr

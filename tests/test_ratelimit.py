@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 from django.core.cache import caches
 from django.db import connection
-from django.test import override_settings
 
 from textflow_django.models import RateLimitCounter
 from textflow_django.ratelimit import CacheStore, DatabaseStore, Rate, get_store, parse_rate
@@ -19,8 +18,14 @@ from .conftest import requires_postgres, requires_redis
 
 @pytest.mark.parametrize(
     ("text", "rate"),
-    [("5/h", Rate(5, 3600)), ("10/d", Rate(10, 86400)), ("3/10m", Rate(3, 600)),
-     ("1/s", Rate(1, 1)), (" 20 / hour ", Rate(20, 3600)), ("7/days", Rate(7, 86400))],
+    [
+        ("5/h", Rate(5, 3600)),
+        ("10/d", Rate(10, 86400)),
+        ("3/10m", Rate(3, 600)),
+        ("1/s", Rate(1, 1)),
+        (" 20 / hour ", Rate(20, 3600)),
+        ("7/days", Rate(7, 86400)),
+    ],
 )
 def test_parse_rate(text, rate):
     assert parse_rate(text) == rate
@@ -101,7 +106,11 @@ def test_database_store_purges_expired_rows(db):
 
 
 def test_get_store_follows_settings(settings):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "cache", "RATELIMIT_CACHE": "default"}
+    settings.TEXTFLOW = {
+        **settings.TEXTFLOW,
+        "RATELIMIT_STORE": "cache",
+        "RATELIMIT_CACHE": "default",
+    }
     assert isinstance(get_store(), CacheStore)
     settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "database"}
     assert isinstance(get_store(), DatabaseStore)
@@ -131,7 +140,9 @@ def _race(target, n: int = 20) -> list:
 
 def _concurrent_store_cases():
     return [
-        pytest.param("database", marks=[requires_postgres, pytest.mark.django_db(transaction=True)]),
+        pytest.param(
+            "database", marks=[requires_postgres, pytest.mark.django_db(transaction=True)]
+        ),
         pytest.param("redis", marks=requires_redis),
     ]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.test import RequestFactory, override_settings
+from django.test import RequestFactory
 from django.utils import timezone
 
 from textflow_django import signals, verification
@@ -41,7 +41,10 @@ OTHER = "+12025550144"
 
 @pytest.fixture(autouse=True)
 def rules(settings) -> Iterator[None]:
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "BACKEND": "textflow_django.backends.locmem.LocMemBackend"}
+    settings.TEXTFLOW = {
+        **settings.TEXTFLOW,
+        "BACKEND": "textflow_django.backends.locmem.LocMemBackend",
+    }
     locmem.reset()
     yield
 
@@ -109,7 +112,12 @@ def test_send_then_check(settings, record, mode):
     assert sms.text == f"Your verification code for Acme is: {last_code()}"
     assert sms.kind == ("code" if mode == "textflow" else "sms")
     row = PhoneVerification.objects.get()
-    assert (row.status, row.mode, row.attempts, row.client_ip) == ("pending", mode, 0, "203.0.113.7")
+    assert (row.status, row.mode, row.attempts, row.client_ip) == (
+        "pending",
+        mode,
+        0,
+        "203.0.113.7",
+    )
     assert last_code() not in row.code_hash
     assert bool(row.code_hash) is (mode == "local")
     assert len(sent_signal.calls) == 1 and sent_signal.calls[0]["phone_number"] == NUMBER
@@ -157,7 +165,9 @@ def test_a_new_code_supersedes_the_previous(settings):
     verification.send_code(NUMBER)
     second = last_code()
     assert list(PhoneVerification.objects.order_by("id").values_list("status", flat=True)) == [
-        "superseded", "pending"]
+        "superseded",
+        "pending",
+    ]
     if first != second:
         with pytest.raises(InvalidCode):
             verification.check_code(NUMBER, first)
@@ -295,8 +305,10 @@ def test_failed_check_cap_per_ip_spans_numbers(settings):
 
 @pytest.mark.parametrize(
     ("error", "expected"),
-    [(TextFlowServerError("down", status=500), SMSProviderError),
-     (TextFlowTimeout("slow"), SMSProviderUnavailable)],
+    [
+        (TextFlowServerError("down", status=500), SMSProviderError),
+        (TextFlowTimeout("slow"), SMSProviderUnavailable),
+    ],
 )
 def test_a_failed_send_consumes_nothing(settings, error, expected):
     tf(settings, SEND_LIMITS={"number": ["1/h"], "ip": ["1/h"]})
@@ -322,8 +334,12 @@ def test_a_failed_check_consumes_no_attempt(settings):
 
 
 def test_textflow_rejecting_the_number_is_a_phone_error(settings, textflow_live):
-    textflow_live.fault("respond", path="/send-code", status=400,
-                        body='{"ok": false, "status": 400, "message": "Phone number is invalid"}')
+    textflow_live.fault(
+        "respond",
+        path="/send-code",
+        status=400,
+        body='{"ok": false, "status": 400, "message": "Phone number is invalid"}',
+    )
     with pytest.raises(InvalidPhoneNumberError):
         verification.send_code(NUMBER)
     verification.send_code(NUMBER)  # nothing consumed
@@ -412,5 +428,7 @@ def test_twenty_parallel_sends_send_one_sms(settings, textflow_live, store):
         tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis")
     results = _race(lambda: verification.send_code(NUMBER))
     assert sum(isinstance(r, verification.CodeSent) for r in results) == 1
-    assert all(isinstance(r, ResendTooSoon) for r in results if not isinstance(r, verification.CodeSent))
+    assert all(
+        isinstance(r, ResendTooSoon) for r in results if not isinstance(r, verification.CodeSent)
+    )
     assert len(textflow_live.calls("/send-code")) == 1

@@ -114,7 +114,9 @@ class PhoneVerificationAdmin(_ModelAdmin):
         """
         locked = PhoneVerification.Status.LOCKED
         with transaction.atomic():
-            rows = list(queryset.select_for_update().filter(status=locked))
+            rows = list(
+                queryset.select_related(None).select_for_update(of=("self",)).filter(status=locked)
+            )
             count = PhoneVerification.objects.filter(
                 pk__in=[row.pk for row in rows], status=locked
             ).update(status=PhoneVerification.Status.PENDING, attempts=0)

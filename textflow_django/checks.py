@@ -20,6 +20,8 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
   ``RATELIMIT_CACHE`` names no configured cache.
 - ``textflow.E014``: a ``PERMISSION_CLASSES``/``THROTTLE_CLASSES`` entry cannot be imported.
+- ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
+- ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
 - ``textflow.W002``: an unknown key in ``TEXTFLOW`` (a typo silently keeps the default).
 - ``textflow.W003``: ``BASE_URL`` sends the API key over plain http to a non-loopback host.

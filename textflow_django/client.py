@@ -244,7 +244,10 @@ class TextFlowClient:
     # -- the API -------------------------------------------------------------------------
 
     def send_sms(self, phone_number: str, text: str) -> SMSResult:
-        """Send one SMS. Raises ``InvalidPhoneNumber``, ``InsufficientBalance``, ``TextFlowError``."""
+        """Send one SMS.
+
+        Raises ``InvalidPhoneNumber``, ``InsufficientBalance`` or another ``TextFlowError``.
+        """
         body = self._call("POST", "/send-sms", {"phone_number": phone_number, "text": text})
         data = _data(body)
         price = data.get("price")
@@ -252,7 +255,8 @@ class TextFlowClient:
             to=str(data.get("to") or phone_number),
             content=str(data.get("content") or text),
             country_code=_str_or_none(data.get("country_code")),
-            price=float(price) if isinstance(price, int | float) and not isinstance(price, bool)
+            price=float(price)
+            if isinstance(price, int | float) and not isinstance(price, bool)
             else None,
             timestamp=_from_ms(data.get("timestamp")),
         )

@@ -209,7 +209,9 @@ class ResendTooSoon(VerificationError):
 
     code = "resend_too_soon"
     status_code = 429
-    default_message: StrOrPromise = _("A code was sent a moment ago. Wait before asking for another.")
+    default_message: StrOrPromise = _(
+        "A code was sent a moment ago. Wait before asking for another."
+    )
 
 
 class RateLimited(VerificationError):
@@ -228,7 +230,8 @@ class CountryNotAllowed(VerificationError):
 
 
 class SMSProviderError(VerificationError):
-    """TextFlow refused the request for a reason the user cannot fix (key, balance...)."""
+    """TextFlow answered, but not with success: a refusal the user cannot fix (key, balance),
+    a 5xx, or something that is not TextFlow's JSON (HTTP 502, Bad Gateway)."""
 
     code = "sms_provider_error"
     status_code = 502
@@ -236,7 +239,8 @@ class SMSProviderError(VerificationError):
 
 
 class SMSProviderUnavailable(VerificationError):
-    """TextFlow is unreachable, slow or answering garbage; the user can retry."""
+    """TextFlow could not be reached, did not answer in time, or is throttling us (HTTP 503);
+    the user can retry."""
 
     code = "sms_provider_unavailable"
     status_code = 503

@@ -18,7 +18,7 @@ Importing this module registers :class:`PhoneNumberSerializerField` as the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
 from django import forms
@@ -55,16 +55,14 @@ def _canonical(value: str, region: str | None) -> str:
 class _PhoneNumberDescriptor(DeferredAttribute):
     """Canonicalises on assignment: ``obj.phone = "+1 (202) 555-0143"`` reads back E.164.
 
-    A value already in E.164 shape is stored untouched (that is every value loaded from the
-    database, so loading rows costs nothing); anything it cannot read is kept as given, for
+    A value already in E.164 shape is stored untouched: that is every value this field saved,
+    so loading rows costs next to nothing. Anything it cannot read is kept as given, for
     ``full_clean()`` to report.
     """
 
     def __set__(self, instance: models.Model, value: Any) -> None:
         if isinstance(value, str) and value and not is_e164(value):
-            field = self.field
-            assert isinstance(field, PhoneNumberField)  # noqa: S101 - narrows for mypy
-            value = _canonical(value, field.region)
+            value = _canonical(value, cast(PhoneNumberField, self.field).region)
         instance.__dict__[self.field.attname] = value
 
 
@@ -171,7 +169,7 @@ class PhoneNumberField(models.CharField):  # type: ignore[type-arg]
             return
         normalize(value, region=self.region, check_countries=self.check_countries)
 
-    def formfield(self, **kwargs: Any) -> Any:  # type: ignore[override]
+    def formfield(self, **kwargs: Any) -> Any:
         """A :class:`PhoneNumberFormField` with this field's region and country rules on.
 
         Its ``max_length`` is the *input* limit (64), not the column's: people type spaces.
@@ -239,7 +237,7 @@ class PhoneNumberSerializerField(serializers.CharField):
 
     default_error_messages = {
         **ERROR_MESSAGES,
-        "not_a_string": _("Enter the phone number as a string, such as \"+12025550143\"."),
+        "not_a_string": _('Enter the phone number as a string, such as "+12025550143".'),
     }
 
     def __init__(
@@ -251,13 +249,14 @@ class PhoneNumberSerializerField(serializers.CharField):
 
     def bind(self, field_name: str, parent: Any) -> None:
         super().bind(field_name, parent)
-        if self.region is not None or self.source == "*" or "." in self.source:
+        source = self.source
+        if self.region is not None or not source or source == "*" or "." in source:
             return
         model = getattr(getattr(parent, "Meta", None), "model", None)
         if model is None:
             return
         try:
-            model_field = model._meta.get_field(self.source)
+            model_field = model._meta.get_field(source)
         except FieldDoesNotExist:
             return
         if isinstance(model_field, PhoneNumberField):

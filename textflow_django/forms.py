@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from . import verification
 from .exceptions import CountryNotAllowed, InvalidCode, VerificationError

@@ -54,7 +54,9 @@ class PhoneVerification(models.Model):
         verbose_name = _("phone verification")
         verbose_name_plural = _("phone verifications")
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["phone_number", "status"], name="textflow_pv_number_status")]
+        indexes = [
+            models.Index(fields=["phone_number", "status"], name="textflow_pv_number_status")
+        ]
 
     def __str__(self) -> str:
         return f"{self.phone_number} ({self.get_status_display()})"

@@ -33,15 +33,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 import phonenumbers
 from django.core.exceptions import ValidationError
-from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from ._e164 import is_e164
 from .conf import conf
+
+if TYPE_CHECKING:
+    from django.utils.functional import _StrPromise
 
 __all__ = [
     "ERROR_MESSAGES",
@@ -78,7 +80,7 @@ REFUSED_NUMBER_TYPES: Final[frozenset[int]] = frozenset(
 
 #: The message for each error code. Form and serializer fields use these as their defaults,
 #: so a project overrides a message per field with ``error_messages={code: ...}``.
-ERROR_MESSAGES: Final[Mapping[str, Promise]] = {
+ERROR_MESSAGES: Final[Mapping[str, _StrPromise]] = {
     "invalid": _("Enter a valid phone number."),
     "empty": _("Enter a phone number."),
     "extension": _("Enter the phone number without an extension."),
@@ -112,11 +114,13 @@ class InvalidPhoneNumberError(ValidationError):
     """
 
     default_code: ClassVar[str] = "invalid"
+    #: Always set (one of ERROR_MESSAGES' keys), unlike on a plain ValidationError.
+    code: str
 
     # Same positional order as ValidationError's, so the exception pickles and copies.
     def __init__(
         self,
-        message: str | Promise | None = None,
+        message: str | _StrPromise | None = None,
         code: str | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
@@ -281,9 +285,7 @@ def _apply_country_rules(region: str) -> None:
         raise CountryNotAllowedError(params={"region": region})
 
 
-def parse(
-    value: object, *, region: str | None = None, check_countries: bool = True
-) -> PhoneNumber:
+def parse(value: object, *, region: str | None = None, check_countries: bool = True) -> PhoneNumber:
     """Parse ``value`` into an accepted :class:`PhoneNumber`, or raise.
 
     Args:

@@ -43,7 +43,7 @@ _PREFIX = "textflow:rl:"
 
 @dataclass(frozen=True)
 class Rate:
-    """``limit`` events per ``window`` seconds (parsed from ``"5/h"``, ``"10/day"``, ``"3/10m"``)."""
+    """``limit`` events per ``window`` seconds (from ``"5/h"``, ``"10/day"``, ``"3/10m"``)."""
 
     limit: int
     window: int

@@ -1,11 +1,11 @@
 """Signals of textflow-django. Receivers must accept ``**kwargs``: arguments may be added.
 
-    from django.dispatch import receiver
-    from textflow_django.signals import phone_verified
+from django.dispatch import receiver
+from textflow_django.signals import phone_verified
 
-    @receiver(phone_verified)
-    def mark_profile_verified(sender, phone_number, user, **kwargs):
-        ...
+@receiver(phone_verified)
+def mark_profile_verified(sender, phone_number, user, **kwargs):
+    ...
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ __all__ = ["bulk_job_finished", "code_sent", "phone_verified", "verification_fai
 #: ``phone_number`` (E.164), ``user`` (or None), ``request`` (or None).
 code_sent = Signal()
 
-#: A number was verified. Sent exactly once per successful verification, after the
-#: database change is committed.
+#: A number was verified. Sent exactly once per successful verification, right after the
+#: verification row is saved (inside the caller's transaction, if there is one, so a
+#: receiver's database writes commit or roll back with it).
 #: Arguments: ``sender`` (the ``PhoneVerification`` class), ``verification``,
 #: ``phone_number`` (E.164), ``user`` (or None), ``request`` (or None), ``token`` (the signed
 #: proof returned to the client).

@@ -22,6 +22,7 @@ import datetime as dt
 import hmac
 import ipaddress
 import logging
+import math
 import re
 import secrets
 from collections.abc import Callable
@@ -56,7 +57,6 @@ from .models import PhoneVerification
 from .ratelimit import RateLimitStore, get_store
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
     from django.http import HttpRequest
 
 __all__ = [
@@ -75,9 +75,8 @@ logger = logging.getLogger("textflow_django")
 LOCAL_CODE_LENGTH = 6
 #: What a code may look like before it is worth asking anyone (ASCII digits only).
 _CODE_RE = re.compile(r"[0-9]{4,10}")
-_TOKEN_SALT = "textflow_django.verification.token"
+_TOKEN_SALT = "textflow_django.verification.token"  # noqa: S105 - a namespace, not a secret
 _HASH_SALT = "textflow_django.verification.code"
-
 
 
 @dataclass(frozen=True)
@@ -374,7 +373,13 @@ def check_code(
     if outcome == "expired":
         raise VerificationExpired()
     if outcome == "too_many_attempts":
-        raise TooManyAttempts()
+        assert verification is not None
+        # A locked verification stays locked; a new code can be asked for once the resend
+        # cooldown of the last one is over.
+        ready = verification.created_at + dt.timedelta(seconds=conf.RESEND_COOLDOWN)
+        raise TooManyAttempts(
+            retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
+        )
     assert verification is not None
     for scope, subject in subjects:
         for rate in limits.get(scope, ()):

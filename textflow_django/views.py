@@ -7,7 +7,8 @@ known. No rule lives here: see ``verification.py``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.module_loading import import_string
@@ -33,8 +34,12 @@ __all__ = ["SendCodeView", "VerifyCodeView"]
 
 try:  # Optional: describe the endpoints when drf-spectacular is installed.
     from drf_spectacular.utils import OpenApiResponse, extend_schema
+
+    HAS_SPECTACULAR = True
 except ImportError:  # pragma: no cover - exercised when drf-spectacular is absent
-    extend_schema = None
+    HAS_SPECTACULAR = False
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class ServiceError(exceptions.APIException):
@@ -43,7 +48,7 @@ class ServiceError(exceptions.APIException):
     def __init__(self, error: VerificationError) -> None:
         self.status_code = error.status_code
         self.retry_after = error.retry_after
-        super().__init__(detail=error.message, code=error.code)
+        super().__init__(detail=str(error.message), code=error.code)
 
 
 class TextFlowAPIView(APIView):
@@ -66,8 +71,10 @@ class TextFlowAPIView(APIView):
             exc = exceptions.ValidationError({"phone_number": exc.messages})
         response = super().handle_exception(exc)
         data = response.data
-        if isinstance(data, dict) and set(data) == {"detail"} and isinstance(
-            exc, exceptions.APIException
+        if (
+            isinstance(data, dict)
+            and set(data) == {"detail"}
+            and isinstance(exc, exceptions.APIException)
         ):
             codes = exc.get_codes()
             data["code"] = codes if isinstance(codes, str) else "error"
@@ -78,16 +85,20 @@ class TextFlowAPIView(APIView):
         return response
 
 
-def _describe(request: Any, response: Any, errors: dict[int, str]) -> Any:
+def _describe(request: Any, response: Any, errors: dict[int, str]) -> Callable[[_F], _F]:
     """The drf-spectacular decorator for an endpoint, or a no-op without it."""
-    if extend_schema is None:
+    if not HAS_SPECTACULAR:
         return lambda view: view
-    responses: dict[int, Any] = {200: response, 400: OpenApiResponse(
-        description="Invalid input (field errors) or " + errors.pop(400, "a refused request")
-    )}
+    responses: dict[int, Any] = {
+        200: response,
+        400: OpenApiResponse(
+            description="Invalid input (field errors) or " + errors.pop(400, "a refused request")
+        ),
+    }
     for code, description in errors.items():
         responses[code] = OpenApiResponse(ErrorSerializer, description=description)
-    return extend_schema(request=request, responses=responses)
+    decorator: Callable[[_F], _F] = extend_schema(request=request, responses=responses)
+    return decorator
 
 
 class SendCodeView(TextFlowAPIView):

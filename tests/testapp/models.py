@@ -20,4 +20,4 @@ class Contact(models.Model):
         app_label = "testapp"
 
     def __str__(self) -> str:
-        return self.phone
+        return str(self.phone)

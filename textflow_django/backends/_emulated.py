@@ -123,8 +123,10 @@ class EmulatedBackend(BaseBackend):
     ) -> CodeResult:
         self._check_number(phone_number)
         seconds = _DEFAULT_SECONDS if seconds is None else seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, int) or not (
-            1 <= seconds <= MAX_CODE_TTL
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int)
+            or not (1 <= seconds <= MAX_CODE_TTL)
         ):
             raise TextFlowAPIError("Invalid seconds", status=400)
         code = self.generate_code()
@@ -167,8 +169,9 @@ class EmulatedBackend(BaseBackend):
         # Delivery is immediate here, so nothing is ever left pending for bulk_count().
         for number in numbers:
             self.deliver(SMSMessage(number, text, "bulk", now))
-        return BulkResult(submitted=len(numbers), message="Bulk SMS job started",
-                          accepted=len(numbers))
+        return BulkResult(
+            submitted=len(numbers), message="Bulk SMS job started", accepted=len(numbers)
+        )
 
     def bulk_count(self) -> BulkCountResult:
         return BulkCountResult(count=0)

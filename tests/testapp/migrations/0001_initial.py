@@ -34,9 +34,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "uk_phone",
-                    textflow_django.fields.PhoneNumberField(
-                        blank=True, max_length=16, region="GB"
-                    ),
+                    textflow_django.fields.PhoneNumberField(blank=True, max_length=16, region="GB"),
                 ),
                 (
                     "guarded_phone",
