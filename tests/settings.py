@@ -58,6 +58,14 @@ if os.environ.get("TEST_DATABASE") == "postgres":
             "PORT": os.environ.get("PGPORT", "5432"),
         }
     }
+elif os.environ.get("TEXTFLOW_TEST_SQLITE"):
+    # A file database shared with subprocesses (the bulk crash-and-resume test).
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ["TEXTFLOW_TEST_SQLITE"],
+        }
+    }
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
@@ -76,3 +84,14 @@ TEXTFLOW = {
     "BACKEND": "textflow_django.backends.locmem.LocMemBackend",
     "SERVICE_NAME": "Tests",
 }
+
+# Subprocesses of the tests talk to the test's emulator through the real backend.
+if os.environ.get("TEXTFLOW_TEST_EMULATOR_URL"):
+    from textflow_django.testing import EMULATOR_API_KEY
+
+    TEXTFLOW = {
+        **TEXTFLOW,
+        "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
+        "API_KEY": EMULATOR_API_KEY,
+        "BASE_URL": os.environ["TEXTFLOW_TEST_EMULATOR_URL"],
+    }

@@ -227,3 +227,17 @@ def test_only_superusers_delete(admin_client: Client, client: Client) -> None:
     assert admin_client.get(delete_url).status_code == 200
     admin_client.post(delete_url, {"post": "yes"})
     assert not PhoneVerification.objects.filter(pk=row.pk).exists()
+
+
+@pytest.mark.django_db
+def test_bulk_jobs_are_listed_read_only_with_progress(admin_client):
+    from textflow_django import bulk
+
+    job = bulk.create_job(text="Sale", numbers=["+12025550100", "+12025550101"])
+    bulk.run_job(job.pk)
+    page = admin_client.get("/admin/textflow/bulksmsjob/")
+    assert page.status_code == 200
+    assert "100.0%" in page.content.decode()
+    detail = admin_client.get(f"/admin/textflow/bulksmsjob/{job.pk}/change/")
+    assert detail.status_code == 200 and "Sale" in detail.content.decode()
+    assert admin_client.get("/admin/textflow/bulksmsjob/add/").status_code == 403

@@ -125,3 +125,76 @@ def test_ids_are_documented_in_the_ledger():
 def _run(**textflow: object):
     with override_settings(TEXTFLOW=textflow):
         return check_settings()
+
+
+@pytest.mark.parametrize("value", ["XX", "usa", 1])
+def test_e008_default_region(value):
+    assert ids(**GOOD, DEFAULT_REGION=value) == ["textflow.E008"]
+
+
+def test_e008_accepts_known_regions():
+    assert ids(**GOOD, DEFAULT_REGION="us") == []
+    assert ids(**GOOD, DEFAULT_REGION=None) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ALLOWED_COUNTRIES", "US"), ("ALLOWED_COUNTRIES", ["US", "ZZ"]),
+     ("BLOCKED_COUNTRIES", None), ("BLOCKED_COUNTRIES", [1])],
+)
+def test_e009_country_lists(key, value):
+    assert ids(**GOOD, **{key: value}) == ["textflow.E009"]
+
+
+def test_e009_accepts_lists_of_regions():
+    assert ids(**GOOD, ALLOWED_COUNTRIES=["us", "CA"], BLOCKED_COUNTRIES=("GB",)) == []
+
+
+def test_e010_verify_mode():
+    assert ids(**GOOD, VERIFY_MODE="sms") == ["textflow.E010"]
+    assert ids(**GOOD, VERIFY_MODE="local") == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("MAX_ATTEMPTS", 0), ("MAX_ATTEMPTS", "5"), ("RESEND_COOLDOWN", -1),
+     ("NUM_PROXIES", 1.5), ("TOKEN_MAX_AGE", 0), ("TOKEN_MAX_AGE", True)],
+)
+def test_e011_whole_numbers(key, value):
+    assert ids(**GOOD, **{key: value}) == ["textflow.E011"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("SEND_LIMITS", ["5/h"]), ("SEND_LIMITS", {"phone": ["5/h"]}),
+     ("SEND_LIMITS", {"number": ["5 per hour"]}), ("FAILED_CHECK_LIMITS", {"ip": [5]})],
+)
+def test_e012_limits(key, value):
+    assert ids(**GOOD, **{key: value}) == ["textflow.E012"]
+
+
+def test_e012_accepts_a_single_rate_string():
+    assert ids(**GOOD, SEND_LIMITS={"number": "5/h"}) == []
+
+
+def test_e013_ratelimit_store():
+    assert ids(**GOOD, RATELIMIT_STORE="redis") == ["textflow.E013"]
+    assert ids(**GOOD, RATELIMIT_STORE="cache", RATELIMIT_CACHE="nope") == ["textflow.E013"]
+
+
+def test_e014_unimportable_api_classes():
+    assert ids(**GOOD, PERMISSION_CLASSES=["nope.Nope"]) == ["textflow.E014"]
+    assert ids(**GOOD, THROTTLE_CLASSES=[None]) == ["textflow.E014"]
+
+
+def test_w004_per_process_cache_without_debug():
+    with override_settings(DEBUG=False):
+        assert ids(**GOOD, RATELIMIT_STORE="cache") == ["textflow.W004"]
+    with override_settings(DEBUG=True):
+        assert ids(**GOOD, RATELIMIT_STORE="cache") == []
+    with override_settings(
+        DEBUG=False,
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                            "LOCATION": "redis://127.0.0.1:6379"}},
+    ):
+        assert ids(**GOOD, RATELIMIT_STORE="cache") == []

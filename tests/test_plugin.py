@@ -33,11 +33,20 @@ def test_fixtures_in_a_users_project(pytester, monkeypatch):
 
             def test_live_is_reset(textflow_emulator):
                 assert textflow_emulator.requests == []
+
+            def test_mixing_with_the_settings_fixture(settings, textflow_live):
+                settings.TEXTFLOW = {**settings.TEXTFLOW, "TIMEOUT": 3}
+                assert settings.TEXTFLOW["BASE_URL"] == textflow_live.url
+
+            def test_nothing_leaked_from_the_previous_test():
+                from django.conf import settings
+                assert settings.TEXTFLOW["BACKEND"].endswith("LocMemBackend")
+                assert "TIMEOUT" not in settings.TEXTFLOW
         """)
     )
     # No -p: the plugin must load by itself, through the package's pytest11 entry point.
     result = pytester.runpytest_subprocess("--ds", "tests.settings", "-q")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
 
 
 def test_djangos_test_runner_empties_the_outbox(tmp_path):

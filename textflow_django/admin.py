@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import PhoneVerification
+from .models import BulkSMSJob, PhoneVerification
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 else:  # ModelAdmin is generic only in django-stubs
     _ModelAdmin = admin.ModelAdmin
 
-__all__ = ["PhoneVerificationAdmin"]
+__all__ = ["BulkSMSJobAdmin", "PhoneVerificationAdmin"]
 
 #: Everything an admin may see of a verification, in display order (never ``code_hash``).
 _FIELDS = (
@@ -132,3 +132,59 @@ class PhoneVerificationAdmin(_ModelAdmin):
             % {"count": count},
             messages.SUCCESS if count else messages.WARNING,
         )
+
+
+if TYPE_CHECKING:
+    _JobAdmin = admin.ModelAdmin[BulkSMSJob]
+else:
+    _JobAdmin = admin.ModelAdmin
+
+
+@admin.register(BulkSMSJob)
+class BulkSMSJobAdmin(_JobAdmin):
+    """Bulk jobs with their progress, read-only: jobs are run and resumed by the command."""
+
+    list_display = (
+        "id",
+        "status",
+        "progress_display",
+        "total",
+        "sent",
+        "uncertain",
+        "invalid",
+        "duplicates",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("source", "text")
+    readonly_fields = (
+        "text",
+        "source",
+        "status",
+        "progress_display",
+        "batch_size",
+        "total",
+        "sent",
+        "uncertain",
+        "invalid",
+        "duplicates",
+        "batches_total",
+        "batches_sent",
+        "invalid_samples",
+        "last_error",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    fields = readonly_fields
+
+    @admin.display(description=_("progress"))
+    def progress_display(self, job: BulkSMSJob) -> str:
+        return f"{job.progress:.1%}"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -13,8 +13,8 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E009``: ``ALLOWED_COUNTRIES``/``BLOCKED_COUNTRIES`` hold something else than
   ISO region codes.
 - ``textflow.E010``: ``VERIFY_MODE`` is not ``"textflow"`` or ``"local"``.
-- ``textflow.E011``: ``MAX_ATTEMPTS``, ``RESEND_COOLDOWN``, ``NUM_PROXIES`` or
-  ``TOKEN_MAX_AGE`` is not a whole number in its range.
+- ``textflow.E011``: ``MAX_ATTEMPTS``, ``RESEND_COOLDOWN``, ``NUM_PROXIES``,
+  ``TOKEN_MAX_AGE`` or ``BULK_BATCH_SIZE`` is not a whole number in its range.
 - ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of ``"number"``/``"ip"``
   to rates like ``"5/h"``.
 - ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
@@ -230,6 +230,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
         ("RESEND_COOLDOWN", 0),
         ("NUM_PROXIES", 0),
         ("TOKEN_MAX_AGE", 1),
+        ("BULK_BATCH_SIZE", 1),
     ):
         value = raw.get(key, DEFAULTS[key])
         if not _whole(value, minimum):

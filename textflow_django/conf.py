@@ -45,6 +45,8 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "RATELIMIT_CACHE": "default",
     "NUM_PROXIES": 0,
     "TOKEN_MAX_AGE": 3600,
+    # Bulk SMS.
+    "BULK_BATCH_SIZE": 500,
     # The HTTP API.
     "PERMISSION_CLASSES": ("rest_framework.permissions.AllowAny",),
     "THROTTLE_CLASSES": (),
@@ -159,6 +161,11 @@ class Settings:
     def TOKEN_MAX_AGE(self) -> int:
         """Seconds a verification token stays valid."""
         return int(self.get("TOKEN_MAX_AGE"))
+
+    @property
+    def BULK_BATCH_SIZE(self) -> int:
+        """Most numbers one ``/bulk-sms`` call carries."""
+        return int(self.get("BULK_BATCH_SIZE"))
 
     @property
     def PERMISSION_CLASSES(self) -> tuple[str, ...]:

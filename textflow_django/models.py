@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .fields import PhoneNumberField
 
-__all__ = ["PhoneVerification", "RateLimitCounter"]
+__all__ = ["BulkBatch", "BulkRecipient", "BulkSMSJob", "PhoneVerification", "RateLimitCounter"]
 
 
 class PhoneVerification(models.Model):
@@ -78,3 +78,99 @@ class RateLimitCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.count}"
+
+
+class BulkSMSJob(models.Model):
+    """One text sent to many numbers, with its progress committed after every batch."""
+
+    class Status(models.TextChoices):
+        PREPARING = "preparing", _("preparing")
+        READY = "ready", _("ready to send")
+        RUNNING = "running", _("sending")
+        STOPPED = "stopped", _("stopped (resumable)")
+        FINISHED = "finished", _("finished")
+
+    text = models.TextField(_("text"))
+    source = models.CharField(_("source"), max_length=500, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PREPARING
+    )
+    batch_size = models.PositiveIntegerField(_("batch size"))
+    #: Distinct valid recipients.
+    total = models.PositiveIntegerField(_("recipients"), default=0)
+    invalid = models.PositiveIntegerField(_("invalid numbers skipped"), default=0)
+    duplicates = models.PositiveIntegerField(_("duplicates skipped"), default=0)
+    #: Recipients in batches TextFlow accepted.
+    sent = models.PositiveIntegerField(_("recipients sent"), default=0)
+    #: Recipients in batches whose fate is unknown (sent, then no answer).
+    uncertain = models.PositiveIntegerField(_("recipients uncertain"), default=0)
+    batches_total = models.PositiveIntegerField(_("batches"), default=0)
+    batches_sent = models.PositiveIntegerField(_("batches sent"), default=0)
+    #: The first offending values or line numbers of invalid input, for the report.
+    invalid_samples = models.JSONField(_("invalid samples"), default=list, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("bulk SMS job")
+        verbose_name_plural = _("bulk SMS jobs")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_status_display()} ({self.sent}/{self.total})"
+
+    @property
+    def progress(self) -> float:
+        """Share of recipients accepted by TextFlow, 0.0 to 1.0."""
+        return self.sent / self.total if self.total else (1.0 if self.finished_at else 0.0)
+
+
+class BulkRecipient(models.Model):
+    """One distinct number of a job; the unique constraint is the deduplication."""
+
+    job = models.ForeignKey(BulkSMSJob, on_delete=models.CASCADE, related_name="+")
+    phone_number = models.CharField(max_length=16)
+    batch = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "phone_number"], name="textflow_bulk_unique")
+        ]
+        indexes = [models.Index(fields=["job", "batch"], name="textflow_bulk_job_batch")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.phone_number}"
+
+
+class BulkBatch(models.Model):
+    """One ``/bulk-sms`` call of a job and what became of it.
+
+    ``sending`` is claimed-and-in-flight: a batch found ``sending`` by a resume belongs to a
+    process that died after (maybe) sending it, so it becomes ``uncertain``, never re-sent
+    unless the operator asks.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        SENDING = "sending", _("sending")
+        ACCEPTED = "accepted", _("accepted by TextFlow")
+        UNCERTAIN = "uncertain", _("uncertain (maybe sent)")
+
+    job = models.ForeignKey(BulkSMSJob, on_delete=models.CASCADE, related_name="batches")
+    index = models.PositiveIntegerField()
+    size = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="textflow_bulk_batch_unique")
+        ]
+        indexes = [models.Index(fields=["job", "status"], name="textflow_batch_job_status")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} batch {self.index} ({self.status})"

@@ -8,7 +8,6 @@ import textflow_django.fields
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,38 +16,96 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='RateLimitCounter',
+            name="RateLimitCounter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200, unique=True)),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('expires_at', models.DateTimeField(db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=200, unique=True)),
+                ("count", models.PositiveIntegerField(default=0)),
+                ("expires_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'verbose_name': 'rate-limit counter',
-                'verbose_name_plural': 'rate-limit counters',
+                "verbose_name": "rate-limit counter",
+                "verbose_name_plural": "rate-limit counters",
             },
         ),
         migrations.CreateModel(
-            name='PhoneVerification',
+            name="PhoneVerification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('phone_number', textflow_django.fields.PhoneNumberField(db_index=True, max_length=16, verbose_name='phone number')),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('verified', 'verified'), ('locked', 'locked (too many wrong codes)'), ('superseded', 'superseded by a newer code')], default='pending', max_length=16, verbose_name='status')),
-                ('mode', models.CharField(choices=[('textflow', 'TextFlow holds the code'), ('local', 'this site holds a hash of the code')], max_length=16, verbose_name='mode')),
-                ('attempts', models.PositiveIntegerField(default=0, verbose_name='wrong codes')),
-                ('code_hash', models.CharField(blank=True, editable=False, max_length=128)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='client IP')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created')),
-                ('expires_at', models.DateTimeField(verbose_name='expires')),
-                ('verified_at', models.DateTimeField(blank=True, null=True, verbose_name='verified')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='phone_verifications', to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "phone_number",
+                    textflow_django.fields.PhoneNumberField(
+                        db_index=True, max_length=16, verbose_name="phone number"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("verified", "verified"),
+                            ("locked", "locked (too many wrong codes)"),
+                            ("superseded", "superseded by a newer code"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[
+                            ("textflow", "TextFlow holds the code"),
+                            ("local", "this site holds a hash of the code"),
+                        ],
+                        max_length=16,
+                        verbose_name="mode",
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0, verbose_name="wrong codes")),
+                ("code_hash", models.CharField(blank=True, editable=False, max_length=128)),
+                (
+                    "client_ip",
+                    models.GenericIPAddressField(blank=True, null=True, verbose_name="client IP"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created")),
+                ("expires_at", models.DateTimeField(verbose_name="expires")),
+                (
+                    "verified_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="verified"),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="phone_verifications",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'phone verification',
-                'verbose_name_plural': 'phone verifications',
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['phone_number', 'status'], name='textflow_pv_number_status')],
+                "verbose_name": "phone verification",
+                "verbose_name_plural": "phone verifications",
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["phone_number", "status"], name="textflow_pv_number_status"
+                    )
+                ],
             },
         ),
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -42,20 +43,37 @@ def textflow_emulator(textflow_emulator_server: TextFlowEmulator) -> Iterator[Te
     textflow_emulator_server.delay = 0.0
 
 
-def _textflow_settings(**overrides: Any) -> Any:
-    from django.conf import settings
+@contextmanager
+def _textflow_settings(request: pytest.FixtureRequest, **overrides: Any) -> Iterator[None]:
+    """Merge ``overrides`` into ``settings.TEXTFLOW`` for the test.
+
+    With pytest-django, this goes through its ``settings`` fixture, so a test that also
+    changes settings through that fixture unwinds both in the right order (two separate
+    override stacks undone out of order would leak settings into later tests).
+    """
+    from django.conf import settings as django_settings
     from django.test import override_settings
 
-    current = getattr(settings, "TEXTFLOW", None)
+    current = getattr(django_settings, "TEXTFLOW", None)
     merged = dict(current) if isinstance(current, dict) else {}
     merged.update(overrides)
-    return override_settings(TEXTFLOW=merged)
+    try:
+        settings_fixture = request.getfixturevalue("settings")
+    except pytest.FixtureLookupError:
+        with override_settings(TEXTFLOW=merged):
+            yield
+    else:
+        settings_fixture.TEXTFLOW = merged
+        yield
 
 
 @pytest.fixture
-def textflow_live(textflow_emulator: TextFlowEmulator) -> Iterator[TextFlowEmulator]:
+def textflow_live(
+    request: pytest.FixtureRequest, textflow_emulator: TextFlowEmulator
+) -> Iterator[TextFlowEmulator]:
     """Point ``TEXTFLOW`` at the emulator through the real TextFlow backend."""
     with _textflow_settings(
+        request,
         BACKEND="textflow_django.backends.textflow.TextFlowBackend",
         API_KEY=EMULATOR_API_KEY,
         BASE_URL=textflow_emulator.url,
@@ -64,12 +82,12 @@ def textflow_live(textflow_emulator: TextFlowEmulator) -> Iterator[TextFlowEmula
 
 
 @pytest.fixture
-def sms_outbox() -> Iterator[list[SMSMessage]]:
+def sms_outbox(request: pytest.FixtureRequest) -> Iterator[list[SMSMessage]]:
     """Use the locmem backend for this test and return its outbox."""
     from ..backends import locmem
 
     locmem.reset()
-    with _textflow_settings(BACKEND="textflow_django.backends.locmem.LocMemBackend"):
+    with _textflow_settings(request, BACKEND="textflow_django.backends.locmem.LocMemBackend"):
         yield locmem.outbox
 
 
