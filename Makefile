@@ -47,8 +47,9 @@ typecheck:
 	$(MAKE) install EXTRAS=dev
 	$(BIN)/mypy
 
-demo:
-	@echo "The example project arrives with issue 5; see example_project/README.md." && exit 1
+demo: $(STAMP)
+	@PYTHON="$(abspath $(BIN))/python" PORT="$(or $(PORT),8000)" \
+		EMULATOR_PORT="$(or $(EMULATOR_PORT),8025)" exec bash example_project/run-demo.sh
 
 clean:
 	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (Debian packages) and start the services the test suite needs: PostgreSQL and
-# Redis, on loopback. Idempotent; run as root. Prints the environment to export.
+# Redis on loopback, and Chromium for the browser test. Idempotent; run as root. Prints the environment to export.
 set -euo pipefail
 # Only the environment goes to stdout (callers eval it); everything else to stderr.
 exec 3>&1 1>&2
@@ -8,6 +8,8 @@ exec 3>&1 1>&2
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The browser test: Debian's Chromium (Playwright drives it; no browser download).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt-get install ${need[*]}" >&2
   apt-get update -qq

@@ -60,7 +60,7 @@ def test_create_job_normalises_dedups_and_reports():
         "+1 900 555 0199",
         "+12025550102",
     ]
-    job = bulk.create_job(text="Hi", numbers=values, source="test", batch_size=2)
+    job = bulk.create_job(text="Hi", numbers=values, batch_size=2)
     assert (job.total, job.invalid, job.duplicates) == (3, 2, 1)
     assert job.status == BulkSMSJob.Status.READY
     assert sorted(BulkRecipient.objects.filter(job=job).values_list("phone_number", flat=True)) == [
@@ -121,7 +121,7 @@ def test_a_5xx_stops_the_job_and_resume_skips_the_uncertain_batch(textflow_live)
     # Two batches go through, then the third call fails with a 500: it may have been sent.
     first_two = BulkBatch.objects.filter(job=job).order_by("index").values_list("id", flat=True)
     for batch_id in list(first_two[:2]):
-        assert bulk.send_batch(batch_id) is True
+        assert bulk.send_batch(batch_id) == 10
     textflow_live.fault("status", path="/bulk-sms", status=500)
     with pytest.raises(bulk.BulkJobStopped) as info:
         bulk.run_job(job.pk)
@@ -183,8 +183,8 @@ def test_textflow_refusing_a_number_drops_it_and_sends_the_rest(textflow_live):
 def test_a_batch_is_claimed_once(textflow_live):
     job = bulk.create_job(text="Hi", numbers=numbers(3))
     batch_id = BulkBatch.objects.get(job=job).pk
-    assert bulk.send_batch(batch_id) is True
-    assert bulk.send_batch(batch_id) is False  # a second delivery of the same task
+    assert bulk.send_batch(batch_id) == 3
+    assert bulk.send_batch(batch_id) is None  # a second delivery of the same task
     assert len(textflow_live.calls("/bulk-sms")) == 1
 
 

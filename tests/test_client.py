@@ -498,3 +498,11 @@ def test_client_works_without_django_settings(textflow_emulator):
     ).stdout.split()
     assert out == ["+12025550143", "False"]
     assert textflow_emulator.messages[-1].text == "standalone"
+
+
+def test_environment_proxies_are_read_once_at_construction(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    client = TextFlowClient(EMULATOR_API_KEY, base_url="https://textflow.me/api")
+    assert client.session.proxies.get("https") == "http://proxy.invalid:3128"
+    assert client.session.trust_env is False

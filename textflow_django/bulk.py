@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, FieldError, ValidationError
 from django.db import connections, models, router, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from . import phone, signals
@@ -40,10 +40,13 @@ from .models import BulkBatch, BulkRecipient, BulkSMSJob
 
 __all__ = [
     "BulkJobStopped",
+    "Source",
     "SourceError",
     "create_job",
     "enqueue_job",
     "file_numbers",
+    "finish_if_done",
+    "list_numbers",
     "model_numbers",
     "run_job",
     "send_batch",
@@ -79,20 +82,23 @@ class BulkJobStopped(Exception):
 
 
 @dataclass(frozen=True)
-class Recipient:
-    """A raw value and where it came from (a line number or a primary key), for reports."""
+class Source:
+    """Where recipients come from: a description for the job, and ``(where, value)`` rows.
 
-    value: Any
-    where: str
+    ``where`` (a primary key, a line number, a position) is named by ``label`` only when a
+    report needs it, so the hot loop builds no strings.
+    """
+
+    description: str
+    label: str
+    rows: Iterator[tuple[object, Any]]
 
 
-def model_numbers(
-    label: str, field: str, filters: Iterable[str] = ()
-) -> tuple[str, Iterator[Recipient]]:
+def model_numbers(label: str, field: str, filters: Iterable[str] = ()) -> Source:
     """Numbers from ``app_label.Model.field``, read in primary-key pages, never all at once.
 
-    ``filters`` are ``"lookup=value"`` strings. Everything is checked before the iterator is
-    returned. Returns a description of the source and the iterator.
+    ``filters`` are ``"lookup=value"`` strings. Everything is checked before the source is
+    returned.
 
     Raises:
         SourceError: naming the unknown model, field or bad filter.
@@ -107,6 +113,7 @@ def model_numbers(
         raise SourceError(f"{label} has no field {field!r}.") from err
     if not isinstance(model_field, models.CharField | models.TextField):
         raise SourceError(f"{label}.{field} is not a text field.")
+    filters = list(filters)
     lookups: dict[str, str] = {}
     for item in filters:
         key, sep, value = item.partition("=")
@@ -121,86 +128,100 @@ def model_numbers(
         raise SourceError(f"Bad filter for {label}: {err}") from err
     pk = model._meta.pk.name
 
-    def pages() -> Iterator[Recipient]:
+    def pages() -> Iterator[tuple[object, Any]]:
         last = None
         while True:
             page = queryset.order_by(pk)
             if last is not None:
                 page = page.filter(**{f"{pk}__gt": last})
             rows = list(page.values_list(pk, field)[:MODEL_PAGE])
-            for key, value in rows:
-                yield Recipient(value, f"pk {key}")
+            yield from rows
             if len(rows) < MODEL_PAGE:
                 return
             last = rows[-1][0]
 
     description = f"{label}.{field}" + (f" where {', '.join(filters)}" if lookups else "")
-    return description, pages()
+    return Source(description, "pk", pages())
 
 
-def file_numbers(
-    stream: TextIO, *, name: str, column: str | None = None
-) -> tuple[str, Iterator[Recipient]]:
+def file_numbers(stream: TextIO, *, name: str, column: str | None = None) -> Source:
     """Numbers from a text stream: one per line, or the ``column`` of a CSV with a header.
 
     Raises:
         SourceError: the CSV has no such column.
     """
     if column is None:
-
-        def lines() -> Iterator[Recipient]:
-            for number, line in enumerate(stream, 1):
-                yield Recipient(line.strip(), f"line {number}")
-
-        return name, lines()
+        return Source(name, "line", ((n, line.strip()) for n, line in enumerate(stream, 1)))
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None or column not in header:
         raise SourceError(f"{name} has no column {column!r} (header: {header}).")
     index = header.index(column)
-
-    def rows() -> Iterator[Recipient]:
-        for number, row in enumerate(reader, 2):
-            yield Recipient(row[index] if index < len(row) else "", f"line {number}")
-
-    return f"{name} column {column}", rows()
+    rows = ((n, row[index] if index < len(row) else "") for n, row in enumerate(reader, 2))
+    return Source(f"{name} column {column}", "line", rows)
 
 
-def list_numbers(numbers: Iterable[Any]) -> Iterator[Recipient]:
+def list_numbers(numbers: Iterable[Any], description: str = "a list") -> Source:
     """Numbers given in code or on the command line; ``where`` is the 1-based position."""
-    for position, value in enumerate(numbers, 1):
-        yield Recipient(value, f"item {position}")
+    return Source(description, "item", enumerate(numbers, 1))
 
 
 # -- ingesting -----------------------------------------------------------------------------
 
 
-def _insert_sql(table: str, vendor: str) -> str | None:
-    """An INSERT that skips numbers already in the job, for executemany; None: use the ORM."""
-    columns = "(job_id, phone_number, batch)"
-    if vendor in ("sqlite", "postgresql"):
-        # The table name comes from the model and is quoted by the backend: no user input.
-        return f"INSERT INTO {table} {columns} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608
-    if vendor == "mysql":
-        return f"INSERT IGNORE INTO {table} {columns} VALUES (%s, %s, %s)"  # noqa: S608
-    return None
+def _stage_and_insert(job: BulkSMSJob, numbers: Iterator[str], size: int) -> tuple[int, int]:
+    """Write the valid numbers to ``BulkRecipient``, distinct, in batches of ``size``.
+
+    The numbers go first to an unindexed temporary table (cheap appends), then one
+    ``INSERT ... SELECT`` keeps the first of each number, in arrival order, and numbers
+    the batches with a window function: the database does the deduplication, Python
+    memory stays flat, and every batch but the last is full. Returns (valid, distinct).
+    """
+    db = router.db_for_write(BulkRecipient)
+    connection = connections[db]
+    qn = connection.ops.quote_name
+    stage = qn(f"textflow_bulk_stage_{job.pk}")
+    table = qn(BulkRecipient._meta.db_table)
+    seen = 0
+    # Identifiers are quoted by the backend; values are parameters: no user input in SQL.
+    with transaction.atomic(using=db), connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE {stage} (seq BIGINT, phone_number VARCHAR(16))")
+        insert = f"INSERT INTO {stage} (seq, phone_number) VALUES (%s, %s)"  # noqa: S608
+        chunk: list[tuple[int, str]] = []
+        for number in numbers:
+            chunk.append((seen, number))
+            seen += 1
+            if len(chunk) >= INGEST_CHUNK:
+                cursor.executemany(insert, chunk)
+                chunk.clear()
+        if chunk:
+            cursor.executemany(insert, chunk)
+        cursor.execute(
+            f"INSERT INTO {table} (job_id, phone_number, batch) "  # noqa: S608
+            f"SELECT %s, phone_number, (ROW_NUMBER() OVER (ORDER BY first_seq) - 1) / %s "
+            f"FROM (SELECT phone_number, MIN(seq) AS first_seq FROM {stage} "
+            f"GROUP BY phone_number) distinct_numbers",
+            [job.pk, size],
+        )
+        cursor.execute(f"DROP TABLE {stage}")
+    distinct = BulkRecipient.objects.using(db).filter(job=job).count()
+    return seen, distinct
 
 
 def create_job(
     *,
     text: str,
     numbers: Iterable[Any] | None = None,
-    recipients: Iterable[Recipient] | None = None,
-    source: str = "",
+    source: Source | None = None,
     batch_size: int | None = None,
     strict: bool = False,
 ) -> BulkSMSJob:
     """Record a job and its distinct, valid recipients; nothing is sent yet.
 
-    Give ``numbers`` (plain values) or ``recipients`` (from :func:`model_numbers` /
-    :func:`file_numbers`). ``None`` and blank values are ignored; invalid ones are counted
-    with a few samples; duplicates are counted. ``strict`` validates E.164 values fully
-    (see :func:`phone.bulk_normalizer`).
+    Give ``numbers`` (plain values) or a ``source`` (:func:`model_numbers`,
+    :func:`file_numbers`, :func:`list_numbers`). ``None`` and blank values are ignored;
+    invalid ones are counted, with a few samples; duplicates are counted. ``strict``
+    validates E.164 values fully (see :func:`phone.bulk_normalizer`).
 
     Raises:
         ValueError: empty ``text`` or a ``batch_size`` below 1.
@@ -210,60 +231,34 @@ def create_job(
     size = batch_size or conf.BULK_BATCH_SIZE
     if size < 1:
         raise ValueError("The batch size must be at least 1.")
-    items = recipients if recipients is not None else list_numbers(numbers or ())
+    source = source if source is not None else list_numbers(numbers or ())
     normalise = phone.bulk_normalizer(strict=strict)
-    job = BulkSMSJob.objects.create(text=text, source=source[:500], batch_size=size)
-    db = router.db_for_write(BulkRecipient)
-    connection = connections[db]
-    sql = _insert_sql(connection.ops.quote_name(BulkRecipient._meta.db_table), connection.vendor)
-
-    valid = invalid = 0
+    job = BulkSMSJob.objects.create(text=text, source=source.description[:500], batch_size=size)
+    invalid = 0
     samples: list[str] = []
-    chunk: list[tuple[int, str, int]] = []
 
-    def flush() -> None:
-        if not chunk:
-            return
-        with transaction.atomic(using=db):
-            if sql is not None:
-                with connection.cursor() as cursor:
-                    cursor.executemany(sql, chunk)
-            else:  # pragma: no cover - other databases
-                BulkRecipient.objects.using(db).bulk_create(
-                    [BulkRecipient(job_id=j, phone_number=n, batch=b) for j, n, b in chunk],
-                    ignore_conflicts=True,
-                )
-        chunk.clear()
+    def valid_numbers() -> Iterator[str]:
+        nonlocal invalid
+        for where, value in source.rows:
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                value = str(value)
+            try:
+                yield normalise(value)
+            except phone.InvalidPhoneNumberError as err:
+                if not value.strip():
+                    continue  # blank lines and empty fields are not errors
+                invalid += 1
+                if len(samples) < INVALID_SAMPLES:
+                    samples.append(f"{source.label} {where}: {value[:40]!r} ({err.code})")
 
-    for item in items:
-        value = item.value
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        try:
-            number = normalise(value if isinstance(value, str) else str(value))
-        except phone.InvalidPhoneNumberError as err:
-            invalid += 1
-            if len(samples) < INVALID_SAMPLES:
-                samples.append(f"{item.where}: {str(value)[:40]!r} ({err.code})")
-            continue
-        # Batches are cut from the order of arrival; duplicates leave small gaps, so a
-        # batch can fall short of ``size`` but never exceed it.
-        chunk.append((job.pk, number, valid // size))
-        valid += 1
-        if len(chunk) >= INGEST_CHUNK:
-            flush()
-    flush()
-
-    sizes = (
-        BulkRecipient.objects.using(db)
-        .filter(job=job)
-        .values("batch")
-        .annotate(n=Count("id"))
-        .order_by("batch")
-    )
-    batches = [BulkBatch(job=job, index=row["batch"], size=row["n"]) for row in sizes]
-    BulkBatch.objects.using(db).bulk_create(batches, batch_size=1000)
-    total = sum(b.size for b in batches)
+    valid, total = _stage_and_insert(job, valid_numbers(), size)
+    batches = [
+        BulkBatch(job=job, index=i, size=min(size, total - i * size))
+        for i in range((total + size - 1) // size)
+    ]
+    BulkBatch.objects.bulk_create(batches, batch_size=1000)
     job.total = total
     job.invalid = invalid
     job.duplicates = valid - total
@@ -284,7 +279,7 @@ def _stop(job_id: int, error: TextFlowError) -> BulkSMSJob:
     return BulkSMSJob.objects.get(pk=job_id)
 
 
-def _send_valid_part(backend: BaseBackend, batch: BulkBatch, numbers: list[str], text: str) -> int:
+def _send_valid_part(backend: BaseBackend, job_id: int, numbers: list[str], text: str) -> int:
     """TextFlow refused the batch's numbers: drop the ones a strict check refuses, send the
     rest once. Returns how many were sent; raises a ``TextFlowError`` as ``send_batch``."""
     strict = phone.bulk_normalizer(strict=True)
@@ -297,8 +292,8 @@ def _send_valid_part(backend: BaseBackend, batch: BulkBatch, numbers: list[str],
     dropped = sorted(set(numbers) - set(keep))
     if not dropped:
         raise InvalidPhoneNumber("TextFlow refused a number of the batch", status=400)
-    BulkRecipient.objects.filter(job_id=batch.job_id, phone_number__in=dropped).delete()
-    BulkSMSJob.objects.filter(pk=batch.job_id).update(
+    BulkRecipient.objects.filter(job_id=job_id, phone_number__in=dropped).delete()
+    BulkSMSJob.objects.filter(pk=job_id).update(
         invalid=F("invalid") + len(dropped), total=F("total") - len(dropped)
     )
     if keep:
@@ -306,27 +301,49 @@ def _send_valid_part(backend: BaseBackend, batch: BulkBatch, numbers: list[str],
     return len(keep)
 
 
-def send_batch(batch_id: int, *, backend: BaseBackend | None = None) -> bool:
-    """Claim one pending batch, send it, record the outcome. Returns False when the batch
-    was not pending (another worker has it, or it is done): it is then left alone.
+class _HotSQL:
+    """The statements run once per batch, as plain SQL: at two thousand batches a job, the
+    ORM's query building costs more than the database work."""
+
+    def __init__(self) -> None:
+        connection = connections[router.db_for_write(BulkBatch)]
+        qn = connection.ops.quote_name
+        self.connection = connection
+        batches, jobs = qn(BulkBatch._meta.db_table), qn(BulkSMSJob._meta.db_table)
+        recipients = qn(BulkRecipient._meta.db_table)
+        # Table names come from the models, quoted by the backend; values are parameters.
+        self.numbers = (
+            f"SELECT phone_number FROM {recipients} "  # noqa: S608
+            "WHERE job_id = %s AND batch = %s ORDER BY id"
+        )
+        self.claim = f"UPDATE {batches} SET status = %s WHERE id = %s AND status = %s"  # noqa: S608
+        self.accept_batch = (
+            f"UPDATE {batches} SET status = %s, sent_at = %s, error = '' "  # noqa: S608
+            "WHERE id = %s"
+        )
+        self.count_sent = (
+            f"UPDATE {jobs} SET sent = sent + %s, "  # noqa: S608
+            "batches_sent = batches_sent + 1 WHERE id = %s"
+        )
+
+
+def _claim(sql: _HotSQL, batch_id: int) -> bool:
+    """Mark a pending batch ``sending`` (committed before anything is sent: a process that
+    dies after sending leaves it ``sending``, which a resume reads as uncertain)."""
+    with sql.connection.cursor() as cursor:
+        cursor.execute(sql.claim, [BulkBatch.Status.SENDING, batch_id, BulkBatch.Status.PENDING])
+        return bool(cursor.rowcount == 1)
+
+
+def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int, index: int) -> int:
+    """Send one claimed batch. Returns how many recipients TextFlow accepted.
 
     Raises:
-        BulkJobStopped: TextFlow failed; the batch is ``uncertain`` if the request may
-            have reached TextFlow, else ``pending`` again; the job is ``stopped``.
+        BulkJobStopped: as :func:`send_batch`.
     """
-    claimed = BulkBatch.objects.filter(pk=batch_id, status=BulkBatch.Status.PENDING).update(
-        status=BulkBatch.Status.SENDING
-    )
-    if not claimed:
-        return False
-    batch = BulkBatch.objects.select_related("job").get(pk=batch_id)
-    job = batch.job
-    numbers = list(
-        BulkRecipient.objects.filter(job_id=job.pk, batch=batch.index)
-        .order_by("id")
-        .values_list("phone_number", flat=True)
-    )
-    backend = backend or get_backend()
+    with sql.connection.cursor() as cursor:
+        cursor.execute(sql.numbers, [job.pk, index])
+        numbers = [row[0] for row in cursor.fetchall()]
     sent = len(numbers)
     try:
         for attempt in range(RATE_LIMIT_RETRIES + 1):
@@ -339,7 +356,7 @@ def send_batch(batch_id: int, *, backend: BaseBackend | None = None) -> bool:
                     raise
                 time.sleep(min(err.retry_after or 1, MAX_RATE_LIMIT_WAIT))
             except InvalidPhoneNumber:
-                sent = _send_valid_part(backend, batch, numbers, job.text)
+                sent = _send_valid_part(backend, job.pk, numbers, job.text)
                 break
     except TextFlowError as err:
         uncertain = err.maybe_sent
@@ -349,16 +366,43 @@ def send_batch(batch_id: int, *, backend: BaseBackend | None = None) -> bool:
         )
         if uncertain:
             BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
-        logger.warning("Bulk job %s batch %s failed: %s", job.pk, batch.index, err)
+        logger.warning("Bulk job %s batch %s failed: %s", job.pk, index, err)
         raise BulkJobStopped(_stop(job.pk, err), err) from err
-    with transaction.atomic():
-        BulkBatch.objects.filter(pk=batch_id).update(
-            status=BulkBatch.Status.ACCEPTED, sent_at=timezone.now(), error=""
-        )
-        BulkSMSJob.objects.filter(pk=job.pk).update(
-            sent=F("sent") + sent, batches_sent=F("batches_sent") + 1
-        )
-    return True
+    return sent
+
+
+def _accept(sql: _HotSQL, job_id: int, batch_id: int, sent: int, claim_next: int | None) -> bool:
+    """Record an accepted batch and its count in one transaction, claiming the next batch
+    in the same commit when there is one (one durable write per batch instead of two).
+    Returns whether ``claim_next`` was claimed."""
+    with transaction.atomic(using=sql.connection.alias), sql.connection.cursor() as cursor:
+        cursor.execute(sql.accept_batch, [BulkBatch.Status.ACCEPTED, timezone.now(), batch_id])
+        cursor.execute(sql.count_sent, [sent, job_id])
+        if claim_next is None:
+            return False
+        cursor.execute(sql.claim, [BulkBatch.Status.SENDING, claim_next, BulkBatch.Status.PENDING])
+        return bool(cursor.rowcount == 1)
+
+
+def send_batch(
+    batch_id: int, *, backend: BaseBackend | None = None, job: BulkSMSJob | None = None
+) -> int | None:
+    """Claim one pending batch, send it, record the outcome. Returns how many recipients
+    TextFlow accepted, or None when the batch was not pending (another worker has it, or it
+    is done): it is then left alone. ``job`` spares a query when the caller has it.
+
+    Raises:
+        BulkJobStopped: TextFlow failed; the batch is ``uncertain`` if the request may
+            have reached TextFlow, else ``pending`` again; the job is ``stopped``.
+    """
+    sql = _HotSQL()
+    if not _claim(sql, batch_id):
+        return None
+    batch = BulkBatch.objects.get(pk=batch_id)
+    job = job if job is not None else BulkSMSJob.objects.get(pk=batch.job_id)
+    sent = _deliver(sql, backend or get_backend(), job, batch_id, batch.index)
+    _accept(sql, job.pk, batch_id, sent, None)
+    return sent
 
 
 def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
@@ -408,18 +452,20 @@ def run_job(
     job_id: int,
     *,
     resend_uncertain: bool = False,
-    progress: Callable[[BulkSMSJob], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> BulkSMSJob:
     """Send every pending batch of a job, in order, in this process; resumes a stopped job.
 
-    ``progress`` is called with the refreshed job after each batch.
+    ``progress`` is called after each batch with the number of recipients sent so far.
 
     Raises:
         BulkJobStopped: on a TextFlow failure (the job is saved as ``stopped``).
     """
     job = _prepare(job_id, resend_uncertain=resend_uncertain)
     backend = get_backend()
+    sql = _HotSQL()
     pending = BulkBatch.objects.filter(job_id=job_id, status=BulkBatch.Status.PENDING)
+    sent = job.sent
     last_index = -1
     while True:
         # Pages of ids keep memory flat however many batches the job has.
@@ -428,11 +474,17 @@ def run_job(
         )
         if not page:
             break
-        for batch_id, index in page:
-            send_batch(batch_id, backend=backend)
+        claimed = False
+        for position, (batch_id, index) in enumerate(page):
             last_index = index
+            if not claimed and not _claim(sql, batch_id):
+                continue  # another sender has it
+            following = page[position + 1][0] if position + 1 < len(page) else None
+            count = _deliver(sql, backend, job, batch_id, index)
+            claimed = _accept(sql, job.pk, batch_id, count, following)
+            sent += count
             if progress is not None:
-                progress(BulkSMSJob.objects.get(pk=job_id))
+                progress(sent)
     finish_if_done(job_id)
     job.refresh_from_db()
     return job

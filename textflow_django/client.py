@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -200,7 +201,7 @@ class TextFlowClient:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
-        self.session = session if session is not None else self._new_session()
+        self.session = session if session is not None else self._new_session(self.base_url)
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -212,8 +213,15 @@ class TextFlowClient:
         return f"<TextFlowClient base_url={self.base_url!r} timeout={self.timeout!r}>"
 
     @staticmethod
-    def _new_session() -> requests.Session:
+    def _new_session(base_url: str) -> requests.Session:
         session = requests.Session()
+        # Read the environment (proxies, CA bundle) once, here: requests re-reads it on every
+        # call otherwise, which costs more than a whole call to a nearby server.
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(base_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
         # Retry only connection-level failures (nothing was sent). read=0, status=0 and
         # other=0 make sure nothing that may have reached TextFlow is ever repeated.
         retry = Retry(

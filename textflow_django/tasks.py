@@ -32,4 +32,4 @@ def send_bulk_batch(batch_id: int) -> bool:
     except BulkJobStopped:
         return False
     finish_if_done(job_id)
-    return sent
+    return sent is not None

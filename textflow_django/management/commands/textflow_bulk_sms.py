@@ -97,7 +97,7 @@ class Command(BaseCommand):
         if options["resend_uncertain"]:
             raise CommandError("--resend-uncertain goes with --resume.")
         text = self._text(options)
-        description, recipients = self._source(options)
+        source = self._source(options)
         batch_size = options["batch_size"]
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
@@ -106,8 +106,7 @@ class Command(BaseCommand):
             with transaction.atomic():
                 job = bulk.create_job(
                     text=text,
-                    recipients=recipients,
-                    source=description,
+                    source=source,
                     batch_size=batch_size,
                     strict=options["strict"],
                 )
@@ -117,8 +116,7 @@ class Command(BaseCommand):
             return None
         job = bulk.create_job(
             text=text,
-            recipients=recipients,
-            source=description,
+            source=source,
             batch_size=batch_size,
             strict=options["strict"],
         )
@@ -151,7 +149,7 @@ class Command(BaseCommand):
             raise CommandError("The text is empty.")
         return text
 
-    def _source(self, options: dict[str, Any]) -> tuple[str, Any]:
+    def _source(self, options: dict[str, Any]) -> bulk.Source:
         given = [
             name
             for name, present in (
@@ -180,11 +178,11 @@ class Command(BaseCommand):
             if options["file"] is not None:
                 return self._file(options["file"], options["column"])
             values = [v.strip() for v in options["numbers"].split(",")]
-            return "command line", bulk.list_numbers(values)
+            return bulk.list_numbers(values, "command line")
         except bulk.SourceError as err:
             raise CommandError(str(err)) from err
 
-    def _file(self, name: str, column: str | None) -> tuple[str, Any]:
+    def _file(self, name: str, column: str | None) -> bulk.Source:
         if name == "-":
             return bulk.file_numbers(sys.stdin, name="stdin", column=column)
         path = Path(name)
@@ -251,7 +249,7 @@ class Command(BaseCommand):
             job = bulk.run_job(
                 job.pk,
                 resend_uncertain=options["resend_uncertain"],
-                progress=lambda j: progress.update(j.sent),
+                progress=progress.update,
             )
         except bulk.BulkJobStopped as stop:
             progress.close()

@@ -1,0 +1,77 @@
+"""``POST /api/signup/``: the API's step 3, after ``/api/phone/send-code/`` and ``verify-code/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import generics, serializers
+from rest_framework.permissions import AllowAny
+from textflow_django.exceptions import InvalidToken
+from textflow_django.verification import phone_from_token
+
+from .services import create_account
+
+User = get_user_model()
+
+
+class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Create an account for the number a verify-code ``token`` proves."""
+
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(
+        write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+    token = serializers.CharField(
+        write_only=True, help_text="The token answered by /api/phone/verify-code/."
+    )
+    phone = serializers.CharField(source="profile.phone", read_only=True)
+    phone_verified = serializers.BooleanField(source="profile.phone_verified", read_only=True)
+
+    def validate_username(self, value: str) -> str:
+        field = User._meta.get_field(User.USERNAME_FIELD)
+        try:
+            field.run_validators(value)
+        except DjangoValidationError as err:
+            raise serializers.ValidationError(err.messages) from err
+        if User._default_manager.filter(**{User.USERNAME_FIELD: value}).exists():
+            raise serializers.ValidationError("A user with that username already exists.")
+        return value
+
+    def validate_token(self, value: str) -> str:
+        try:
+            phone_from_token(value)
+        except InvalidToken as err:
+            raise serializers.ValidationError(str(err.message), code=err.code) from err
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validate_password(attrs["password"], User(username=attrs["username"]))
+        except DjangoValidationError as err:
+            raise serializers.ValidationError({"password": err.messages}) from err
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> Any:
+        def create_user() -> Any:
+            return User._default_manager.create_user(
+                username=validated_data["username"], password=validated_data["password"]
+            )
+
+        try:
+            return create_account(token=validated_data["token"], create_user=create_user)
+        except InvalidToken as err:
+            # Genuine-looking but never verified here, or already used for an account.
+            raise serializers.ValidationError({"token": [str(err.message)]}, code=err.code) from err
+
+
+class SignupView(generics.CreateAPIView):  # type: ignore[type-arg]
+    """Answers 201 with the new user and their verified number; 400 on a bad token."""
+
+    serializer_class = SignupSerializer
+    permission_classes = [AllowAny]
+    # Anonymous by design: no session, so no CSRF token is needed to call it.
+    authentication_classes: list[Any] = []

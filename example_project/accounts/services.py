@@ -1,0 +1,43 @@
+"""Account creation from a verification token, shared by the HTML signup and the API."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+from textflow_django.exceptions import InvalidToken
+from textflow_django.verification import phone_from_token
+
+from .models import Profile, VerifiedNumber
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_account(*, token: str, create_user: Callable[[], Any]) -> Any:
+    """Create a user (with ``create_user()``) and their profile with the verified number.
+
+    The token must be genuine and young (``phone_from_token``) and be the one the
+    ``phone_verified`` receiver recorded, not yet claimed. Everything happens in one
+    transaction: a refused token creates nothing.
+
+    Raises:
+        InvalidToken: forged, expired, never verified, or already used.
+    """
+    number = phone_from_token(token)
+    with transaction.atomic():
+        proof = (
+            VerifiedNumber.objects.select_for_update()
+            .filter(token_digest=token_digest(token), claimed_by__isnull=True)
+            .first()
+        )
+        if proof is None or proof.phone != number:
+            raise InvalidToken()
+        user = create_user()
+        Profile.objects.create(user=user, phone=number, phone_verified=True)
+        proof.claimed_by = user
+        proof.save(update_fields=["claimed_by"])
+    return user

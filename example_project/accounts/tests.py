@@ -1,0 +1,434 @@
+"""The example's views, through Django's test client, with the real TextFlow backend talking
+HTTP to the bundled emulator (the ``textflow_live`` fixture of textflow-django's pytest plugin).
+
+Run: ``cd example_project && ../.venv/bin/python -m pytest`` (the package's suite runs this
+module too, from ``tests/test_example_project.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.test import Client, override_settings
+from django.urls import reverse
+from django.utils import timezone
+from textflow_django.models import PhoneVerification
+from textflow_django.signals import phone_verified
+from textflow_django.testing import TextFlowEmulator
+from textflow_django.verification import make_token
+
+from accounts.models import Profile, VerifiedNumber
+from accounts.receivers import record_verified_number
+from accounts.views import SESSION_PHONE, SESSION_TOKEN
+
+User = get_user_model()
+
+NUMBER = "+12025550143"
+OTHER = "+12025550144"
+PASSWORD = "correct-horse-battery-9"  # noqa: S105 - a test password
+JSON = "application/json"
+
+
+@pytest.fixture(autouse=True)
+def _demo_settings(settings) -> None:  # type: ignore[no-untyped-def]
+    # As with no TEXTFLOW_API_KEY in the environment; bulk jobs run inline, not in a thread.
+    settings.DEMO_USES_EMULATOR = True
+    settings.DEMO_BULK_IN_BACKGROUND = False
+
+
+@pytest.fixture
+def emulator(textflow_live: TextFlowEmulator, db: None) -> TextFlowEmulator:
+    return textflow_live
+
+
+def textflow(**overrides: object) -> override_settings:
+    return override_settings(TEXTFLOW={**settings.TEXTFLOW, **overrides})
+
+
+def body(response) -> str:  # type: ignore[no-untyped-def]
+    return response.content.decode()
+
+
+def send(client: Client, number: str = NUMBER):  # type: ignore[no-untyped-def]
+    return client.post(reverse("phone"), {"phone_number": number})
+
+
+def verify(client: Client, code: str):  # type: ignore[no-untyped-def]
+    return client.post(reverse("code"), {"code": code})
+
+
+def wrong(code: str) -> str:
+    """A code of the same length that is certainly not ``code``."""
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+
+def code_for(emulator: TextFlowEmulator, number: str = NUMBER) -> str:
+    code = emulator.last_code(number)
+    assert code, f"the emulator sent no code to {number}"
+    return code
+
+
+def sign_up(client: Client, username: str = "ada"):  # type: ignore[no-untyped-def]
+    return client.post(
+        reverse("signup"), {"username": username, "password1": PASSWORD, "password2": PASSWORD}
+    )
+
+
+# -- the signup flow in pages --------------------------------------------------------------
+
+
+def test_signup_through_the_pages(client: Client, emulator: TextFlowEmulator) -> None:
+    assert client.get(reverse("home")).status_code == 200
+    assert client.get(reverse("phone")).status_code == 200
+
+    response = send(client, "+1 (202) 555-0143")
+    assert response.status_code == 302 and response.url == reverse("code")
+    page = client.get(reverse("code"))
+    assert f"We texted a code to <strong>{NUMBER}</strong>." in body(page)
+
+    response = verify(client, code_for(emulator))
+    assert response.status_code == 302 and response.url == reverse("signup")
+    page = client.get(reverse("signup"))
+    assert f"Your number <strong>{NUMBER}</strong> is verified." in body(page)
+
+    response = sign_up(client)
+    assert response.status_code == 302 and response.url == reverse("profile")
+    page = client.get(reverse("profile"))
+    assert page.context["user"].username == "ada"  # logged in
+    assert re.search(
+        rf'{re.escape(NUMBER)}\s*<span class="badge verified">verified</span>', body(page)
+    )
+    profile = Profile.objects.get(user__username="ada")
+    assert (profile.phone, profile.phone_verified) == (NUMBER, True)
+    assert VerifiedNumber.objects.get().claimed_by == profile.user
+    assert SESSION_TOKEN not in client.session
+    assert [len(emulator.calls(p)) for p in ("/send-code", "/verify-code")] == [1, 1]
+
+
+def test_a_wrong_code_says_how_many_attempts_are_left(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    send(client)
+    response = verify(client, wrong(code_for(emulator)))
+    assert response.status_code == 200
+    assert "The code is not valid. 4 attempts left." in body(response)
+    assert SESSION_TOKEN not in client.session
+    # Letters never reach the service (nor TextFlow): the form refuses them.
+    response = verify(client, "12ab")
+    assert "Enter the code you received, digits only." in body(response)
+    assert len(emulator.calls("/verify-code")) == 1
+
+
+def test_too_many_wrong_codes_lock_the_code(client: Client, emulator: TextFlowEmulator) -> None:
+    send(client)
+    code = code_for(emulator)
+    for _ in range(4):
+        verify(client, wrong(code))
+    response = verify(client, wrong(code))
+    assert "No attempts left: request a new code." in body(response)
+
+    response = verify(client, code)  # even the right code, now
+    text = body(response)
+    assert "Too many wrong codes. Request a new code later." in text
+    assert re.search(r"This code is locked\. You can ask for a new code in \d+ s\.", text)
+    assert SESSION_TOKEN not in client.session
+
+
+def test_an_expired_code_says_so(client: Client, emulator: TextFlowEmulator) -> None:
+    send(client)
+    PhoneVerification.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    response = verify(client, code_for(emulator))
+    assert "The code has expired or was never sent. Request a new code." in body(response)
+    assert SESSION_TOKEN not in client.session
+
+
+def test_resend_inside_the_cooldown_says_how_long_to_wait(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    send(client)
+    response = client.post(reverse("resend"), follow=True)
+    assert response.redirect_chain == [(reverse("code"), 302)]
+    found = re.search(r"Wait (\d+) s before asking for a new code\.", body(response))
+    assert found and 1 <= int(found.group(1)) <= 30
+    assert len(emulator.calls("/send-code")) == 1  # nothing was sent
+
+
+def test_resend_after_the_cooldown_sends_a_new_code(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    with textflow(RESEND_COOLDOWN=0):
+        send(client)
+        first = code_for(emulator)
+        response = client.post(reverse("resend"), follow=True)
+    assert f"A new code is on its way to {NUMBER}." in body(response)
+    assert len(emulator.calls("/send-code")) == 2
+    second = code_for(emulator)
+    if first != second:  # codes are random: they may repeat
+        assert "The code is not valid." in body(verify(client, first))
+    assert verify(client, second).url == reverse("signup")
+
+
+def test_textflow_down_when_sending_is_explained_and_uses_nothing_up(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    emulator.fault("status", status=503)
+    response = send(client)
+    assert response.status_code == 200
+    text = body(response)
+    assert "The SMS could not be sent. Try again later." in text
+    assert "TextFlow, the SMS service, is not answering right now." in text
+    assert SESSION_PHONE not in client.session
+    # No cooldown was claimed: the user can retry at once, and it works.
+    assert send(client).url == reverse("code")
+
+
+def test_textflow_down_when_checking_is_explained_and_costs_no_attempt(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    send(client)
+    emulator.fault("status", status=503, path="/verify-code")
+    response = verify(client, code_for(emulator))
+    assert "TextFlow, the SMS service, is not answering right now." in body(response)
+    assert PhoneVerification.objects.get().attempts == 0
+    assert verify(client, code_for(emulator)).url == reverse("signup")
+
+
+def test_the_account_step_needs_a_verified_number(client: Client, db: None) -> None:
+    response = client.get(reverse("signup"))
+    assert response.status_code == 302 and response.url == reverse("phone")
+
+    session = client.session
+    session[SESSION_TOKEN] = "forged"
+    session.save()
+    response = client.post(
+        reverse("signup"),
+        {"username": "mallory", "password1": PASSWORD, "password2": PASSWORD},
+        follow=True,
+    )
+    assert "Your verification has expired or was already used." in body(response)
+    assert not User.objects.exists()
+
+
+def test_without_the_phone_verified_receiver_no_account_is_made(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    """The signal is what makes a number verified: with no receiver, a genuine token from
+    verify-code is not enough to create an account."""
+    assert phone_verified.disconnect(dispatch_uid="accounts.record_verified_number")
+    try:
+        send(client)
+        assert verify(client, code_for(emulator)).url == reverse("signup")
+        response = sign_up(client)
+    finally:
+        phone_verified.connect(
+            record_verified_number, dispatch_uid="accounts.record_verified_number"
+        )
+    assert response.status_code == 302 and response.url == reverse("phone")
+    assert not User.objects.exists() and not Profile.objects.exists()
+
+
+def test_a_signed_in_user_changing_number_is_verified_by_the_receiver(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    bob = User.objects.create_user("bob", password=PASSWORD)
+    Profile.objects.create(user=bob, phone=OTHER, phone_verified=True)
+    # Someone else typed the same number once: verifying it proves nothing about them.
+    eve = User.objects.create_user("eve", password=PASSWORD)
+    Profile.objects.create(user=eve, phone=NUMBER, phone_verified=False)
+    client.force_login(bob)
+
+    send(client)
+    response = verify(client, code_for(emulator))
+    assert response.status_code == 302 and response.url == reverse("profile")
+    assert f"{NUMBER} is verified." in body(client.get(reverse("profile")))
+    assert Profile.objects.filter(user=bob, phone=NUMBER, phone_verified=True).exists()
+    assert Profile.objects.filter(user=eve, phone_verified=False).exists()
+
+
+# -- the same flow over the API ------------------------------------------------------------
+
+
+def api_token(client: Client, emulator: TextFlowEmulator, number: str = NUMBER) -> str:
+    response = client.post("/api/phone/send-code/", {"phone_number": number}, content_type=JSON)
+    assert response.status_code == 200, response.content
+    response = client.post(
+        "/api/phone/verify-code/",
+        {"phone_number": number, "code": code_for(emulator, number)},
+        content_type=JSON,
+    )
+    assert response.status_code == 200, response.content
+    token: str = response.json()["token"]
+    return token
+
+
+def test_api_signup_with_a_verified_token(client: Client, emulator: TextFlowEmulator) -> None:
+    token = api_token(client, emulator)
+    response = client.post(
+        "/api/signup/", {"username": "ada", "password": PASSWORD, "token": token}, content_type=JSON
+    )
+    assert response.status_code == 201, response.content
+    user = User.objects.get(username="ada")
+    assert response.json() == {
+        "id": user.pk,
+        "username": "ada",
+        "phone": NUMBER,
+        "phone_verified": True,
+    }
+    assert user.check_password(PASSWORD)
+
+    # One verification, one account.
+    response = client.post(
+        "/api/signup/", {"username": "eve", "password": PASSWORD, "token": token}, content_type=JSON
+    )
+    assert response.status_code == 400
+    assert response.json() == {"token": ["The verification token is invalid or has expired."]}
+    assert not User.objects.filter(username="eve").exists()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "forged",
+        # The right shape and salt, signed with another key.
+        signing.dumps(
+            {"p": NUMBER, "v": 1},
+            key="not-the-secret-key",
+            salt="textflow_django.verification.token",
+        ),
+    ],
+)
+def test_api_signup_with_a_forged_token(client: Client, db: None, token: str) -> None:
+    response = client.post(
+        "/api/signup/", {"username": "ada", "password": PASSWORD, "token": token}, content_type=JSON
+    )
+    assert response.status_code == 400
+    assert list(response.json()) == ["token"]
+    assert not User.objects.exists()
+
+
+def test_api_signup_with_a_genuine_token_never_verified(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    client.post("/api/phone/send-code/", {"phone_number": NUMBER}, content_type=JSON)
+    pending = PhoneVerification.objects.get()  # a code was sent, never checked
+    response = client.post(
+        "/api/signup/",
+        {"username": "ada", "password": PASSWORD, "token": make_token(pending)},
+        content_type=JSON,
+    )
+    assert response.status_code == 400
+    assert "token" in response.json()
+    assert not User.objects.exists()
+
+
+def test_api_signup_checks_username_and_password(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    User.objects.create_user("ada", password=PASSWORD)
+    token = api_token(client, emulator)
+    response = client.post(
+        "/api/signup/", {"username": "ada", "password": "123", "token": token}, content_type=JSON
+    )
+    assert response.status_code == 400
+    assert set(response.json()) == {"username"}
+    response = client.post(
+        "/api/signup/", {"username": "bea", "password": "123", "token": token}, content_type=JSON
+    )
+    assert response.status_code == 400
+    assert set(response.json()) == {"password"}
+    assert User.objects.count() == 1
+
+
+def test_the_api_is_described(client: Client, db: None) -> None:
+    if not settings.HAS_SPECTACULAR:
+        pytest.skip("drf-spectacular is not installed")
+    schema = body(client.get("/api/schema/"))
+    for path in ("/api/phone/send-code/", "/api/phone/verify-code/", "/api/signup/"):
+        assert f"{path}:" in schema
+    home = body(client.get(reverse("home")))
+    assert 'href="/api/schema/"' in home
+    if settings.HAS_SPECTACULAR_SIDECAR:
+        docs = client.get("/api/docs/")
+        assert docs.status_code == 200
+        assert "drf_spectacular_sidecar/redoc" in body(docs)  # served locally, no CDN
+        assert 'href="/api/docs/"' in home
+
+
+# -- the dev inbox -------------------------------------------------------------------------
+
+
+def test_dev_inbox_shows_the_codes_newest_first(client: Client, emulator: TextFlowEmulator) -> None:
+    send(client, NUMBER)
+    send(Client(), OTHER)
+    response = client.get(reverse("dev-inbox"))
+    assert response.status_code == 200
+    text = body(response)
+    rows = re.findall(r'<tr class="sms" data-phone="([^"]+)">', text)
+    assert rows == [OTHER, NUMBER]
+    for number in (NUMBER, OTHER):
+        assert f'<td class="code">{code_for(emulator, number)}</td>' in text
+
+
+def test_dev_inbox_is_not_there_against_textflow(client: Client, db: None) -> None:
+    with override_settings(DEMO_USES_EMULATOR=False):
+        assert client.get(reverse("dev-inbox")).status_code == 404
+    with textflow(API_KEY="a-real-key"):
+        assert client.get(reverse("dev-inbox")).status_code == 404
+
+
+def test_dev_inbox_says_when_the_emulator_is_not_running(client: Client, db: None) -> None:
+    with textflow(BASE_URL="http://127.0.0.1:9/api"):
+        response = client.get(reverse("dev-inbox"))
+    assert response.status_code == 503
+    assert "is not answering" in body(response)
+
+
+# -- staff: bulk SMS -----------------------------------------------------------------------
+
+
+def test_the_bulk_page_is_for_staff_only(client: Client, db: None) -> None:
+    url = reverse("bulk")
+    response = client.get(url)
+    assert response.status_code == 302 and response.url == f"{reverse('login')}?next={url}"
+    client.force_login(User.objects.create_user("ada", password=PASSWORD))
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"text": "Hi"}).status_code == 403
+    client.force_login(User.objects.create_user("boss", password=PASSWORD, is_staff=True))
+    assert client.get(url).status_code == 200
+
+
+def test_the_bulk_form_needs_a_text(admin_client: Client) -> None:
+    from textflow_django.models import BulkSMSJob
+
+    response = admin_client.post(reverse("bulk"), {"text": "  "})
+    assert response.status_code == 200
+    assert "This field is required." in body(response)
+    assert not BulkSMSJob.objects.exists()
+
+
+def test_staff_send_a_bulk_sms_to_verified_users(
+    admin_client: Client, emulator: TextFlowEmulator
+) -> None:
+    verified = ["+12025550150", "+12025550151", "+12025550152"]
+    for i, number in enumerate([*verified, "+12025550153"]):
+        user = User.objects.create_user(f"user{i}", password=PASSWORD)
+        Profile.objects.create(user=user, phone=number, phone_verified=i < len(verified))
+    page = admin_client.get(reverse("bulk"))
+    assert "3 users with a verified number." in body(page)
+
+    with textflow(BULK_BATCH_SIZE=2):
+        response = admin_client.post(reverse("bulk"), {"text": "The demo is live."})
+    assert response.status_code == 302
+    page = admin_client.get(response.url)
+    text = body(page)
+    assert re.search(r'<strong id="status">finished</strong>: 3 of 3\s+sent \(100%\)', text)
+    assert 'http-equiv="refresh"' not in text  # done: it stops refreshing
+    sent = sorted(m.phone_number for m in emulator.messages if m.kind == "bulk")
+    assert sent == verified
+    assert {m.text for m in emulator.messages} == {"The demo is live."}
+    assert len(emulator.calls("/bulk-sms")) == 2  # batches of 2

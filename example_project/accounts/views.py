@@ -1,0 +1,284 @@
+"""The example's pages: a three-step signup, the profile, a staff bulk SMS page, a dev inbox.
+
+Every rule (cooldowns, attempts, expiry) is textflow-django's: these views only call the
+forms, keep the flow's state in the session and turn refusals into words.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import requests
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import PermissionDenied
+from django.db import connections
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from textflow_django.conf import conf
+from textflow_django.exceptions import (
+    InvalidToken,
+    RateLimited,
+    ResendTooSoon,
+    SMSProviderError,
+    SMSProviderUnavailable,
+    TooManyAttempts,
+    VerificationError,
+)
+from textflow_django.forms import SendCodeForm, VerifyCodeForm
+from textflow_django.testing import EMULATOR_API_KEY
+from textflow_django.verification import phone_from_token
+
+from .models import Profile
+from .services import create_account
+
+logger = logging.getLogger(__name__)
+
+#: Session keys of the signup flow: the number a code went to, then the proof it was verified.
+SESSION_PHONE = "demo_phone"
+SESSION_TOKEN = "demo_token"  # noqa: S105 - a session key, not a secret
+
+
+def site_context(request: HttpRequest) -> dict[str, Any]:
+    """Template context for the navigation bar."""
+    return {"uses_emulator": settings.DEMO_USES_EMULATOR}
+
+
+def error_hint(error: VerificationError | None) -> str:
+    """What the user can do about a refusal, in words, beyond the service's own message."""
+    if error is None:
+        return ""
+    wait = error.retry_after
+    if isinstance(error, ResendTooSoon) and wait:
+        return f"Wait {wait} s before asking for a new code."
+    if isinstance(error, RateLimited) and wait:
+        return f"Try again in {wait} s."
+    if isinstance(error, TooManyAttempts):
+        if wait:
+            return f"This code is locked. You can ask for a new code in {wait} s."
+        return "This code is locked. Ask for a new code."
+    if isinstance(error, SMSProviderError | SMSProviderUnavailable):
+        return (
+            "TextFlow, the SMS service, is not answering right now. Nothing was used up: "
+            "try again in a moment."
+        )
+    return ""
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/home.html")
+
+
+# -- the signup flow (steps 1 and 2 also serve a signed-in user changing their number) ------
+
+
+def phone_step(request: HttpRequest) -> HttpResponse:
+    """Step 1: the number. A code is texted to it."""
+    form = SendCodeForm(request.POST or None)
+    if request.method == "POST":
+        sent = form.send(request)
+        if sent is not None:
+            request.session[SESSION_PHONE] = sent.phone_number
+            request.session.pop(SESSION_TOKEN, None)
+            return redirect("code")
+    return render(request, "accounts/phone.html", {"form": form, "hint": error_hint(form.error)})
+
+
+def code_step(request: HttpRequest) -> HttpResponse:
+    """Step 2: the code. On success the token goes into the session for step 3."""
+    phone = request.session.get(SESSION_PHONE)
+    if not phone:
+        return redirect("phone")
+    if request.method == "POST":
+        # The number comes from the session, never from the page: step 2 checks the number
+        # step 1 sent a code to.
+        form = VerifyCodeForm({"phone_number": phone, "code": request.POST.get("code", "")})
+        verified = form.verify(request)
+        if verified is not None:
+            del request.session[SESSION_PHONE]
+            if request.user.is_authenticated:
+                # The phone_verified receiver has already put the number on the profile.
+                messages.success(request, f"{verified.phone_number} is verified.")
+                return redirect("profile")
+            request.session[SESSION_TOKEN] = verified.token
+            return redirect("signup")
+    else:
+        form = VerifyCodeForm(initial={"phone_number": phone})
+    return render(
+        request,
+        "accounts/code.html",
+        {"form": form, "phone": phone, "hint": error_hint(form.error)},
+    )
+
+
+@require_POST
+def resend_code(request: HttpRequest) -> HttpResponse:
+    """Step 2's "send a new code": the service's cooldown decides, the page says how long."""
+    phone = request.session.get(SESSION_PHONE)
+    if not phone:
+        return redirect("phone")
+    form = SendCodeForm({"phone_number": phone})
+    if form.send(request) is not None:
+        messages.success(request, f"A new code is on its way to {phone}.")
+    else:
+        hint = error_hint(form.error)
+        if isinstance(form.error, ResendTooSoon) and hint:
+            text = "A code was sent a moment ago."  # the hint says how long to wait
+        else:
+            text = " ".join([*form.non_field_errors(), *form.errors.get("phone_number", [])])
+        messages.error(request, f"{text} {hint}".strip())
+    return redirect("code")
+
+
+def _restart(request: HttpRequest) -> HttpResponse:
+    request.session.pop(SESSION_TOKEN, None)
+    messages.error(request, "Your verification has expired or was already used. Verify again.")
+    return redirect("phone")
+
+
+def signup_step(request: HttpRequest) -> HttpResponse:
+    """Step 3: username and password; the account gets the number the token proves."""
+    token = request.session.get(SESSION_TOKEN)
+    if not token:
+        messages.info(request, "Verify your phone number first.")
+        return redirect("phone")
+    try:
+        phone = phone_from_token(token)
+    except InvalidToken:
+        return _restart(request)
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = create_account(token=token, create_user=form.save)
+        except InvalidToken:
+            return _restart(request)
+        request.session.pop(SESSION_TOKEN, None)
+        login(request, user)
+        messages.success(request, f"Welcome, {user.get_username()}!")
+        return redirect("profile")
+    return render(request, "accounts/signup.html", {"form": form, "phone": phone})
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    user_profile = Profile.objects.filter(user=request.user).first()
+    return render(request, "accounts/profile.html", {"profile": user_profile})
+
+
+# -- the dev inbox -------------------------------------------------------------------------
+
+_CODE_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{4,10})\s*$")
+
+
+def dev_inbox(request: HttpRequest) -> HttpResponse:
+    """The SMS the emulator received, newest first, codes visible. Only when the project runs
+    against the emulator: a page that shows codes must never exist next to a real key."""
+    if not settings.DEMO_USES_EMULATOR or conf.API_KEY != EMULATOR_API_KEY:
+        raise Http404("The dev inbox exists only when the project runs against the emulator.")
+    control = conf.BASE_URL.rstrip("/") + "/_emulator/messages"
+    try:
+        answer = requests.get(control, params={"limit": 50}, timeout=3)
+        answer.raise_for_status()
+        received = answer.json()["messages"]
+    except (requests.RequestException, ValueError, KeyError, TypeError) as err:
+        logger.warning("The emulator's inbox at %s did not answer: %s", control, err)
+        context = {"error": str(err), "control": control}
+        return render(request, "accounts/inbox.html", context, status=503)
+    sms = []
+    for item in reversed(received):
+        found = _CODE_IN_TEXT.search(item["text"]) if item["kind"] == "code" else None
+        sms.append({**item, "code": found.group(1) if found else ""})
+    return render(request, "accounts/inbox.html", {"sms_list": sms, "control": control})
+
+
+# -- staff: bulk SMS to every verified user ------------------------------------------------
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Signed-out visitors go to the login page; signed-in non-staff get 403."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_staff:
+            raise PermissionDenied("Staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+class BulkSMSForm(forms.Form):
+    text = forms.CharField(
+        label="Message",
+        max_length=640,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Sent to every user whose number is verified.",
+    )
+
+
+def _bulk_module() -> Any:
+    """``textflow_django.bulk``, imported when a staff page needs it."""
+    from textflow_django import bulk
+
+    return bulk
+
+
+def _run_job(job_id: int) -> None:
+    bulk = _bulk_module()
+    try:
+        bulk.run_job(job_id)
+    except bulk.BulkJobStopped as err:
+        # The job is saved as stopped with its last_error; the page shows it.
+        logger.warning("Bulk job %s stopped: %s", job_id, err)
+    finally:
+        if settings.DEMO_BULK_IN_BACKGROUND:
+            connections.close_all()  # this thread's own connections
+
+
+@staff_required
+def bulk_sms(request: HttpRequest) -> HttpResponse:
+    from textflow_django.models import BulkSMSJob
+
+    verified = Profile.objects.filter(phone_verified=True)
+    form = BulkSMSForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        bulk = _bulk_module()
+        job = bulk.create_job(
+            text=form.cleaned_data["text"],
+            # Read in pages by the bulk module, never all at once.
+            source=bulk.model_numbers("accounts.Profile", "phone", ["phone_verified=True"]),
+        )
+        if settings.DEMO_BULK_IN_BACKGROUND:
+            threading.Thread(target=_run_job, args=(job.pk,), daemon=True).start()
+        else:
+            _run_job(job.pk)
+        return redirect("bulk-job", pk=job.pk)
+    context = {
+        "form": form,
+        "recipients": verified.count(),
+        "jobs": BulkSMSJob.objects.order_by("-created_at", "-id")[:10],
+    }
+    return render(request, "accounts/bulk.html", context)
+
+
+@staff_required
+def bulk_job(request: HttpRequest, pk: int) -> HttpResponse:
+    from textflow_django.models import BulkSMSJob
+
+    job = get_object_or_404(BulkSMSJob, pk=pk)
+    done = job.finished_at is not None or job.status == BulkSMSJob.Status.STOPPED
+    return render(
+        request,
+        "accounts/bulk_job.html",
+        {"job": job, "done": done, "percent": round(job.progress * 100)},
+    )

@@ -1,0 +1,174 @@
+"""Settings of the example project: a laptop demo, NOT a production configuration.
+
+Every line that would be unsafe in production says so. Without ``TEXTFLOW_API_KEY`` in the
+environment the project talks to the bundled TextFlow emulator (``make demo`` starts one) over
+real HTTP; with it, to TextFlow itself, and real SMS cost real credit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from textflow_django.testing import EMULATOR_API_KEY
+
+BASE_DIR = Path(__file__).resolve().parent.parent  # example_project/
+
+# UNSAFE for production: the fallback key is public (it is in this file). Set
+# DJANGO_SECRET_KEY to a long random value anywhere the site is reachable by others.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-dev-key-do-not-deploy")
+
+# UNSAFE for production: debug pages show settings, SQL and source code to anyone.
+DEBUG = True
+
+# The dev server listens on loopback only; a deployed site lists its real host names.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+# UNSAFE for production as it stands: the dev server speaks plain http, so no HTTPS settings
+# (SECURE_SSL_REDIRECT, SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE, SECURE_HSTS_SECONDS) are
+# set. A real site sets all of them.
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "textflow_django",
+    "accounts",
+]
+
+#: The OpenAPI schema and its browsable page, when drf-spectacular is installed; the page's
+#: JavaScript comes from drf-spectacular-sidecar (no CDN) when that is installed too.
+HAS_SPECTACULAR = importlib.util.find_spec("drf_spectacular") is not None
+HAS_SPECTACULAR_SIDECAR = (
+    HAS_SPECTACULAR and importlib.util.find_spec("drf_spectacular_sidecar") is not None
+)
+if HAS_SPECTACULAR:
+    INSTALLED_APPS.append("drf_spectacular")
+if HAS_SPECTACULAR_SIDECAR:
+    INSTALLED_APPS.append("drf_spectacular_sidecar")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "demo.urls"
+WSGI_APPLICATION = "demo.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.views.site_context",
+            ]
+        },
+    }
+]
+
+# SQLite next to this file (git-ignored); DEMO_DATABASE points elsewhere (the browser test
+# uses a throw-away file). Fine for a demo; a production site uses PostgreSQL or similar.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DATABASE") or BASE_DIR / "db.sqlite3",
+    }
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "profile"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# The dev server serves static files (the admin's) itself because DEBUG is on; a deployed
+# site runs collectstatic and serves STATIC_ROOT from its web server.
+STATIC_URL = "static/"
+
+REST_FRAMEWORK: dict[str, object] = {}
+if HAS_SPECTACULAR:
+    REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+    SPECTACULAR_SETTINGS = {
+        "TITLE": "textflow-django example API",
+        "DESCRIPTION": (
+            "Verify a phone number (send-code, verify-code), then create an account with the "
+            "token verify-code answers (signup)."
+        ),
+        "VERSION": "1",
+        "SERVE_INCLUDE_SCHEMA": False,
+    }
+    if HAS_SPECTACULAR_SIDECAR:
+        SPECTACULAR_SETTINGS.update(
+            SWAGGER_UI_DIST="SIDECAR", SWAGGER_UI_FAVICON_HREF="SIDECAR", REDOC_DIST="SIDECAR"
+        )
+
+# -- TextFlow ------------------------------------------------------------------------------
+
+TEXTFLOW_API_KEY = os.environ.get("TEXTFLOW_API_KEY", "")
+
+#: True when the project talks to the bundled emulator rather than to TextFlow. The dev
+#: inbox (/dev/inbox/, which shows every code sent) exists only then.
+DEMO_USES_EMULATOR = not TEXTFLOW_API_KEY
+
+_TEXTFLOW_COMMON = {
+    "SERVICE_NAME": "Demo",
+    "TIMEOUT": 5.0,
+    "MAX_ATTEMPTS": 5,
+    "RESEND_COOLDOWN": 30,
+    # Tiny, so that a demo job to a handful of users still goes out in several batches and
+    # the staff page has progress to show. Real sites keep the default (500).
+    "BULK_BATCH_SIZE": 2,
+}
+
+if DEMO_USES_EMULATOR:
+    TEXTFLOW = {
+        # The real backend, client and HTTP path, pointed at the emulator `make demo` starts.
+        "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
+        # The emulator's built-in key: public and worthless anywhere else.
+        "API_KEY": EMULATOR_API_KEY,
+        # Plain http, but only ever to loopback (system check textflow.W003 watches this).
+        "BASE_URL": os.environ.get("TEXTFLOW_EMULATOR_URL", "http://127.0.0.1:8025/api"),
+        **_TEXTFLOW_COMMON,
+    }
+else:
+    TEXTFLOW = {"API_KEY": TEXTFLOW_API_KEY, **_TEXTFLOW_COMMON}
+
+#: Run a bulk job in a background thread so the staff page can show it progressing. A
+#: stand-in for a task queue: a real site hands jobs to workers (textflow_django.bulk has
+#: enqueue_job for that). The example's tests set it to False and send inline.
+DEMO_BULK_IN_BACKGROUND = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # textflow-django logs TextFlow failures (never keys or codes): show them in the terminal.
+    "loggers": {"textflow_django": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,241 @@
+"""The example project's signup flow in a real browser (Chromium through Playwright).
+
+The example runs as it does for a person: its dev server in a subprocess (own SQLite file,
+own port), the real TextFlow backend talking HTTP to an emulator, and a browser that reads
+the code from the dev inbox page. A screenshot of every step goes to ``TEXTFLOW_SCREENSHOTS``
+(default ``artifacts/screenshots/``).
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``) and the ``playwright`` package; without
+them the tests skip, unless ``TEXTFLOW_REQUIRE_SERVICES=1`` (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from textflow_django.testing import TextFlowEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example_project"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+NUMBER = "+12025550143"
+OTHER = "+12025550144"
+PASSWORD = "correct-horse-battery-9"  # noqa: S105 - a test password
+
+pytestmark = pytest.mark.slow
+
+
+def _missing() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is missing (pip install playwright)"
+    return None
+
+
+@dataclass(frozen=True)
+class Site:
+    url: str
+    emulator: TextFlowEmulator
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The example's dev server on a free port, its own database, against an emulator."""
+    tmp = tmp_path_factory.mktemp("example-site")
+    with TextFlowEmulator() as emulator:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="demo.settings",  # not this suite's, which is in os.environ
+            DEMO_DATABASE=str(tmp / "db.sqlite3"),
+            TEXTFLOW_EMULATOR_URL=emulator.url,
+            PYTHONUNBUFFERED="1",
+        )
+        env.pop("TEXTFLOW_API_KEY", None)  # the emulator, never TextFlow
+        manage = [sys.executable, "manage.py"]
+        subprocess.run(
+            [*manage, "migrate", "--noinput", "--verbosity", "0"],
+            cwd=EXAMPLE,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        port = _free_port()
+        log = (tmp / "runserver.log").open("w")
+        server = subprocess.Popen(
+            [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=EXAMPLE,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if server.poll() is not None:
+                    pytest.fail(
+                        f"the example's server exited:\n{(tmp / 'runserver.log').read_text()}"
+                    )
+                try:
+                    urllib.request.urlopen(url + "/", timeout=1).close()  # noqa: S310 - loopback
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail("the example's server did not answer in 30 s")
+                    time.sleep(0.1)
+            yield Site(url, emulator)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    missing = _missing()
+    if missing:
+        if os.environ.get("TEXTFLOW_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"TEXTFLOW_REQUIRE_SERVICES=1 but {missing}")
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(request: pytest.FixtureRequest) -> Path:
+    folder = Path(os.environ.get("TEXTFLOW_SCREENSHOTS") or ROOT / "artifacts" / "screenshots")
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    # Shown even under output capture: CI logs should say where the pictures are.
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\nbrowser test screenshots: {folder}")
+    else:
+        print(f"browser test screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture
+def page(browser: Any, site: Site) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def shot(screenshot_dir: Path, request: pytest.FixtureRequest) -> Callable[..., None]:
+    prefix = request.node.name.removeprefix("test_")
+
+    def take(name: str, target: Any) -> None:
+        target.screenshot(path=str(screenshot_dir / f"{prefix}-{name}.png"), full_page=True)
+
+    return take
+
+
+def read_code_in_dev_inbox(page: Any, site: Site, number: str) -> tuple[str, Any]:
+    """Open the dev inbox in a new tab and read the newest code sent to ``number``; return
+    the code and the tab."""
+    inbox = page.context.new_page()
+    inbox.goto(f"{site.url}/dev/inbox/")
+    code: str = inbox.locator(f'tr.sms[data-phone="{number}"] td.code').first.inner_text()
+    return code.strip(), inbox
+
+
+def ask_for_a_code(page: Any, site: Site, number: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(site.url + "/")
+    page.locator("main").get_by_role("link", name="Sign up").click()
+    expect(page).to_have_url(site.url + "/phone/")
+    page.get_by_label("Phone number").fill(number)
+    page.get_by_role("button", name="Text me a code").click()
+    expect(page).to_have_url(site.url + "/phone/code/")
+    expect(page.locator("main")).to_contain_text(f"We texted a code to {number}.")
+
+
+def test_signup_in_a_browser(page: Any, site: Site, shot: Callable[..., None]) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(site.url + "/")
+    shot("1-home", page)
+    ask_for_a_code(page, site, NUMBER)
+    shot("2-code-sent", page)
+
+    code, inbox = read_code_in_dev_inbox(page, site, NUMBER)
+    assert code == site.emulator.last_code(NUMBER)
+    shot("3-dev-inbox", inbox)
+    inbox.close()
+
+    page.get_by_label("Code").fill(code)
+    page.get_by_role("button", name="Verify").click()
+    expect(page).to_have_url(site.url + "/signup/")
+    expect(page.get_by_text(f"Your number {NUMBER} is verified.")).to_be_visible()
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password confirmation").fill(PASSWORD)
+    shot("4-account", page)
+    page.get_by_role("button", name="Create account").click()
+
+    expect(page).to_have_url(site.url + "/profile/")
+    expect(page.get_by_role("heading", name="ada")).to_be_visible()
+    expect(page.locator("#phone")).to_contain_text(NUMBER)
+    expect(page.locator("#phone .badge")).to_have_text("verified")
+    shot("5-profile", page)
+
+
+def test_a_wrong_code_in_a_browser(page: Any, site: Site, shot: Callable[..., None]) -> None:
+    from playwright.sync_api import expect
+
+    ask_for_a_code(page, site, OTHER)
+    code, inbox = read_code_in_dev_inbox(page, site, OTHER)
+    inbox.close()
+    wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+    page.get_by_label("Code").fill(wrong)
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_have_text("The code is not valid. 4 attempts left.")
+    expect(page).to_have_url(site.url + "/phone/code/")  # still on step 2
+    shot("1-wrong-code", page)
