@@ -5,7 +5,7 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E001``: ``TEXTFLOW`` is not a dict.
 - ``textflow.E002``: no ``API_KEY`` while the TextFlow backend is configured.
 - ``textflow.E003``: ``BACKEND`` cannot be imported or is not a backend class.
-- ``textflow.E004``: ``TIMEOUT`` is not a positive number.
+- ``textflow.E004``: ``TIMEOUT`` or ``BREAKER_RESET`` is not a positive number.
 - ``textflow.E005``: ``CODE_TTL`` is not a whole number of seconds in 1..86400.
 - ``textflow.E006``: ``BASE_URL`` is not an http(s) URL.
 - ``textflow.E007``: ``SERVICE_NAME`` or ``API_KEY`` is not a string.
@@ -14,7 +14,8 @@ ID ledger (an ID is never reused, even when its check is removed):
   ISO region codes.
 - ``textflow.E010``: ``VERIFY_MODE`` is not ``"textflow"`` or ``"local"``.
 - ``textflow.E011``: ``MAX_ATTEMPTS``, ``RESEND_COOLDOWN``, ``NUM_PROXIES``,
-  ``TOKEN_MAX_AGE`` or ``BULK_BATCH_SIZE`` is not a whole number in its range.
+  ``TOKEN_MAX_AGE``, ``BULK_BATCH_SIZE`` or ``BREAKER_THRESHOLD`` is not a whole number in
+  its range.
 - ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of ``"number"``/``"ip"``
   to rates like ``"5/h"``.
 - ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
@@ -129,6 +130,15 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 id="textflow.E004",
             )
         )
+    reset = raw.get("BREAKER_RESET", DEFAULTS["BREAKER_RESET"])
+    if not _is_number(reset) or reset <= 0:
+        errors.append(
+            Error(
+                f"TEXTFLOW['BREAKER_RESET'] must be a positive number of seconds, not {reset!r}.",
+                hint="For example 30.",
+                id="textflow.E004",
+            )
+        )
     ttl = raw.get("CODE_TTL", DEFAULTS["CODE_TTL"])
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_CODE_TTL:
         errors.append(
@@ -231,6 +241,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
         ("NUM_PROXIES", 0),
         ("TOKEN_MAX_AGE", 1),
         ("BULK_BATCH_SIZE", 1),
+        ("BREAKER_THRESHOLD", 0),
     ):
         value = raw.get(key, DEFAULTS[key])
         if not _whole(value, minimum):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -31,27 +32,37 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 from urllib3.util.retry import Retry
 
 from . import __version__
+from ._breaker import CircuitBreaker
 from .exceptions import (
     InsufficientBalance,
     InvalidAPIKey,
     InvalidPhoneNumber,
     TextFlowAPIError,
     TextFlowBadResponse,
+    TextFlowCircuitOpen,
     TextFlowConfigurationError,
     TextFlowConnectionError,
     TextFlowError,
     TextFlowRateLimited,
     TextFlowServerError,
     TextFlowTimeout,
+    TextFlowUnavailable,
 )
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "CircuitBreaker",
     "DEFAULT_TIMEOUT",
     "BalanceResult",
     "BulkCountResult",
@@ -61,6 +72,8 @@ __all__ = [
     "TextFlowClient",
     "VerifyResult",
 ]
+
+logger = logging.getLogger("textflow_django")
 
 DEFAULT_BASE_URL = "https://textflow.me/api"
 DEFAULT_TIMEOUT = 10.0
@@ -179,6 +192,8 @@ class TextFlowClient:
         base_url: the API root, ``https://textflow.me/api`` by default.
         timeout: seconds allowed for a whole call (connect, send and read the answer).
         session: a ``requests.Session`` to use instead of a new pooled one.
+        breaker: a :class:`CircuitBreaker` to fail fast while TextFlow is down (shared by
+            every client of one process that talks to the same TextFlow).
 
     Raises:
         TextFlowConfigurationError: ``api_key`` is empty or ``timeout`` is not positive.
@@ -191,6 +206,7 @@ class TextFlowClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not api_key or not isinstance(api_key, str):
             raise TextFlowConfigurationError(
@@ -202,6 +218,7 @@ class TextFlowClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.session = session if session is not None else self._new_session(self.base_url)
+        self.breaker = breaker
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -348,7 +365,40 @@ class TextFlowClient:
     # -- transport -----------------------------------------------------------------------
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
-        """Make one call and return TextFlow's JSON envelope, or raise a ``TextFlowError``."""
+        """Make one call and return TextFlow's JSON envelope, or raise a ``TextFlowError``.
+
+        With a breaker, a call is not even tried while it is open, and every outcome is
+        reported to it: an answer from TextFlow (even a refusal) is a success, anything
+        ``TextFlowUnavailable`` a failure.
+        """
+        breaker = self.breaker
+        if breaker is None:
+            return self._call_once(method, path, payload)
+        wait = breaker.allow()
+        if wait is not None:
+            raise TextFlowCircuitOpen(
+                "not tried: TextFlow failed repeatedly", retry_after=wait, path=path
+            )
+        try:
+            body = self._call_once(method, path, payload)
+        except TextFlowUnavailable:
+            if breaker.failure():
+                logger.warning(
+                    "TextFlow failed %s times in a row: failing fast for %ss",
+                    breaker.threshold,
+                    breaker.reset_after,
+                )
+            raise
+        except TextFlowError:
+            breaker.success()
+            raise
+        except BaseException:
+            breaker.release()  # interrupted: says nothing about TextFlow
+            raise
+        breaker.success()
+        return body
+
+    def _call_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         try:
             response = self.session.request(
@@ -381,11 +431,30 @@ class TextFlowClient:
         return self._interpret(response, content, path)
 
     def _read(self, response: requests.Response, deadline: float, path: str) -> bytes:
-        """Read the body, giving up at the deadline or past ``MAX_RESPONSE_BYTES``."""
+        """Read the body, giving up at the deadline or past ``MAX_RESPONSE_BYTES``.
+
+        ``read1`` returns whatever has arrived, and the socket's timeout is cut to the time
+        left before each read, so a server trickling its answer byte by byte is stopped at
+        the deadline rather than after its last byte.
+        """
+        raw = response.raw
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=16384):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TextFlowTimeout(
+                        f"the answer did not arrive within {self.timeout:g}s",
+                        status=response.status_code,
+                        path=path,
+                    )
+                if sock is not None:
+                    sock.settimeout(left)
+                chunk = raw.read1(16384, decode_content=True)
+                if not chunk:
+                    break
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
@@ -394,15 +463,24 @@ class TextFlowClient:
                         status=response.status_code,
                         path=path,
                     )
-                if time.monotonic() > deadline:
-                    raise TextFlowTimeout(
-                        f"the answer did not arrive within {self.timeout:g}s",
-                        status=response.status_code,
-                        path=path,
-                    )
         except TextFlowError:
             response.close()
             raise
+        except ReadTimeoutError as err:
+            response.close()
+            raise TextFlowTimeout(
+                f"the answer did not arrive within {self.timeout:g}s",
+                status=response.status_code,
+                path=path,
+            ) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            response.close()
+            raise TextFlowConnectionError(
+                "the connection broke while TextFlow answered",
+                status=response.status_code,
+                path=path,
+                maybe_sent=True,
+            ) from err
         return b"".join(chunks)
 
     def _interpret(self, response: requests.Response, content: bytes, path: str) -> dict[str, Any]:

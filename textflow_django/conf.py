@@ -28,6 +28,8 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "BASE_URL": "https://textflow.me/api",
     "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
     "TIMEOUT": 10.0,
+    "BREAKER_THRESHOLD": 5,
+    "BREAKER_RESET": 30,
     # Verification codes.
     "SERVICE_NAME": "",
     "CODE_TTL": 600,
@@ -89,6 +91,16 @@ class Settings:
     def TIMEOUT(self) -> float:
         """Seconds allowed for one whole call to TextFlow."""
         return float(self.get("TIMEOUT"))
+
+    @property
+    def BREAKER_THRESHOLD(self) -> int:
+        """Consecutive TextFlow failures that open the circuit breaker (0: no breaker)."""
+        return int(self.get("BREAKER_THRESHOLD"))
+
+    @property
+    def BREAKER_RESET(self) -> float:
+        """Seconds the breaker stays open before one trial call is let through."""
+        return float(self.get("BREAKER_RESET"))
 
     @property
     def SERVICE_NAME(self) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "InvalidPhoneNumber",
     "TextFlowAPIError",
     "TextFlowBadResponse",
+    "TextFlowCircuitOpen",
     "TextFlowConfigurationError",
     "TextFlowConnectionError",
     "TextFlowError",
@@ -136,6 +137,17 @@ class TextFlowTimeout(TextFlowUnavailable):
 
 class TextFlowServerError(TextFlowUnavailable):
     """TextFlow answered 5xx."""
+
+
+class TextFlowCircuitOpen(TextFlowUnavailable):
+    """TextFlow failed repeatedly, so the call was not even tried (it fails fast instead of
+    waiting for a timeout). ``retry_after`` is when the next trial call will be let through."""
+
+    default_maybe_sent = False
+
+    def __init__(self, message: str, *, retry_after: int, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class TextFlowBadResponse(TextFlowUnavailable):

@@ -156,7 +156,7 @@ def _provider_error(err: TextFlowError, number: str, action: str) -> Exception:
     if isinstance(err, TextFlowServerError | TextFlowBadResponse):
         return SMSProviderError()
     if isinstance(err, TextFlowUnavailable):
-        return SMSProviderUnavailable(retry_after=5)
+        return SMSProviderUnavailable(retry_after=getattr(err, "retry_after", None) or 5)
     retry_after = getattr(err, "retry_after", None)
     if err.status == 429:
         return SMSProviderUnavailable(retry_after=retry_after or 5)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
+from .._breaker import CircuitBreaker
 from ..client import (
     BalanceResult,
     BulkCountResult,
@@ -17,7 +19,30 @@ from ..client import (
 from ..conf import conf
 from .base import BaseBackend
 
-__all__ = ["TextFlowBackend"]
+__all__ = ["TextFlowBackend", "breaker_for", "reset_breakers"]
+
+
+_breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(base_url: str, threshold: int, reset_after: float) -> CircuitBreaker | None:
+    """The process-wide breaker for one TextFlow (shared by every thread's backend), or None
+    when ``threshold`` is 0."""
+    if threshold <= 0:
+        return None
+    key = (base_url, threshold, reset_after)
+    with _breakers_lock:
+        breaker = _breakers.get(key)
+        if breaker is None:
+            breaker = _breakers[key] = CircuitBreaker(threshold, reset_after)
+        return breaker
+
+
+def reset_breakers() -> None:
+    """Forget every breaker's state (tests: one test's outage must not open the next's)."""
+    with _breakers_lock:
+        _breakers.clear()
 
 
 class TextFlowBackend(BaseBackend):
@@ -31,7 +56,7 @@ class TextFlowBackend(BaseBackend):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._client: TextFlowClient | None = None
-        self._client_config: tuple[str, str, float] | None = None
+        self._client_config: tuple[str, str, float, int, float] | None = None
 
     @property
     def client(self) -> TextFlowClient:
@@ -40,11 +65,18 @@ class TextFlowBackend(BaseBackend):
             str(self.options.get("api_key") or conf.API_KEY),
             str(self.options.get("base_url") or conf.BASE_URL),
             float(self.options.get("timeout") or conf.TIMEOUT),
+            conf.BREAKER_THRESHOLD,
+            conf.BREAKER_RESET,
         )
         if self._client is None or config != self._client_config:
             if self._client is not None:
                 self._client.close()
-            self._client = TextFlowClient(config[0], base_url=config[1], timeout=config[2])
+            self._client = TextFlowClient(
+                config[0],
+                base_url=config[1],
+                timeout=config[2],
+                breaker=breaker_for(config[1], config[3], config[4]),
+            )
             self._client_config = config
         return self._client
 

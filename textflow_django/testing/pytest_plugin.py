@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 _LOCMEM = "textflow_django.backends.locmem"
 
 
+def _reset_breakers() -> None:
+    backend = sys.modules.get("textflow_django.backends.textflow")
+    if backend is not None:
+        backend.reset_breakers()
+
+
 @pytest.fixture(scope="session")
 def textflow_emulator_server() -> Iterator[TextFlowEmulator]:
     """One emulator for the whole session (tests get it reset via ``textflow_emulator``)."""
@@ -35,10 +41,13 @@ def textflow_emulator_server() -> Iterator[TextFlowEmulator]:
 
 @pytest.fixture
 def textflow_emulator(textflow_emulator_server: TextFlowEmulator) -> Iterator[TextFlowEmulator]:
-    """The session's emulator, with its records, codes, faults and delay cleared."""
+    """The session's emulator, with its records, codes, faults and delay cleared, and the
+    process's circuit breakers closed (one test's outage must not fail the next fast)."""
+    _reset_breakers()
     textflow_emulator_server.reset()
     textflow_emulator_server.delay = 0.0
     yield textflow_emulator_server
+    _reset_breakers()
     textflow_emulator_server.reset()
     textflow_emulator_server.delay = 0.0
 

@@ -1,0 +1,128 @@
+"""The circuit breaker: behaviour counted in upstream attempts, never in seconds."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from textflow_django._breaker import CircuitBreaker
+from textflow_django.client import TextFlowClient
+from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowServerError
+from textflow_django.testing import EMULATOR_API_KEY
+
+NUMBER = "+12025550143"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_opens_after_threshold_then_lets_one_trial_through():
+    clock = Clock()
+    breaker = CircuitBreaker(3, 30, clock=clock)
+    assert breaker.allow() is None
+    assert [breaker.failure() for _ in range(3)] == [False, False, True]
+    assert breaker.state == "open"
+    assert breaker.allow() == 30
+    clock.now += 29.5
+    assert breaker.allow() == 1
+    clock.now += 1
+    assert breaker.state == "half-open"
+    assert breaker.allow() is None  # the trial
+    assert breaker.allow() is not None  # only one at a time
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow() is None
+
+
+def test_a_failed_trial_reopens_at_once():
+    clock = Clock()
+    breaker = CircuitBreaker(2, 10, clock=clock)
+    breaker.failure()
+    breaker.failure()
+    clock.now += 10
+    assert breaker.allow() is None
+    breaker.failure()
+    assert breaker.state == "open" and breaker.allow() == 10
+
+
+def test_a_success_resets_the_count():
+    breaker = CircuitBreaker(3, 10)
+    breaker.failure()
+    breaker.failure()
+    breaker.success()
+    breaker.failure()
+    breaker.failure()
+    assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(("threshold", "reset"), [(0, 1), (1, 0)])
+def test_bad_settings(threshold, reset):
+    with pytest.raises(ValueError):
+        CircuitBreaker(threshold, reset)
+
+
+def test_client_fails_fast_while_open(textflow_emulator):
+    breaker = CircuitBreaker(3, 60)
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, breaker=breaker)
+    textflow_emulator.fault("status", status=503, times=100)
+    for _ in range(3):
+        with pytest.raises(TextFlowServerError):
+            client.send_sms(NUMBER, "Hi")
+    for _ in range(20):
+        with pytest.raises(TextFlowCircuitOpen) as info:
+            client.send_sms(NUMBER, "Hi")
+        assert info.value.maybe_sent is False
+        assert 1 <= info.value.retry_after <= 60
+    # 23 calls, 3 reached TextFlow: the other 20 cost no request and no timeout.
+    assert len(textflow_emulator.calls("/send-sms")) == 3
+
+
+def test_refusals_do_not_open_the_breaker(textflow_emulator):
+    breaker = CircuitBreaker(2, 60)
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, breaker=breaker)
+    for _ in range(5):
+        with pytest.raises(Exception):  # noqa: B017 - InvalidPhoneNumber: TextFlow is up
+            client.send_sms("+1", "Hi")
+    assert breaker.state == "closed"
+    assert len(textflow_emulator.calls("/send-sms")) == 5
+
+
+@pytest.mark.django_db
+def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_live):
+    settings.TEXTFLOW = {
+        **settings.TEXTFLOW,
+        "BREAKER_THRESHOLD": 3,
+        "BREAKER_RESET": 0.2,
+        "RESEND_COOLDOWN": 0,
+    }
+    api = APIClient()
+    textflow_live.fault("status", path="/send-code", status=500, times=100)
+    answers = [
+        api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json")
+        for _ in range(10)
+    ]
+    assert [a.status_code for a in answers] == [502] * 3 + [503] * 7
+    assert {a.json()["code"] for a in answers[3:]} == {"sms_provider_unavailable"}
+    assert all(int(a["Retry-After"]) >= 1 for a in answers[3:])
+    assert len(textflow_live.calls("/send-code")) == 3  # 7 requests never waited on TextFlow
+
+    # TextFlow recovers; after BREAKER_RESET one trial goes through and closes the breaker.
+    textflow_live.reset()
+    import time
+
+    time.sleep(0.25)
+    assert (
+        api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json").status_code
+        == 200
+    )
+    assert (
+        api.post(
+            "/api/phone/send-code/", {"phone_number": "+12025550144"}, format="json"
+        ).status_code
+        == 200
+    )
+    assert len(textflow_live.calls("/send-code")) == 2
