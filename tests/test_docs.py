@@ -33,3 +33,38 @@ def test_the_five_line_client_example_runs(capsys):
     assert len([line for line in code.splitlines() if line.strip()]) <= 6
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
     assert "to='+12025550143'" in capsys.readouterr().out
+
+
+def test_every_command_is_documented():
+    from pathlib import Path as P
+
+    commands = P(__file__).parent.parent / "textflow_django" / "management" / "commands"
+    names = {f.stem for f in commands.glob("textflow_*.py")}
+    assert names == {"textflow_bulk_sms", "textflow_bulk_count"}
+    for name in names:
+        assert f"manage.py {name}" in README, name
+
+
+def test_every_command_option_is_documented():
+    from django.core.management import load_command_class
+
+    command = load_command_class("textflow_django", "textflow_bulk_sms")
+    parser = command.create_parser("manage.py", "textflow_bulk_sms")
+    ours = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and action.dest not in {
+            "help", "version", "verbosity", "settings", "pythonpath", "traceback",
+            "no_color", "force_color", "skip_checks",
+        }
+    }
+    missing = {o for o in ours if f"`{o}" not in README and f" {o}" not in README}
+    assert not missing, missing
+
+
+def test_every_signal_is_documented():
+    from textflow_django import signals
+
+    for name in signals.__all__:
+        assert f"`{name}`" in README, name
