@@ -84,3 +84,30 @@ def no_secrets_in_logs(caplog):  # type: ignore[no-untyped-def]
             assert not re.search(rf"(?<!\d){re.escape(code)}(?!\d)", text), (
                 "a code reached the logs"
             )
+
+
+def race(target, n: int = 20) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """Run ``target`` in ``n`` threads released at the same instant; return each result or
+    the exception it raised. Each thread closes its database connection."""
+    import threading
+
+    from django.db import connection
+
+    results: list = [None] * n  # type: ignore[type-arg]
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = target()
+        except Exception as err:  # noqa: BLE001 - collected and asserted on
+            results[i] = err
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results

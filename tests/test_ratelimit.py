@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.core.cache import caches
-from django.db import connection
 
 from textflow_django.models import RateLimitCounter
 from textflow_django.ratelimit import CacheStore, DatabaseStore, Rate, get_store, parse_rate
 
-from .conftest import requires_postgres, requires_redis
+from .conftest import race, requires_postgres, requires_redis
 
 
 @pytest.mark.parametrize(
@@ -119,25 +117,6 @@ def test_get_store_follows_settings(settings):
 # -- concurrency: many threads, one limit -------------------------------------------------
 
 
-def _race(target, n: int = 20) -> list:
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
-
-
 def _concurrent_store_cases():
     return [
         pytest.param(
@@ -152,7 +131,7 @@ def test_concurrent_claims_have_one_winner(kind):
     store = DatabaseStore() if kind == "database" else CacheStore("redis")
     if kind == "redis":
         caches["redis"].clear()
-    results = _race(lambda: store.claim("cooldown:+race", 30))
+    results = race(lambda: store.claim("cooldown:+race", 30))
     assert results.count(None) == 1
 
 
@@ -161,5 +140,5 @@ def test_concurrent_hits_never_pass_the_limit(kind):
     store = DatabaseStore() if kind == "database" else CacheStore("redis")
     if kind == "redis":
         caches["redis"].clear()
-    results = _race(lambda: store.hit("cap:+race", Rate(5, 3600)), n=20)
+    results = race(lambda: store.hit("cap:+race", Rate(5, 3600)), n=20)
     assert results.count(None) == 5

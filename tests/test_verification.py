@@ -4,12 +4,10 @@ emulator. No log record of these tests may contain a code or the API key."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import RequestFactory
 from django.utils import timezone
 
@@ -31,7 +29,7 @@ from textflow_django.exceptions import (
 from textflow_django.models import PhoneVerification
 from textflow_django.phone import InvalidPhoneNumberError
 
-from .conftest import requires_postgres, requires_redis
+from .conftest import race, requires_postgres, requires_redis
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_secrets_in_logs")]
 
@@ -382,27 +380,6 @@ def test_tokens_are_tamper_proof_and_expire(settings):
 # -- concurrency (PostgreSQL) -----------------------------------------------------------------
 
 
-def _race(target, n=20):
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = target()
-        except Exception as err:  # noqa: BLE001 - collected and asserted on
-            results[i] = err
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
-
-
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("mode", ["textflow", "local"])
@@ -413,7 +390,7 @@ def test_twenty_parallel_right_codes_verify_once(settings, record, textflow_live
     code = textflow_live.last_code(NUMBER) if mode == "textflow" else None
     if code is None:
         code = next(m.text.rsplit(" ", 1)[-1] for m in textflow_live.messages)
-    results = _race(lambda: verification.check_code(NUMBER, code))
+    results = race(lambda: verification.check_code(NUMBER, code))
     successes = [r for r in results if isinstance(r, verification.Verified)]
     assert len(successes) == 1
     assert all(isinstance(r, VerificationExpired) for r in results if r not in successes)
@@ -426,7 +403,7 @@ def test_twenty_parallel_right_codes_verify_once(settings, record, textflow_live
 def test_twenty_parallel_sends_send_one_sms(settings, textflow_live, store):
     if store == "cache-redis":
         tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis")
-    results = _race(lambda: verification.send_code(NUMBER))
+    results = race(lambda: verification.send_code(NUMBER))
     assert sum(isinstance(r, verification.CodeSent) for r in results) == 1
     assert all(
         isinstance(r, ResendTooSoon) for r in results if not isinstance(r, verification.CodeSent)

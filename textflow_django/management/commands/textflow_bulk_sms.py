@@ -102,25 +102,16 @@ class Command(BaseCommand):
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         started = time.monotonic()
-        if options["dry_run"]:
-            with transaction.atomic():
-                job = bulk.create_job(
-                    text=text,
-                    source=source,
-                    batch_size=batch_size,
-                    strict=options["strict"],
-                )
-                self._report_counts(job, time.monotonic() - started)
+        # A dry run builds the job like a real one, reports it, and rolls it all back.
+        with transaction.atomic():
+            job = bulk.create_job(
+                text=text, source=source, batch_size=batch_size, strict=options["strict"]
+            )
+            self._report_counts(job, time.monotonic() - started)
+            if options["dry_run"]:
                 self.stdout.write(self.style.WARNING("Dry run: nothing was sent."))
                 transaction.set_rollback(True)
-            return None
-        job = bulk.create_job(
-            text=text,
-            source=source,
-            batch_size=batch_size,
-            strict=options["strict"],
-        )
-        self._report_counts(job, time.monotonic() - started)
+                return None
         if job.total == 0:
             job.delete()
             raise CommandError("No valid recipients: nothing to send.")
