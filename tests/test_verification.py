@@ -78,6 +78,19 @@ def record():
         rec.close()
 
 
+@pytest.fixture(params=["database", pytest.param("redis", marks=requires_redis)])
+def limit_store(request, settings):
+    """Run a limit test against each shared store: the database, and Redis (CI has one)."""
+    if request.param == "redis":
+        from django.core.cache import caches
+
+        caches["redis"].clear()
+        tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis")
+    else:
+        tf(settings, RATELIMIT_STORE="database")
+    return request.param
+
+
 def last_code() -> str:
     """The code of the last SMS (in "local" mode it travels as a plain SMS: read the text)."""
     message = locmem.outbox[-1]
@@ -233,7 +246,7 @@ def test_no_verification_at_all():
 # -- cooldown and caps -------------------------------------------------------------------------
 
 
-def test_resend_cooldown(settings):
+def test_resend_cooldown(settings, limit_store):
     verification.send_code(NUMBER)
     with pytest.raises(ResendTooSoon) as info:
         verification.send_code(NUMBER)
@@ -244,9 +257,8 @@ def test_resend_cooldown(settings):
     assert len(locmem.outbox) == 2
 
 
-@pytest.mark.parametrize("store", ["database", "cache"])
-def test_send_cap_per_number(settings, store):
-    tf(settings, RESEND_COOLDOWN=0, SEND_LIMITS={"number": ["2/h"]}, RATELIMIT_STORE=store)
+def test_send_cap_per_number(settings, limit_store):
+    tf(settings, RESEND_COOLDOWN=0, SEND_LIMITS={"number": ["2/h"]})
     verification.send_code(NUMBER)
     verification.send_code(NUMBER)
     with pytest.raises(RateLimited) as info:
@@ -255,7 +267,7 @@ def test_send_cap_per_number(settings, store):
     assert len(locmem.outbox) == 2
 
 
-def test_send_cap_per_ip_ignores_a_forged_forwarded_for(settings):
+def test_send_cap_per_ip_ignores_a_forged_forwarded_for(settings, limit_store):
     tf(settings, SEND_LIMITS={"ip": ["2/h"]})
     for i in range(2):
         verification.send_code(f"+1202555014{i}", request=request_from(xff=f"198.51.100.{i}"))
@@ -274,7 +286,7 @@ def test_num_proxies_reads_the_proxy_appended_address(settings):
     assert verification.client_ip(None) is None
 
 
-def test_failed_check_cap_per_number(settings, record):
+def test_failed_check_cap_per_number(settings, record, limit_store):
     tf(settings, MAX_ATTEMPTS=10, FAILED_CHECK_LIMITS={"number": ["3/d"]})
     failed = record(signals.verification_failed)
     verification.send_code(NUMBER)
@@ -288,7 +300,7 @@ def test_failed_check_cap_per_number(settings, record):
     assert PhoneVerification.objects.get().status == "pending"
 
 
-def test_failed_check_cap_per_ip_spans_numbers(settings):
+def test_failed_check_cap_per_ip_spans_numbers(settings, limit_store):
     tf(settings, RESEND_COOLDOWN=0, FAILED_CHECK_LIMITS={"ip": ["2/h"]})
     for number in (NUMBER, OTHER):
         verification.send_code(number)
@@ -308,7 +320,7 @@ def test_failed_check_cap_per_ip_spans_numbers(settings):
         (TextFlowTimeout("slow"), SMSProviderUnavailable),
     ],
 )
-def test_a_failed_send_consumes_nothing(settings, error, expected):
+def test_a_failed_send_consumes_nothing(settings, limit_store, error, expected):
     tf(settings, SEND_LIMITS={"number": ["1/h"], "ip": ["1/h"]})
     verification.send_code(OTHER)  # an earlier, live verification of another number
     tf(settings, SEND_LIMITS={"number": ["1/h"], "ip": ["1/h"]}, RESEND_COOLDOWN=30)
@@ -402,6 +414,9 @@ def test_twenty_parallel_right_codes_verify_once(settings, record, textflow_live
 @pytest.mark.parametrize("store", ["database", pytest.param("cache-redis", marks=requires_redis)])
 def test_twenty_parallel_sends_send_one_sms(settings, textflow_live, store):
     if store == "cache-redis":
+        from django.core.cache import caches
+
+        caches["redis"].clear()  # Redis outlives each test's database rollback
         tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis")
     results = race(lambda: verification.send_code(NUMBER))
     assert sum(isinstance(r, verification.CodeSent) for r in results) == 1

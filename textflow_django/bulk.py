@@ -196,9 +196,11 @@ def _stage_and_insert(job: BulkSMSJob, numbers: Iterator[str], size: int) -> tup
                 chunk.clear()
         if chunk:
             cursor.executemany(insert, chunk)
+        # Whole-number division: "/" on SQLite and PostgreSQL integers, "DIV" on MySQL.
+        div = "DIV" if connection.vendor == "mysql" else "/"
         cursor.execute(
             f"INSERT INTO {table} (job_id, phone_number, batch) "  # noqa: S608
-            f"SELECT %s, phone_number, (ROW_NUMBER() OVER (ORDER BY first_seq) - 1) / %s "
+            f"SELECT %s, phone_number, (ROW_NUMBER() OVER (ORDER BY first_seq) - 1) {div} %s "
             f"FROM (SELECT phone_number, MIN(seq) AS first_seq FROM {stage} "
             f"GROUP BY phone_number) distinct_numbers",
             [job.pk, size],
