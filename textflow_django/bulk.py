@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, FieldError, ValidationError
 from django.db import connections, models, router, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from . import phone, signals
@@ -507,9 +507,3 @@ def enqueue_job(job_id: int, *, resend_uncertain: bool = False) -> int:
         finish_if_done(job_id)
     return queued
 
-
-def open_batches(job_id: int) -> int:
-    """Batches of the job still pending or in flight."""
-    return BulkBatch.objects.filter(
-        Q(status=BulkBatch.Status.PENDING) | Q(status=BulkBatch.Status.SENDING), job_id=job_id
-    ).count()
