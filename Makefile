@@ -36,8 +36,11 @@ test: $(STAMP)
 test-matrix:
 	$(MAKE) test PYTHON="$(PYTHON312)" VENV=.venv-django61 DJANGO="Django>=6.1,<6.2"
 
-bench: $(STAMP)
+bench:
+	$(MAKE) install EXTRAS=bench
 	$(BIN)/python bench/client.py
+	$(BIN)/python bench/bulk.py
+	$(BIN)/python bench/load.py
 
 lint:
 	$(MAKE) install EXTRAS=dev

@@ -10,6 +10,8 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # The browser test: Debian's Chromium (Playwright drives it; no browser download).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The load benchmark's short mode: wrk drives gunicorn on loopback.
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt-get install ${need[*]}" >&2
   apt-get update -qq
