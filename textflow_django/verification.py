@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core import signing
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -51,6 +52,7 @@ from .exceptions import (
     TextFlowServerError,
     TextFlowUnavailable,
     TooManyAttempts,
+    VerificationError,
     VerificationExpired,
 )
 from .models import PhoneVerification
@@ -322,40 +324,61 @@ def check_code(
 
     max_attempts = conf.MAX_ATTEMPTS
     code_text = code if isinstance(code, str) else ""
+    rows = PhoneVerification.objects
+    pending = PhoneVerification.Status.PENDING
+    # Three steps, so no lock or transaction is held while TextFlow answers (a slow TextFlow
+    # would otherwise pin a row lock and a connection per check, and all of SQLite):
+    # 1. under the row lock, take one attempt (an attempt is spent before it is tried, so
+    #    parallel guesses cannot exceed MAX_ATTEMPTS between them);
     with transaction.atomic():
-        # The row lock serialises concurrent checks of one number: of twenty right codes
-        # checked at once, exactly one succeeds.
         verification = (
-            PhoneVerification.objects.select_for_update()
+            rows.select_for_update()
             .filter(
                 phone_number=number,
-                status__in=[PhoneVerification.Status.PENDING, PhoneVerification.Status.LOCKED],
+                status__in=[pending, PhoneVerification.Status.LOCKED],
             )
             .order_by("-created_at", "-id")
             .first()
         )
-        now = timezone.now()
-        if verification is None or verification.expires_at <= now:
+        if verification is None or verification.expires_at <= timezone.now():
             outcome = "expired"
-        elif (
-            verification.status == PhoneVerification.Status.LOCKED
-            or verification.attempts >= max_attempts
-        ):
+        elif verification.status != pending or verification.attempts >= max_attempts:
             outcome = "too_many_attempts"
         else:
-            if _code_is_right(verification, number, code_text):
-                verification.status = PhoneVerification.Status.VERIFIED
-                verification.verified_at = now
-                if user is not None and verification.user_id is None:
-                    verification.user = user
-                verification.save(update_fields=["status", "verified_at", "user"])
+            rows.filter(pk=verification.pk).update(attempts=F("attempts") + 1)
+            verification.attempts += 1
+            outcome = "checking"
+    if outcome == "checking":
+        assert verification is not None
+        refund = rows.filter(pk=verification.pk, attempts__gt=0)
+        # 2. ask whoever holds the code, outside any transaction (a failure refunds the
+        #    attempt: TextFlow being down is not the user's wrong guess);
+        try:
+            right = _code_is_right(verification, number, code_text)
+        except VerificationError:
+            refund.update(attempts=F("attempts") - 1)
+            raise
+        # 3. record the answer with conditional updates: of many right codes checked at
+        #    once, exactly one turns the pending row into a verified one.
+        if right:
+            changes: dict[str, Any] = {
+                "status": PhoneVerification.Status.VERIFIED,
+                "verified_at": timezone.now(),
+                "attempts": F("attempts") - 1,  # a right code is not a wrong guess
+            }
+            if user is not None and verification.user_id is None:
+                changes["user"] = user
+            if rows.filter(pk=verification.pk, status=pending).update(**changes):
+                verification.refresh_from_db()
                 outcome = "verified"
-            else:
-                verification.attempts += 1
-                if verification.attempts >= max_attempts:
-                    verification.status = PhoneVerification.Status.LOCKED
-                verification.save(update_fields=["attempts", "status"])
-                outcome = "invalid_code"
+            else:  # verified by a parallel check, or replaced by a new code meanwhile
+                refund.update(attempts=F("attempts") - 1)
+                outcome = "expired"
+        else:
+            rows.filter(pk=verification.pk, status=pending, attempts__gte=max_attempts).update(
+                status=PhoneVerification.Status.LOCKED
+            )
+            outcome = "invalid_code"
 
     if outcome == "verified":
         assert verification is not None
