@@ -9,7 +9,15 @@ import pytest
 from django.core.cache import caches
 
 from textflow_django.models import RateLimitCounter
-from textflow_django.ratelimit import CacheStore, DatabaseStore, Rate, get_store, parse_rate
+from textflow_django.ratelimit import (
+    CacheStore,
+    DatabaseStore,
+    Rate,
+    RedisCacheStore,
+    Refusal,
+    get_store,
+    parse_rate,
+)
 
 from .conftest import race, requires_postgres, requires_redis
 
@@ -42,7 +50,7 @@ def store(request, db) -> Iterator[DatabaseStore | CacheStore]:
     else:
         alias = "default" if request.param == "locmem" else "redis"
         caches[alias].clear()
-        yield CacheStore(alias)
+        yield CacheStore(alias) if alias == "default" else RedisCacheStore(alias)
         caches[alias].clear()
 
 
@@ -94,6 +102,42 @@ def test_zero_limit_refuses_everything(store):
     assert store.hit("k", Rate(0, 60)) is not None
 
 
+def test_acquire_takes_everything_or_nothing(store):
+    hourly, daily = Rate(2, 3600), Rate(3, 86400)
+    hits = [("send:number:+1", hourly), ("send:ip:1.2.3.4", daily)]
+    assert store.acquire(("cooldown:+1", 30), hits) is None
+    refused = store.acquire(("cooldown:+1", 30), hits)
+    assert refused is not None and refused.kind == "claim" and 1 <= refused.retry_after <= 30
+    assert store.acquire(None, hits) is None  # the second of two an hour
+    refused = store.acquire(None, hits)
+    assert refused == Refusal("hit", refused.retry_after) and refused.retry_after >= 1
+    # The refusal undid its own count on the daily cap: one more fits there.
+    assert store.hit("send:ip:1.2.3.4", daily) is None
+    assert store.hit("send:ip:1.2.3.4", daily) is not None
+
+
+def test_a_refused_cap_releases_the_claim(store):
+    hits = [("send:number:+1", Rate(0, 3600))]
+    assert store.acquire(("cooldown:+1", 30), hits).kind == "hit"
+    assert store.claim("cooldown:+1", 30) is None  # the claim was undone too
+
+
+def test_give_back_refunds_claim_and_hits(store):
+    rate = Rate(1, 3600)
+    hits = [("send:number:+1", rate)]
+    assert store.acquire(("cooldown:+1", 30), hits) is None
+    store.give_back(("cooldown:+1", 30), hits)
+    assert store.acquire(("cooldown:+1", 30), hits) is None
+
+
+@requires_redis
+def test_a_single_redis_gets_the_one_round_trip_store(settings):
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "cache", "RATELIMIT_CACHE": "redis"}
+    assert type(get_store()) is RedisCacheStore
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_CACHE": "default"}
+    assert type(get_store()) is CacheStore
+
+
 def test_database_store_purges_expired_rows(db):
     store = DatabaseStore()
     store.purge_one_in = 1
@@ -128,7 +172,7 @@ def _concurrent_store_cases():
 
 @pytest.mark.parametrize("kind", _concurrent_store_cases())
 def test_concurrent_claims_have_one_winner(kind):
-    store = DatabaseStore() if kind == "database" else CacheStore("redis")
+    store = DatabaseStore() if kind == "database" else RedisCacheStore("redis")
     if kind == "redis":
         caches["redis"].clear()
     results = race(lambda: store.claim("cooldown:+race", 30))
@@ -137,7 +181,7 @@ def test_concurrent_claims_have_one_winner(kind):
 
 @pytest.mark.parametrize("kind", _concurrent_store_cases())
 def test_concurrent_hits_never_pass_the_limit(kind):
-    store = DatabaseStore() if kind == "database" else CacheStore("redis")
+    store = DatabaseStore() if kind == "database" else RedisCacheStore("redis")
     if kind == "redis":
         caches["redis"].clear()
     results = race(lambda: store.hit("cap:+race", Rate(5, 3600)), n=20)

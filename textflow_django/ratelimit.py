@@ -24,8 +24,9 @@ import math
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django.core.cache import caches
 from django.db import IntegrityError, transaction
@@ -34,7 +35,10 @@ from django.utils import timezone
 
 from .conf import conf
 
-__all__ = ["Rate", "RateLimitStore", "get_store", "parse_rate"]
+if TYPE_CHECKING:
+    from django.core.cache.backends.redis import RedisCache
+
+__all__ = ["Rate", "RateLimitStore", "Refusal", "get_store", "parse_rate"]
 
 _RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -76,6 +80,52 @@ class RateLimitStore(Protocol):
 
     def peek(self, key: str, rate: Rate) -> int | None: ...
 
+    def acquire(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+    ) -> Refusal | None: ...
+
+    def give_back(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why :meth:`acquire` refused: ``"claim"`` (held) or ``"hit"`` (a limit), and the wait."""
+
+    kind: str
+    retry_after: int
+
+
+class _OneByOne:
+    """``acquire``/``give_back`` from the single-key operations, undoing on refusal."""
+
+    def acquire(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+    ) -> Refusal | None:
+        """All or nothing: take ``claim`` and count every hit, or change nothing."""
+        store: Any = self
+        if claim is not None:
+            wait = store.claim(*claim)
+            if wait is not None:
+                return Refusal("claim", wait)
+        counted: list[tuple[str, Rate]] = []
+        for key, rate in hits:
+            wait = store.hit(key, rate)
+            if wait is not None:
+                self.give_back(claim, counted)
+                return Refusal("hit", wait)
+            counted.append((key, rate))
+        return None
+
+    def give_back(self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]) -> None:
+        """Undo a successful :meth:`acquire` (the action it guarded did not happen)."""
+        store: Any = self
+        if claim is not None:
+            store.release(claim[0])
+        for key, rate in hits:
+            store.unhit(key, rate)
+
 
 def _window(rate: Rate, now: float) -> tuple[int, int]:
     """(window index, seconds left in it) for ``now``."""
@@ -84,7 +134,7 @@ def _window(rate: Rate, now: float) -> tuple[int, int]:
     return index, left
 
 
-class CacheStore:
+class CacheStore(_OneByOne):
     """Counters in a Django cache (Redis or Memcached for more than one process)."""
 
     def __init__(self, alias: str) -> None:
@@ -133,7 +183,7 @@ class CacheStore:
         return left if int(count) >= rate.limit else None
 
 
-class DatabaseStore:
+class DatabaseStore(_OneByOne):
     """Counters in ``RateLimitCounter`` rows; works on every database Django supports."""
 
     #: One write in this many also purges expired rows, which keeps the table small
@@ -212,8 +262,85 @@ class DatabaseStore:
         return left if (count or 0) >= rate.limit else None
 
 
+# One round trip for a whole send: the cooldown and every cap, all or nothing. KEYS: the
+# claim key (when ARGV[1] is 1), then the cap keys; ARGV: has_claim, claim ttl, claim value,
+# then (limit, ttl) for each cap key.
+_ACQUIRE_LUA = """
+local has_claim = tonumber(ARGV[1])
+local first = 1
+if has_claim == 1 then
+  if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[2]) then
+    return {1, redis.call('TTL', KEYS[1])}
+  end
+  first = 2
+end
+local a = 4
+for i = first, #KEYS do
+  local limit = tonumber(ARGV[a])
+  local ttl = tonumber(ARGV[a + 1])
+  a = a + 2
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
+  if n > limit then
+    local left = redis.call('TTL', KEYS[i])
+    for j = first, i do redis.call('DECR', KEYS[j]) end
+    if has_claim == 1 then redis.call('DEL', KEYS[1]) end
+    return {2, left}
+  end
+end
+return {0, 0}
+"""
+
+
+class RedisCacheStore(CacheStore):
+    """``CacheStore`` on Django's ``RedisCache`` with one server: ``acquire`` and
+    ``give_back`` are single round trips (a Lua script, a pipeline) instead of one per key.
+    Keys and values stay those of ``CacheStore``, so both read each other's counters."""
+
+    def _redis(self, key: str | None) -> Any:
+        """The redis-py client Django's RedisCache would use for ``key``."""
+        return cast("RedisCache", self.cache)._cache.get_client(key, write=True)
+
+    def acquire(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+    ) -> Refusal | None:
+        now = time.time()
+        keys: list[str] = []
+        args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0]
+        if claim is not None:
+            keys.append(self.cache.make_and_validate_key(_PREFIX + claim[0]))
+            args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
+        for key, rate in hits:
+            index, left = _window(rate, now)
+            keys.append(self.cache.make_and_validate_key(self._key(key, rate, index)))
+            args += [rate.limit, left + 1]
+        client = self._redis(keys[0] if keys else None)
+        kind, wait = client.eval(_ACQUIRE_LUA, len(keys), *keys, *args)
+        if kind == 0:
+            return None
+        return Refusal("claim" if kind == 1 else "hit", max(1, int(wait)))
+
+    def give_back(self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]) -> None:
+        now = time.time()
+        pipe = self._redis(None).pipeline(transaction=False)
+        if claim is not None:
+            pipe.delete(self.cache.make_and_validate_key(_PREFIX + claim[0]))
+        for key, rate in hits:
+            index, _left = _window(rate, now)
+            pipe.decr(self.cache.make_and_validate_key(self._key(key, rate, index)))
+        pipe.execute()
+
+
+def _single_redis(alias: str) -> bool:
+    from django.core.cache.backends.redis import RedisCache
+
+    cache = caches[alias]
+    return isinstance(cache, RedisCache) and len(cache._cache._servers) == 1  # type: ignore[attr-defined]
+
+
 def get_store() -> RateLimitStore:
     """The store configured now (``RATELIMIT_STORE``, ``RATELIMIT_CACHE``)."""
     if conf.RATELIMIT_STORE == "cache":
-        return CacheStore(conf.RATELIMIT_CACHE)
+        alias = conf.RATELIMIT_CACHE
+        return RedisCacheStore(alias) if _single_redis(alias) else CacheStore(alias)
     return DatabaseStore()

@@ -25,7 +25,6 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +55,7 @@ from .exceptions import (
     VerificationExpired,
 )
 from .models import PhoneVerification
-from .ratelimit import RateLimitStore, get_store
+from .ratelimit import get_store
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -179,29 +178,18 @@ def _matches_hash(stored: str, number: str, code: str) -> bool:
 # -- sending -------------------------------------------------------------------------------
 
 
-def _enforce_send_limits(
-    store: RateLimitStore, number: str, ip: str | None, undo: list[Callable[[], None]]
-) -> int:
-    """Claim the cooldown and count the send against every cap, recording how to undo."""
+def _send_limits(number: str, ip: str | None) -> tuple[tuple[str, int] | None, list[Any]]:
+    """The cooldown claim and the cap hits one send must take."""
     cooldown = conf.RESEND_COOLDOWN
-    if cooldown > 0:
-        cooldown_key = f"cooldown:{number}"
-        wait = store.claim(cooldown_key, cooldown)
-        if wait is not None:
-            raise ResendTooSoon(retry_after=wait)
-        undo.append(lambda: store.release(cooldown_key))
+    claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
     limits = conf.SEND_LIMITS
-    for scope, subject in (("number", number), ("ip", ip)):
-        if subject is None:
-            continue
-        for rate in limits.get(scope, ()):
-            cap_key = f"send:{scope}:{subject}"
-            wait = store.hit(cap_key, rate)
-            if wait is not None:
-                raise RateLimited(retry_after=wait)
-            # Bind now: the loop rebinds cap_key and rate before the undo would run.
-            undo.append(lambda k=cap_key, r=rate: store.unhit(k, r))  # type: ignore[misc]
-    return cooldown
+    hits = [
+        (f"send:{scope}:{subject}", rate)
+        for scope, subject in (("number", number), ("ip", ip))
+        if subject is not None
+        for rate in limits.get(scope, ())
+    ]
+    return claim, hits
 
 
 def send_code(
@@ -220,13 +208,17 @@ def send_code(
     ip = client_ip(request)
     user = _user(request, user)
     store = get_store()
-    undo: list[Callable[[], None]] = []
+    claim, hits = _send_limits(number, ip)
+    # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
+    refused = store.acquire(claim, hits)
+    if refused is not None:
+        if refused.kind == "claim":
+            raise ResendTooSoon(retry_after=refused.retry_after)
+        raise RateLimited(retry_after=refused.retry_after)
     try:
-        cooldown = _enforce_send_limits(store, number, ip, undo)
         verification = _deliver(number, ip, user)
     except BaseException:
-        for step in reversed(undo):
-            step()
+        store.give_back(claim, hits)  # a failed send consumes no cooldown and no cap
         raise
     signals.code_sent.send(
         sender=PhoneVerification,
@@ -235,7 +227,7 @@ def send_code(
         user=user,
         request=request,
     )
-    return CodeSent(number, verification.expires_at, cooldown, verification)
+    return CodeSent(number, verification.expires_at, claim[1] if claim else 0, verification)
 
 
 def _deliver(number: str, ip: str | None, user: Any) -> PhoneVerification:
