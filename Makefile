@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: help install test test-matrix bench demo lint typecheck clean
+.PHONY: help install test test-matrix fuzz bench demo lint typecheck clean
 
 help:
 	@echo "make demo    run the example project on http://127.0.0.1:8000/ (no TextFlow account needed)"
 	@echo "make test    install everything into $(VENV) and run the whole test suite"
+	@echo "make fuzz    fuzz the API (FUZZ_EXAMPLES=10000 for a longer run) and property tests"
 	@echo "make bench   run the benchmarks under bench/ and print their figures"
 	@echo "make lint    ruff; make typecheck: mypy --strict"
 
@@ -35,6 +36,10 @@ test: $(STAMP)
 # The newest Django on a newer Python, in a venv of its own.
 test-matrix:
 	$(MAKE) test PYTHON="$(PYTHON312)" VENV=.venv-django61 DJANGO="Django>=6.1,<6.2"
+
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	TEXTFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz_api.py tests/test_properties.py $(PYTEST_ARGS)
 
 # Every benchmark runs and prints its figures; the target fails if any missed its goal.
 bench:

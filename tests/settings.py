@@ -8,6 +8,7 @@ DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 ROOT_URLCONF = "tests.urls"
+STATIC_URL = "/static/"  # live_server's static-files handler needs it
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [

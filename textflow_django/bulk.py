@@ -506,4 +506,3 @@ def enqueue_job(job_id: int, *, resend_uncertain: bool = False) -> int:
     if not queued:
         finish_if_done(job_id)
     return queued
-

@@ -20,7 +20,8 @@ ID ledger (an ID is never reused, even when its check is removed):
   to rates like ``"5/h"``.
 - ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
   ``RATELIMIT_CACHE`` names no configured cache.
-- ``textflow.E014``: a ``PERMISSION_CLASSES``/``THROTTLE_CLASSES`` entry cannot be imported.
+- ``textflow.E014``: an ``AUTHENTICATION_CLASSES``/``PERMISSION_CLASSES``/``THROTTLE_CLASSES``
+  entry cannot be imported.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
@@ -310,7 +311,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                         id="textflow.W004",
                     )
                 )
-    for key in ("PERMISSION_CLASSES", "THROTTLE_CLASSES"):
+    for key in ("AUTHENTICATION_CLASSES", "PERMISSION_CLASSES", "THROTTLE_CLASSES"):
         for path in raw.get(key, DEFAULTS[key]) or ():
             try:
                 import_string(path)

@@ -50,6 +50,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     # Bulk SMS.
     "BULK_BATCH_SIZE": 500,
     # The HTTP API.
+    "AUTHENTICATION_CLASSES": ("rest_framework.authentication.SessionAuthentication",),
     "PERMISSION_CLASSES": ("rest_framework.permissions.AllowAny",),
     "THROTTLE_CLASSES": (),
 }
@@ -178,6 +179,11 @@ class Settings:
     def BULK_BATCH_SIZE(self) -> int:
         """Most numbers one ``/bulk-sms`` call carries."""
         return int(self.get("BULK_BATCH_SIZE"))
+
+    @property
+    def AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:
+        """DRF authentication classes (dotted paths) of the send/verify endpoints."""
+        return tuple(self.get("AUTHENTICATION_CLASSES"))
 
     @property
     def PERMISSION_CLASSES(self) -> tuple[str, ...]:

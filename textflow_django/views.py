@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,6 +37,22 @@ __all__ = ["SendCodeView", "VerifyCodeView"]
 try:  # Optional: describe the endpoints when drf-spectacular is installed.
     from drf_spectacular.utils import OpenApiResponse, extend_schema
 
+    #: A 400 is DRF's field errors (``{"phone_number": ["Enter a valid phone number."]}``)
+    #: or an error of the service or the parser (``{"detail": ..., "code": ...}``).
+    BAD_REQUEST = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+                "required": ["detail", "code"],
+            },
+            {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        ]
+    }
+
     HAS_SPECTACULAR = True
 except ImportError:  # pragma: no cover - exercised when drf-spectacular is absent
     HAS_SPECTACULAR = False
@@ -54,11 +72,26 @@ class ServiceError(exceptions.APIException):
 class TextFlowAPIView(APIView):
     """Base of the endpoints: configurable permissions/throttles, uniform error bodies."""
 
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        return [import_string(path)() for path in conf.AUTHENTICATION_CLASSES]
+
     def get_permissions(self) -> list[BasePermission]:
         return [import_string(path)() for path in conf.PERMISSION_CLASSES]
 
     def get_throttles(self) -> list[BaseThrottle]:
         return [import_string(path)() for path in conf.THROTTLE_CLASSES]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # Read the body here, where any failure to is the client's: JSON nested past the
+        # recursion limit (RecursionError), a charset Python knows but cannot decode with
+        # (punycode, idna: UnicodeError), more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS or
+        # a body past DATA_UPLOAD_MAX_MEMORY_SIZE (SuspiciousOperation). A 400 parse_error,
+        # not a 500 or Django's HTML 400 page.
+        try:
+            request.data  # noqa: B018 - parsed for its errors
+        except (RecursionError, UnicodeError, SuspiciousOperation) as exc:
+            raise exceptions.ParseError() from exc
 
     def handle_exception(self, exc: Exception) -> Response:
         extra: dict[str, Any] = {}
@@ -92,11 +125,21 @@ def _describe(request: Any, response: Any, errors: dict[int, str]) -> Callable[[
     responses: dict[int, Any] = {
         200: response,
         400: OpenApiResponse(
-            description="Invalid input (field errors) or " + errors.pop(400, "a refused request")
+            BAD_REQUEST,
+            description="Field errors ({field: [messages]}), or parse_error or "
+            + errors.pop(400, "a refused request"),
         ),
+        401: "authentication_failed or not_authenticated, when the project's first "
+        "DEFAULT_AUTHENTICATION_CLASSES entry answers with WWW-Authenticate",
+        403: "authentication_failed (wrong credentials), not_authenticated or "
+        "permission_denied (PERMISSION_CLASSES)",
+        415: "unsupported_media_type",
     }
     for code, description in errors.items():
-        responses[code] = OpenApiResponse(ErrorSerializer, description=description)
+        responses[code] = description
+    for code, description in list(responses.items()):
+        if isinstance(description, str):
+            responses[code] = OpenApiResponse(ErrorSerializer, description=description)
     decorator: Callable[[_F], _F] = extend_schema(request=request, responses=responses)
     return decorator
 
