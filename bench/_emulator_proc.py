@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 @contextmanager
-def emulator_process(*extra: str) -> Iterator[str]:
-    """Start ``python -m textflow_django.testing --port 0``; yield its base URL."""
+def emulator_process(
+    *extra: str, started: Callable[[int], None] | None = None
+) -> Iterator[str]:
+    """Start ``python -m textflow_django.testing --port 0``; yield its base URL.
+
+    ``started`` is called with the process id once it listens (to meter its CPU, say).
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "textflow_django.testing", "--port", "0", *extra],
         stdout=subprocess.PIPE,
@@ -21,6 +26,8 @@ def emulator_process(*extra: str) -> Iterator[str]:
         line = proc.stdout.readline()
         if "http://" not in line:
             raise RuntimeError(f"emulator did not start: {line!r}")
+        if started is not None:
+            started(proc.pid)
         yield line.rsplit(" ", 1)[-1].strip()
     finally:
         proc.terminate()

@@ -66,6 +66,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._emulator_proc import emulator_process  # noqa: E402
+
 LUA = ROOT / "bench" / "loadsite" / "load.lua"
 SEND_VS_NAIVE = 0.9
 SEND_VS_HELLO = 0.12
@@ -176,23 +178,19 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
 
 @contextmanager
 def emulator(*extra: str) -> Iterator[str]:
-    """The TextFlow emulator in a process of its own; yields its API root."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "textflow_django.testing", "--port", "0", *extra],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    """The TextFlow emulator in a process of its own, its CPU metered; yields its API root."""
+    pid: list[int] = []
+
+    def metered(started: int) -> None:
+        pid.append(started)
+        METER.groups["textflow"] = started
+
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "http://" not in line:
-            raise RuntimeError(f"emulator did not start: {line!r}")
-        METER.groups["textflow"] = proc.pid
-        yield line.rsplit(" ", 1)[-1].strip()
+        with emulator_process(*extra, started=metered) as url:
+            yield url
     finally:
-        if METER.groups.get("textflow") == proc.pid:
+        if pid and METER.groups.get("textflow") == pid[0]:
             METER.groups.pop("textflow")
-        stop(proc)
 
 
 @contextmanager
