@@ -111,3 +111,8 @@ def race(target, n: int = 20) -> list:  # type: ignore[no-untyped-def, type-arg]
     for thread in threads:
         thread.join(60)
     return results
+
+
+def tf(settings, **overrides):  # type: ignore[no-untyped-def]
+    """Merge ``overrides`` into ``settings.TEXTFLOW`` through pytest-django's fixture."""
+    settings.TEXTFLOW = {**settings.TEXTFLOW, **overrides}

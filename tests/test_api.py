@@ -14,15 +14,13 @@ from textflow_django import signals, verification
 from textflow_django.backends import locmem
 from textflow_django.exceptions import TextFlowServerError
 
+from .conftest import tf
+
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_secrets_in_logs")]
 
 NUMBER = "+12025550143"
 SEND = "/api/phone/send-code/"
 VERIFY = "/api/phone/verify-code/"
-
-
-def tf(settings, **overrides):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, **overrides}
 
 
 @pytest.fixture
@@ -109,8 +107,14 @@ def test_odd_json_values_are_400s(api, payload, sms_outbox):
 def test_malformed_bodies_are_4xx_with_detail_and_code(api, body, content_type):
     response = api.generic("POST", SEND, body, content_type=content_type)
     assert 400 <= response.status_code < 500
+    assert response["Content-Type"] == "application/json"
     data = response.json()
-    assert data  # never an empty or HTML body
+    # Either DRF's field errors ({"field": [messages]}) or {"detail", "code"}.
+    assert isinstance(data, dict) and data
+    if "detail" in data:
+        assert set(data) == {"detail", "code"}
+    else:
+        assert all(isinstance(v, list) and v for v in data.values()), data
 
 
 def test_parse_error_body_shape(api):

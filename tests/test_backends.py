@@ -144,7 +144,10 @@ def test_garbage_codes_are_simply_invalid(subject: Subject):
 def test_bulk(subject: Subject):
     result = subject.backend.bulk_sms([NUMBER, OTHER], "Sale")
     assert result.submitted == 2
-    assert subject.backend.bulk_count().count >= 0
+    # TextFlow delivers bulk jobs later (the emulator keeps them pending until told);
+    # the in-process backends deliver at once.
+    pending = 2 if isinstance(subject.backend, TextFlowBackend) else 0
+    assert subject.backend.bulk_count().count == pending
     if not isinstance(subject.backend, DummyBackend):
         assert sorted(subject.delivered()) == sorted([(NUMBER, "Sale"), (OTHER, "Sale")])
 

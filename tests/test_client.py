@@ -376,7 +376,8 @@ def test_html_502_is_unavailable_not_a_json_error(tf_client, textflow_emulator):
     with pytest.raises(TextFlowServerError) as info:
         tf_client.send_sms(NUMBER, "Hi")
     assert info.value.status == 502
-    assert "not" not in info.value.message.lower() or "JSON" not in info.value.message
+    assert info.value.message == "TextFlow is unavailable (HTTP 502 without a TextFlow answer)"
+    assert info.value.maybe_sent is True
     assert "<html" not in str(info.value)
 
 

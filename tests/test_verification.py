@@ -29,7 +29,7 @@ from textflow_django.exceptions import (
 from textflow_django.models import PhoneVerification
 from textflow_django.phone import InvalidPhoneNumberError
 
-from .conftest import race, requires_postgres, requires_redis
+from .conftest import race, requires_postgres, requires_redis, tf
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_secrets_in_logs")]
 
@@ -45,10 +45,6 @@ def rules(settings) -> Iterator[None]:
     }
     locmem.reset()
     yield
-
-
-def tf(settings, **overrides):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, **overrides}
 
 
 class Recorder:

@@ -1,14 +1,22 @@
-"""The shape of an E.164 number as TextFlow accepts it: ``+`` then 7 to 15 digits.
+r"""The wire shapes TextFlow deals in: an E.164 number (``+`` then 7 to 15 digits) and a
+verification code (4 to 10 digits).
 
-Kept free of Django so the emulator and the client can use it. This is TextFlow's *wire*
-rule; the product's own parsing and normalisation (any format, country rules) lives in
-``phone.py``.
+Kept free of Django so the emulator, the client and the backends can use them. These are
+*shape* rules only; the product's own parsing and normalisation of numbers (any format,
+country rules) lives in ``phone.py``. ``[0-9]`` and ``fullmatch``, never ``\d`` or ``$``:
+``\d`` accepts non-ASCII digits and ``$`` a trailing newline.
 """
 
 import re
 from typing import Final
 
 E164_RE: Final = re.compile(r"\+[1-9][0-9]{6,14}")
+CODE_RE: Final = re.compile(r"[0-9]{4,10}")
+
+
+def is_code(value: object) -> bool:
+    """True when ``value`` could be a verification code (ASCII digits, 4 to 10 of them)."""
+    return isinstance(value, str) and CODE_RE.fullmatch(value) is not None
 
 
 def is_e164(value: object) -> bool:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -30,7 +29,7 @@ from . import verification
 from .exceptions import CountryNotAllowed, InvalidCode, VerificationError
 from .fields import PhoneNumberFormField
 from .phone import InvalidPhoneNumberError
-from .verification import CodeSent, Verified
+from .verification import CodeSent, Verified, code_validator
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -39,11 +38,6 @@ __all__ = ["SendCodeForm", "VerifyCodeForm", "code_validator"]
 
 _T = TypeVar("_T")
 
-#: A code as a user may type it: 4 to 10 ASCII digits. ``[0-9]``, not ``\d``, which would
-#: accept Arabic-Indic or full-width digits that no code ever contains.
-code_validator = RegexValidator(
-    r"\A[0-9]{4,10}\Z", _("Enter the code you received, digits only."), code="invalid"
-)
 
 #: Refusals that are about the number the user typed, shown on the ``phone_number`` field.
 _PHONE_FIELD_ERRORS: tuple[type[VerificationError], ...] = (CountryNotAllowed,)

@@ -20,6 +20,7 @@ A per-process cache (LocMemCache) does not hold limits across workers: ``textflo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import random
 import re
@@ -56,15 +57,25 @@ class Rate:
         return f"{self.limit}/{self.window}s"
 
 
-def parse_rate(text: str) -> Rate:
-    """Parse ``"<n>/<period>"``. Raises ``ValueError`` naming the bad text."""
-    match = _RATE_RE.fullmatch(text) if isinstance(text, str) else None
+@functools.lru_cache(maxsize=256)
+def _parse_rate(text: str) -> Rate:
+    match = _RATE_RE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a rate like '5/h', '10/d' or '3/10m'")
     limit, multiplier, unit = int(match[1]), int(match[2] or 1), match[3][0]
     if multiplier < 1:
         raise ValueError(f"{text!r} has an empty period")
     return Rate(limit=limit, window=multiplier * _UNITS[unit])
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse ``"<n>/<period>"``. Raises ``ValueError`` naming the bad text.
+
+    Cached: the settings are re-read on every send (``override_settings`` works), the few
+    distinct rate strings in them are parsed once."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a rate like '5/h', '10/d' or '3/10m'")
+    return _parse_rate(text)
 
 
 class RateLimitStore(Protocol):

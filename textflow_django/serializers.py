@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from .fields import PhoneNumberSerializerField
+from .verification import code_validator
 
 __all__ = ["SendCodeSerializer", "VerifyCodeSerializer"]
-
-#: ASCII digits only: ``\d`` would let Arabic-Indic or full-width digits through.
-code_validator = RegexValidator(
-    r"\A[0-9]{4,10}\Z", _("Enter the code you received, digits only."), code="invalid"
-)
 
 
 class SendCodeSerializer(serializers.Serializer[Any]):

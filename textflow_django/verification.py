@@ -23,18 +23,20 @@ import hmac
 import ipaddress
 import logging
 import math
-import re
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core import signing
+from django.core.validators import RegexValidator
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext_lazy as _
 
 from . import phone, signals
+from ._e164 import CODE_RE, is_code
 from .backends import get_backend
 from .conf import conf
 from .exceptions import (
@@ -65,6 +67,7 @@ __all__ = [
     "Verified",
     "check_code",
     "client_ip",
+    "code_validator",
     "make_token",
     "phone_from_token",
     "send_code",
@@ -74,8 +77,10 @@ logger = logging.getLogger("textflow_django")
 
 #: Digits of a code generated in "local" mode.
 LOCAL_CODE_LENGTH = 6
-#: What a code may look like before it is worth asking anyone (ASCII digits only).
-_CODE_RE = re.compile(r"[0-9]{4,10}")
+#: A code as a user may type it (the one rule forms and serializers validate with).
+code_validator = RegexValidator(
+    rf"\A{CODE_RE.pattern}\Z", _("Enter the code you received, digits only."), code="invalid"
+)
 _TOKEN_SALT = "textflow_django.verification.token"  # noqa: S105 - a namespace, not a secret
 _HASH_SALT = "textflow_django.verification.code"
 
@@ -404,7 +409,7 @@ def check_code(
 
 def _code_is_right(verification: PhoneVerification, number: str, code: str) -> bool:
     """Ask whoever holds the code. Raises the service's provider errors."""
-    if not _CODE_RE.fullmatch(code):
+    if not is_code(code):
         return False  # cannot be right: do not spend a TextFlow call on it
     if verification.mode == PhoneVerification.Mode.LOCAL:
         return bool(verification.code_hash) and _matches_hash(verification.code_hash, number, code)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .._e164 import is_e164
+from .._e164 import is_code, is_e164
 from ..client import BalanceResult, BulkCountResult, BulkResult, CodeResult, SMSResult, VerifyResult
 from ..conf import MAX_CODE_TTL
 from ..exceptions import InvalidPhoneNumber, TextFlowAPIError
@@ -29,7 +28,6 @@ __all__ = ["EmulatedBackend", "SMSMessage"]
 
 #: TextFlow's default code lifetime when ``seconds`` is not given.
 _DEFAULT_SECONDS = 600
-_CODE_RE = re.compile(r"[0-9]{4,10}")
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ class EmulatedBackend(BaseBackend):
 
     def verify_code(self, phone_number: str, code: str) -> VerifyResult:
         self._check_number(phone_number)
-        if not isinstance(code, str) or not _CODE_RE.fullmatch(code):
+        if not is_code(code):
             return VerifyResult(phone_number=phone_number, valid=False)
         expires = codes.check(phone_number, code)
         if expires is None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hmac
 import json as _json
-import re
 import secrets
 import socket
 import socketserver
@@ -45,6 +44,8 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, TypeGuard
 from urllib.parse import parse_qs
 
+from .._e164 import E164_RE
+
 __all__ = [
     "EMULATOR_API_KEY",
     "Fault",
@@ -57,9 +58,8 @@ __all__ = [
 #: obviously fake so it is harmless in fixtures, settings files and logs.
 EMULATOR_API_KEY: Final[str] = "tfemuLocalTextFlowEmulatorKeyNotValidOnTextFlowMe000000000000000"
 
-# The one validity rule for numbers everywhere. ``fullmatch`` + ``[0-9]`` rather than
-# ``^...\d...$``: ``$`` accepts a trailing newline and ``\d`` accepts non-ASCII digits.
-_E164: Final = re.compile(r"\+[1-9][0-9]{6,14}")
+# The one validity rule for numbers, shared with the client and the backends.
+_E164: Final = E164_RE
 
 # Country calling codes are prefix-free, so looking up the first 1, 2 and 3 digits finds at
 # most one entry. Names, as the current TextFlow docs return them (``"Serbia"``).
