@@ -25,6 +25,7 @@ import math
 import random
 import re
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -303,14 +304,28 @@ return {0, 0}
 """
 
 
+# redis-py clients (with the acquire script) per Django RedisCacheClient: building a
+# ``redis.Redis`` costs more than the round trip it makes, so each is built once. Weak keys:
+# a cache object dropped by Django (a new thread's, or after override_settings) frees its own.
+_clients: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
 class RedisCacheStore(CacheStore):
     """``CacheStore`` on Django's ``RedisCache`` with one server: ``acquire`` and
     ``give_back`` are single round trips (a Lua script, a pipeline) instead of one per key.
-    Keys and values stay those of ``CacheStore``, so both read each other's counters."""
+    Keys and values stay those of ``CacheStore``, so both read each other's counters.
+    (``make_key``, not ``make_and_validate_key``: validation only warns about keys Memcached
+    would refuse, and these keys are ours, short and plain ASCII.)"""
 
-    def _redis(self, key: str | None) -> Any:
-        """The redis-py client Django's RedisCache would use for ``key``."""
-        return cast("RedisCache", self.cache)._cache.get_client(key, write=True)
+    def _redis(self) -> tuple[Any, Any]:
+        """The redis-py client Django's RedisCache writes with, and the acquire script
+        registered on it (run by EVALSHA: the script's text is not sent on every call)."""
+        owner = cast("RedisCache", self.cache)._cache
+        found = _clients.get(owner)
+        if found is None:
+            client = owner.get_client(None, write=True)
+            found = _clients[owner] = (client, client.register_script(_ACQUIRE_LUA))
+        return found
 
     def acquire(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
@@ -319,26 +334,26 @@ class RedisCacheStore(CacheStore):
         keys: list[str] = []
         args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0]
         if claim is not None:
-            keys.append(self.cache.make_and_validate_key(_PREFIX + claim[0]))
+            keys.append(self.cache.make_key(_PREFIX + claim[0]))
             args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
         for key, rate in hits:
             index, left = _window(rate, now)
-            keys.append(self.cache.make_and_validate_key(self._key(key, rate, index)))
+            keys.append(self.cache.make_key(self._key(key, rate, index)))
             args += [rate.limit, left + 1]
-        client = self._redis(keys[0] if keys else None)
-        kind, wait = client.eval(_ACQUIRE_LUA, len(keys), *keys, *args)
+        _client, script = self._redis()
+        kind, wait = script(keys=keys, args=args)
         if kind == 0:
             return None
         return Refusal("claim" if kind == 1 else "hit", max(1, int(wait)))
 
     def give_back(self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]) -> None:
         now = time.time()
-        pipe = self._redis(None).pipeline(transaction=False)
+        pipe = self._redis()[0].pipeline(transaction=False)
         if claim is not None:
-            pipe.delete(self.cache.make_and_validate_key(_PREFIX + claim[0]))
+            pipe.delete(self.cache.make_key(_PREFIX + claim[0]))
         for key, rate in hits:
             index, _left = _window(rate, now)
-            pipe.decr(self.cache.make_and_validate_key(self._key(key, rate, index)))
+            pipe.decr(self.cache.make_key(self._key(key, rate, index)))
         pipe.execute()
 
 

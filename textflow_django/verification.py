@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core import signing
 from django.core.validators import RegexValidator
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -257,19 +257,40 @@ def _deliver(number: str, ip: str | None, user: Any) -> PhoneVerification:
     except TextFlowError as err:
         raise _provider_error(err, number, "send") from err
     now = timezone.now()
-    with transaction.atomic():
-        # Like TextFlow, a new code replaces the number's previous ones.
-        PhoneVerification.objects.filter(
-            phone_number=number,
-            status__in=[PhoneVerification.Status.PENDING, PhoneVerification.Status.LOCKED],
-        ).update(status=PhoneVerification.Status.SUPERSEDED)
-        return PhoneVerification.objects.create(
-            phone_number=number,
-            mode=mode,
-            code_hash=code_hash,
-            user=user,
-            client_ip=ip,
-            expires_at=now + dt.timedelta(seconds=ttl),
+    verification = PhoneVerification.objects.create(
+        phone_number=number,
+        mode=mode,
+        code_hash=code_hash,
+        user=user,
+        client_ip=ip,
+        expires_at=now + dt.timedelta(seconds=ttl),
+    )
+    _supersede_older(verification)
+    return verification
+
+
+def _supersede_older(verification: PhoneVerification) -> None:
+    """Like TextFlow, a new code replaces the number's previous ones: mark them superseded.
+
+    Run after the new row's INSERT, each in autocommit, with no transaction around the two:
+    check_code() always takes the newest row, so the moment between them (or a crash there)
+    leaves nothing checkable that should not be, and ``id < new id`` makes two parallel
+    sends agree that the newer wins. (A transaction would add two round trips and, on SQLite,
+    hold the database's write lock across both.) Plain SQL: on every send, the ORM's query
+    building costs more than the UPDATE itself; ``update()`` sends no signals either way.
+    """
+    connection = connections[router.db_for_write(PhoneVerification)]
+    qn = connection.ops.quote_name
+    meta = PhoneVerification._meta
+    table, pk = qn(meta.db_table), qn(meta.pk.column)  # type: ignore[union-attr]
+    status, number = qn(meta.get_field("status").column), qn(meta.get_field("phone_number").column)
+    Status = PhoneVerification.Status
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {status} = %s "  # noqa: S608 - names from the model, quoted
+            f"WHERE {number} = %s AND {status} IN (%s, %s) AND {pk} < %s",
+            [Status.SUPERSEDED, verification.phone_number, Status.PENDING, Status.LOCKED,
+             verification.pk],
         )
 
 
