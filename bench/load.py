@@ -382,7 +382,8 @@ def profile_send(url: str, master: int, seconds: float, out: Path, offset: int) 
     raw = out / "send-code.pyspy.txt"
     cmd = [
         spy, "record", "--pid", str(master), "--subprocesses", "--rate", "200",
-        "--duration", str(int(seconds)), "--format", "raw", "--nonblocking", "-o", str(raw),
+        "--duration", str(int(seconds)), "--format", "raw", "--nonblocking", "--gil",
+        "-o", str(raw),
     ]  # fmt: skip
     recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -147,6 +147,40 @@ def test_connections_are_pooled(tf_client, textflow_emulator):
     assert textflow_emulator.connection_count - before == 1
 
 
+def test_headers_set_on_the_clients_own_session_are_sent(textflow_emulator):
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    client.session.headers["X-Request-Source"] = "signup"
+    client.send_sms(NUMBER, "Hi")
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.headers["x-request-source"] == "signup"
+    # The client's own headers win over the session's.
+    assert request.headers["authorization"] == f"Bearer {EMULATOR_API_KEY}"
+
+
+def test_a_session_passed_in_is_used_with_its_headers_and_hooks(textflow_emulator):
+    import requests
+
+    session = requests.Session()
+    session.headers["X-Trace"] = "abc"
+    seen: list[int] = []
+    session.hooks["response"].append(lambda response, **kwargs: seen.append(response.status_code))
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, session=session)
+    before = textflow_emulator.connection_count
+    assert client.send_sms(NUMBER, "Hi").to == NUMBER
+    assert client.bulk_count().count == 0
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.json == {"phone_number": NUMBER, "text": "Hi"}
+    assert request.headers["x-trace"] == "abc"
+    assert request.headers["authorization"] == f"Bearer {EMULATOR_API_KEY}"
+    assert seen == [200, 200]
+    assert textflow_emulator.connection_count - before == 1
+
+
+def test_an_unreadable_base_url_is_a_configuration_error():
+    with pytest.raises(TextFlowConfigurationError, match="not a valid URL"):
+        TextFlowClient(EMULATOR_API_KEY, base_url="http://")
+
+
 # -- documented response variants -------------------------------------------------------
 
 

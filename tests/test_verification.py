@@ -425,3 +425,23 @@ def test_twenty_parallel_sends_send_one_sms(settings, textflow_live, store):
         isinstance(r, ResendTooSoon) for r in results if not isinstance(r, verification.CodeSent)
     )
     assert len(textflow_live.calls("/send-code")) == 1
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_sends_without_cooldown_leave_only_the_newest_code_pending(
+    settings, textflow_live
+):
+    # Each send INSERTs its row, then supersedes the older ones, with no transaction around
+    # the two: whatever the interleaving, the newest row stays pending and is the one checked;
+    # no send supersedes a newer one. (An older row whose INSERT was not yet visible to the
+    # newer send's UPDATE may stay pending, and is never checked.)
+    tf(settings, RESEND_COOLDOWN=0, SEND_LIMITS={})
+    results = race(lambda: verification.send_code(NUMBER), n=10)
+    assert all(isinstance(r, verification.CodeSent) for r in results)
+    rows = list(PhoneVerification.objects.order_by("id").values_list("status", flat=True))
+    assert len(rows) == 10 and rows[-1] == "pending"
+    assert set(rows[:-1]) <= {"superseded", "pending"}
+    verification.check_code(NUMBER, textflow_live.last_code(NUMBER))
+    statuses = list(PhoneVerification.objects.order_by("id").values_list("status", flat=True))
+    assert statuses[-1] == "verified" and "verified" not in statuses[:-1]

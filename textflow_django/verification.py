@@ -272,12 +272,15 @@ def _deliver(number: str, ip: str | None, user: Any) -> PhoneVerification:
 def _supersede_older(verification: PhoneVerification) -> None:
     """Like TextFlow, a new code replaces the number's previous ones: mark them superseded.
 
-    Run after the new row's INSERT, each in autocommit, with no transaction around the two:
-    check_code() always takes the newest row, so the moment between them (or a crash there)
-    leaves nothing checkable that should not be, and ``id < new id`` makes two parallel
-    sends agree that the newer wins. (A transaction would add two round trips and, on SQLite,
-    hold the database's write lock across both.) Plain SQL: on every send, the ORM's query
-    building costs more than the UPDATE itself; ``update()`` sends no signals either way.
+    "Newest" is the highest id, here and in check_code(). Run after the new row's INSERT,
+    each in autocommit, with no transaction around the two: check_code() only ever takes the
+    newest row, so the moment between them (or a crash there) leaves nothing checkable that
+    should not be, and ``id < new id`` means parallel sends never supersede a newer code. (A
+    parallel send whose INSERT is not yet committed may stay ``pending``, unchecked, until
+    the next send; a transaction would not prevent that either, and would add two round
+    trips and, on SQLite, hold the database's write lock across both.) Plain SQL: on every
+    send the ORM's query building costs more than the UPDATE; ``update()`` sends no signals
+    either way.
     """
     connection = connections[router.db_for_write(PhoneVerification)]
     qn = connection.ops.quote_name
@@ -355,7 +358,7 @@ def check_code(
                 phone_number=number,
                 status__in=[pending, PhoneVerification.Status.LOCKED],
             )
-            .order_by("-created_at", "-id")
+            .order_by("-id")  # the newest code: the rule _supersede_older() keeps
             .first()
         )
         if verification is None or verification.expires_at <= timezone.now():
