@@ -440,14 +440,14 @@ class TextFlowClient:
             body = json.dumps(payload, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
             headers["Content-Length"] = str(len(body))
-        prepared.headers = headers
+        prepared.headers = headers  # type: ignore[assignment]  # str | bytes, as requests sends
         prepared.body = body
         prepared.hooks = {"response": []}
         return session.get_adapter(prepared.url).send(
             prepared,
             stream=True,
             timeout=self.timeout,
-            verify=session.verify,
+            verify=True if session.verify is None else session.verify,
             cert=session.cert,
             proxies=session.proxies,
         )

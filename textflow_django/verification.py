@@ -285,15 +285,21 @@ def _supersede_older(verification: PhoneVerification) -> None:
     connection = connections[router.db_for_write(PhoneVerification)]
     qn = connection.ops.quote_name
     meta = PhoneVerification._meta
-    table, pk = qn(meta.db_table), qn(meta.pk.column)  # type: ignore[union-attr]
-    status, number = qn(meta.get_field("status").column), qn(meta.get_field("phone_number").column)
+    table, pk = qn(meta.db_table), qn(str(meta.pk.column))
+    status = qn(str(meta.get_field("status").column))
+    number = qn(str(meta.get_field("phone_number").column))
     Status = PhoneVerification.Status
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {status} = %s "  # noqa: S608 - names from the model, quoted
             f"WHERE {number} = %s AND {status} IN (%s, %s) AND {pk} < %s",
-            [Status.SUPERSEDED, verification.phone_number, Status.PENDING, Status.LOCKED,
-             verification.pk],
+            [
+                Status.SUPERSEDED,
+                verification.phone_number,
+                Status.PENDING,
+                Status.LOCKED,
+                verification.pk,
+            ],
         )
 
 
