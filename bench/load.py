@@ -377,7 +377,10 @@ def median_result(results: list[Result]) -> Result:
 
 
 def profile_send(url: str, master: int, seconds: float, out: Path, offset: int) -> list[str]:
-    """Record the workers with py-spy during a send-code run; say where the time goes."""
+    """Record the workers with py-spy during a send-code run; say where the time goes.
+
+    ``--gil``: only samples where a worker holds the GIL, i.e. runs Python, so waits on
+    TextFlow, Redis or a socket do not count as time spent."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     raw = out / "send-code.pyspy.txt"
     cmd = [
