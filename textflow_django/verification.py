@@ -282,7 +282,8 @@ def _supersede_older(verification: PhoneVerification) -> None:
     send the ORM's query building costs more than the UPDATE; ``update()`` sends no signals
     either way.
     """
-    connection = connections[router.db_for_write(PhoneVerification)]
+    # The database the new row went to (a router may pick it per instance).
+    connection = connections[verification._state.db or router.db_for_write(PhoneVerification)]
     qn = connection.ops.quote_name
     meta = PhoneVerification._meta
     table, pk = qn(meta.db_table), qn(str(meta.pk.column))
