@@ -130,6 +130,31 @@ def test_give_back_refunds_claim_and_hits(store):
     assert store.acquire(("cooldown:+1", 30), hits) is None
 
 
+def test_peek_all_and_hit_all_count_each_cap_on_its_own(store):
+    number, ip = ("fail:number:+1", Rate(2, 3600)), ("fail:ip:1.2.3.4", Rate(3, 3600))
+    caps = [number, ip]
+    assert store.peek_all(caps) is None
+    store.hit_all(caps)
+    assert store.peek_all(caps) is None
+    store.hit_all(caps)  # the number's cap is reached; the IP's is at 2 of 3
+    wait = store.peek_all(caps)
+    assert wait is not None and 1 <= wait <= 3600
+    assert store.peek_all([ip]) is None
+    store.hit_all(caps)  # a reached cap stays at its limit; the IP's reaches 3
+    assert store.peek_all([ip]) is not None
+    store.unhit(*number)  # so one refund frees the number's cap
+    assert store.peek_all([number]) is None
+    assert store.peek_all([]) is None
+    store.hit_all([])
+
+
+def test_peek_all_answers_the_longest_wait(store):
+    minute, day = ("fail:ip:1.2.3.4", Rate(1, 60)), ("fail:number:+1", Rate(1, 86400))
+    store.hit_all([minute, day])
+    wait = store.peek_all([minute, day])
+    assert wait is not None and wait > 60
+
+
 @requires_redis
 def test_a_single_redis_gets_the_one_round_trip_store(settings):
     settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "cache", "RATELIMIT_CACHE": "redis"}

@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from django.core.cache import caches
 from django.db import IntegrityError, transaction
@@ -100,6 +100,10 @@ class RateLimitStore(Protocol):
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
     ) -> None: ...
 
+    def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None: ...
+
+    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -137,6 +141,18 @@ class _OneByOne:
             store.release(claim[0])
         for key, rate in hits:
             store.unhit(key, rate)
+
+    def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
+        """The longest wait among the limits already reached, or None (changes nothing)."""
+        store: Any = self
+        waits = [w for key, rate in hits if (w := store.peek(key, rate)) is not None]
+        return max(waits) if waits else None
+
+    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None:
+        """Count one event against each limit; one already reached stays at its limit."""
+        store: Any = self
+        for key, rate in hits:
+            store.hit(key, rate)
 
 
 def _window(rate: Rate, now: float) -> tuple[int, int]:
@@ -304,10 +320,28 @@ return {0, 0}
 """
 
 
-# redis-py clients (with the acquire script) per Django RedisCacheClient: building a
+# Count one event against each cap key, each on its own (a full cap stays full, as
+# CacheStore.hit leaves it). KEYS: the cap keys; ARGV: (limit, ttl) for each.
+_HIT_ALL_LUA = """
+for i = 1, #KEYS do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i]) end
+  if n > tonumber(ARGV[2 * i - 1]) then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
+
+class _Redis(NamedTuple):
+    client: Any  # redis.Redis
+    acquire: Any  # redis.commands.core.Script
+    hit_all: Any
+
+
+# redis-py clients (with their scripts) per Django RedisCacheClient: building a
 # ``redis.Redis`` costs more than the round trip it makes, so each is built once. Weak keys:
 # a cache object dropped by Django (a new thread's, or after override_settings) frees its own.
-_clients: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[Any, _Redis] = weakref.WeakKeyDictionary()
 
 
 class RedisCacheStore(CacheStore):
@@ -317,15 +351,29 @@ class RedisCacheStore(CacheStore):
     (``make_key``, not ``make_and_validate_key``: validation only warns about keys Memcached
     would refuse, and these keys are ours, short and plain ASCII.)"""
 
-    def _redis(self) -> tuple[Any, Any]:
-        """The redis-py client Django's RedisCache writes with, and the acquire script
-        registered on it (run by EVALSHA: the script's text is not sent on every call)."""
+    def _redis(self) -> _Redis:
+        """The redis-py client Django's RedisCache writes with, and the acquire and hit-all
+        scripts registered on it (run by EVALSHA: a script's text is not sent every call)."""
         owner = cast("RedisCache", self.cache)._cache
         found = _clients.get(owner)
         if found is None:
             client = owner.get_client(None, write=True)
-            found = _clients[owner] = (client, client.register_script(_ACQUIRE_LUA))
+            found = _clients[owner] = _Redis(
+                client,
+                client.register_script(_ACQUIRE_LUA),
+                client.register_script(_HIT_ALL_LUA),
+            )
         return found
+
+    def _cap_keys(
+        self, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> list[tuple[str, Rate, int]]:
+        """(Redis key, rate, seconds left in the window) for each cap."""
+        keys = []
+        for key, rate in hits:
+            index, left = _window(rate, now)
+            keys.append((self.cache.make_key(self._key(key, rate, index)), rate, left))
+        return keys
 
     def acquire(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
@@ -336,25 +384,43 @@ class RedisCacheStore(CacheStore):
         if claim is not None:
             keys.append(self.cache.make_key(_PREFIX + claim[0]))
             args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
-        for key, rate in hits:
-            index, left = _window(rate, now)
-            keys.append(self.cache.make_key(self._key(key, rate, index)))
+        for key, rate, left in self._cap_keys(hits, now):
+            keys.append(key)
             args += [rate.limit, left + 1]
-        _client, script = self._redis()
-        kind, wait = script(keys=keys, args=args)
+        kind, wait = self._redis().acquire(keys=keys, args=args)
         if kind == 0:
             return None
         return Refusal("claim" if kind == 1 else "hit", max(1, int(wait)))
 
     def give_back(self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]) -> None:
-        now = time.time()
-        pipe = self._redis()[0].pipeline(transaction=False)
+        pipe = self._redis().client.pipeline(transaction=False)
         if claim is not None:
             pipe.delete(self.cache.make_key(_PREFIX + claim[0]))
-        for key, rate in hits:
-            index, _left = _window(rate, now)
-            pipe.decr(self.cache.make_key(self._key(key, rate, index)))
+        for key, _rate, _left in self._cap_keys(hits, time.time()):
+            pipe.decr(key)
         pipe.execute()
+
+    def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
+        if not hits:
+            return None
+        caps = self._cap_keys(hits, time.time())
+        counts = self._redis().client.mget([key for key, _rate, _left in caps])
+        # Values as RedisCache stores them: plain integers for counters.
+        waits = [
+            left
+            for (_key, rate, left), count in zip(caps, counts, strict=True)
+            if int(count or 0) >= rate.limit
+        ]
+        return max(waits) if waits else None
+
+    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None:
+        if not hits:
+            return
+        caps = self._cap_keys(hits, time.time())
+        args: list[int] = []
+        for _key, rate, left in caps:
+            args += [rate.limit, left + 1]
+        self._redis().hit_all(keys=[key for key, _rate, _left in caps], args=args)
 
 
 def _single_redis(alias: str) -> bool:

@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import math
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ from .exceptions import (
     VerificationExpired,
 )
 from .models import PhoneVerification
-from .ratelimit import get_store
+from .ratelimit import Rate, get_store
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -183,18 +184,23 @@ def _matches_hash(stored: str, number: str, code: str) -> bool:
 # -- sending -------------------------------------------------------------------------------
 
 
-def _send_limits(number: str, ip: str | None) -> tuple[tuple[str, int] | None, list[Any]]:
-    """The cooldown claim and the cap hits one send must take."""
-    cooldown = conf.RESEND_COOLDOWN
-    claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
-    limits = conf.SEND_LIMITS
-    hits = [
-        (f"send:{scope}:{subject}", rate)
+def _caps(
+    kind: str, limits: Mapping[str, Sequence[Rate]], number: str, ip: str | None
+) -> list[tuple[str, Rate]]:
+    """The store key and rate of every ``kind`` cap ("send" or "fail") on this number and IP."""
+    return [
+        (f"{kind}:{scope}:{subject}", rate)
         for scope, subject in (("number", number), ("ip", ip))
         if subject is not None
         for rate in limits.get(scope, ())
     ]
-    return claim, hits
+
+
+def _send_limits(number: str, ip: str | None) -> tuple[tuple[str, int] | None, list[Any]]:
+    """The cooldown claim and the cap hits one send must take."""
+    cooldown = conf.RESEND_COOLDOWN
+    claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
+    return claim, _caps("send", conf.SEND_LIMITS, number, ip)
 
 
 def send_code(
@@ -341,14 +347,11 @@ def check_code(
     ip = client_ip(request)
     user = _user(request, user)
     store = get_store()
-    limits = conf.FAILED_CHECK_LIMITS
-    subjects = [(s, v) for s, v in (("number", number), ("ip", ip)) if v is not None]
-    for scope, subject in subjects:
-        for rate in limits.get(scope, ()):
-            wait = store.peek(f"fail:{scope}:{subject}", rate)
-            if wait is not None:
-                _failed("rate_limited", number, None, user, request)
-                raise RateLimited(retry_after=wait)
+    caps = _caps("fail", conf.FAILED_CHECK_LIMITS, number, ip)
+    wait = store.peek_all(caps)  # one round trip on Redis
+    if wait is not None:
+        _failed("rate_limited", number, None, user, request)
+        raise RateLimited(retry_after=wait)
 
     max_attempts = conf.MAX_ATTEMPTS
     code_text = code if isinstance(code, str) else ""
@@ -432,9 +435,7 @@ def check_code(
             retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
         )
     assert verification is not None
-    for scope, subject in subjects:
-        for rate in limits.get(scope, ()):
-            store.hit(f"fail:{scope}:{subject}", rate)
+    store.hit_all(caps)
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
 
 
