@@ -541,3 +541,50 @@ def test_environment_proxies_are_read_once_at_construction(monkeypatch):
     client = TextFlowClient(EMULATOR_API_KEY, base_url="https://textflow.me/api")
     assert client.session.proxies.get("https") == "http://proxy.invalid:3128"
     assert client.session.trust_env is False
+
+
+# -- HTTPS (TextFlow's real API is HTTPS-only) --------------------------------------------
+
+
+@pytest.fixture
+def tls_emulator(tmp_path):  # type: ignore[no-untyped-def]
+    """The emulator serving HTTPS with a certificate from a throw-away CA; yields it and the
+    CA bundle's path."""
+    import ssl
+
+    import trustme
+
+    from textflow_django.testing import TextFlowEmulator
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with TextFlowEmulator(ssl_context=context) as emulator:
+        yield emulator, str(bundle)
+
+
+def test_https_with_a_trusted_certificate_works_and_pools(tls_emulator, monkeypatch):
+    emulator, bundle = tls_emulator
+    assert emulator.url.startswith("https://")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)  # read once, when the client is made
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=emulator.url, timeout=5)
+    for _ in range(3):
+        assert client.send_sms(NUMBER, "Hi").to == NUMBER
+    assert [r.json for r in emulator.calls("/send-sms")] == [
+        {"phone_number": NUMBER, "text": "Hi"}
+    ] * 3
+    assert emulator.connection_count == 1
+
+
+def test_https_with_an_untrusted_certificate_sends_nothing(tls_emulator, monkeypatch):
+    emulator, _bundle = tls_emulator
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=emulator.url, timeout=5)
+    with pytest.raises(TextFlowConnectionError) as info:
+        client.send_sms(NUMBER, "Hi")
+    assert "certificate" in repr(info.value.__cause__).lower()
+    assert_no_secret(info.value)
+    assert emulator.calls("/send-sms") == []  # verification is on: the request never left

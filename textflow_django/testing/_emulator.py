@@ -29,6 +29,7 @@ import json as _json
 import secrets
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -335,6 +336,15 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        context = self.emulator._ssl_context
+        if context is not None:
+            # The TLS handshake runs in the connection's own thread (setup()), not in this
+            # accept loop, so one slow or broken client cannot hold up the others.
+            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
         # for seconds in a sandbox; the emulator never needs the name.
@@ -364,6 +374,13 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.emulator._connection_opened(self.connection)
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except BaseException:
+                # finish() does not run when setup() fails.
+                self.server.emulator._connection_closed(self.connection)
+                raise
 
     def finish(self) -> None:
         try:
@@ -511,7 +528,9 @@ class TextFlowEmulator:
 
     Extra keyword options beyond the TextFlow knobs: ``record_messages=False`` and
     ``record_requests=False`` stop keeping every SMS / request (counts are still kept), for
-    benchmarks that push millions of recipients.
+    benchmarks that push millions of recipients. ``ssl_context`` (a server-side
+    ``ssl.SSLContext`` with a certificate loaded, e.g. from ``trustme``) serves HTTPS, as
+    the real TextFlow does; ``url`` then starts with ``https://``.
     """
 
     def __init__(
@@ -526,6 +545,7 @@ class TextFlowEmulator:
         price: float = 0.05,
         record_messages: bool = True,
         record_requests: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not 1 <= code_length <= 18:
             raise ValueError("code_length must be between 1 and 18")
@@ -544,6 +564,7 @@ class TextFlowEmulator:
         self._price_units = _to_units(price)
         self._record_messages = record_messages
         self._record_requests = record_requests
+        self._ssl_context = ssl_context
 
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -628,14 +649,15 @@ class TextFlowEmulator:
 
     @property
     def url(self) -> str:
-        """Base URL for clients, e.g. ``http://127.0.0.1:54321/api``.
+        """Base URL for clients, e.g. ``http://127.0.0.1:54321/api`` (``https`` with TLS).
 
         Raises ``RuntimeError`` before ``start()`` when the port is still to be picked.
         """
         if self._port == 0:
             raise RuntimeError("start() the emulator before asking for its url")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}{_API_ROOT}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{host}:{self._port}{_API_ROOT}"
 
     # -- knobs -----------------------------------------------------------------------------
 
