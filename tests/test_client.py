@@ -176,6 +176,60 @@ def test_a_session_passed_in_is_used_with_its_headers_and_hooks(textflow_emulato
     assert textflow_emulator.connection_count - before == 1
 
 
+def test_own_session_goes_straight_to_urllib3_unless_httpadapter_send_is_patched(
+    textflow_emulator, monkeypatch
+):
+    from requests.adapters import HTTPAdapter
+
+    built: list[str] = []  # HTTPAdapter.send ends in build_response; the direct path does not
+    original_build = HTTPAdapter.build_response
+    monkeypatch.setattr(
+        HTTPAdapter,
+        "build_response",
+        lambda self, req, resp: built.append(req.url) or original_build(self, req, resp),
+    )
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    client.send_sms(NUMBER, "direct")
+    assert built == []
+
+    original_send = HTTPAdapter.send
+
+    def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        return original_send(self, request, **kwargs)
+
+    monkeypatch.setattr(HTTPAdapter, "send", send)  # as the `responses` library does
+    client.send_sms(NUMBER, "patched")
+    assert built == [f"{textflow_emulator.url}/send-sms"]
+    assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == ["direct", "patched"]
+
+
+def test_an_adapter_mounted_on_the_own_session_is_used(textflow_emulator):
+    from requests.adapters import HTTPAdapter
+
+    sent: list[str] = []
+
+    class Recording(HTTPAdapter):
+        def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+            sent.append(request.body.decode())
+            return super().send(request, **kwargs)
+
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    client.session.mount("http://", Recording())
+    assert client.send_sms(NUMBER, "Hi").to == NUMBER
+    assert [json.loads(body) for body in sent] == [{"phone_number": NUMBER, "text": "Hi"}]
+
+
+def test_a_proxy_on_the_own_session_is_used(textflow_emulator):
+    # The emulator stands in for the proxy: it receives the absolute URL requests sends.
+    client = TextFlowClient(EMULATOR_API_KEY, base_url="http://textflow.invalid/api", timeout=5)
+    proxy = textflow_emulator.url.rsplit("/api", 1)[0]
+    client.session.proxies = {"http": proxy}
+    with pytest.raises(TextFlowError):
+        client.send_sms(NUMBER, "Hi")  # the emulator is no proxy: it answers 404
+    [request] = textflow_emulator.requests
+    assert request.path == "http://textflow.invalid/api/send-sms"
+
+
 def test_an_unreadable_base_url_is_a_configuration_error():
     with pytest.raises(TextFlowConfigurationError, match="not a valid URL"):
         TextFlowClient(EMULATOR_API_KEY, base_url="http://")

@@ -8,11 +8,13 @@ Contract:
 
 - One pooled ``requests.Session`` per client (pass ``session=`` to share or instrument one),
   a timeout on every call, and a ``User-Agent`` naming this library and its version. The
-  client's own session is configured once and its requests go straight to its adapter (the
-  session's headers apply; its auth, cookies and hooks are not used): ``Session.request``
-  re-merges every session setting on every call, which costs more CPU than the call itself
-  to a nearby server. A session passed with ``session=`` is used through
-  ``Session.request``, so everything set on it applies.
+  client's own session is configured once, and its requests go straight to the urllib3 pool
+  of its adapter (TLS settings, retries and the session's headers apply; its auth, cookies
+  and hooks are not used): ``Session.request`` re-merges every session setting on every
+  call and ``HTTPAdapter.send`` rebuilds what never changes, which together cost more CPU
+  than the call itself to a nearby server. A session passed with ``session=``, a proxied
+  URL, another adapter mounted on the client's session, or a patched ``HTTPAdapter.send``
+  (the ``responses`` test library) all go through requests as usual.
 - Every failure raises a :class:`~textflow_django.exceptions.TextFlowError` subclass carrying
   the HTTP status and TextFlow's message, never the API key.
 - A request is retried only when the connection failed *before* the request was sent
@@ -40,9 +42,10 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    NameResolutionError,
+    MaxRetryError,
     NewConnectionError,
     ReadTimeoutError,
 )
@@ -166,12 +169,9 @@ class BalanceResult:
     packages: Mapping[str, int] = field(default_factory=dict)
 
 
-def _sent_nothing(err: requests.ConnectionError) -> bool:
-    """True when the failure happened while connecting, so the request never left."""
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    reason = getattr(err.args[0], "reason", None) if err.args else None
-    return isinstance(reason, NewConnectionError | NameResolutionError | ConnectTimeoutError)
+# HTTPAdapter.send as requests ships it: when a test library (``responses``) has patched it,
+# the client's own session goes through the patched method instead of straight to urllib3.
+_ADAPTER_SEND = HTTPAdapter.send
 
 
 def _retry_after(value: str | None) -> int | None:
@@ -234,6 +234,8 @@ class TextFlowClient:
                 f"The TextFlow base URL {self.base_url!r} is not a valid URL."
             ) from err
         self._url_root = (root.url or self.base_url).rstrip("/")
+        self._pool: Any = None  # the urllib3 pool of the own session's adapter, once used
+        self._pool_timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
         self.breaker = breaker
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -414,10 +416,11 @@ class TextFlowClient:
         breaker.success()
         return body
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> requests.Response:
-        """Send one request (no redirects followed) and return the unread, streamed answer.
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+        """Send one request (no redirects followed); return urllib3's unread response.
 
-        Raises what requests raises (``requests.RequestException`` subclasses)."""
+        Raises the transport's errors (requests' or urllib3's, or ``OSError``):
+        :meth:`_transport_error` classifies them."""
         session = self.session
         if not self._own_session:
             return session.request(
@@ -428,7 +431,7 @@ class TextFlowClient:
                 timeout=self.timeout,
                 stream=True,
                 allow_redirects=False,
-            )
+            ).raw
         prepared = requests.PreparedRequest()
         prepared.method = method
         prepared.url = self._url_root + path
@@ -443,48 +446,85 @@ class TextFlowClient:
         prepared.headers = headers  # type: ignore[assignment]  # str | bytes, as requests sends
         prepared.body = body
         prepared.hooks = {"response": []}
-        return session.get_adapter(prepared.url).send(
-            prepared,
-            stream=True,
-            timeout=self.timeout,
-            verify=True if session.verify is None else session.verify,
-            cert=session.cert,
-            proxies=session.proxies,
+        adapter = session.get_adapter(prepared.url)
+        verify = True if session.verify is None else session.verify
+        if (
+            type(adapter) is not HTTPAdapter
+            or HTTPAdapter.send is not _ADAPTER_SEND
+            or requests.utils.select_proxy(prepared.url, session.proxies)
+        ):
+            return adapter.send(
+                prepared,
+                stream=True,
+                timeout=self.timeout,
+                verify=verify,
+                cert=session.cert,
+                proxies=session.proxies,
+            ).raw
+        pool = self._pool
+        if pool is None or pool.pool is None:  # first use, or closed by close()
+            # The pool requests would pick, built with the session's TLS settings.
+            pool = self._pool = adapter.get_connection_with_tls_context(
+                prepared, verify, cert=session.cert
+            )
+        # What HTTPAdapter.send passes, minus what it recomputes on every call.
+        return pool.urlopen(
+            method=method,
+            url=prepared.path_url,
+            body=body,
+            headers=headers,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=False,
+            decode_content=False,
+            retries=adapter.max_retries,
+            timeout=self._pool_timeout,
+            chunked=False,
+        )
+
+    def _transport_error(self, err: BaseException, path: str) -> TextFlowError:
+        """The ``TextFlowError`` for a failure of the transport, requests' or urllib3's.
+
+        ``maybe_sent`` is False only when the failure happened while connecting, before the
+        request could leave (refused, unresolvable, connect timeout); anything later may
+        have reached TextFlow.
+        """
+        cause: BaseException = err
+        if isinstance(err, requests.RequestException) and err.args:
+            inner = err.args[0]  # requests wraps urllib3's error
+            if isinstance(inner, BaseException):
+                cause = inner
+        if isinstance(cause, MaxRetryError) and cause.reason is not None:
+            cause = cause.reason
+        # NewConnectionError (and its NameResolutionError) subclass ConnectTimeoutError.
+        if isinstance(cause, NewConnectionError):
+            return TextFlowConnectionError("could not connect", path=path, maybe_sent=False)
+        no_answer = f"no answer within {self.timeout:g}s"
+        if isinstance(err, requests.ConnectTimeout) or isinstance(cause, ConnectTimeoutError):
+            return TextFlowTimeout(no_answer, path=path, maybe_sent=False)
+        if isinstance(err, requests.Timeout) or isinstance(cause, ReadTimeoutError | TimeoutError):
+            return TextFlowTimeout(no_answer, path=path, maybe_sent=True)
+        return TextFlowConnectionError(
+            "the connection broke before TextFlow answered", path=path, maybe_sent=True
         )
 
     def _call_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         try:
             response = self._send(method, path, payload)
-            content = self._read(response, deadline, path)
-        except requests.Timeout as err:
-            sent = not isinstance(err, requests.ConnectTimeout)
-            raise TextFlowTimeout(
-                f"no answer within {self.timeout:g}s", path=path, maybe_sent=sent
-            ) from err
-        except requests.ConnectionError as err:
-            if _sent_nothing(err):
-                raise TextFlowConnectionError(
-                    "could not connect", path=path, maybe_sent=False
-                ) from err
-            raise TextFlowConnectionError(
-                "the connection broke before TextFlow answered", path=path, maybe_sent=True
-            ) from err
-        except requests.RequestException as err:
-            raise TextFlowConnectionError(
-                f"request failed ({type(err).__name__})", path=path, maybe_sent=True
-            ) from err
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            raise self._transport_error(err, path) from err
+        content = self._read(response, deadline, path)
         return self._interpret(response, content, path)
 
-    def _read(self, response: requests.Response, deadline: float, path: str) -> bytes:
+    def _read(self, response: BaseHTTPResponse, deadline: float, path: str) -> bytes:
         """Read the body, giving up at the deadline or past ``MAX_RESPONSE_BYTES``.
 
         ``read1`` returns whatever has arrived, and the socket's timeout is cut to the time
         left before each read, so a server trickling its answer byte by byte is stopped at
         the deadline rather than after its last byte.
         """
-        raw = response.raw
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        sock = getattr(getattr(response, "connection", None), "sock", None)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -493,12 +533,12 @@ class TextFlowClient:
                 if left <= 0:
                     raise TextFlowTimeout(
                         f"the answer did not arrive within {self.timeout:g}s",
-                        status=response.status_code,
+                        status=response.status,
                         path=path,
                     )
                 if sock is not None:
                     sock.settimeout(left)
-                chunk = raw.read1(16384, decode_content=True)
+                chunk = response.read1(16384, decode_content=True)
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -506,31 +546,31 @@ class TextFlowClient:
                 if size > MAX_RESPONSE_BYTES:
                     raise TextFlowBadResponse(
                         "the answer is too large to be TextFlow's",
-                        status=response.status_code,
+                        status=response.status,
                         path=path,
                     )
         except TextFlowError:
-            response.close()
+            _discard(response)
             raise
         except ReadTimeoutError as err:
-            response.close()
+            _discard(response)
             raise TextFlowTimeout(
                 f"the answer did not arrive within {self.timeout:g}s",
-                status=response.status_code,
+                status=response.status,
                 path=path,
             ) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            response.close()
+            _discard(response)
             raise TextFlowConnectionError(
                 "the connection broke while TextFlow answered",
-                status=response.status_code,
+                status=response.status,
                 path=path,
                 maybe_sent=True,
             ) from err
         return b"".join(chunks)
 
-    def _interpret(self, response: requests.Response, content: bytes, path: str) -> dict[str, Any]:
-        status = response.status_code
+    def _interpret(self, response: BaseHTTPResponse, content: bytes, path: str) -> dict[str, Any]:
+        status = response.status
         body = self._json(content)
         message = self._message(body, status)
         if body is not None and status < 400 and body.get("ok") is not False:
@@ -579,6 +619,13 @@ class TextFlowClient:
             text = "TextFlow's answer is not JSON"
         # Defence in depth: never let a server that echoes the key put it in our errors.
         return text.replace(self._api_key, "[redacted]")[:500]
+
+
+def _discard(response: BaseHTTPResponse) -> None:
+    """Close a half-read answer and give its (now closed) connection back to the pool, as
+    requests' ``Response.close()`` does: the pool opens a fresh one next time."""
+    response.close()
+    response.release_conn()
 
 
 def _data(body: dict[str, Any]) -> dict[str, Any]:
