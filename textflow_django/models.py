@@ -29,7 +29,8 @@ class PhoneVerification(models.Model):
         TEXTFLOW = "textflow", _("TextFlow holds the code")
         LOCAL = "local", _("this site holds a hash of the code")
 
-    phone_number = PhoneNumberField(_("phone number"), db_index=True)
+    # Indexed by the (phone_number, status) index below, which serves lookups by number too.
+    phone_number = PhoneNumberField(_("phone number"))
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
     )
