@@ -24,7 +24,7 @@ def emulator_process(
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        if "http://" not in line:
+        if "http://" not in line and "https://" not in line:
             raise RuntimeError(f"emulator did not start: {line!r}")
         if started is not None:
             started(proc.pid)

@@ -35,10 +35,12 @@ Full mode also runs verify-code on that site, for information (not gated).
 Targets (full mode): send-code >= 0.9x the naive rate and >= 12% of the hello rate, with zero
 errors and p99 < 100 ms; zero errors everywhere, the slow send-code runs included. ``--short``
 (CI) runs each endpoint for 3 s and the sized slow run only, and checks only for zero errors.
-Exit code 0 when every check passes, 1 otherwise. Needs wrk and redis-server (Debian) and
-gunicorn (the ``bench`` extra); ``--profile DIR`` also needs py-spy.
+``--tls`` serves TextFlow over HTTPS, as the real one is (the targets stay those measured
+over plain HTTP: the default run). Exit code 0 when every check passes, 1 otherwise. Needs
+wrk and redis-server (Debian) and gunicorn (the ``bench`` extra); ``--profile DIR`` also
+needs py-spy.
 
-    python bench/load.py [--duration 20] [--workers 4] [--threads 1] [--profile DIR]
+    python bench/load.py [--duration 20] [--workers 4] [--threads 1] [--tls] [--profile DIR]
     python bench/load.py --short
 """
 
@@ -223,8 +225,27 @@ def redis_server(tmp: Path) -> Iterator[str]:
         stop(proc)
 
 
-def site_env(db: Path, redis_url: str, emulator_url: str, settings: str) -> dict[str, str]:
+def tls_files(tmp: Path) -> tuple[list[str], Path]:
+    """A throw-away CA and a certificate for 127.0.0.1: the emulator's arguments to serve
+    HTTPS with it, and the CA bundle for the site to trust."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, bundle = tmp / "tls-cert.pem", tmp / "tls-key.pem", tmp / "tls-ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    return ["--certfile", str(chain), "--keyfile", str(key)], bundle
+
+
+def site_env(
+    db: Path, redis_url: str, emulator_url: str, settings: str, ca_bundle: Path | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
+    if ca_bundle is not None:
+        # Read by requests (the naive view) and by the app's client, when it is made.
+        env["REQUESTS_CA_BUNDLE"] = str(ca_bundle)
     paths = [str(ROOT), str(ROOT / "example_project"), env.get("PYTHONPATH", "")]
     env.update(
         DJANGO_SETTINGS_MODULE=settings,
@@ -433,6 +454,12 @@ def main() -> int:
     )
     parser.add_argument("--no-slow", action="store_true", help="skip the slow-TextFlow runs")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TextFlow over HTTPS, as the real one (a throw-away CA from trustme): the naive "
+        "view then pays a TLS handshake per request, the app's pooled client does not",
+    )
+    parser.add_argument(
         "--settings",
         default="bench.loadsite.settings",
         help="the site's settings module (to try a change; default bench.loadsite.settings)",
@@ -469,8 +496,12 @@ def main() -> int:
         db = tmp / "load.sqlite3"
         redis_url = stack.enter_context(redis_server(tmp))
         emu_args = ["--credits", "1e15", "--no-record-messages", "--no-record-requests"]
+        ca_bundle = None
+        if args.tls:
+            tls_args, ca_bundle = tls_files(tmp)
+            emu_args += tls_args
         emulator_url = stack.enter_context(emulator(*emu_args))
-        env = site_env(db, redis_url, emulator_url, args.settings)
+        env = site_env(db, redis_url, emulator_url, args.settings, ca_bundle)
         migrate(env)
         with gunicorn(env, args.workers, args.threads, conns, tmp / "gunicorn.log") as url:
             for mode in ("hello", "naive", "send"):  # imports, metadata, connection pools
@@ -499,7 +530,7 @@ def main() -> int:
             runs = []
         if runs:
             slow_url = stack.enter_context(emulator(*emu_args, "--delay", str(SLOW_DELAY)))
-            slow_env = site_env(db, redis_url, slow_url, args.settings)
+            slow_env = site_env(db, redis_url, slow_url, args.settings, ca_bundle)
         for threads in runs:
             # Every worker holds threads + 1 connections, so every thread always has work.
             log = tmp / f"gunicorn-slow-{threads}.log"
@@ -518,7 +549,8 @@ def main() -> int:
     print(
         f"bench/load.py [{mode_name}]: gunicorn {args.workers} gthread workers x {args.threads} "
         f"thread(s), wrk {connections} keep-alive connections, {duration:.0f} s per endpoint"
-        f"{f' x {rounds} alternating rounds (median)' if rounds > 1 else ''}; TextFlow emulator, "
+        f"{f' x {rounds} alternating rounds (median)' if rounds > 1 else ''}; TextFlow emulator"
+        f"{' over HTTPS' if args.tls else ''}, "
         f"Redis and SQLite (WAL) on loopback; {os.cpu_count()} cores for everything"
     )
     print(row("hello (bare DRF view)", hello))

@@ -713,3 +713,45 @@ def test_main_subprocess_serves_and_exits_cleanly_on_sigterm() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_main_serves_https_with_certfile_and_keyfile(tmp_path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "textflow_django.testing", "--port", "0",
+         "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "the emulator printed nothing within 10 s"
+        line = proc.stdout.readline().decode()
+        match = re.fullmatch(
+            r"TextFlow emulator listening on (https://127\.0\.0\.1:\d+/api)\n", line
+        )
+        assert match, line
+        url = match.group(1)
+        r = requests.post(
+            url + "/send-sms", json=SMS, headers=AUTH, timeout=5, verify=str(tmp_path / "ca.pem")
+        )
+        assert r.status_code == 200 and r.json()["data"]["to"] == NUMBER
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.post(url + "/send-sms", json=SMS, headers=AUTH, timeout=5, verify=True)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_main_refuses_a_keyfile_without_certfile(tmp_path, capsys) -> None:
+    from textflow_django.testing.__main__ import main
+
+    assert main(["--port", "0", "--keyfile", str(tmp_path / "key.pem")]) == 1
+    assert "--keyfile needs --certfile" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Run the TextFlow emulator as a process: ``python -m textflow_django.testing``.
 
-Prints exactly one line, ``TextFlow emulator listening on http://HOST:PORT/api``, once the
-port is bound (so a parent process can read the URL, ``--port 0`` included), then serves
+Prints exactly one line, ``TextFlow emulator listening on http://HOST:PORT/api`` (``https``
+with ``--certfile``), once the port is bound (so a parent process can read the URL, ``--port 0`` included), then serves
 until SIGINT or SIGTERM and exits 0. The API key is never printed: pass ``--api-key`` or
 use the built-in ``EMULATOR_API_KEY``. Exits 1 if the address cannot be bound.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -57,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="count requests but do not keep them (for long benchmarks)",
     )
+    parser.add_argument(
+        "--certfile",
+        help="serve HTTPS with this PEM certificate chain (and --keyfile, unless it holds the key)",
+    )
+    parser.add_argument("--keyfile", help="the PEM private key of --certfile")
     return parser
 
 
@@ -73,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     try:
+        context = None
+        if args.certfile:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.certfile, args.keyfile)
+        elif args.keyfile:
+            raise ValueError("--keyfile needs --certfile")
         emulator = TextFlowEmulator(
             host=args.host,
             port=args.port,
@@ -83,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             price=args.price,
             record_messages=not args.no_record_messages,
             record_requests=not args.no_record_requests,
+            ssl_context=context,
         ).start()
     except (OSError, ValueError) as exc:
         print(f"textflow emulator: {exc}", file=sys.stderr)
