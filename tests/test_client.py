@@ -642,3 +642,23 @@ def test_https_with_an_untrusted_certificate_sends_nothing(tls_emulator, monkeyp
     assert "certificate" in repr(info.value.__cause__).lower()
     assert_no_secret(info.value)
     assert emulator.calls("/send-sms") == []  # verification is on: the request never left
+
+
+def test_tls_settings_changed_on_the_session_take_effect(tls_emulator, monkeypatch):
+    emulator, bundle = tls_emulator
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=emulator.url, timeout=5)
+    with pytest.raises(TextFlowConnectionError):
+        client.send_sms(NUMBER, "Hi")
+    client.session.verify = bundle  # the pool made for the old settings is not reused
+    assert client.send_sms(NUMBER, "Hi").to == NUMBER
+    assert len(emulator.calls("/send-sms")) == 1
+
+
+def test_a_closed_client_reconnects_on_its_next_call(tf_client, textflow_emulator):
+    tf_client.send_sms(NUMBER, "one")
+    tf_client.close()
+    tf_client.send_sms(NUMBER, "two")
+    assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == ["one", "two"]
+    assert textflow_emulator.connection_count == 2

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import requests
 import urllib3
@@ -234,7 +234,10 @@ class TextFlowClient:
                 f"The TextFlow base URL {self.base_url!r} is not a valid URL."
             ) from err
         self._url_root = (root.url or self.base_url).rstrip("/")
-        self._pool: Any = None  # the urllib3 pool of the own session's adapter, once used
+        self._path_root = root.path_url.rstrip("/")
+        # The own session's urllib3 pool, once used, and the TLS settings it was made for.
+        self._pool: Any = None
+        self._pool_tls: tuple[Any, Any] = (None, None)
         self._pool_timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
         self.breaker = breaker
         self._headers = {
@@ -275,7 +278,11 @@ class TextFlowClient:
         return session
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections (a later call opens a new one)."""
+        # urllib3 2 drops a cleared PoolManager's pools without closing them: close ours.
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         self.session.close()
 
     def __enter__(self) -> TextFlowClient:
@@ -416,14 +423,14 @@ class TextFlowClient:
         breaker.success()
         return body
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> BaseHTTPResponse:
         """Send one request (no redirects followed); return urllib3's unread response.
 
         Raises the transport's errors (requests' or urllib3's, or ``OSError``):
         :meth:`_transport_error` classifies them."""
         session = self.session
         if not self._own_session:
-            return session.request(
+            raw: BaseHTTPResponse = session.request(
                 method,
                 self.base_url + path,
                 json=payload,
@@ -432,9 +439,8 @@ class TextFlowClient:
                 stream=True,
                 allow_redirects=False,
             ).raw
-        prepared = requests.PreparedRequest()
-        prepared.method = method
-        prepared.url = self._url_root + path
+            return raw
+        url = self._url_root + path
         headers = CaseInsensitiveDict(session.headers)
         headers.update(self._headers)
         body = None
@@ -443,44 +449,52 @@ class TextFlowClient:
             body = json.dumps(payload, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
             headers["Content-Length"] = str(len(body))
-        prepared.headers = headers  # type: ignore[assignment]  # str | bytes, as requests sends
-        prepared.body = body
-        prepared.hooks = {"response": []}
-        adapter = session.get_adapter(prepared.url)
+        adapter = session.get_adapter(url)
         verify = True if session.verify is None else session.verify
-        if (
-            type(adapter) is not HTTPAdapter
-            or HTTPAdapter.send is not _ADAPTER_SEND
-            or requests.utils.select_proxy(prepared.url, session.proxies)
-        ):
-            return adapter.send(
-                prepared,
-                stream=True,
-                timeout=self.timeout,
-                verify=verify,
-                cert=session.cert,
-                proxies=session.proxies,
-            ).raw
-        pool = self._pool
-        if pool is None or pool.pool is None:  # first use, or closed by close()
-            # The pool requests would pick, built with the session's TLS settings.
-            pool = self._pool = adapter.get_connection_with_tls_context(
+        direct = (
+            type(adapter) is HTTPAdapter
+            and HTTPAdapter.send is _ADAPTER_SEND
+            and not (session.proxies and requests.utils.select_proxy(url, session.proxies))
+        )
+        tls = (verify, session.cert)
+        if not direct or self._pool is None or self._pool_tls != tls:
+            prepared = requests.PreparedRequest()
+            prepared.method = method
+            prepared.url = url
+            prepared.headers = headers  # type: ignore[assignment]  # str | bytes, as requests
+            prepared.body = body
+            prepared.hooks = {"response": []}
+            if not direct:
+                raw = adapter.send(
+                    prepared,
+                    stream=True,
+                    timeout=self.timeout,
+                    verify=verify,
+                    cert=session.cert,
+                    proxies=session.proxies,
+                ).raw
+                return raw
+            # The pool requests would pick, built with the session's TLS settings; kept
+            # until those change or close().
+            self._pool = cast(HTTPAdapter, adapter).get_connection_with_tls_context(
                 prepared, verify, cert=session.cert
             )
+            self._pool_tls = tls
         # What HTTPAdapter.send passes, minus what it recomputes on every call.
-        return pool.urlopen(
+        response: BaseHTTPResponse = self._pool.urlopen(
             method=method,
-            url=prepared.path_url,
+            url=self._path_root + path,
             body=body,
             headers=headers,
             redirect=False,
             assert_same_host=False,
             preload_content=False,
             decode_content=False,
-            retries=adapter.max_retries,
+            retries=cast(HTTPAdapter, adapter).max_retries,
             timeout=self._pool_timeout,
             chunked=False,
         )
+        return response
 
     def _transport_error(self, err: BaseException, path: str) -> TextFlowError:
         """The ``TextFlowError`` for a failure of the transport, requests' or urllib3's.
