@@ -2,8 +2,9 @@
 
 Prints exactly one line, ``TextFlow emulator listening on http://HOST:PORT/api`` (``https``
 with ``--certfile``), once the port is bound (so a parent process can read the URL,
-``--port 0`` included), then serves until SIGINT or SIGTERM and exits 0. The API key is never printed: pass ``--api-key`` or
-use the built-in ``EMULATOR_API_KEY``. Exits 1 if the address cannot be bound.
+``--port 0`` included), then serves until SIGINT or SIGTERM and exits 0. The API key is
+never printed: pass ``--api-key`` or use the built-in ``EMULATOR_API_KEY``. Exits 1 if the
+address cannot be bound.
 """
 
 from __future__ import annotations
