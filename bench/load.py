@@ -436,7 +436,10 @@ def main() -> int:
     parser.add_argument("--short", action="store_true", help="CI mode: brief runs, errors only")
     parser.add_argument("--duration", type=float, default=None, help="seconds per measurement")
     parser.add_argument(
-        "--rounds", type=int, default=None, help="alternating rounds, median kept (default 3)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="alternating rounds, median kept (default 5: the machine is shared and noisy)",
     )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
@@ -475,7 +478,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("bench/load.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    rounds = args.rounds or (1 if args.short else 3)
+    rounds = args.rounds or (1 if args.short else 5)
     duration = args.duration or (3.0 if args.short else 7.0)
     warmup = 1.0 if args.short else 3.0
     conns = args.conns or 2 * args.threads
