@@ -683,6 +683,19 @@ def test_url_needs_a_port() -> None:
     assert TextFlowEmulator(port=8765).url == "http://127.0.0.1:8765/api"
 
 
+def _listening_url(proc: subprocess.Popen[bytes], scheme: str) -> str:
+    """The URL from the one line ``python -m textflow_django.testing`` prints on start."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 10)
+    assert ready, "the emulator printed nothing within 10 s"
+    line = proc.stdout.readline().decode()
+    match = re.fullmatch(
+        rf"TextFlow emulator listening on ({scheme}://127\.0\.0\.1:\d+/api)\n", line
+    )
+    assert match, line
+    return match.group(1)
+
+
 def test_main_subprocess_serves_and_exits_cleanly_on_sigterm() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "0"}
     proc = subprocess.Popen(
@@ -692,20 +705,12 @@ def test_main_subprocess_serves_and_exits_cleanly_on_sigterm() -> None:
         env=env,
     )
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
-        assert ready, "the emulator printed nothing within 10 s"
-        line = proc.stdout.readline().decode()
-        match = re.fullmatch(
-            r"TextFlow emulator listening on (http://127\.0\.0\.1:\d+/api)\n", line
-        )
-        assert match, line
-        url = match.group(1)
+        url = _listening_url(proc, "http")
         r = requests.post(url + "/send-sms", json=SMS, headers=AUTH, timeout=5)
         assert r.status_code == 200 and r.json()["data"]["to"] == NUMBER
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        assert proc.stdout.read() == b""  # exactly one line
+        assert proc.stdout is not None and proc.stdout.read() == b""  # exactly one line
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -729,15 +734,7 @@ def test_main_serves_https_with_certfile_and_keyfile(tmp_path) -> None:
         stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
-        assert ready, "the emulator printed nothing within 10 s"
-        line = proc.stdout.readline().decode()
-        match = re.fullmatch(
-            r"TextFlow emulator listening on (https://127\.0\.0\.1:\d+/api)\n", line
-        )
-        assert match, line
-        url = match.group(1)
+        url = _listening_url(proc, "https")
         r = requests.post(
             url + "/send-sms", json=SMS, headers=AUTH, timeout=5, verify=str(tmp_path / "ca.pem")
         )
