@@ -155,6 +155,12 @@ class _OneByOne:
             store.hit(key, rate)
 
 
+def _wait_if_reached(count: int | str | bytes | None, rate: Rate, left: int) -> int | None:
+    """What ``peek`` answers for a counter at ``count`` (None or a stored value): the
+    seconds left in its window once the limit is reached, else None."""
+    return left if int(count or 0) >= rate.limit else None
+
+
 def _window(rate: Rate, now: float) -> tuple[int, int]:
     """(window index, seconds left in it) for ``now``."""
     index = int(now // rate.window)
@@ -208,7 +214,7 @@ class CacheStore(_OneByOne):
     def peek(self, key: str, rate: Rate) -> int | None:
         index, left = _window(rate, time.time())
         count = self.cache.get(self._key(key, rate, index), 0)
-        return left if int(count) >= rate.limit else None
+        return _wait_if_reached(count, rate, left)
 
 
 class DatabaseStore(_OneByOne):
@@ -287,7 +293,7 @@ class DatabaseStore(_OneByOne):
             .values_list("count", flat=True)
             .first()
         )
-        return left if (count or 0) >= rate.limit else None
+        return _wait_if_reached(count, rate, left)
 
 
 # One round trip for a whole send: the cooldown and every cap, all or nothing. KEYS: the
@@ -407,9 +413,9 @@ class RedisCacheStore(CacheStore):
         counts = self._redis().client.mget([key for key, _rate, _left in caps])
         # Values as RedisCache stores them: plain integers for counters.
         waits = [
-            left
+            wait
             for (_key, rate, left), count in zip(caps, counts, strict=True)
-            if int(count or 0) >= rate.limit
+            if (wait := _wait_if_reached(count, rate, left)) is not None
         ]
         return max(waits) if waits else None
 

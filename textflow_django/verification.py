@@ -19,6 +19,7 @@ Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subcla
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import ipaddress
 import logging
@@ -196,7 +197,9 @@ def _caps(
     ]
 
 
-def _send_limits(number: str, ip: str | None) -> tuple[tuple[str, int] | None, list[Any]]:
+def _send_limits(
+    number: str, ip: str | None
+) -> tuple[tuple[str, int] | None, list[tuple[str, Rate]]]:
     """The cooldown claim and the cap hits one send must take."""
     cooldown = conf.RESEND_COOLDOWN
     claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
@@ -289,17 +292,11 @@ def _supersede_older(verification: PhoneVerification) -> None:
     either way.
     """
     # The database the new row went to (a router may pick it per instance).
-    connection = connections[verification._state.db or router.db_for_write(PhoneVerification)]
-    qn = connection.ops.quote_name
-    meta = PhoneVerification._meta
-    table, pk = qn(meta.db_table), qn(str(meta.pk.column))
-    status = qn(str(meta.get_field("status").column))
-    number = qn(str(meta.get_field("phone_number").column))
+    alias = verification._state.db or router.db_for_write(PhoneVerification)
     Status = PhoneVerification.Status
-    with connection.cursor() as cursor:
+    with connections[alias].cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {status} = %s "  # noqa: S608 - names from the model, quoted
-            f"WHERE {number} = %s AND {status} IN (%s, %s) AND {pk} < %s",
+            _supersede_sql(alias),
             [
                 Status.SUPERSEDED,
                 verification.phone_number,
@@ -308,6 +305,20 @@ def _supersede_older(verification: PhoneVerification) -> None:
                 verification.pk,
             ],
         )
+
+
+@functools.cache
+def _supersede_sql(alias: str) -> str:
+    """The supersede UPDATE for one database, built once (names from the model, quoted)."""
+    qn = connections[alias].ops.quote_name
+    meta = PhoneVerification._meta
+    table, pk = qn(meta.db_table), qn(str(meta.pk.column))
+    status = qn(str(meta.get_field("status").column))
+    number = qn(str(meta.get_field("phone_number").column))
+    return (
+        f"UPDATE {table} SET {status} = %s "  # noqa: S608 - names from the model, quoted
+        f"WHERE {number} = %s AND {status} IN (%s, %s) AND {pk} < %s"
+    )
 
 
 # -- checking ------------------------------------------------------------------------------
