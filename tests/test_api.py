@@ -289,3 +289,85 @@ def test_openapi_schema_describes_both_endpoints(settings):
     assert {"200", "400", "429", "502", "503"} <= set(verify["responses"])
     text = json.dumps(schema)
     assert "phone_number" in text and "token" in text
+
+
+# -- a rate-limit store that fails fails closed ----------------------------------------------
+
+
+class BrokenCache:
+    """A Django cache whose every call fails, as a cache server that went away would."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self, **kwargs: object) -> None:  # Django closes caches between requests
+        pass
+
+    def __getattr__(self, name: str):
+        def fail(*args: object, **kwargs: object):
+            raise ConnectionError("cache server went away")
+
+        return fail
+
+
+@pytest.fixture(params=["dead-redis", "broken-cache"])
+def failing_store(request, settings):
+    """RATELIMIT_STORE = "cache" on a cache that cannot answer: a Redis on a port nobody
+    listens on (the RedisCacheStore path), or any other cache raising (the CacheStore path)."""
+    if request.param == "dead-redis":
+        cache = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    else:
+        cache = {"BACKEND": f"{__name__}.BrokenCache"}
+    settings.CACHES = {**settings.CACHES, "limits": cache}
+    tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="limits")
+    return request.param
+
+
+def test_send_code_fails_closed_when_the_limit_store_is_down(
+    api, sms_outbox, failing_store, caplog
+):
+    response = api.post(SEND, {"phone_number": NUMBER}, format="json")
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "service_unavailable"
+    assert response["Retry-After"] == "10"
+    assert sms_outbox == []  # no SMS without its limits
+    assert not verification.PhoneVerification.objects.exists()
+    [record] = [r for r in caplog.records if "rate-limit store failed" in r.getMessage()]
+    assert record.levelname == "ERROR"
+
+
+def test_verify_code_fails_closed_when_the_limit_store_is_down(
+    api, sms_outbox, settings, failing_store
+):
+    tf(settings, RATELIMIT_STORE="database")  # the code goes out while the store works
+    assert api.post(SEND, {"phone_number": NUMBER}, format="json").status_code == 200
+    code = sms_outbox[-1].code
+    tf(settings, RATELIMIT_STORE="cache")  # then the store goes down
+    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "service_unavailable"
+    row = verification.PhoneVerification.objects.get()
+    assert (row.status, row.attempts) == ("pending", 0)  # nothing checked, nothing spent
+    tf(settings, RATELIMIT_STORE="database")  # back: the same code still verifies
+    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    assert response.status_code == 200, response.content
+
+
+def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
+    api, settings, textflow_live, monkeypatch
+):
+    """The refund after a failed send cannot reach the store: the answer is still TextFlow's
+    failure (logged), not a 500."""
+    from textflow_django import ratelimit
+
+    def give_back_fails(self, claim, hits):
+        raise ConnectionError("cache server went away")
+
+    monkeypatch.setattr(ratelimit.DatabaseStore, "give_back", give_back_fails)
+    textflow_live.fault("status", path="/send-code", status=500)
+    response = api.post(SEND, {"phone_number": NUMBER}, format="json")
+    assert response.status_code == 502, response.content
+    assert response.json()["code"] == "sms_provider_error"

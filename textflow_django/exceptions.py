@@ -27,6 +27,7 @@ __all__ = [
     "InsufficientBalance",
     "InvalidCode",
     "InvalidToken",
+    "LimitsUnavailable",
     "RateLimited",
     "ResendTooSoon",
     "SMSProviderError",
@@ -257,6 +258,21 @@ class SMSProviderUnavailable(VerificationError):
     code = "sms_provider_unavailable"
     status_code = 503
     default_message: StrOrPromise = _("The SMS service is unavailable. Try again in a moment.")
+
+
+class LimitsUnavailable(VerificationError):
+    """The rate-limit store (``RATELIMIT_STORE``: its cache or database) failed, so the
+    cooldown and caps cannot be checked. The service fails closed: it refuses rather than send
+    an SMS or check a code without its limits (HTTP 503); the user can retry in a moment."""
+
+    code = "service_unavailable"
+    status_code = 503
+    default_message: StrOrPromise = _("The service is unavailable. Try again in a moment.")
+
+    def __init__(
+        self, message: StrOrPromise | None = None, *, retry_after: int | None = 10
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class InvalidToken(VerificationError):

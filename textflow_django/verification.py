@@ -18,6 +18,7 @@ Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subcla
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hmac
@@ -25,7 +26,7 @@ import ipaddress
 import logging
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ from .exceptions import (
     InvalidCode,
     InvalidPhoneNumber,
     InvalidToken,
+    LimitsUnavailable,
     RateLimited,
     ResendTooSoon,
     SMSProviderError,
@@ -206,6 +208,24 @@ def _send_limits(
     return claim, _caps("send", conf.SEND_LIMITS, number, ip)
 
 
+@contextlib.contextmanager
+def _limits(undoing: bool = False) -> Iterator[None]:
+    """Calls to the rate-limit store: a store that fails (Redis or the database down) fails
+    closed, as ``LimitsUnavailable`` (503), rather than as a 500 or as no limit at all.
+
+    ``undoing``: the call gives back or records after the outcome is decided (a refund after
+    a failed send, a wrong code's hit); its failure is logged and the outcome stands."""
+    try:
+        yield
+    except VerificationError:
+        raise
+    except Exception as err:
+        # The type and message only: a store error names keys (numbers), never a code or key.
+        logger.error("textflow: the rate-limit store failed: %s: %s", type(err).__name__, err)
+        if not undoing:
+            raise LimitsUnavailable() from err
+
+
 def send_code(
     phone_number: object,
     *,
@@ -215,7 +235,8 @@ def send_code(
     """Send a verification code to ``phone_number``.
 
     Raises ``InvalidPhoneNumberError`` (a ``ValidationError``), ``CountryNotAllowed``,
-    ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError`` or ``SMSProviderUnavailable``.
+    ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError``, ``SMSProviderUnavailable`` or
+    ``LimitsUnavailable`` (the rate-limit store is down: nothing is sent).
     On any failure nothing is consumed: no verification, no cooldown, no cap.
     """
     number = _normalize(phone_number)
@@ -224,7 +245,8 @@ def send_code(
     store = get_store()
     claim, hits = _send_limits(number, ip)
     # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
-    refused = store.acquire(claim, hits)
+    with _limits():
+        refused = store.acquire(claim, hits)
     if refused is not None:
         if refused.kind == "claim":
             raise ResendTooSoon(retry_after=refused.retry_after)
@@ -232,7 +254,8 @@ def send_code(
     try:
         verification = _deliver(number, ip, user)
     except BaseException:
-        store.give_back(claim, hits)  # a failed send consumes no cooldown and no cap
+        with _limits(undoing=True):
+            store.give_back(claim, hits)  # a failed send consumes no cooldown and no cap
         raise
     signals.code_sent.send(
         sender=PhoneVerification,
@@ -351,15 +374,17 @@ def check_code(
     """Check ``code`` for ``phone_number``; on success return a :class:`Verified` with a token.
 
     Raises ``InvalidPhoneNumberError``, ``InvalidCode`` (with ``attempts_left``),
-    ``VerificationExpired``, ``TooManyAttempts``, ``RateLimited``, ``SMSProviderError`` or
-    ``SMSProviderUnavailable``. A TextFlow failure counts no attempt.
+    ``VerificationExpired``, ``TooManyAttempts``, ``RateLimited``, ``SMSProviderError``,
+    ``SMSProviderUnavailable`` or ``LimitsUnavailable`` (the rate-limit store is down: the
+    code is not checked). A TextFlow failure counts no attempt.
     """
     number = _normalize(phone_number)
     ip = client_ip(request)
     user = _user(request, user)
     store = get_store()
     caps = _caps("fail", conf.FAILED_CHECK_LIMITS, number, ip)
-    wait = store.peek_all(caps)  # one round trip on Redis
+    with _limits():
+        wait = store.peek_all(caps)  # one round trip on Redis
     if wait is not None:
         _failed("rate_limited", number, None, user, request)
         raise RateLimited(retry_after=wait)
@@ -446,7 +471,8 @@ def check_code(
             retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
         )
     assert verification is not None
-    store.hit_all(caps)
+    with _limits(undoing=True):
+        store.hit_all(caps)
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
 
 

@@ -154,7 +154,7 @@ class SendCodeView(TextFlowAPIView):
             400: "country_not_allowed",
             429: "resend_too_soon or rate_limited (with Retry-After)",
             502: "sms_provider_error",
-            503: "sms_provider_unavailable",
+            503: "sms_provider_unavailable or service_unavailable (with Retry-After)",
         },
     )
     def post(self, request: Request) -> Response:
@@ -183,7 +183,7 @@ class VerifyCodeView(TextFlowAPIView):
             400: "invalid_code or expired",
             429: "too_many_attempts or rate_limited (with Retry-After)",
             502: "sms_provider_error",
-            503: "sms_provider_unavailable",
+            503: "sms_provider_unavailable or service_unavailable (with Retry-After)",
         },
     )
     def post(self, request: Request) -> Response:

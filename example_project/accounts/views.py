@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 from textflow_django.conf import conf
 from textflow_django.exceptions import (
     InvalidToken,
+    LimitsUnavailable,
     RateLimited,
     ResendTooSoon,
     SMSProviderError,
@@ -72,6 +73,8 @@ def error_hint(error: VerificationError | None) -> str:
             "TextFlow, the SMS service, is not answering right now. Nothing was used up: "
             "try again in a moment."
         )
+    if isinstance(error, LimitsUnavailable):
+        return "Nothing was used up: try again in a moment."
     return ""
 
 
