@@ -27,6 +27,31 @@ def test_readme_shows_the_two_commands():
     assert "make demo" in README and "make test" in README
 
 
+def _top_level_sections() -> list[str]:
+    """The README's ``## `` headings, in order, skipping code blocks (``# settings.py``)."""
+    prose = re.sub(r"^```.*?^```", "", README, flags=re.M | re.S)
+    return re.findall(r"^## (.+)$", prose, flags=re.M)
+
+
+def test_readme_sections_come_in_the_order_a_newcomer_needs():
+    # The order issue 5 asks for. Other sections may sit between these (the API and forms
+    # right after the quick start, Development last), but these never swap.
+    wanted = [
+        "Quick start",
+        "Settings reference",
+        "Signals",
+        "Management commands",
+        "Testing your project",
+        "Security notes",
+        "Scaling bulk sending with workers",
+    ]
+    sections = _top_level_sections()
+    assert [s for s in sections if s in wanted] == wanted, sections
+    assert sections[0] == "Quick start", sections
+    opening = README.split("\n## ", 1)[0]
+    assert "make demo" in opening and "make test" in opening
+
+
 def test_the_five_line_client_example_runs(capsys):
     block = README.split("### The client on its own, in five lines", 1)[1]
     code = re.search(r"```python\n(.*?)```", block, flags=re.S).group(1)
