@@ -23,6 +23,19 @@ def test_documented_defaults_match_the_code():
         assert row.group(1) == repr(default).replace("'", '"'), key
 
 
+def test_documented_types_match_the_code():
+    # conf.py converts each simple value (int(), float(), str()): the README says the same.
+    from textflow_django.conf import Settings
+
+    simple = {"int": "`int`", "float": "`float`", "str": "`str`", "str | None": "`str` or `None`"}
+    for key in DEFAULTS:
+        returns = getattr(Settings, key).fget.__annotations__["return"]
+        if returns not in simple:
+            continue
+        row = re.search(rf"^\| `{key}` \| ([^|]+) \|", README, flags=re.M)
+        assert row and row.group(1).strip() == simple[returns], (key, returns)
+
+
 def test_readme_shows_the_two_commands():
     assert "make demo" in README and "make test" in README
 
