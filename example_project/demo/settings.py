@@ -25,6 +25,10 @@ DEBUG = True
 # The dev server listens on loopback only; a deployed site lists its real host names.
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
+# NUM_PROXIES (in TEXTFLOW below) stays 0, right for the dev server, which the browser reaches
+# directly. UNSAFE for production behind a reverse proxy: every client would then count as
+# the proxy's address and share one set of per-IP caps; a real site sets NUM_PROXIES.
+
 # UNSAFE for production as it stands: the dev server speaks plain http, so no HTTPS settings
 # (SECURE_SSL_REDIRECT, SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE, SECURE_HSTS_SECONDS) are
 # set. A real site sets all of them.
@@ -82,7 +86,8 @@ TEMPLATES = [
 ]
 
 # SQLite next to this file (git-ignored); DEMO_DATABASE points elsewhere (the browser test
-# uses a throw-away file). Fine for a demo; a production site uses PostgreSQL or similar.
+# uses a throw-away file). Fine for a demo; not for production, where SQLite's one writer at a
+# time serialises every send and check: a production site uses PostgreSQL or similar.
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -135,6 +140,8 @@ TEXTFLOW_API_KEY = os.environ.get("TEXTFLOW_API_KEY", "")
 
 #: True when the project talks to the bundled emulator rather than to TextFlow. The dev
 #: inbox (/dev/inbox/, which shows every code sent) exists only then.
+#: UNSAFE for production: True turns that page on, and a page showing the codes lets anyone
+#: verify any number. It follows the key, so a deployment with TEXTFLOW_API_KEY set is False.
 DEMO_USES_EMULATOR = not TEXTFLOW_API_KEY
 
 _TEXTFLOW_COMMON = {
@@ -151,9 +158,11 @@ if DEMO_USES_EMULATOR:
     TEXTFLOW = {
         # The real backend, client and HTTP path, pointed at the emulator `make demo` starts.
         "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
-        # The emulator's built-in key: public and worthless anywhere else.
+        # UNSAFE for production: the emulator's built-in key is public (it is in the
+        # package), and worthless against TextFlow anyway.
         "API_KEY": EMULATOR_API_KEY,
-        # Plain http, but only ever to loopback (system check textflow.W003 watches this).
+        # UNSAFE for production: plain http, so the key and every number travel unencrypted.
+        # Tolerable only to loopback (system check textflow.W003 warns about any other host).
         "BASE_URL": os.environ.get("TEXTFLOW_EMULATOR_URL", "http://127.0.0.1:8025/api"),
         **_TEXTFLOW_COMMON,
     }
@@ -163,6 +172,9 @@ else:
 #: Run a bulk job in a background thread so the staff page can show it progressing. A
 #: stand-in for a task queue: a real site hands jobs to workers (textflow_django.bulk has
 #: enqueue_job for that). The example's tests set it to False and send inline.
+#: UNSAFE for production: the thread dies with its web process (a deploy, a worker restart,
+#: a server timeout), stopping the job mid-way with a batch possibly left "uncertain", and
+#: nothing resumes it; every start also adds a thread to a process meant to serve requests.
 DEMO_BULK_IN_BACKGROUND = True
 
 LOGGING = {
