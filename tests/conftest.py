@@ -59,20 +59,30 @@ requires_redis = pytest.mark.skipif(
 
 
 @pytest.fixture
-def no_secrets_in_logs(caplog):  # type: ignore[no-untyped-def]
+def no_secrets_in_logs(request, caplog):  # type: ignore[no-untyped-def]
     """Capture every log record of the test (DEBUG and up, every logger) and fail if any
-    contains the API key or a verification code the test's SMS carried."""
+    contains the API key or a verification code the test's SMS carried, whether they went
+    out through the locmem backend or through the emulator (the real HTTP path)."""
     import logging
 
     from textflow_django.backends import locmem
 
+    # Set up before the test's own fixtures, so the emulator's records outlive the test.
+    emulator = (
+        request.getfixturevalue("textflow_emulator")
+        if "textflow_emulator" in request.fixturenames
+        else None
+    )
     caplog.set_level(logging.DEBUG)
     codes: set[str] = set()
     yield codes  # tests may add codes they know about
+    texts = [m.text for m in locmem.outbox]
+    texts += [m.text for m in emulator.messages] if emulator is not None else []
     codes.update(m.code for m in locmem.outbox if m.code)
-    # "local" mode sends its code inside a plain SMS: take the digits that end the text.
-    codes.update(found[0] for m in locmem.outbox if (found := re.findall(r"(\d{4,10})$", m.text)))
-    records = caplog.records
+    # A code SMS ends with its code (TextFlow's and "local" mode's texts alike).
+    codes.update(found[0] for text in texts if (found := re.findall(r"(\d{4,10})$", text)))
+    # Every phase's records: at teardown, caplog.records holds the teardown's alone.
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
     texts = []
     for record in records:
         texts.append(record.getMessage())

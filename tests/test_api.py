@@ -50,6 +50,8 @@ def test_end_to_end_against_the_emulator(settings, api, textflow_live, mode):
         path = "/send-code" if mode == "textflow" else "/send-sms"
         [call] = textflow_live.calls(path)
         assert call.json["phone_number"] == NUMBER
+        if mode == "textflow":  # CODE_TTL travels as TextFlow's "seconds"
+            assert (call.json["seconds"], call.json["service_name"]) == (600, "Acme")
         code = textflow_live.messages[-1].text.rsplit(" ", 1)[-1]
         assert textflow_live.messages[-1].text.startswith("Your verification code for Acme is: ")
 
@@ -371,3 +373,44 @@ def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
     response = api.post(SEND, {"phone_number": NUMBER}, format="json")
     assert response.status_code == 502, response.content
     assert response.json()["code"] == "sms_provider_error"
+
+
+# -- JSON in and out; no request transaction ---------------------------------------------------
+
+
+def test_json_only(api, sms_outbox):
+    """Only JSON bodies are read (a cross-site HTML form cannot post here), only JSON is
+    answered, and a code must be a JSON string: a number cannot carry leading zeros."""
+    response = api.post(SEND, {"phone_number": NUMBER}, format="multipart")
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    response = api.post(
+        SEND, "phone_number=%2B12025550143", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 415
+    assert sms_outbox == []
+    response = api.post(SEND, {"phone_number": NUMBER}, format="json", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    response = api.post(VERIFY, {"phone_number": NUMBER, "code": 123456}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["code"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wrong_codes_count_under_atomic_requests(api, sms_outbox, monkeypatch):
+    """With ATOMIC_REQUESTS, an error answer rolls the request's transaction back: the views
+    run outside it, or every wrong guess would be undone and free."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "ATOMIC_REQUESTS", True)
+    assert api.post(SEND, {"phone_number": NUMBER}, format="json").status_code == 200
+    code = sms_outbox[-1].code
+    wrong = "0000" if code != "0000" else "1111"
+    for left in (4, 3, 2, 1, 0):
+        response = api.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
+        assert (response.status_code, response.json()["attempts_left"]) == (400, left)
+    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    assert (response.status_code, response.json()["code"]) == (429, "too_many_attempts")
+    row = verification.PhoneVerification.objects.get()
+    assert (row.status, row.attempts) == ("locked", 5)

@@ -32,7 +32,7 @@ from textflow_django.exceptions import (
 from textflow_django.forms import SendCodeForm, VerifyCodeForm
 from textflow_django.models import PhoneVerification
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_secrets_in_logs")]
 
 NUMBER = "+12025550143"
 OTHER = "+447400123456"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.test import RequestFactory
 from django.utils import timezone
 
@@ -74,17 +75,27 @@ def record():
         rec.close()
 
 
-@pytest.fixture(params=["database", pytest.param("redis", marks=requires_redis)])
+@pytest.fixture(
+    params=[
+        ("database", "textflow"),
+        ("database", "local"),
+        pytest.param(("redis", "textflow"), marks=requires_redis),
+        pytest.param(("redis", "local"), marks=requires_redis),
+    ],
+    ids="-".join,
+)
 def limit_store(request, settings):
-    """Run a limit test against each shared store: the database, and Redis (CI has one)."""
-    if request.param == "redis":
+    """Run a limit test against each shared store (the database, and Redis: CI has one), in
+    each VERIFY_MODE: every rule holds whoever holds the code."""
+    store, mode = request.param
+    if store == "redis":
         from django.core.cache import caches
 
         caches["redis"].clear()
-        tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis")
+        tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis", VERIFY_MODE=mode)
     else:
-        tf(settings, RATELIMIT_STORE="database")
-    return request.param
+        tf(settings, RATELIMIT_STORE="database", VERIFY_MODE=mode)
+    return store
 
 
 def last_code() -> str:
@@ -282,6 +293,31 @@ def test_num_proxies_reads_the_proxy_appended_address(settings):
     assert verification.client_ip(None) is None
 
 
+def test_a_malformed_forwarded_address_falls_back_to_remote_addr(settings):
+    tf(settings, NUM_PROXIES=1)
+    assert verification.client_ip(request_from(ip="10.0.0.1", xff="junk")) == "10.0.0.1"
+    assert verification.client_ip(request_from(ip="10.0.0.1", xff="1.1.1.1, junk")) == "10.0.0.1"
+    # An IPv4-mapped IPv6 address is its IPv4 address (one client, one count).
+    assert verification.client_ip(request_from(ip="::ffff:198.51.100.5")) == "198.51.100.5"
+
+
+def test_the_ip_caps_count_an_ipv6_client_by_its_64(settings, limit_store):
+    """A client can rotate through its /64's addresses at will: they share one count."""
+    tf(settings, SEND_LIMITS={"ip": ["2/h"]})
+    verification.send_code(NUMBER, request=request_from(ip="2001:db8:1:2::1"))
+    verification.send_code(OTHER, request=request_from(ip="2001:db8:1:2:ffff::9"))
+    with pytest.raises(RateLimited):
+        verification.send_code("+12025550145", request=request_from(ip="2001:db8:1:2::abcd"))
+    # Another /64 is another client; the rows keep each full address.
+    verification.send_code("+12025550146", request=request_from(ip="2001:db8:1:3::1"))
+    assert len(locmem.outbox) == 3
+    assert set(PhoneVerification.objects.values_list("client_ip", flat=True)) == {
+        "2001:db8:1:2::1",
+        "2001:db8:1:2:ffff::9",
+        "2001:db8:1:3::1",
+    }
+
+
 def test_failed_check_cap_per_number(settings, record, limit_store):
     tf(settings, MAX_ATTEMPTS=10, FAILED_CHECK_LIMITS={"number": ["3/d"]})
     failed = record(signals.verification_failed)
@@ -329,7 +365,25 @@ def test_a_failed_send_consumes_nothing(settings, limit_store, error, expected):
     assert sent.phone_number == NUMBER
 
 
+def test_a_send_that_went_out_keeps_its_cooldown_when_recording_fails(settings, monkeypatch):
+    """Once the SMS is out, a failure to record it (the database) gives nothing back: the
+    cooldown still stops a second SMS."""
+
+    def record_fails(*args, **kwargs):
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(verification, "_record", record_fails)
+    with pytest.raises(DatabaseError):
+        verification.send_code(NUMBER)
+    assert len(locmem.outbox) == 1
+    monkeypatch.undo()
+    with pytest.raises(ResendTooSoon):
+        verification.send_code(NUMBER)
+    assert len(locmem.outbox) == 1
+
+
 def test_a_failed_check_consumes_no_attempt(settings):
+    # "textflow" mode only: in "local" mode a check never calls TextFlow.
     verification.send_code(NUMBER)
     locmem.fail_next(TextFlowTimeout("slow"))
     with pytest.raises(SMSProviderUnavailable):
@@ -360,8 +414,9 @@ def test_invalid_number_sends_nothing():
     assert locmem.outbox == []
 
 
-def test_country_rules(settings):
-    tf(settings, ALLOWED_COUNTRIES=["GB"])
+@pytest.mark.parametrize("mode", ["textflow", "local"])
+def test_country_rules(settings, mode):
+    tf(settings, ALLOWED_COUNTRIES=["GB"], VERIFY_MODE=mode)
     with pytest.raises(CountryNotAllowed) as info:
         verification.send_code(NUMBER)
     assert info.value.code == "country_not_allowed"

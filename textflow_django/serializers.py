@@ -18,9 +18,19 @@ class SendCodeSerializer(serializers.Serializer[Any]):
     phone_number = PhoneNumberSerializerField(check_countries=False)
 
 
+class CodeField(serializers.CharField):
+    """A code as the user typed it: a JSON string only. A JSON number is refused rather
+    than converted, since a number cannot carry a code's leading zeros."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class VerifyCodeSerializer(serializers.Serializer[Any]):
     phone_number = PhoneNumberSerializerField(check_countries=False)
-    code = serializers.CharField(max_length=10, validators=[code_validator])
+    code = CodeField(max_length=10, validators=[code_validator])
 
 
 class SendCodeResponseSerializer(serializers.Serializer[Any]):

@@ -120,17 +120,35 @@ def client_ip(request: HttpRequest | None) -> str | None:
     """
     if request is None:
         return None
-    candidate: str | None = request.META.get("REMOTE_ADDR")
+    remote = _parse_ip(request.META.get("REMOTE_ADDR"))
     proxies = conf.NUM_PROXIES
     if proxies > 0:
         forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [p for p in forwarded if p]
         if forwarded:
-            candidate = forwarded[-min(proxies, len(forwarded))]
+            # An entry that is not an address (a misconfigured proxy chain) falls back to
+            # REMOTE_ADDR, so junk in the header cannot opt a client out of the IP caps.
+            return _parse_ip(forwarded[-min(proxies, len(forwarded))]) or remote
+    return remote
+
+
+def _parse_ip(text: str | None) -> str | None:
+    """``text`` as a canonical address (an IPv4-mapped IPv6 one as IPv4), or None."""
     try:
-        return str(ipaddress.ip_address((candidate or "").strip()))
+        address = ipaddress.ip_address((text or "").strip())
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _ip_scope(ip: str) -> str:
+    """What one per-IP cap counts: an IPv4 address, or an IPv6 address's /64 network (one
+    subscriber's allocation, whose addresses a client can rotate through at will)."""
+    if ":" not in ip:
+        return ip
+    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
 
 
 def _user(request: HttpRequest | None, user: Any) -> Any:
@@ -193,7 +211,7 @@ def _caps(
     """The store key and rate of every ``kind`` cap ("send" or "fail") on this number and IP."""
     return [
         (f"{kind}:{scope}:{subject}", rate)
-        for scope, subject in (("number", number), ("ip", ip))
+        for scope, subject in (("number", number), ("ip", ip and _ip_scope(ip)))
         if subject is not None
         for rate in limits.get(scope, ())
     ]
@@ -251,12 +269,15 @@ def send_code(
         if refused.kind == "claim":
             raise ResendTooSoon(retry_after=refused.retry_after)
         raise RateLimited(retry_after=refused.retry_after)
+    mode = conf.VERIFY_MODE
     try:
-        verification = _deliver(number, ip, user)
+        code_hash = _deliver(number, mode)
     except BaseException:
         with _limits(undoing=True):
             store.give_back(claim, hits)  # a failed send consumes no cooldown and no cap
         raise
+    # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
+    verification = _record(number, mode, code_hash, ip, user)
     signals.code_sent.send(
         sender=PhoneVerification,
         verification=verification,
@@ -267,35 +288,36 @@ def send_code(
     return CodeSent(number, verification.expires_at, claim[1] if claim else 0, verification)
 
 
-def _deliver(number: str, ip: str | None, user: Any) -> PhoneVerification:
-    """Have the code sent (by TextFlow or by us), then record the new verification."""
-    mode = conf.VERIFY_MODE
-    ttl = conf.CODE_TTL
+def _deliver(number: str, mode: str) -> str:
+    """Have the code sent, by TextFlow (``"textflow"`` mode) or by us with a code of our own
+    (``"local"``). Returns the code's hash to keep: ``""`` when TextFlow holds the code."""
     service = conf.SERVICE_NAME
     backend = get_backend()
-    code_hash = ""
     try:
         if mode == PhoneVerification.Mode.LOCAL:
             code = f"{secrets.randbelow(10**LOCAL_CODE_LENGTH):0{LOCAL_CODE_LENGTH}d}"
-            code_hash = _hash_code(number, code, secrets.token_hex(8))
             text = (
                 f"Your verification code for {service} is: {code}"
                 if service
                 else f"Your verification code is: {code}"
             )
             backend.send_sms(number, text)
-        else:
-            backend.send_code(number, service_name=service or None, seconds=ttl)
+            return _hash_code(number, code, secrets.token_hex(8))
+        backend.send_code(number, service_name=service or None, seconds=conf.CODE_TTL)
+        return ""
     except TextFlowError as err:
         raise _provider_error(err, number, "send") from err
-    now = timezone.now()
+
+
+def _record(number: str, mode: str, code_hash: str, ip: str | None, user: Any) -> PhoneVerification:
+    """Record the verification of a code just sent; it supersedes the number's older ones."""
     verification = PhoneVerification.objects.create(
         phone_number=number,
         mode=mode,
         code_hash=code_hash,
         user=user,
         client_ip=ip,
-        expires_at=now + dt.timedelta(seconds=ttl),
+        expires_at=timezone.now() + dt.timedelta(seconds=conf.CODE_TTL),
     )
     _supersede_older(verification)
     return verification

@@ -7,15 +7,19 @@ known. No rule lives here: see ``verification.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connections, transaction
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -57,6 +61,9 @@ try:  # Optional: describe the endpoints when drf-spectacular is installed.
 except ImportError:  # pragma: no cover - exercised when drf-spectacular is absent
     HAS_SPECTACULAR = False
 
+if TYPE_CHECKING:
+    from rest_framework.views import AsView, GenericView
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -69,8 +76,39 @@ class ServiceError(exceptions.APIException):
         super().__init__(detail=str(error.message), code=error.code)
 
 
+class _JSONOnly(BaseContentNegotiation):
+    """JSON out whatever the client's ``Accept`` says (rather than a 406)."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
 class TextFlowAPIView(APIView):
-    """Base of the endpoints: configurable permissions/throttles, uniform error bodies."""
+    """Base of the endpoints: JSON in and out, configurable permissions/throttles, uniform
+    error bodies, and never inside a request transaction (see :meth:`as_view`)."""
+
+    parser_classes = [JSONParser]  # anything else is a 415
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JSONOnly
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> AsView[GenericView]:
+        """The view, exempt from ``ATOMIC_REQUESTS`` on every database.
+
+        The service writes each spent attempt, lock and wrong-code count as it goes. Inside
+        a request transaction, answering an error (DRF rolls the transaction back on any
+        error response) would undo them, and wrong guesses would be free.
+        """
+        view = super().as_view(**initkwargs)
+        for alias in connections:
+            transaction.non_atomic_requests(using=alias)(view)  # marks the view itself
+        return view
 
     def get_authenticators(self) -> list[BaseAuthentication]:
         return [import_string(path)() for path in conf.AUTHENTICATION_CLASSES]
