@@ -238,7 +238,8 @@ def _limits(undoing: bool = False) -> Iterator[None]:
     except VerificationError:
         raise
     except Exception as err:
-        # The type and message only: a store error names keys (numbers), never a code or key.
+        # No traceback: a store error's message names its server or a key (a key holds a
+        # phone number: personal data, not a secret), and never a code or the API key.
         logger.error("textflow: the rate-limit store failed: %s: %s", type(err).__name__, err)
         if not undoing:
             raise LimitsUnavailable() from err
@@ -399,6 +400,10 @@ def check_code(
     ``VerificationExpired``, ``TooManyAttempts``, ``RateLimited``, ``SMSProviderError``,
     ``SMSProviderUnavailable`` or ``LimitsUnavailable`` (the rate-limit store is down: the
     code is not checked). A TextFlow failure counts no attempt.
+
+    Attempts, locks and wrong-code counts are committed as they happen: call this outside
+    any transaction you roll back on a refusal (the package's views run outside
+    ``ATOMIC_REQUESTS`` for this reason), or a rolled-back wrong guess costs nothing.
     """
     number = _normalize(phone_number)
     ip = client_ip(request)
