@@ -126,3 +126,19 @@ def race(target, n: int = 20) -> list:  # type: ignore[no-untyped-def, type-arg]
 def tf(settings, **overrides):  # type: ignore[no-untyped-def]
     """Merge ``overrides`` into ``settings.TEXTFLOW`` through pytest-django's fixture."""
     settings.TEXTFLOW = {**settings.TEXTFLOW, **overrides}
+
+
+class BrokenCache:
+    """A Django cache whose every call fails, as a cache server that went away would."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self, **kwargs: object) -> None:  # Django closes caches between requests
+        pass
+
+    def __getattr__(self, name: str):
+        def fail(*args: object, **kwargs: object):
+            raise ConnectionError("cache server went away")
+
+        return fail

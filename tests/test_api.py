@@ -296,22 +296,6 @@ def test_openapi_schema_describes_both_endpoints(settings):
 # -- a rate-limit store that fails fails closed ----------------------------------------------
 
 
-class BrokenCache:
-    """A Django cache whose every call fails, as a cache server that went away would."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def close(self, **kwargs: object) -> None:  # Django closes caches between requests
-        pass
-
-    def __getattr__(self, name: str):
-        def fail(*args: object, **kwargs: object):
-            raise ConnectionError("cache server went away")
-
-        return fail
-
-
 @pytest.fixture(params=["dead-redis", "broken-cache"])
 def failing_store(request, settings):
     """RATELIMIT_STORE = "cache" on a cache that cannot answer: a Redis on a port nobody
@@ -322,7 +306,7 @@ def failing_store(request, settings):
             "LOCATION": "redis://127.0.0.1:1/0",
         }
     else:
-        cache = {"BACKEND": f"{__name__}.BrokenCache"}
+        cache = {"BACKEND": "tests.conftest.BrokenCache"}
     settings.CACHES = {**settings.CACHES, "limits": cache}
     tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="limits")
     return request.param

@@ -301,3 +301,16 @@ def test_code_widget_helps_the_browser() -> None:
     assert 'autocomplete="one-time-code"' in html
     assert 'inputmode="numeric"' in html
     assert 'maxlength="10"' in html
+
+
+def test_a_limit_store_outage_is_a_form_error_and_sends_nothing() -> None:
+    """A rate-limit store that fails: the form refuses with "service_unavailable" and a
+    retry_after, like the API's 503; no SMS without its limits."""
+    broken = {"BACKEND": "tests.conftest.BrokenCache"}
+    with override_settings(CACHES={**settings.CACHES, "limits": broken}):
+        with textflow(RATELIMIT_STORE="cache", RATELIMIT_CACHE="limits"):
+            form = SendCodeForm({"phone_number": NUMBER})
+            assert form.send() is None
+    assert form.error is not None and form.error.retry_after == 10
+    assert non_field_codes(form) == ["service_unavailable"]
+    assert locmem.outbox == []
