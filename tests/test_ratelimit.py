@@ -105,11 +105,11 @@ def test_zero_limit_refuses_everything(store):
 def test_acquire_takes_everything_or_nothing(store):
     hourly, daily = Rate(2, 3600), Rate(3, 86400)
     hits = [("send:number:+1", hourly), ("send:ip:1.2.3.4", daily)]
-    assert store.acquire(("cooldown:+1", 30), hits) is None
-    refused = store.acquire(("cooldown:+1", 30), hits)
+    assert store.acquire(("cooldown:+1", 30), hits, time.time()) is None
+    refused = store.acquire(("cooldown:+1", 30), hits, time.time())
     assert refused is not None and refused.kind == "claim" and 1 <= refused.retry_after <= 30
-    assert store.acquire(None, hits) is None  # the second of two an hour
-    refused = store.acquire(None, hits)
+    assert store.acquire(None, hits, time.time()) is None  # the second of two an hour
+    refused = store.acquire(None, hits, time.time())
     assert refused == Refusal("hit", refused.retry_after) and refused.retry_after >= 1
     # The refusal undid its own count on the daily cap: one more fits there.
     assert store.hit("send:ip:1.2.3.4", daily) is None
@@ -118,16 +118,30 @@ def test_acquire_takes_everything_or_nothing(store):
 
 def test_a_refused_cap_releases_the_claim(store):
     hits = [("send:number:+1", Rate(0, 3600))]
-    assert store.acquire(("cooldown:+1", 30), hits).kind == "hit"
+    assert store.acquire(("cooldown:+1", 30), hits, time.time()).kind == "hit"
     assert store.claim("cooldown:+1", 30) is None  # the claim was undone too
 
 
 def test_give_back_refunds_claim_and_hits(store):
     rate = Rate(1, 3600)
     hits = [("send:number:+1", rate)]
-    assert store.acquire(("cooldown:+1", 30), hits) is None
-    store.give_back(("cooldown:+1", 30), hits)
-    assert store.acquire(("cooldown:+1", 30), hits) is None
+    assert store.acquire(("cooldown:+1", 30), hits, time.time()) is None
+    store.give_back(("cooldown:+1", 30), hits, time.time())
+    assert store.acquire(("cooldown:+1", 30), hits, time.time()) is None
+
+
+def test_give_back_refunds_the_windows_the_hits_were_counted_in(store):
+    """A send that fails after its window closed is refunded in that window; the next
+    window's count is left alone (a refund there would be a free extra send)."""
+    rate = Rate(1, 60)
+    hits = [("send:number:+1", rate)]
+    now = time.time()
+    before = (now // 60) * 60 - 0.5  # in the previous minute's window
+    assert store.acquire(None, hits, now) is None  # this window: full (1 of 1)
+    assert store.acquire(None, hits, before) is None
+    store.give_back(None, hits, before)  # refunded where it was counted...
+    assert store.acquire(None, hits, now) is not None  # ...so this window stays full
+    assert store.acquire(None, hits, before) is None  # and the old one has room again
 
 
 def test_peek_all_and_hit_all_count_each_cap_on_its_own(store):
@@ -157,7 +171,11 @@ def test_peek_all_answers_the_longest_wait(store):
 
 @requires_redis
 def test_a_single_redis_gets_the_one_round_trip_store(settings):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "cache", "RATELIMIT_CACHE": "redis"}
+    settings.TEXTFLOW = {
+        **settings.TEXTFLOW,
+        "RATELIMIT_STORE": "cache",
+        "RATELIMIT_CACHE": "redis",
+    }
     assert type(get_store()) is RedisCacheStore
     settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_CACHE": "default"}
     assert type(get_store()) is CacheStore

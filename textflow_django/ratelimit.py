@@ -86,18 +86,18 @@ class RateLimitStore(Protocol):
 
     def release(self, key: str) -> None: ...
 
-    def hit(self, key: str, rate: Rate) -> int | None: ...
+    def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None: ...
 
-    def unhit(self, key: str, rate: Rate) -> None: ...
+    def unhit(self, key: str, rate: Rate, now: float | None = None) -> None: ...
 
     def peek(self, key: str, rate: Rate) -> int | None: ...
 
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> Refusal | None: ...
 
     def give_back(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> None: ...
 
     def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None: ...
@@ -117,9 +117,10 @@ class _OneByOne:
     """``acquire``/``give_back`` from the single-key operations, undoing on refusal."""
 
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> Refusal | None:
-        """All or nothing: take ``claim`` and count every hit, or change nothing."""
+        """All or nothing: take ``claim`` and count every hit in the windows of ``now``
+        (``time.time()``), or change nothing."""
         store: Any = self
         if claim is not None:
             wait = store.claim(*claim)
@@ -127,20 +128,24 @@ class _OneByOne:
                 return Refusal("claim", wait)
         counted: list[tuple[str, Rate]] = []
         for key, rate in hits:
-            wait = store.hit(key, rate)
+            wait = store.hit(key, rate, now)
             if wait is not None:
-                self.give_back(claim, counted)
+                self.give_back(claim, counted, now)
                 return Refusal("hit", wait)
             counted.append((key, rate))
         return None
 
-    def give_back(self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]) -> None:
-        """Undo a successful :meth:`acquire` (the action it guarded did not happen)."""
+    def give_back(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> None:
+        """Undo a successful :meth:`acquire` made at ``now`` (the action it guarded did not
+        happen): the hits come off the windows they were counted in, even if the clock has
+        crossed into the next one since."""
         store: Any = self
         if claim is not None:
             store.release(claim[0])
         for key, rate in hits:
-            store.unhit(key, rate)
+            store.unhit(key, rate, now)
 
     def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
         """The longest wait among the limits already reached, or None (changes nothing)."""
@@ -189,8 +194,8 @@ class CacheStore(_OneByOne):
     def _key(self, key: str, rate: Rate, index: int) -> str:
         return f"{_PREFIX}{key}:{rate.window}:{index}"
 
-    def hit(self, key: str, rate: Rate) -> int | None:
-        index, left = _window(rate, time.time())
+    def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
+        index, left = _window(rate, time.time() if now is None else now)
         full = self._key(key, rate, index)
         if self.cache.add(full, 1, timeout=left + 1):
             count = 1
@@ -204,8 +209,8 @@ class CacheStore(_OneByOne):
             return left
         return None
 
-    def unhit(self, key: str, rate: Rate) -> None:
-        index, _left = _window(rate, time.time())
+    def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
+        index, _left = _window(rate, time.time() if now is None else now)
         try:
             self.cache.decr(self._key(key, rate, index))
         except ValueError:
@@ -263,9 +268,8 @@ class DatabaseStore(_OneByOne):
     def release(self, key: str) -> None:
         self._model.objects.using(self.using).filter(key=key).delete()
 
-    def hit(self, key: str, rate: Rate) -> int | None:
-        now = time.time()
-        index, left = _window(rate, now)
+    def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
+        index, left = _window(rate, time.time() if now is None else now)
         full = f"{key}:{rate.window}:{index}"
         rows = self._model.objects.using(self.using)
         # UPDATE ... WHERE count < limit is atomic: concurrent hits cannot pass the limit.
@@ -279,8 +283,8 @@ class DatabaseStore(_OneByOne):
             return None
         return left
 
-    def unhit(self, key: str, rate: Rate) -> None:
-        index, _left = _window(rate, time.time())
+    def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
+        index, _left = _window(rate, time.time() if now is None else now)
         self._model.objects.using(self.using).filter(
             key=f"{key}:{rate.window}:{index}", count__gt=0
         ).update(count=F("count") - 1)
@@ -382,9 +386,8 @@ class RedisCacheStore(CacheStore):
         return keys
 
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> Refusal | None:
-        now = time.time()
         keys: list[str] = []
         args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0]
         if claim is not None:
@@ -398,11 +401,13 @@ class RedisCacheStore(CacheStore):
             return None
         return Refusal("claim" if kind == 1 else "hit", max(1, int(wait)))
 
-    def give_back(self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]]) -> None:
+    def give_back(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> None:
         pipe = self._redis().client.pipeline(transaction=False)
         if claim is not None:
             pipe.delete(self.cache.make_key(_PREFIX + claim[0]))
-        for key, _rate, _left in self._cap_keys(hits, time.time()):
+        for key, _rate, _left in self._cap_keys(hits, now):
             pipe.decr(key)
         pipe.execute()
 

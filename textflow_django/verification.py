@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import math
 import secrets
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -264,8 +265,9 @@ def send_code(
     store = get_store()
     claim, hits = _send_limits(number, ip)
     # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
+    taken_at = time.time()  # a refund must come off the windows the send was counted in
     with _limits():
-        refused = store.acquire(claim, hits)
+        refused = store.acquire(claim, hits, taken_at)
     if refused is not None:
         if refused.kind == "claim":
             raise ResendTooSoon(retry_after=refused.retry_after)
@@ -275,7 +277,7 @@ def send_code(
         code_hash = _deliver(number, mode)
     except BaseException:
         with _limits(undoing=True):
-            store.give_back(claim, hits)  # a failed send consumes no cooldown and no cap
+            store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
         raise
     # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
     verification = _record(number, mode, code_hash, ip, user)
