@@ -397,6 +397,37 @@ def test_fault_rate_limit(emu: TextFlowEmulator, api: requests.Session) -> None:
     assert emu.messages == []
 
 
+def test_fault_retry_after_str_is_sent_verbatim(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    emu.fault("rate_limit", retry_after=date)
+    emu.fault("status", status=503, retry_after="soon")
+    r = post(api, emu, "/send-sms", SMS)
+    assert (r.status_code, r.headers["Retry-After"]) == (429, date)
+    r = post(api, emu, "/send-sms", SMS)
+    assert (r.status_code, r.headers["Retry-After"]) == (503, "soon")
+    assert r.json() == {"ok": False, "status": 503, "message": "Internal server error"}
+    assert [f.fault for f in emu.requests] == ["rate_limit", "status"]
+    assert emu.messages == []
+    # Through the control endpoint too, as a separately-run emulator is steered.
+    control = emu.url.removesuffix("/api") + "/_emulator/fault"
+    assert (
+        requests.post(
+            control, json={"kind": "rate_limit", "retry_after": date}, timeout=5
+        ).status_code
+        == 200
+    )
+    assert post(api, emu, "/send-sms", SMS).headers["Retry-After"] == date
+
+
+@pytest.mark.parametrize("value", ["", "1\r\nX-Injected: yes", "demain\u00e0", -1, 1.5, True])
+def test_fault_rejects_a_bad_retry_after(emu: TextFlowEmulator, value: Any) -> None:
+    with pytest.raises(ValueError, match="retry_after"):
+        emu.fault("rate_limit", retry_after=value)
+    assert emu.pending_faults == []
+
+
 def test_fault_html(emu: TextFlowEmulator, api: requests.Session) -> None:
     emu.fault("html")
     r = post(api, emu, "/send-sms", SMS)

@@ -225,7 +225,7 @@ class Fault:
     path: str | None = None
     times: int = 1
     status: int | None = None
-    retry_after: int | None = None
+    retry_after: int | str | None = None
     delay: float | None = None
     body: bytes | None = None
     content_type: str | None = None
@@ -794,7 +794,7 @@ class TextFlowEmulator:
         path: str | None = None,
         times: int = 1,
         status: int | None = None,
-        retry_after: int | None = None,
+        retry_after: int | str | None = None,
         delay: float | None = None,
         body: str | bytes | None = None,
         content_type: str | None = None,
@@ -820,6 +820,11 @@ class TextFlowEmulator:
           replaying documented or odd server answers. ``body``/``content_type`` are only
           accepted with this kind.
 
+        ``retry_after`` is delta seconds (an int >= 0), or a str sent verbatim as the
+        ``Retry-After`` value: the HTTP-date form (``email.utils.formatdate(when,
+        usegmt=True)``) or anything odd a client must tolerate; it must be printable ASCII
+        (header-safe). Only the ``status`` and ``rate_limit`` kinds send it.
+
         For the answering kinds other than ``delay``/``trickle``, ``delay`` (if given) is slept
         before the faulty answer. Raises ``ValueError`` for an unknown kind or bad values.
         """
@@ -829,8 +834,12 @@ class TextFlowEmulator:
             raise ValueError("times must be an int >= 1")
         if status is not None and (not _is_int(status) or not 100 <= status <= 599):
             raise ValueError("status must be an int between 100 and 599")
-        if retry_after is not None and (not _is_int(retry_after) or retry_after < 0):
-            raise ValueError("retry_after must be a non-negative int")
+        if isinstance(retry_after, str):
+            # Printable ASCII only: a CR or LF would let a test inject headers by accident.
+            if not retry_after or not all(" " <= c <= "~" for c in retry_after):
+                raise ValueError("a retry_after str must be non-empty printable ASCII")
+        elif retry_after is not None and (not _is_int(retry_after) or retry_after < 0):
+            raise ValueError("retry_after must be a non-negative int or a header value str")
         if delay is not None and (
             isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0
         ):
