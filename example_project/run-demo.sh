@@ -22,7 +22,10 @@ pids=()
 emulator_log=""
 
 stop_all() {
-  trap - EXIT INT TERM
+  # Ignore further Ctrl-C and TERM until done: an impatient second Ctrl-C must not cut the
+  # cleanup short and leave a server running or the emulator's log behind.
+  trap '' INT TERM
+  trap - EXIT
   local pid
   for pid in "${pids[@]}"; do
     # Each child leads its own process group: this also stops runserver's reloader child.
@@ -37,8 +40,10 @@ stop_all() {
   fi
 }
 trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# Ignoring at once, not only in stop_all: a second signal landing between this handler and
+# stop_all's first line would otherwise run `exit` again in the middle of the cleanup.
+trap "trap '' INT TERM; exit 130" INT
+trap "trap '' INT TERM; exit 143" TERM
 
 # Children get a process group (and session) of their own, so stopping one stops all its
 # processes, and a terminal's Ctrl-C reaches only this script, which then stops them in order.

@@ -7,8 +7,17 @@ module too, from ``tests/test_example_project.py``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -432,3 +441,95 @@ def test_staff_send_a_bulk_sms_to_verified_users(
     assert sent == verified
     assert {m.text for m in emulator.messages} == {"The demo is live."}
     assert len(emulator.calls("/bulk-sms")) == 2  # batches of 2
+
+
+# -- make demo: Ctrl-C stops everything it started -----------------------------------------
+
+RUN_DEMO = Path(__file__).resolve().parent.parent / "run-demo.sh"
+
+
+#: Run argv[1:] with SIGINT at its default disposition (exec keeps it).
+EXEC_WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _demo_processes(*needles: str) -> list[int]:
+    """Processes whose command line holds any of ``needles`` (the demo's own ports)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        if any(needle in args for needle in needles):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(
+    shutil.which("bash") is None or not Path("/proc/self/cmdline").exists(),
+    reason="run-demo.sh needs bash; finding its processes needs /proc",
+)
+@pytest.mark.parametrize("interrupts", [1, 2])
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, interrupts: int) -> None:
+    # Two Ctrl-C 20 ms apart is an impatient user: the second must not cut the cleanup short.
+    port, emulator_port = _free_port(), _free_port()
+    scratch = tmp_path / "tmp"  # run-demo.sh's mktemp (the emulator's log) lands here
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PORT": str(port),
+        "EMULATOR_PORT": str(emulator_port),
+        "DEMO_DATABASE": str(tmp_path / "demo.sqlite3"),
+        "TMPDIR": str(scratch),
+    }
+    env.pop("TEXTFLOW_API_KEY", None)  # never the real TextFlow
+    needles = (f"127.0.0.1:{port} ", f"--port {emulator_port} ")  # args end with a space
+    output = tmp_path / "demo.log"
+    with output.open("w") as out:
+        demo = subprocess.Popen(  # noqa: S603 - our own script
+            # SIGINT back to its default first: under a shell without job control it is
+            # ignored, and bash cannot trap a signal ignored on entry.
+            [sys.executable, "-c", EXEC_WITH_SIGINT, "bash", str(RUN_DEMO)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own for Ctrl-C, as a terminal gives
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops" not in output.read_text():
+            assert demo.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.1)
+        assert len(_demo_processes(*needles)) >= 2, output.read_text()  # emulator, server
+
+        for _ in range(interrupts):
+            os.killpg(demo.pid, signal.SIGINT)
+            time.sleep(0.02)
+        assert demo.wait(timeout=30) == 130
+        log = output.read_text()
+        assert log.rstrip().endswith("Demo stopped."), log
+        assert list(scratch.iterdir()) == [], log  # the emulator's temp log is gone
+        deadline = time.monotonic() + 5  # runserver's reloader child may take a moment
+        while _demo_processes(*needles) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _demo_processes(*needles) == [], log
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+        for pid in _demo_processes(*needles):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
