@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
-from django.core.checks import Error, Warning
-from django.test import override_settings
+import re
+from collections.abc import Callable
 
+import pytest
+from django.core.checks import CheckMessage, Error, Warning
+from django.db import models
+from django.test import override_settings
+from django.test.utils import isolate_apps
+
+import textflow_django.checks
+import textflow_django.fields
 from textflow_django.checks import check_settings
+from textflow_django.client import api_key_problem
+from textflow_django.fields import PhoneNumberField
 
 GOOD = {
     "API_KEY": "k" * 64,
@@ -15,8 +24,7 @@ GOOD = {
 
 
 def ids(**textflow: object) -> list[str]:
-    with override_settings(TEXTFLOW=textflow):
-        return [m.id for m in check_settings()]
+    return [m.id for m in _run(**textflow)]
 
 
 def test_a_good_configuration_passes():
@@ -81,6 +89,36 @@ def test_e007_api_key_type_is_reported_without_the_value():
     assert "1234567890" not in messages[0].msg
 
 
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("k" * 64 + "\n", "(U+000A at position 65 of 65): a trailing newline"),
+        ("k" * 32 + " " + "k" * 32, "(U+0020 at position 33 of 65)"),
+        ("k" * 63 + "é", "non-ASCII characters (at position 64 of 64)"),
+    ],
+    ids=["trailing-newline", "inner-space", "non-ascii"],
+)
+def test_e007_api_key_no_header_can_carry(key, says):
+    messages = _run(**{**GOOD, "API_KEY": key})
+    assert [m.id for m in messages] == ["textflow.E007"]
+    [message] = messages
+    assert isinstance(message, Error)
+    # The client's own rule and sentence: the check and TextFlowClient never disagree.
+    problem = api_key_problem(key)
+    assert problem is not None and says in problem
+    assert message.msg == f"TEXTFLOW['API_KEY'] cannot be sent to TextFlow. {problem}"
+    assert "os.environ['TEXTFLOW_API_KEY'].strip()" in message.hint
+    for text in (message.msg, message.hint, repr(message)):
+        assert "k" * 12 not in text  # no part of the key
+
+
+def test_e007_a_bad_key_is_flagged_whatever_the_backend():
+    with override_settings(DEBUG=True):
+        assert ids(BACKEND="textflow_django.backends.locmem.LocMemBackend", API_KEY="k\n") == [
+            "textflow.E007"
+        ]
+
+
 def test_e007_service_name_type():
     assert ids(**GOOD, SERVICE_NAME=["Acme"]) == ["textflow.E007"]
 
@@ -110,21 +148,89 @@ def test_w003_plain_http_to_a_remote_host():
     assert ids(**GOOD, BASE_URL="http://localhost:8025/api") == []
 
 
+def _ledger() -> set[str]:
+    return set(re.findall(r"``(textflow\.[EW]\d{3})``", textflow_django.checks.__doc__ or ""))
+
+
 def test_ids_are_documented_in_the_ledger():
-    import re
-
-    import textflow_django.checks as module
-    import textflow_django.fields as fields
-
-    source = open(module.__file__).read() + open(fields.__file__).read()
+    source = "".join(
+        open(module.__file__).read() for module in (textflow_django.checks, textflow_django.fields)
+    )
     used = set(re.findall(r'id="(textflow\.[EW]\d{3})"', source))
-    ledger = set(re.findall(r"``(textflow\.[EW]\d{3})``", module.__doc__ or ""))
-    assert used == ledger
+    assert used == _ledger()
 
 
-def _run(**textflow: object):
-    with override_settings(TEXTFLOW=textflow):
+def _field_messages(**options: object) -> list[CheckMessage]:
+    with isolate_apps("tests.testapp"):
+
+        class Holder(models.Model):  # noqa: DJ008
+            phone = PhoneNumberField(**options)  # type: ignore[arg-type]
+
+            class Meta:
+                app_label = "testapp"
+
+        return Holder._meta.get_field("phone").check()
+
+
+def _settings_messages(debug: bool = True, **textflow: object) -> list[CheckMessage]:
+    with override_settings(DEBUG=debug, TEXTFLOW=textflow):
         return check_settings()
+
+
+def _not_a_dict() -> list[CheckMessage]:
+    with override_settings(TEXTFLOW=["API_KEY"]):
+        return check_settings()
+
+
+#: One way to trigger each ID of the ledger.
+TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
+    "textflow.E001": _not_a_dict,
+    "textflow.E002": lambda: _settings_messages(BACKEND=GOOD["BACKEND"]),
+    "textflow.E003": lambda: _settings_messages(**{**GOOD, "BACKEND": "nope.Backend"}),
+    "textflow.E004": lambda: _settings_messages(**GOOD, BREAKER_RESET=0),
+    "textflow.E005": lambda: _settings_messages(**GOOD, CODE_TTL=0),
+    "textflow.E006": lambda: _settings_messages(**GOOD, BASE_URL="ftp://textflow.me/api"),
+    "textflow.E007": lambda: _settings_messages(**{**GOOD, "API_KEY": "k" * 64 + "\n"}),
+    "textflow.E008": lambda: _settings_messages(**GOOD, DEFAULT_REGION="XX"),
+    "textflow.E009": lambda: _settings_messages(**GOOD, BLOCKED_COUNTRIES=["ZZ"]),
+    "textflow.E010": lambda: _settings_messages(**GOOD, VERIFY_MODE="sms"),
+    "textflow.E011": lambda: _settings_messages(**GOOD, BULK_BATCH_SIZE=0),
+    "textflow.E012": lambda: _settings_messages(**GOOD, FAILED_CHECK_LIMITS={"ip": [5]}),
+    "textflow.E013": lambda: _settings_messages(**GOOD, RATELIMIT_STORE="redis"),
+    "textflow.E014": lambda: _settings_messages(**GOOD, THROTTLE_CLASSES=["nope.Nope"]),
+    "textflow.E101": lambda: _field_messages(max_length=12),
+    "textflow.E102": lambda: _field_messages(region="XX"),
+    "textflow.W001": lambda: _settings_messages(
+        debug=False, BACKEND="textflow_django.backends.dummy.DummyBackend"
+    ),
+    "textflow.W002": lambda: _settings_messages(**GOOD, CODE_TIL=5),
+    "textflow.W003": lambda: _settings_messages(**GOOD, BASE_URL="http://textflow.me/api"),
+    "textflow.W004": lambda: _settings_messages(debug=False, **GOOD, RATELIMIT_STORE="cache"),
+}
+
+
+def test_every_ledger_id_has_a_trigger_below():
+    assert set(TRIGGERS) == _ledger()
+
+
+@pytest.mark.parametrize("check_id", sorted(TRIGGERS))
+def test_every_check_id_comes_with_a_message_and_a_hint(check_id):
+    messages = TRIGGERS[check_id]()
+    assert [m.id for m in messages] == [check_id]
+    [message] = messages
+    assert isinstance(message, Error if check_id.startswith("textflow.E") else Warning)
+    assert isinstance(message.msg, str) and message.msg.strip()
+    assert isinstance(message.hint, str) and message.hint.strip()
+    assert message.hint != message.msg
+
+
+def _run(**textflow: object) -> list[CheckMessage]:
+    """The messages for ``TEXTFLOW = textflow``; every one of them must come with a hint."""
+    with override_settings(TEXTFLOW=textflow):
+        messages = check_settings()
+    for message in messages:
+        assert isinstance(message.hint, str) and message.hint.strip(), message.id
+    return messages
 
 
 @pytest.mark.parametrize("value", ["XX", "usa", 1])
@@ -139,8 +245,12 @@ def test_e008_accepts_known_regions():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("ALLOWED_COUNTRIES", "US"), ("ALLOWED_COUNTRIES", ["US", "ZZ"]),
-     ("BLOCKED_COUNTRIES", None), ("BLOCKED_COUNTRIES", [1])],
+    [
+        ("ALLOWED_COUNTRIES", "US"),
+        ("ALLOWED_COUNTRIES", ["US", "ZZ"]),
+        ("BLOCKED_COUNTRIES", None),
+        ("BLOCKED_COUNTRIES", [1]),
+    ],
 )
 def test_e009_country_lists(key, value):
     assert ids(**GOOD, **{key: value}) == ["textflow.E009"]
@@ -157,8 +267,14 @@ def test_e010_verify_mode():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("MAX_ATTEMPTS", 0), ("MAX_ATTEMPTS", "5"), ("RESEND_COOLDOWN", -1),
-     ("NUM_PROXIES", 1.5), ("TOKEN_MAX_AGE", 0), ("TOKEN_MAX_AGE", True)],
+    [
+        ("MAX_ATTEMPTS", 0),
+        ("MAX_ATTEMPTS", "5"),
+        ("RESEND_COOLDOWN", -1),
+        ("NUM_PROXIES", 1.5),
+        ("TOKEN_MAX_AGE", 0),
+        ("TOKEN_MAX_AGE", True),
+    ],
 )
 def test_e011_whole_numbers(key, value):
     assert ids(**GOOD, **{key: value}) == ["textflow.E011"]
@@ -166,8 +282,12 @@ def test_e011_whole_numbers(key, value):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("SEND_LIMITS", ["5/h"]), ("SEND_LIMITS", {"phone": ["5/h"]}),
-     ("SEND_LIMITS", {"number": ["5 per hour"]}), ("FAILED_CHECK_LIMITS", {"ip": [5]})],
+    [
+        ("SEND_LIMITS", ["5/h"]),
+        ("SEND_LIMITS", {"phone": ["5/h"]}),
+        ("SEND_LIMITS", {"number": ["5 per hour"]}),
+        ("FAILED_CHECK_LIMITS", {"ip": [5]}),
+    ],
 )
 def test_e012_limits(key, value):
     assert ids(**GOOD, **{key: value}) == ["textflow.E012"]
@@ -194,7 +314,11 @@ def test_w004_per_process_cache_without_debug():
         assert ids(**GOOD, RATELIMIT_STORE="cache") == []
     with override_settings(
         DEBUG=False,
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                            "LOCATION": "redis://127.0.0.1:6379"}},
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://127.0.0.1:6379",
+            }
+        },
     ):
         assert ids(**GOOD, RATELIMIT_STORE="cache") == []

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
+import functools
 import json
+import math
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from decimal import Decimal
+from unittest import mock
 
 import pytest
+import requests
 from django.core.exceptions import ImproperlyConfigured
+from requests.adapters import HTTPAdapter
 
 from textflow_django import __version__
-from textflow_django.client import TextFlowClient
+from textflow_django.client import CONNECT_RETRIES, BulkResult, TextFlowClient
 from textflow_django.exceptions import (
     InsufficientBalance,
     InvalidAPIKey,
@@ -36,6 +43,27 @@ NUMBER = "+12025550143"
 def assert_no_secret(err: BaseException) -> None:
     for text in (str(err), repr(err)):
         assert EMULATOR_API_KEY not in text
+
+
+def chain(err: BaseException) -> list[BaseException]:
+    """``err`` and every exception its ``__cause__``/``__context__`` links reach."""
+    found: list[BaseException] = []
+    pending = [err]
+    while pending:
+        current = pending.pop()
+        if any(current is e for e in found):
+            continue
+        found.append(current)
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return found
+
+
+def assert_no_part_of_the_key(err: BaseException) -> None:
+    """No 12-character run of the key anywhere in ``err``'s chain (str, repr or args)."""
+    runs = {EMULATOR_API_KEY[i : i + 12] for i in range(len(EMULATOR_API_KEY) - 11)}
+    for current in chain(err):
+        for text in (str(current), repr(current), repr(current.args)):
+            assert not [run for run in runs if run in text], type(current)
 
 
 # -- successes ---------------------------------------------------------------------------
@@ -203,6 +231,99 @@ def test_own_session_goes_straight_to_urllib3_unless_httpadapter_send_is_patched
     assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == ["direct", "patched"]
 
 
+@pytest.mark.parametrize("style", ["functools.wraps", "autospec"])
+def test_any_patch_of_httpadapter_send_is_honoured(textflow_emulator, style):
+    original = HTTPAdapter.send
+    seen: list[str] = []
+
+    def record(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(request.url)
+        return original(self, request, **kwargs)
+
+    if style == "functools.wraps":  # keeps requests' names: only the code tells them apart
+        patcher = mock.patch.object(HTTPAdapter, "send", functools.wraps(original)(record))
+    else:  # what the `responses` library does
+        patcher = mock.patch.object(HTTPAdapter, "send", autospec=True, side_effect=record)
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    with patcher:
+        assert client.send_sms(NUMBER, "patched").to == NUMBER
+    assert seen == [f"{textflow_emulator.url}/send-sms"]
+    # The patch gone, the client goes straight to urllib3 again.
+    assert client.send_sms(NUMBER, "direct").to == NUMBER
+    assert seen == [f"{textflow_emulator.url}/send-sms"]
+    assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == ["patched", "direct"]
+
+
+PATCHED_BEFORE_IMPORT = """
+import functools, io, json, sys
+from unittest import mock
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPResponse
+
+key, url, style = sys.argv[1:4]
+BODY = json.dumps({"ok": True, "status": 200, "message": "Message sent successfully",
+                   "data": {"to": "+12025550143", "content": "from the mock"}}).encode()
+calls = []
+
+
+def fake(request):
+    calls.append(request.url)
+    response = requests.Response()
+    response.status_code = 200
+    response.raw = HTTPResponse(body=io.BytesIO(BODY), status=200, preload_content=False,
+                                headers={"Content-Type": "application/json"})
+    return response
+
+
+original = HTTPAdapter.send
+if style == "autospec":  # as the `responses` library patches it
+    patcher = mock.patch.object(HTTPAdapter, "send", autospec=True,
+                                side_effect=lambda self, request, **kw: fake(request))
+elif style == "mock":
+    patcher = mock.patch.object(HTTPAdapter, "send", mock.Mock(
+        side_effect=lambda request, **kw: fake(request)))
+else:
+    patcher = mock.patch.object(HTTPAdapter, "send", functools.wraps(original)(
+        lambda self, request, **kw: fake(request)))
+with patcher:
+    assert "textflow_django.client" not in sys.modules
+    from textflow_django.client import TextFlowClient
+
+    client = TextFlowClient(key, base_url=url)
+    content = client.send_sms("+12025550143", "Hi").content
+print(json.dumps({"content": content, "calls": calls}))
+"""
+
+
+@pytest.mark.parametrize("style", ["autospec", "mock", "functools.wraps"])
+def test_httpadapter_send_patched_before_the_client_is_imported_is_honoured(
+    textflow_emulator, style
+):
+    # A fresh interpreter: the patch is in place before textflow_django.client is imported.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PATCHED_BEFORE_IMPORT,
+            EMULATOR_API_KEY,
+            textflow_emulator.url,
+            style,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "content": "from the mock",
+        "calls": [f"{textflow_emulator.url}/send-sms"],
+    }
+    assert textflow_emulator.requests == []  # the mock answered; nothing reached a socket
+
+
 def test_an_adapter_mounted_on_the_own_session_is_used(textflow_emulator):
     from requests.adapters import HTTPAdapter
 
@@ -344,6 +465,21 @@ def test_bulk_count_variants(tf_client, textflow_emulator, body):
     assert tf_client.bulk_count().count == 42
 
 
+def test_bulk_sms_documented_answer_without_data(tf_client, textflow_emulator):
+    # textflow-api.md: {"ok": true, "status": 200, "message": "..."}, a summary only possibly.
+    body = '{"ok": true, "status": 200, "message": "Bulk SMS job started"}'
+    textflow_emulator.fault("respond", path="/bulk-sms", status=200, body=body)
+    numbers = [NUMBER, "+447700900123"]
+
+    result = tf_client.bulk_sms(numbers, "Sale")
+
+    assert result == BulkResult(submitted=2, message="Bulk SMS job started", accepted=None)
+    [request] = textflow_emulator.calls("/bulk-sms")
+    assert (request.method, request.fault) == ("POST", "respond")
+    assert request.json == {"phone_numbers": numbers, "text": "Sale"}
+    assert textflow_emulator.bulk_pending == 0  # the replayed answer stood in for the job
+
+
 def test_bulk_count_without_count_is_a_bad_response(tf_client, textflow_emulator):
     textflow_emulator.fault(
         "respond", path="/bulk-count", status=200, body='{"ok": true, "status": 200}'
@@ -459,6 +595,42 @@ def test_429_carries_retry_after(tf_client, textflow_emulator):
     assert len(textflow_emulator.calls("/send-sms")) == 1
 
 
+@pytest.mark.parametrize("kind", ["rate_limit", "status"])
+def test_429_retry_after_as_an_http_date(tf_client, textflow_emulator, kind):
+    when = math.floor(time.time()) + 90  # an HTTP date has whole seconds
+    textflow_emulator.fault(kind, status=429, retry_after=email.utils.formatdate(when, usegmt=True))
+    before = time.time()
+    with pytest.raises(TextFlowRateLimited) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    after = time.time()
+    # The seconds left until that date, as of the moment the answer was read.
+    assert int(when - after) <= info.value.retry_after <= int(when - before)
+    assert info.value.retry_after >= 80
+    assert f"retry after {info.value.retry_after}s" in str(info.value)
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.fault == kind
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (email.utils.formatdate(time.time() - 3600, usegmt=True), 0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0),
+        (" 120 ", 120),
+        ("soon", None),
+        ("-5", None),
+    ],
+    ids=["an-hour-ago", "rfc-example-in-the-past", "padded-seconds", "junk", "negative"],
+)
+def test_429_retry_after_odd_values(tf_client, textflow_emulator, header, expected):
+    textflow_emulator.fault("rate_limit", retry_after=header)
+    with pytest.raises(TextFlowRateLimited) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.retry_after == expected
+    assert info.value.status == 429
+    assert len(textflow_emulator.calls("/send-sms")) == 1
+
+
 def test_html_502_is_unavailable_not_a_json_error(tf_client, textflow_emulator):
     textflow_emulator.fault("html", status=502)
     with pytest.raises(TextFlowServerError) as info:
@@ -540,9 +712,50 @@ def test_refused_connection_is_not_sent():
 def test_connect_failures_are_retried_before_anything_is_sent():
     """The retry policy: connection errors only, never reads or statuses."""
     retry = TextFlowClient(EMULATOR_API_KEY).session.get_adapter("https://x").max_retries
-    assert retry.connect == 2
+    assert retry.connect == CONNECT_RETRIES == 2
     assert retry.read == 0 and retry.status == 0 and retry.other == 0
     assert retry.is_retry("POST", 503) is False
+
+
+@pytest.mark.parametrize(
+    ("refusals", "delivered"),
+    [(CONNECT_RETRIES, True), (CONNECT_RETRIES + 1, False)],
+    ids=["refused-then-connected", "refused-every-time"],
+)
+def test_refused_connections_are_really_retried(
+    textflow_emulator, monkeypatch, refusals, delivered
+):
+    """The first ``refusals`` connection attempts go to a loopback port where nothing
+    listens, so the kernel really refuses them; later ones reach the emulator."""
+    import urllib3.util.connection
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()
+    real = urllib3.util.connection.create_connection
+    attempts: list[tuple[str, int]] = []
+
+    def create_connection(address, *args, **kwargs):  # type: ignore[no-untyped-def]
+        attempts.append(address)
+        return real(dead if len(attempts) <= refusals else address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, timeout=5)
+    port = textflow_emulator.port
+    if delivered:
+        assert client.send_sms(NUMBER, "Hi").to == NUMBER
+        assert attempts == [("127.0.0.1", port)] * (CONNECT_RETRIES + 1)
+        assert [r.json for r in textflow_emulator.calls("/send-sms")] == [
+            {"phone_number": NUMBER, "text": "Hi"}
+        ]
+        assert textflow_emulator.connection_count == 1
+    else:
+        with pytest.raises(TextFlowConnectionError) as info:
+            client.send_sms(NUMBER, "Hi")
+        assert info.value.maybe_sent is False
+        assert attempts == [("127.0.0.1", port)] * (CONNECT_RETRIES + 1)  # no 4th try
+        assert textflow_emulator.requests == []
+        assert textflow_emulator.connection_count == 0
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -554,6 +767,91 @@ def test_missing_key_is_a_configuration_error(key):
         TextFlowClient(key)  # type: ignore[arg-type]
     assert isinstance(info.value, ImproperlyConfigured)
     assert not isinstance(info.value, TextFlowError)
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (EMULATOR_API_KEY + "\n", "(U+000A at position 65 of 65): a trailing newline"),
+        (EMULATOR_API_KEY + "\r\n", "(U+000D at position 65 of 66): a trailing newline"),
+        (EMULATOR_API_KEY[:32] + " " + EMULATOR_API_KEY[32:], "(U+0020 at position 33 of 65)"),
+        ("\t" + EMULATOR_API_KEY, "(U+0009 at position 1 of 65)"),
+        (EMULATOR_API_KEY[:10] + "\x00" + EMULATOR_API_KEY[11:], "(U+0000 at position 11 of 64)"),
+        (EMULATOR_API_KEY[:-1] + "\u200b", "(U+200B at position 64 of 64)"),
+        (EMULATOR_API_KEY[:-1] + "é", "non-ASCII characters (at position 64 of 64)"),
+        (EMULATOR_API_KEY + "€", "non-ASCII characters (at position 65 of 65)"),
+    ],
+    ids=[
+        "trailing-newline",
+        "trailing-crlf",
+        "inner-space",
+        "leading-tab",
+        "nul",
+        "zero-width-space",
+        "latin-1",
+        "non-latin-1",
+    ],
+)
+def test_a_key_no_header_can_carry_is_refused_at_construction(textflow_emulator, key, says):
+    with pytest.raises(TextFlowConfigurationError) as info:
+        TextFlowClient(key, base_url=textflow_emulator.url)
+    err = info.value
+    assert isinstance(err, ImproperlyConfigured) and not isinstance(err, TextFlowError)
+    assert str(err).startswith("The TextFlow API key contains ")
+    assert says in str(err)
+    assert_no_part_of_the_key(err)
+    assert err.__cause__ is None and err.__context__ is None
+    assert textflow_emulator.requests == []
+
+
+def test_a_key_of_any_printable_ascii_is_sent_as_it_is(tf_client, textflow_emulator):
+    key = "".join(chr(c) for c in range(0x21, 0x7F))  # every printable ASCII but space
+    client = TextFlowClient(key, base_url=textflow_emulator.url, timeout=5)
+    with pytest.raises(InvalidAPIKey):  # not the emulator's key: refused by TextFlow
+        client.send_sms(NUMBER, "Hi")
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.headers["authorization"] == f"Bearer {key}"
+
+
+class _QuotingAdapter(HTTPAdapter):
+    """Fails the way http.client refuses a header: with the header, key included, quoted in
+    the error. The request never leaves."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        super().__init__()
+        self.error = error
+
+    def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        raise self.error(f"Invalid header value {request.headers['Authorization']!r}")
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (ValueError, TextFlowConfigurationError),
+        (UnicodeError, TextFlowConfigurationError),
+        (requests.ConnectionError, TextFlowConnectionError),
+    ],
+)
+def test_an_error_quoting_the_key_while_sending_never_carries_it(
+    textflow_emulator, raised, expected
+):
+    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, timeout=5)
+    client.session.mount("http://", _QuotingAdapter(raised))
+    with pytest.raises(expected) as info:
+        client.send_sms(NUMBER, "Hi")
+    err = info.value
+    assert type(err) is expected
+    assert err.__cause__ is None and err.__context__ is None
+    assert_no_part_of_the_key(err)
+    if expected is TextFlowConfigurationError:
+        assert str(err) == (
+            f"The request to TextFlow /send-sms could not be built or sent ({raised.__name__}: "
+            "Invalid header value 'Bearer [redacted]')"
+        )
+    else:
+        assert err.maybe_sent is True  # a transport error of unknown timing: maybe sent
+    assert textflow_emulator.requests == []
 
 
 @pytest.mark.parametrize("timeout", [0, -1, True, "5"])

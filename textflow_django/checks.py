@@ -8,7 +8,8 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E004``: ``TIMEOUT`` or ``BREAKER_RESET`` is not a positive number.
 - ``textflow.E005``: ``CODE_TTL`` is not a whole number of seconds in 1..86400.
 - ``textflow.E006``: ``BASE_URL`` is not an http(s) URL.
-- ``textflow.E007``: ``SERVICE_NAME`` or ``API_KEY`` is not a string.
+- ``textflow.E007``: ``SERVICE_NAME`` or ``API_KEY`` is not a string, or ``API_KEY`` holds
+  what no TextFlow key has (whitespace, control or non-ASCII characters).
 - ``textflow.E008``: ``DEFAULT_REGION`` is not a region phonenumbers knows.
 - ``textflow.E009``: ``ALLOWED_COUNTRIES``/``BLOCKED_COUNTRIES`` hold something else than
   ISO region codes.
@@ -40,6 +41,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .client import api_key_problem
 from .conf import DEFAULTS, MAX_CODE_TTL, conf
 from .exceptions import TextFlowConfigurationError
 
@@ -179,6 +181,19 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     id="textflow.E007",
                 )
             )
+    api_key = raw.get("API_KEY", DEFAULTS["API_KEY"])
+    # The client's own rule, so the check and TextFlowClient never disagree on a key.
+    problem = api_key_problem(api_key) if isinstance(api_key, str) else None
+    if problem is not None:
+        errors.append(
+            Error(
+                f"TEXTFLOW['API_KEY'] cannot be sent to TextFlow. {problem}",
+                hint="Strip the value where it is read, e.g. "
+                "os.environ['TEXTFLOW_API_KEY'].strip(), or copy the key again from the "
+                "TextFlow dashboard.",
+                id="textflow.E007",
+            )
+        )
     return errors
 
 

@@ -71,6 +71,7 @@ from .exceptions import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "api_key_problem",
     "CircuitBreaker",
     "DEFAULT_TIMEOUT",
     "BalanceResult",
@@ -169,9 +170,49 @@ class BalanceResult:
     packages: Mapping[str, int] = field(default_factory=dict)
 
 
-# HTTPAdapter.send as requests ships it: when a test library (``responses``) has patched it,
-# the client's own session goes through the patched method instead of straight to urllib3.
-_ADAPTER_SEND = HTTPAdapter.send
+def api_key_problem(api_key: str) -> str | None:
+    """Why ``api_key`` cannot be a TextFlow API key, or ``None`` when it can.
+
+    A key must be printable ASCII without spaces (TextFlow issues 64 letters and digits; any
+    printable ASCII is allowed here so that a future key format is not refused): anything
+    else cannot travel in the ``Authorization`` header, and http.client would refuse it
+    with the whole key in its error message. The sentence returned never contains the key.
+    An empty key is not judged here: whether one is needed depends on the backend.
+    """
+    for position, char in enumerate(api_key, start=1):
+        if "!" <= char <= "~":
+            continue
+        where = f"at position {position} of {len(api_key)}"
+        if char.isspace() or not char.isprintable():
+            cause = (
+                "a trailing newline from a secrets file?"
+                if api_key.rstrip() != api_key
+                else "a space or line break copied with it?"
+            )
+            kind = f"whitespace or control characters (U+{ord(char):04X} {where})"
+        else:
+            cause = "a look-alike character pasted from a document or a chat?"
+            kind = f"non-ASCII characters ({where})"
+        return (
+            f"The TextFlow API key contains {kind}: {cause} TextFlow keys are printable ASCII "
+            "without spaces (64 letters and digits)."
+        )
+    return None
+
+
+def _adapter_send_is_genuine() -> bool:
+    """Whether ``HTTPAdapter.send`` is requests' own, not a patch (``responses``, ``mock``).
+
+    Decided on every call, from the code object: a patch applied before this module was
+    imported must be seen as well, and ``functools.wraps`` copies a function's names but not
+    its code. A mock has no ``__code__``; ``create_autospec`` builds its code from a string.
+    """
+    code = getattr(HTTPAdapter.send, "__code__", None)
+    return (
+        code is not None
+        and code.co_qualname == "HTTPAdapter.send"
+        and code.co_filename == requests.adapters.__file__
+    )
 
 
 def _retry_after(value: str | None) -> int | None:
@@ -202,7 +243,9 @@ class TextFlowClient:
             every client of one process that talks to the same TextFlow).
 
     Raises:
-        TextFlowConfigurationError: ``api_key`` is empty or ``timeout`` is not positive.
+        TextFlowConfigurationError: ``api_key`` is empty or not a possible key (see
+            :func:`api_key_problem`), ``timeout`` is not positive, or ``base_url`` is not
+            a URL. The message never contains the key.
     """
 
     def __init__(
@@ -218,6 +261,9 @@ class TextFlowClient:
             raise TextFlowConfigurationError(
                 "TextFlow API key is missing: set TEXTFLOW['API_KEY'] (or pass api_key=)."
             )
+        problem = api_key_problem(api_key)
+        if problem is not None:
+            raise TextFlowConfigurationError(problem)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise TextFlowConfigurationError("The TextFlow timeout must be a positive number.")
         self._api_key = api_key
@@ -453,7 +499,7 @@ class TextFlowClient:
         verify = True if session.verify is None else session.verify
         direct = (
             type(adapter) is HTTPAdapter
-            and HTTPAdapter.send is _ADAPTER_SEND
+            and _adapter_send_is_genuine()
             and not (session.proxies and requests.utils.select_proxy(url, session.proxies))
         )
         tls = (verify, session.cert)
@@ -524,12 +570,47 @@ class TextFlowClient:
 
     def _call_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
+        withheld: Exception | None = None
         try:
             response = self._send(method, path, payload)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
-            raise self._transport_error(err, path) from err
+            withheld = self._transport_error(err, path)
+            if not self._carries_key(err):
+                raise withheld from err
+        except Exception as err:
+            # http.client refuses a bad header with a ValueError quoting it, Authorization
+            # included; nothing else that builds a request should mention the key.
+            if not self._carries_key(err):
+                raise
+            withheld = TextFlowConfigurationError(
+                f"The request to TextFlow {path} could not be built or sent "
+                f"({type(err).__name__}: {self._redact(str(err))})"
+            )
+        if withheld is not None:
+            # Raised outside the except clause so that neither __cause__ nor __context__
+            # holds the error that quotes the key.
+            raise withheld
         content = self._read(response, deadline, path)
         return self._interpret(response, content, path)
+
+    def _redact(self, text: str) -> str:
+        """The one redaction rule: the API key, wherever it is echoed, becomes ``[redacted]``."""
+        return text.replace(self._api_key, "[redacted]")
+
+    def _carries_key(self, err: BaseException) -> bool:
+        """Whether ``err`` or an exception it chains to mentions the key (by :meth:`_redact`)."""
+        pending: list[BaseException] = [err]
+        seen: set[int] = set()
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            for text in (str(current), repr(current)):
+                if self._redact(text) != text:
+                    return True
+            pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        return False
 
     def _read(self, response: BaseHTTPResponse, deadline: float, path: str) -> bytes:
         """Read the body, giving up at the deadline or past ``MAX_RESPONSE_BYTES``.
@@ -632,7 +713,7 @@ class TextFlowClient:
         else:
             text = "TextFlow's answer is not JSON"
         # Defence in depth: never let a server that echoes the key put it in our errors.
-        return text.replace(self._api_key, "[redacted]")[:500]
+        return self._redact(text)[:500]
 
 
 def _discard(response: BaseHTTPResponse) -> None:
