@@ -6,6 +6,8 @@ import io
 import re
 import threading
 import time
+import types
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -13,7 +15,13 @@ import pytest
 from django.core import mail
 from django.test import override_settings
 
-from textflow_django.backends import BaseBackend, get_backend, load_backend_class, locmem
+from textflow_django.backends import (
+    BaseBackend,
+    _emulated,
+    get_backend,
+    load_backend_class,
+    locmem,
+)
 from textflow_django.backends.console import ConsoleBackend
 from textflow_django.backends.dummy import DummyBackend
 from textflow_django.backends.locmem import LocMemBackend
@@ -158,6 +166,57 @@ def test_bulk_rejects_a_batch_with_an_invalid_number(subject: Subject):
     assert subject.delivered() == []
 
 
+def _kept(*roots: object) -> list[object]:
+    """Every str, bytes and number reachable from ``roots`` through instance attributes
+    (``__dict__`` and ``__slots__``) and containers; classes, modules and functions are not
+    entered."""
+    found: list[object] = []
+    seen: set[int] = set()
+    pending = list(roots)
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str | bytes | bytearray | int | float):
+            found.append(obj)
+        elif isinstance(obj, dict):
+            pending += [*obj.keys(), *obj.values()]
+        elif isinstance(obj, list | tuple | set | frozenset | deque):
+            pending += list(obj)
+        elif not isinstance(obj, type | types.ModuleType | types.FunctionType):
+            pending += list(getattr(obj, "__dict__", {}).values())
+            for cls in type(obj).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if hasattr(obj, slot):
+                        pending.append(getattr(obj, slot))
+    return found
+
+
+@pytest.mark.parametrize("backend_class", [ConsoleBackend, LocMemBackend, DummyBackend])
+def test_emulating_backends_keep_only_a_hash_of_the_code(backend_class):
+    locmem.reset()
+    options = {"stream": io.StringIO()} if backend_class is ConsoleBackend else {}
+    backend = backend_class(**options)
+    backend.code_length = 10  # too long to turn up by chance in a number, a salt or a digest
+    code = backend.send_code(NUMBER).verification_code
+    assert code is not None and len(code) == 10
+    assert backend.verify_code(NUMBER, code).valid is True  # the state below is the live one
+
+    # What the backend and the process-wide code store keep, minus where the SMS is
+    # delivered (console's stream, locmem's outbox): showing the code there is their job.
+    state = {k: v for k, v in vars(backend).items() if k != "stream"}
+    kept = _kept(state, _emulated.codes)
+    assert NUMBER in kept  # the walk reached the store's entries...
+    digests = [v for v in kept if isinstance(v, bytes) and len(v) == 32]
+    assert digests  # ...and its SHA-256 digest
+    assert not [v for v in kept if isinstance(v, str) and code in v]
+    assert not [v for v in kept if isinstance(v, bytes | bytearray) and code.encode() in v]
+    assert int(code) not in [v for v in kept if isinstance(v, int | float)]
+    for text in (repr(backend), repr(_emulated.codes), repr(state)):
+        assert code not in text
+
+
 # -- backend loading ------------------------------------------------------------------------
 
 
@@ -188,6 +247,14 @@ def test_textflow_backend_reads_settings_at_call_time(textflow_emulator):
             TEXTFLOW={"API_KEY": EMULATOR_API_KEY, "BASE_URL": textflow_emulator.url}
         ):
             assert backend.send_sms(NUMBER, "Hi").to == NUMBER
+
+
+def test_textflow_backend_with_a_key_no_header_can_carry_sends_nothing(textflow_emulator):
+    backend = TextFlowBackend(api_key=EMULATOR_API_KEY + "\n", base_url=textflow_emulator.url)
+    with pytest.raises(TextFlowConfigurationError, match="a trailing newline") as info:
+        backend.send_sms(NUMBER, "Hi")
+    assert EMULATOR_API_KEY not in str(info.value) and EMULATOR_API_KEY not in repr(info.value)
+    assert textflow_emulator.requests == []
 
 
 def test_textflow_backend_without_key_is_a_configuration_error():
