@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.testapp.models import Contact
 from textflow_django import bulk, signals
+from textflow_django.management import _progress
+from textflow_django.management.commands.textflow_bulk_sms import Command as BulkSMSCommand
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
 from textflow_django.testing import TextFlowEmulator
 
@@ -30,6 +36,22 @@ def numbers(n: int, start: int = 0) -> list[str]:
 
 def reached(emulator: TextFlowEmulator) -> Counter[str]:
     return Counter(m.phone_number for m in emulator.messages if m.kind == "bulk")
+
+
+def start(job: BulkSMSJob) -> None:
+    """Mark a job running, as run_job/enqueue_job do before sending: only then may its
+    batches be claimed."""
+    BulkSMSJob.objects.filter(pk=job.pk).update(status=BulkSMSJob.Status.RUNNING)
+
+
+def batch_sizes(emulator: TextFlowEmulator) -> list[int]:
+    return [len(c.json["phone_numbers"]) for c in emulator.calls("/bulk-sms")]
+
+
+def statuses(job: BulkSMSJob) -> list[str]:
+    return list(
+        BulkBatch.objects.filter(job=job).order_by("index").values_list("status", flat=True)
+    )
 
 
 def run(*args: str, stdin: str | None = None) -> tuple[str, str]:
@@ -118,18 +140,19 @@ def test_run_job_reaches_everyone_once_in_bounded_batches(textflow_live):
 
 def test_a_5xx_stops_the_job_and_resume_skips_the_uncertain_batch(textflow_live):
     job = bulk.create_job(text="Hi", numbers=numbers(50), batch_size=10)
-    # Two batches go through, then the third call fails with a 500: it may have been sent.
-    first_two = BulkBatch.objects.filter(job=job).order_by("index").values_list("id", flat=True)
-    for batch_id in list(first_two[:2]):
-        assert bulk.send_batch(batch_id) == 10
-    textflow_live.fault("status", path="/bulk-sms", status=500)
+
+    def after_each_batch(sent: int) -> None:
+        if sent == 20:  # two batches through: the third call fails with a 500
+            textflow_live.fault("status", path="/bulk-sms", status=500)
+
     with pytest.raises(bulk.BulkJobStopped) as info:
-        bulk.run_job(job.pk)
+        bulk.run_job(job.pk, progress=after_each_batch)
     stopped = info.value.job
     assert stopped.status == BulkSMSJob.Status.STOPPED
     assert (stopped.sent, stopped.uncertain) == (20, 10)
     assert "500" in stopped.last_error
-    assert BulkBatch.objects.get(job=job, index=2).status == BulkBatch.Status.UNCERTAIN
+    assert statuses(job) == ["accepted", "accepted", "uncertain", "pending", "pending"]
+    assert len(textflow_live.calls("/bulk-sms")) == 3  # nothing after the failure
 
     resumed = bulk.run_job(job.pk)
     assert resumed.status == BulkSMSJob.Status.FINISHED
@@ -182,20 +205,148 @@ def test_textflow_refusing_a_number_drops_it_and_sends_the_rest(textflow_live):
 
 def test_a_batch_is_claimed_once(textflow_live):
     job = bulk.create_job(text="Hi", numbers=numbers(3))
+    start(job)
     batch_id = BulkBatch.objects.get(job=job).pk
-    assert bulk.send_batch(batch_id) == 3
+    assert bulk.send_batch(batch_id) == (job.pk, 3, False)
     assert bulk.send_batch(batch_id) is None  # a second delivery of the same task
     assert len(textflow_live.calls("/bulk-sms")) == 1
+    job.refresh_from_db()
+    assert job.status == BulkSMSJob.Status.FINISHED  # the last batch finishes the job
+
+
+@pytest.mark.parametrize(
+    "status", [BulkSMSJob.Status.READY, BulkSMSJob.Status.STOPPED, BulkSMSJob.Status.FINISHED]
+)
+def test_a_batch_of_a_job_not_running_is_not_sent(status, textflow_live):
+    job = bulk.create_job(text="Hi", numbers=numbers(3))
+    BulkSMSJob.objects.filter(pk=job.pk).update(status=status)
+    batch_id = BulkBatch.objects.get(job=job).pk
+    assert bulk.send_batch(batch_id) is None
+    assert textflow_live.calls("/bulk-sms") == []
+    assert statuses(job) == ["pending"]
+
+
+def immediate_tasks() -> None:
+    """The tests run tasks with the immediate backend (the default when TASKS is not set):
+    each task runs as it is queued, through the same code as in a worker."""
+    from textflow_django.tasks import send_bulk_batch
+
+    assert type(send_bulk_batch.get_backend()).__name__ == "ImmediateBackend"
 
 
 def test_enqueue_runs_batches_as_tasks(settings, textflow_live):
+    immediate_tasks()
     job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
-    # The immediate backend runs each task as it is queued: the same code path as a worker.
     queued = bulk.enqueue_job(job.pk)
     job.refresh_from_db()
     assert queued == 3
     assert job.status == BulkSMSJob.Status.FINISHED
     assert reached(textflow_live) == Counter(numbers(30))
+    assert batch_sizes(textflow_live) == [10, 10, 10]
+
+
+def test_inline_and_worker_senders_call_the_same_batch_function(textflow_live, monkeypatch):
+    immediate_tasks()
+    real = bulk.send_batch
+    seen: list[int] = []
+
+    def spy(batch_id: int, **kwargs: object) -> bulk.BatchOutcome | None:
+        seen.append(batch_id)
+        return real(batch_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bulk, "send_batch", spy)
+    inline = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
+    bulk.run_job(inline.pk)
+    queued = bulk.create_job(text="Hi", numbers=numbers(30, start=100), batch_size=10)
+    bulk.enqueue_job(queued.pk)
+    ids = BulkBatch.objects.order_by("job_id", "index").values_list("id", flat=True)
+    assert seen == list(ids)
+    assert reached(textflow_live) == Counter(numbers(30) + numbers(30, start=100))
+
+
+def _fault_after(emulator: TextFlowEmulator, tasks: int, times: int) -> None:
+    """Queue a run of 500s for /bulk-sms once ``tasks`` bulk tasks have finished."""
+    try:
+        from django.tasks.signals import task_finished
+    except ImportError:
+        from django_tasks.signals import task_finished  # type: ignore[no-redef]
+    finished = 0
+
+    def receiver(sender: object, task_result: object, **kwargs: object) -> None:
+        nonlocal finished
+        finished += 1
+        if finished == tasks:
+            emulator.fault("status", path="/bulk-sms", status=500, times=times)
+
+    task_finished.connect(receiver, weak=False, dispatch_uid="bulk-fault-after")
+
+
+@pytest.fixture
+def fault_after():  # type: ignore[no-untyped-def]
+    yield _fault_after
+    try:
+        from django.tasks.signals import task_finished
+    except ImportError:
+        from django_tasks.signals import task_finished  # type: ignore[no-redef]
+    task_finished.disconnect(dispatch_uid="bulk-fault-after")
+
+
+@pytest.mark.parametrize("times", [1, 10], ids=["one-500", "steady-500"])
+def test_workers_send_nothing_once_the_job_stopped(times, textflow_live, fault_after):
+    immediate_tasks()
+    job = bulk.create_job(text="Hi", numbers=numbers(50), batch_size=10)
+    fault_after(textflow_live, tasks=2, times=times)
+    assert bulk.enqueue_job(job.pk) == 5  # all five queued; the last two find the job stopped
+    job.refresh_from_db()
+    assert job.status == BulkSMSJob.Status.STOPPED
+    assert (job.sent, job.uncertain) == (20, 10)
+    assert "500" in job.last_error
+    assert len(textflow_live.calls("/bulk-sms")) == 3  # two accepted, one failed, no more
+    assert statuses(job) == ["accepted", "accepted", "uncertain", "pending", "pending"]
+
+    textflow_live.reset()  # TextFlow is back
+    assert bulk.enqueue_job(job.pk) == 2  # the resume queues the pending batches only
+    job.refresh_from_db()
+    assert job.status == BulkSMSJob.Status.FINISHED
+    assert (job.sent, job.uncertain) == (40, 10)
+    assert reached(textflow_live) == Counter(numbers(20, start=30))
+
+
+def test_inline_run_stops_when_another_sender_stopped_the_job(textflow_live):
+    job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
+
+    def worker_failed(sent: int) -> None:  # as a worker's TextFlow failure would leave it
+        BulkSMSJob.objects.filter(pk=job.pk).update(
+            status=BulkSMSJob.Status.STOPPED, last_error="TextFlow answered 500"
+        )
+
+    with pytest.raises(bulk.BulkJobStopped) as info:
+        bulk.run_job(job.pk, progress=worker_failed)
+    assert info.value.error is None
+    assert "TextFlow answered 500" in str(info.value)
+    # The second batch was claimed (with the first one's acceptance) before the stop, so it
+    # went: one batch per sender in flight is the bound. Nothing after it.
+    assert statuses(job) == ["accepted", "accepted", "pending"]
+    assert len(textflow_live.calls("/bulk-sms")) == 2
+    assert info.value.job.sent == 20
+
+
+def test_chained_claims_cross_pages_of_batches(textflow_live, monkeypatch):
+    monkeypatch.setattr(bulk, "BATCH_PAGE", 2)
+    job = bulk.create_job(text="Hi", numbers=numbers(25), batch_size=5)
+    with CaptureQueriesContext(connection) as queries:
+        assert bulk.run_job(job.pk).sent == 25
+    assert reached(textflow_live) == Counter(numbers(25))
+    pages = [
+        q["sql"]
+        for q in queries
+        if 'FROM "textflow_bulkbatch"' in q["sql"] and "LIMIT 2" in q["sql"]
+    ]
+    assert len(pages) == 3  # 2 + 2 + 1 batches
+    claims = [q["sql"] for q in queries if "SET status = 'sending'" in q["sql"]]
+    # Each batch is claimed exactly once: the first alone, the rest with the previous one's
+    # acceptance, across the page boundaries too.
+    assert len(claims) == 5
 
 
 # -- textflow_bulk_sms ---------------------------------------------------------------------
@@ -311,7 +462,14 @@ def test_dry_run_sends_and_keeps_nothing(textflow_live):
             ],
             "Cannot read --text-file",
         ),
-        (["--numbers", "+12025550100", "--text", "Hi", "--batch-size", "0"], "--batch-size"),
+        (
+            ["--numbers", "+12025550100", "--text", "Hi", "--batch-size", "0"],
+            r"--batch-size: The batch size must be from 1 to 10,000, not 0",
+        ),
+        (
+            ["--numbers", "+12025550100", "--text", "Hi", "--batch-size", "10001"],
+            r"--batch-size: The batch size must be from 1 to 10,000, not 10001",
+        ),
         (["--numbers", "bad,worse", "--text", "Hi"], "No valid recipients"),
         (["--resume", "999"], "no bulk job 999"),
         (["--resume", "1", "--text", "Hi"], "drop --text"),
@@ -331,6 +489,200 @@ def test_command_csv_without_the_column(tmp_path):
         run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
 
 
+def test_batch_size_bound_is_the_largest_allowed(textflow_live):
+    run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi", "--batch-size", "10000")
+    assert BulkSMSJob.objects.get().batch_size == bulk.MAX_BATCH_SIZE == 10_000
+    with pytest.raises(ValueError, match="from 1 to 10,000"):
+        bulk.create_job(text="Hi", numbers=numbers(1), batch_size=0)  # 0 is not "the default"
+
+
+def test_default_batch_size_comes_from_the_setting(settings, textflow_live):
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "BULK_BATCH_SIZE": 3}
+    run("textflow_bulk_sms", "--numbers", ",".join(numbers(7)), "--text", "Hi")
+    assert batch_sizes(textflow_live) == [3, 3, 1]
+    assert BulkSMSJob.objects.get().batch_size == 3
+
+
+def test_a_batch_size_setting_out_of_range_is_a_command_error(settings, textflow_live):
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "BULK_BATCH_SIZE": 50_000}
+    with pytest.raises(CommandError, match=r"TEXTFLOW\['BULK_BATCH_SIZE'\].*not 50000"):
+        run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
+    assert not BulkSMSJob.objects.exists() and textflow_live.calls("/bulk-sms") == []
+
+
+def test_blocked_countries_apply(settings, textflow_live):
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "BLOCKED_COUNTRIES": ["GB"]}
+    out, _ = run(
+        "textflow_bulk_sms", "--numbers", "+447400123456,+12025550100,+33612345678", "--text", "Hi"
+    )
+    assert "2 recipients" in out and "1 invalid" in out
+    assert "item 1: '+447400123456' (country_not_allowed)" in out
+    assert reached(textflow_live) == Counter(["+12025550100", "+33612345678"])
+
+
+def test_a_model_is_read_in_primary_key_pages(textflow_live, monkeypatch):
+    monkeypatch.setattr(bulk, "MODEL_PAGE", 2)
+    contacts = [Contact.objects.create(phone=n) for n in numbers(5)]
+    with CaptureQueriesContext(connection) as queries:
+        run("textflow_bulk_sms", "--model", "testapp.Contact", "--field", "phone", "--text", "Hi")
+    pages = [q["sql"] for q in queries if 'FROM "testapp_contact"' in q["sql"]]
+    assert len(pages) == 3  # 2 + 2 + 1 rows: the short page ends it
+    assert all(page.endswith("LIMIT 2") for page in pages)
+    assert '"testapp_contact"."id" >' not in pages[0]
+    assert f'"testapp_contact"."id" > {contacts[1].pk}' in pages[1]
+    assert f'"testapp_contact"."id" > {contacts[3].pk}' in pages[2]
+    assert reached(textflow_live) == Counter(numbers(5))
+
+
+def test_a_page_size_multiple_reads_one_empty_page_more(textflow_live, monkeypatch):
+    monkeypatch.setattr(bulk, "MODEL_PAGE", 2)
+    for n in numbers(4):
+        Contact.objects.create(phone=n)
+    with CaptureQueriesContext(connection) as queries:
+        run("textflow_bulk_sms", "--model", "testapp.Contact", "--field", "phone", "--text", "Hi")
+    assert len([q for q in queries if 'FROM "testapp_contact"' in q["sql"]]) == 3
+    assert reached(textflow_live) == Counter(numbers(4))
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_number(tmp_path, textflow_live):
+    plain = tmp_path / "numbers.txt"
+    plain.write_bytes("\ufeff+12025550100\r\n+12025550101\r\n".encode())
+    out, _ = run("textflow_bulk_sms", "--file", str(plain), "--text", "Hi")
+    assert "2 recipients" in out and "0 invalid" in out
+    # Excel's "CSV UTF-8": a BOM before the header's first column name.
+    table = tmp_path / "people.csv"
+    table.write_bytes("\ufeffmobile,name\r\n+12025550102,Ann\r\n".encode())
+    out, _ = run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
+    assert "1 recipients" in out and "0 invalid" in out
+    text = tmp_path / "text.txt"
+    text.write_bytes("\ufeffBig sale".encode())
+    run("textflow_bulk_sms", "--numbers", "+12025550103", "--text-file", str(text))
+    assert reached(textflow_live) == Counter(numbers(4, start=100))
+    assert textflow_live.calls("/bulk-sms")[-1].json["text"] == "Big sale"
+
+
+def test_stdin_with_a_descriptor_is_read_as_utf8_and_left_open(
+    tmp_path, textflow_live, monkeypatch
+):
+    piped = tmp_path / "piped.txt"
+    piped.write_bytes("\ufeff+12025550100\n+1 202 555 0101\n".encode())
+    with piped.open(encoding="latin-1") as stdin:  # the process's own encoding is not used
+        monkeypatch.setattr("sys.stdin", stdin)
+        out, _ = run("textflow_bulk_sms", "--file", "-", "--text", "Hi")
+        assert not stdin.closed
+    assert "2 recipients" in out and "0 invalid" in out
+    assert BulkSMSJob.objects.get().source == "stdin"
+    assert reached(textflow_live) == Counter(numbers(2, start=100))
+
+
+def assert_nothing_kept_or_sent(emulator: TextFlowEmulator) -> None:
+    assert not BulkSMSJob.objects.exists()
+    assert not BulkRecipient.objects.exists() and not BulkBatch.objects.exists()
+    assert emulator.calls("/bulk-sms") == []
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path, textflow_live):
+    # Far past the decoder's first chunk, so the line number is the real one.
+    plain = tmp_path / "numbers.txt"
+    plain.write_bytes(("+12025550100\n" * 5000).encode() + b"Jos\xe9\n+12025550101\n")
+    with pytest.raises(CommandError) as info:
+        run("textflow_bulk_sms", "--file", str(plain), "--text", "Hi")
+    assert str(info.value) == f"{plain} line 5001 is not UTF-8 text. Nothing was sent."
+    assert_nothing_kept_or_sent(textflow_live)
+
+    table = tmp_path / "people.csv"
+    table.write_bytes(b"name,mobile\nAnn,+12025550100\nJos\xe9,+12025550101\n")
+    with pytest.raises(CommandError, match=r"people\.csv line 3 is not UTF-8 text"):
+        run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
+    assert_nothing_kept_or_sent(textflow_live)
+
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"n\xe4me,mobile\nAnn,+12025550100\n")
+    with pytest.raises(CommandError, match=r"header\.csv line 1 is not UTF-8 text"):
+        run("textflow_bulk_sms", "--file", str(header), "--column", "mobile", "--text", "Hi")
+    assert_nothing_kept_or_sent(textflow_live)
+
+    # The failed imports left nothing behind, not even their staging table.
+    plain.write_text("+12025550100\n")
+    out, _ = run("textflow_bulk_sms", "--file", str(plain), "--text", "Hi")
+    assert "1 recipients sent" in out
+
+
+def test_a_strictly_decoded_stream_that_is_not_utf8_is_a_source_error(textflow_live):
+    stream = io.TextIOWrapper(io.BytesIO(b"+12025550100\n\xff\xfe\n"), encoding="utf-8")
+    source = bulk.file_numbers(stream, name="upload")
+    with pytest.raises(
+        bulk.SourceError,
+        match=r"upload is not UTF-8 text \(at line 1 or after: invalid start byte\)",
+    ):
+        bulk.create_job(text="Hi", source=source)
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+def test_a_csv_field_over_the_size_limit_names_the_line(tmp_path, textflow_live):
+    table = tmp_path / "people.csv"
+    huge = "x" * (csv.field_size_limit() + 1)
+    table.write_text(f"name,mobile\nAnn,+12025550100\n{huge},+12025550101\n")
+    with pytest.raises(CommandError) as info:
+        run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
+    assert str(info.value) == (
+        f"{table} line 3: not valid CSV (field larger than field limit "
+        f"({csv.field_size_limit()})). Nothing was sent."
+    )
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+def test_a_filter_the_database_refuses_is_a_command_error(textflow_live):
+    Contact.objects.create(phone="+12025550100")
+    with pytest.raises(CommandError) as info:
+        run(
+            "textflow_bulk_sms",
+            "--model",
+            "testapp.Contact",
+            "--field",
+            "phone",
+            "--filter",
+            "phone__regex=(",
+            "--text",
+            "Hi",
+        )
+    message = str(info.value)
+    assert message.startswith(
+        "Reading testapp.Contact.phone where phone__regex=( failed (check the filters): "
+    )
+    assert message.endswith("Nothing was sent.")
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+def test_a_directory_is_not_a_file(tmp_path, textflow_live):
+    with pytest.raises(CommandError, match=f"--file {tmp_path} is a directory"):
+        run("textflow_bulk_sms", "--file", str(tmp_path), "--text", "Hi")
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+@pytest.mark.parametrize(
+    ("option", "name"),
+    [
+        (["--model", "testapp.Contact"], "--model"),
+        (["--field", "phone"], "--field"),
+        (["--filter", "landline="], "--filter"),
+        (["--file", "numbers.txt"], "--file"),
+        (["--column", "mobile"], "--column"),
+        (["--numbers", "+12025550100"], "--numbers"),
+        (["--text", "Hi"], "--text"),
+        (["--text-file", "text.txt"], "--text-file"),
+        (["--batch-size", "10"], "--batch-size"),
+        (["--strict"], "--strict"),
+    ],
+)
+def test_resume_refuses_options_of_a_new_job(option, name, textflow_live):
+    job = bulk.create_job(text="Hi", numbers=numbers(2))
+    with pytest.raises(CommandError) as info:
+        run("textflow_bulk_sms", "--resume", str(job.pk), *option)
+    assert str(info.value) == f"--resume continues a job as it was: drop {name}."
+    assert textflow_live.calls("/bulk-sms") == []
+
+
 def test_command_failure_says_how_to_resume(textflow_live):
     textflow_live.fault("status", path="/bulk-sms", status=503)
     with pytest.raises(CommandError) as info:
@@ -344,26 +696,169 @@ def test_command_failure_says_how_to_resume(textflow_live):
     assert reached(textflow_live) == Counter(["+12025550100"])
 
 
+class FakeTerminal(io.StringIO):
+    """A stdin that says it is a terminal; reading it fails the test (nothing may block)."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self, *args: object) -> str:
+        pytest.fail("read stdin")
+
+    def readline(self, *args: object) -> str:
+        pytest.fail("read stdin")
+
+
+def from_command_line(*args: str) -> tuple[str, str]:
+    """Run the command as ``manage.py`` does (run_from_argv sets _called_from_command_line)
+    without run_from_argv's sys.exit and closing of the test's database connections."""
+    command = BulkSMSCommand()
+    command._called_from_command_line = True
+    out, err = io.StringIO(), io.StringIO()
+    call_command(command, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
 def test_command_never_prompts_without_a_terminal(textflow_live, monkeypatch):
     monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("prompted"))
-    run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
+    from_command_line("--numbers", "+12025550100", "--text", "Hi")
     assert len(textflow_live.calls("/bulk-sms")) == 1
+
+
+def test_call_command_never_prompts_even_on_a_terminal(textflow_live, monkeypatch):
+    # call_command's "interactive" defaults to True: a terminal alone must not make it ask.
+    monkeypatch.setattr("sys.stdin", FakeTerminal())
+    monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("prompted"))
+    out, _ = run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
+    assert "1 recipients sent" in out
+    assert reached(textflow_live) == Counter(["+12025550100"])
 
 
 def test_command_asks_on_a_terminal_unless_no_input(textflow_live, monkeypatch):
-    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("sys.stdin", FakeTerminal())
+    prompts: list[str] = []
+    answers = iter(["n", "yes"])
 
-    class TTY(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+    def answer(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(answers)
 
-    monkeypatch.setattr("sys.stdin", TTY(""))
-    answers = iter(["n"])
-    monkeypatch.setattr("builtins.input", lambda *a: next(answers))
-    out, _ = run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
+    monkeypatch.setattr("builtins.input", answer)
+    out, _ = from_command_line("--numbers", "+12025550100,+12025550101", "--text", "Hi")
+    assert prompts == ["Send this SMS to 2 recipients? [y/N] "]
     assert "Cancelled" in out and textflow_live.calls("/bulk-sms") == []
-    run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi", "--no-input")
-    assert len(textflow_live.calls("/bulk-sms")) == 1
+    assert not BulkSMSJob.objects.exists()
+    out, _ = from_command_line("--numbers", "+12025550100", "--text", "Hi")
+    assert len(prompts) == 2 and "1 recipients sent" in out
+    from_command_line("--numbers", "+12025550101", "--text", "Hi", "--no-input")
+    assert len(prompts) == 2
+    assert reached(textflow_live) == Counter(numbers(2, start=100))
+
+
+def test_end_of_input_at_the_prompt_cancels(textflow_live, monkeypatch):
+    monkeypatch.setattr("sys.stdin", FakeTerminal())
+
+    def ctrl_d(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", ctrl_d)
+    out, _ = from_command_line("--numbers", "+12025550100", "--text", "Hi")
+    assert "Cancelled" in out
+    assert textflow_live.calls("/bulk-sms") == [] and not BulkSMSJob.objects.exists()
+
+
+class FakeTerminalOut(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch):  # type: ignore[no-untyped-def]
+    """The progress display's clock moves one second each time it is read."""
+    ticks = iter(range(1000, 2000))
+    monkeypatch.setattr(
+        _progress, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks)))
+    )
+
+
+def test_progress_bar_on_a_terminal(textflow_live, ticking_clock):
+    err = FakeTerminalOut()
+    call_command(
+        "textflow_bulk_sms",
+        "--numbers",
+        ",".join(numbers(30)),
+        "--text",
+        "Hi",
+        "--batch-size",
+        "10",
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    # One frame per batch (a second apart), redrawn with "\r", then the final one and a
+    # newline. The rate needs two updates: until then it and the ETA are "--".
+    assert err.getvalue().split("\r") == [
+        "",
+        "[##########--------------------]  33.3% 10/30 recipients --/s ETA --",
+        "[####################----------]  66.7% 20/30 recipients 10/s ETA 0:01",
+        "[##############################] 100.0% 30/30 recipients 10/s ETA 0:00",
+        "[##############################] 100.0% 30/30 recipients 7/s ETA 0:00\n",
+    ]
+
+
+def test_progress_lines_when_not_a_terminal(ticking_clock):
+    out = io.StringIO()
+    progress = _progress.Progress(out, 1000, label="recipients", interval=5)
+    for done in range(100, 1001, 100):  # one update a second: a line every 5 seconds
+        progress.update(done)
+    progress.update(1000, force=True)
+    progress.close()
+    assert out.getvalue().splitlines() == [
+        " 10.0% 100/1,000 recipients --/s ETA --",
+        " 60.0% 600/1,000 recipients 100/s ETA 0:04",
+        "100.0% 1,000/1,000 recipients 90/s ETA 0:00",
+    ]
+
+
+def test_enqueue_through_the_command(textflow_live):
+    immediate_tasks()
+    out, err = run(
+        "textflow_bulk_sms",
+        "--numbers",
+        ",".join(numbers(25)),
+        "--text",
+        "Hi",
+        "--batch-size",
+        "10",
+        "--enqueue",
+    )
+    job = BulkSMSJob.objects.get()
+    assert out.splitlines()[-1] == f"Job {job.pk}: 3 batches queued for the workers."
+    assert err == ""  # no progress display: the workers send
+    assert job.status == BulkSMSJob.Status.FINISHED and job.sent == 25
+    assert batch_sizes(textflow_live) == [10, 10, 5]
+    assert reached(textflow_live) == Counter(numbers(25))
+
+
+def test_enqueue_through_the_command_reports_a_stop_and_resumes(textflow_live):
+    immediate_tasks()
+    textflow_live.fault("status", path="/bulk-sms", status=500, times=10)
+    args = ["--numbers", ",".join(numbers(25)), "--text", "Hi", "--batch-size", "10"]
+    with pytest.raises(CommandError) as info:
+        run("textflow_bulk_sms", *args, "--enqueue")
+    job = BulkSMSJob.objects.get()
+    message = str(info.value)
+    assert message.startswith(f"Job {job.pk} stopped: ")
+    assert "0/25 recipients sent; nothing is lost." in message
+    assert f"Resume with: manage.py textflow_bulk_sms --resume {job.pk} --enqueue " in message
+    assert "10 recipients are in batches TextFlow may have accepted" in message
+    assert len(textflow_live.calls("/bulk-sms")) == 1  # the other tasks sent nothing
+    assert statuses(job) == ["uncertain", "pending", "pending"]
+
+    textflow_live.reset()
+    out, _ = run("textflow_bulk_sms", "--resume", str(job.pk), "--enqueue")
+    assert out.splitlines()[-1] == f"Job {job.pk}: 2 batches queued for the workers."
+    assert batch_sizes(textflow_live) == [10, 5]
+    assert reached(textflow_live) == Counter(numbers(15, start=10))
 
 
 # -- textflow_bulk_count -------------------------------------------------------------------

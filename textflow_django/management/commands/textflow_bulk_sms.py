@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from argparse import ArgumentParser
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -12,9 +13,24 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from ... import bulk
-from ...exceptions import TextFlowConfigurationError
+from ...conf import conf
+from ...exceptions import TextFlowConfigurationError, TextFlowError
 from ...models import BulkSMSJob
 from .._progress import Progress
+
+#: Options that define a new job (its recipients, text and batches): not for --resume.
+_JOB_OPTIONS = (
+    "model",
+    "field",
+    "filter",
+    "file",
+    "column",
+    "numbers",
+    "text",
+    "text_file",
+    "batch_size",
+    "strict",
+)
 
 
 class Command(BaseCommand):
@@ -45,7 +61,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-size",
             type=int,
-            help="Most numbers per /bulk-sms call (default: TEXTFLOW['BULK_BATCH_SIZE']).",
+            help="Most numbers per /bulk-sms call, 1 to "
+            f"{bulk.MAX_BATCH_SIZE:,} (default: TEXTFLOW['BULK_BATCH_SIZE']).",
         )
         parser.add_argument(
             "--strict",
@@ -60,7 +77,8 @@ class Command(BaseCommand):
             "--noinput",
             action="store_false",
             dest="interactive",
-            help="Do not ask for confirmation before sending.",
+            help="Do not ask for confirmation before sending (it is only asked when run "
+            "from a terminal).",
         )
         parser.add_argument(
             "--resume", type=int, metavar="JOB_ID", help="Continue a stopped or crashed job."
@@ -97,38 +115,69 @@ class Command(BaseCommand):
         if options["resend_uncertain"]:
             raise CommandError("--resend-uncertain goes with --resume.")
         text = self._text(options)
-        source = self._source(options)
-        batch_size = options["batch_size"]
-        if batch_size is not None and batch_size < 1:
-            raise CommandError("--batch-size must be at least 1.")
+        batch_size = self._batch_size(options)
         started = time.monotonic()
-        # A dry run builds the job like a real one, reports it, and rolls it all back.
-        with transaction.atomic():
-            job = bulk.create_job(
-                text=text, source=source, batch_size=batch_size, strict=options["strict"]
-            )
-            self._report_counts(job, time.monotonic() - started)
-            if options["dry_run"]:
-                self.stdout.write(self.style.WARNING("Dry run: nothing was sent."))
-                transaction.set_rollback(True)
-                return None
+        with ExitStack() as files:
+            source = self._source(options, files)
+            # One transaction: a source failing half-way (a file that is not UTF-8, a
+            # filter the database refuses) leaves no job; a dry run is rolled back too.
+            with transaction.atomic():
+                try:
+                    job = bulk.create_job(
+                        text=text, source=source, batch_size=batch_size, strict=options["strict"]
+                    )
+                except bulk.SourceError as err:
+                    raise CommandError(f"{err} Nothing was sent.") from err
+                self._report_counts(job, time.monotonic() - started)
+                if options["dry_run"]:
+                    self.stdout.write(self.style.WARNING("Dry run: nothing was sent."))
+                    transaction.set_rollback(True)
+                    return None
         if job.total == 0:
             job.delete()
             raise CommandError("No valid recipients: nothing to send.")
-        if options["interactive"] and sys.stdin.isatty():
-            answer = input(f"Send this SMS to {job.total:,} recipients? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                job.delete()
-                self.stdout.write("Cancelled: nothing was sent.")
-                return None
+        if self._may_prompt(options) and not self._confirmed(job):
+            job.delete()
+            self.stdout.write("Cancelled: nothing was sent.")
+            return None
         return job
+
+    def _batch_size(self, options: dict[str, Any]) -> int:
+        """--batch-size, else the setting, checked before anything is read."""
+        if options["batch_size"] is not None:
+            size, name = options["batch_size"], "--batch-size"
+        else:
+            name = "TEXTFLOW['BULK_BATCH_SIZE']"
+            try:
+                size = conf.BULK_BATCH_SIZE
+            except (TypeError, ValueError) as err:
+                raise CommandError(f"{name}: {err}") from err
+        try:
+            return bulk.check_batch_size(size)
+        except ValueError as err:
+            raise CommandError(f"{name}: {err}") from err
+
+    def _may_prompt(self, options: dict[str, Any]) -> bool:
+        """Ask only a person: run from a terminal (not call_command, whose ``interactive``
+        defaults to True, nor a script or cron) and without --no-input."""
+        from_command_line = bool(getattr(self, "_called_from_command_line", False))
+        return bool(options["interactive"] and from_command_line and sys.stdin.isatty())
+
+    def _confirmed(self, job: BulkSMSJob) -> bool:
+        try:
+            answer = input(f"Send this SMS to {job.total:,} recipients? [y/N] ")
+        except EOFError:  # Ctrl-D: no answer is a no
+            self.stdout.write("")
+            return False
+        return answer.strip().lower() in ("y", "yes")
 
     def _text(self, options: dict[str, Any]) -> str:
         if (options["text"] is None) == (options["text_file"] is None):
             raise CommandError("Give the text with exactly one of --text or --text-file.")
         if options["text_file"] is not None:
             try:
-                text = Path(options["text_file"]).read_text(encoding="utf-8")
+                # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the SMS.
+                text = Path(options["text_file"]).read_text(encoding="utf-8-sig")
             except (OSError, UnicodeDecodeError) as err:
                 raise CommandError(
                     f"Cannot read --text-file {options['text_file']}: {err}"
@@ -140,7 +189,7 @@ class Command(BaseCommand):
             raise CommandError("The text is empty.")
         return text
 
-    def _source(self, options: dict[str, Any]) -> bulk.Source:
+    def _source(self, options: dict[str, Any], files: ExitStack) -> bulk.Source:
         given = [
             name
             for name, present in (
@@ -167,24 +216,26 @@ class Command(BaseCommand):
                     raise CommandError("--model needs --field.")
                 return bulk.model_numbers(options["model"], options["field"], options["filter"])
             if options["file"] is not None:
-                return self._file(options["file"], options["column"])
+                return self._file(options["file"], options["column"], files)
             values = [v.strip() for v in options["numbers"].split(",")]
             return bulk.list_numbers(values, "command line")
         except bulk.SourceError as err:
             raise CommandError(str(err)) from err
 
-    def _file(self, name: str, column: str | None) -> bulk.Source:
-        if name == "-":
-            return bulk.file_numbers(sys.stdin, name="stdin", column=column)
-        path = Path(name)
-        if not path.is_file():
-            raise CommandError(f"--file {name}: no such file.")
+    def _file(self, name: str, column: str | None, files: ExitStack) -> bulk.Source:
+        if name != "-":
+            path = Path(name)
+            if path.is_dir():
+                raise CommandError(f"--file {name} is a directory, not a file of numbers.")
+            if not path.exists():
+                raise CommandError(f"--file {name}: no such file.")
         try:
-            stream = path.open(encoding="utf-8", newline="")
+            stream = bulk.open_numbers_file(name)
         except OSError as err:
             raise CommandError(f"Cannot read --file {name}: {err}") from err
-        # The stream stays open while the job is built; the process ends soon after.
-        return bulk.file_numbers(stream, name=str(path), column=column)
+        if stream is not sys.stdin:
+            files.callback(stream.close)  # once the job is built
+        return bulk.file_numbers(stream, name="stdin" if name == "-" else name, column=column)
 
     def _report_counts(self, job: BulkSMSJob, elapsed: float) -> None:
         self.stdout.write(
@@ -198,10 +249,12 @@ class Command(BaseCommand):
     # -- sending ---------------------------------------------------------------------------
 
     def _resume_job(self, options: dict[str, Any]) -> BulkSMSJob:
+        # A resumed job keeps its recipients, text and batches: an option that would change
+        # them is refused rather than silently ignored.
         clash = [
             f"--{name.replace('_', '-')}"
-            for name in ("model", "file", "numbers", "text", "text_file", "batch_size")
-            if options[name] is not None
+            for name in _JOB_OPTIONS
+            if options[name] not in (None, False, [])
         ]
         if clash:
             raise CommandError(f"--resume continues a job as it was: drop {', '.join(clash)}.")
@@ -230,6 +283,10 @@ class Command(BaseCommand):
                     "--enqueue needs Django's tasks framework (Django 6) or the django-tasks "
                     f"backport: {err}"
                 ) from err
+            job.refresh_from_db()
+            if job.status == BulkSMSJob.Status.STOPPED:
+                # A worker (or an immediate task backend) already hit a TextFlow failure.
+                raise self._stopped(job, None, options)
             self.stdout.write(
                 self.style.SUCCESS(f"Job {job.pk}: {queued:,} batches queued for the workers.")
             )
@@ -244,17 +301,7 @@ class Command(BaseCommand):
             )
         except bulk.BulkJobStopped as stop:
             progress.close()
-            stopped = stop.job
-            hint = f"manage.py textflow_bulk_sms --resume {stopped.pk}"
-            if stopped.uncertain:
-                hint += (
-                    f" ({stopped.uncertain:,} recipients are in batches TextFlow may have "
-                    "accepted; add --resend-uncertain to send those again)"
-                )
-            raise CommandError(
-                f"Job {stopped.pk} stopped: {stop.error}. {stopped.sent:,}/{stopped.total:,} "
-                f"recipients sent; nothing is lost. Resume with: {hint}"
-            ) from stop
+            raise self._stopped(stop.job, stop.error, options) from stop
         progress.update(job.sent, force=True)
         progress.close()
         elapsed = time.monotonic() - started
@@ -265,4 +312,22 @@ class Command(BaseCommand):
                 f"{job.batches_sent:,} batches, {job.invalid:,} invalid, {job.duplicates:,} "
                 f"duplicates, {job.uncertain:,} uncertain; {elapsed:.1f}s ({rate:,.0f}/s)."
             )
+        )
+
+    def _stopped(
+        self, job: BulkSMSJob, error: TextFlowError | None, options: dict[str, Any]
+    ) -> CommandError:
+        """The error for a stopped job: what happened, what was sent, how to resume."""
+        hint = f"manage.py textflow_bulk_sms --resume {job.pk}"
+        if options["enqueue"]:
+            hint += " --enqueue"
+        if job.uncertain:
+            hint += (
+                f" ({job.uncertain:,} recipients are in batches TextFlow may have "
+                "accepted; add --resend-uncertain to send those again)"
+            )
+        reason = error if error is not None else job.last_error or "stopped"
+        return CommandError(
+            f"Job {job.pk} stopped: {reason}. {job.sent:,}/{job.total:,} "
+            f"recipients sent; nothing is lost. Resume with: {hint}"
         )
