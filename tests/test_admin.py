@@ -241,3 +241,69 @@ def test_bulk_jobs_are_listed_read_only_with_progress(admin_client):
     detail = admin_client.get(f"/admin/textflow/bulksmsjob/{job.pk}/change/")
     assert detail.status_code == 200 and "Sale" in detail.content.decode()
     assert admin_client.get("/admin/textflow/bulksmsjob/add/").status_code == 403
+
+
+def _bulk_job(status: str) -> Any:
+    from textflow_django import bulk
+    from textflow_django.models import BulkSMSJob
+
+    job = bulk.create_job(text="Sale", numbers=["+12025550100", "+12025550101"])
+    BulkSMSJob.objects.filter(pk=job.pk).update(status=status)
+    return job
+
+
+@pytest.mark.django_db
+def test_a_running_bulk_job_cannot_be_deleted(admin_client):
+    from textflow_django.models import BulkRecipient, BulkSMSJob
+
+    job = _bulk_job(BulkSMSJob.Status.RUNNING)
+    url = f"/admin/textflow/bulksmsjob/{job.pk}/delete/"
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert BulkSMSJob.objects.filter(pk=job.pk).exists()
+    assert BulkRecipient.objects.filter(job=job).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["finished", "stopped", "ready"])
+def test_a_bulk_job_that_is_not_running_can_be_deleted_with_its_rows(admin_client, status):
+    from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
+
+    job = _bulk_job(status)
+    response = admin_client.post(f"/admin/textflow/bulksmsjob/{job.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not BulkSMSJob.objects.exists()
+    assert not BulkRecipient.objects.exists() and not BulkBatch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_deleting_a_selection_with_a_running_bulk_job_is_refused(admin_client):
+    from textflow_django.models import BulkSMSJob
+
+    running = _bulk_job(BulkSMSJob.Status.RUNNING)
+    finished = _bulk_job(BulkSMSJob.Status.FINISHED)
+    data = {"action": "delete_selected", "_selected_action": [running.pk, finished.pk]}
+    assert admin_client.post("/admin/textflow/bulksmsjob/", data).status_code == 200
+    response = admin_client.post("/admin/textflow/bulksmsjob/", {**data, "post": "yes"})
+    assert response.status_code == 403
+    assert BulkSMSJob.objects.count() == 2
+    data["_selected_action"] = [finished.pk]
+    response = admin_client.post("/admin/textflow/bulksmsjob/", {**data, "post": "yes"})
+    assert response.status_code == 302
+    assert list(BulkSMSJob.objects.values_list("pk", flat=True)) == [running.pk]
+
+
+@pytest.mark.django_db
+def test_a_bulk_job_started_after_the_confirmation_is_kept(rf, admin_user):
+    from textflow_django.admin import BulkSMSJobAdmin
+    from textflow_django.models import BulkSMSJob
+
+    idle = _bulk_job(BulkSMSJob.Status.STOPPED)
+    resumed = _bulk_job(BulkSMSJob.Status.STOPPED)
+    confirmed = BulkSMSJob.objects.filter(pk__in=[idle.pk, resumed.pk])
+    # Between the confirmation page and the deletion, someone resumes one of them.
+    BulkSMSJob.objects.filter(pk=resumed.pk).update(status=BulkSMSJob.Status.RUNNING)
+    request = rf.post("/")
+    request.user = admin_user
+    BulkSMSJobAdmin(BulkSMSJob, admin.site).delete_queryset(request, confirmed)
+    assert list(BulkSMSJob.objects.values_list("pk", flat=True)) == [resumed.pk]

@@ -142,7 +142,16 @@ else:
 
 @admin.register(BulkSMSJob)
 class BulkSMSJobAdmin(_JobAdmin):
-    """Bulk jobs with their progress, read-only: jobs are run and resumed by the command."""
+    """Bulk jobs with their progress, read-only: jobs are run and resumed by the command.
+
+    Permissions: nobody adds or edits a job. A job that is not running may be deleted
+    (with its recipients and batches) by users with the delete permission: a finished
+    one is housekeeping (a job keeps a row per recipient), a stopped or never-started one
+    is abandoned. A running job may not: its senders would go on sending for a record
+    that no longer exists, and what reached whom would be lost. A job left ``running``
+    by a sender that died is resumed (``textflow_bulk_sms --resume``) before it can be
+    deleted.
+    """
 
     list_display = (
         "id",
@@ -188,3 +197,23 @@ class BulkSMSJobAdmin(_JobAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BulkSMSJob | None = None) -> bool:
+        # The bulk "delete selected" action asks this for each selected job too.
+        if obj is not None and obj.status == BulkSMSJob.Status.RUNNING:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: BulkSMSJob) -> None:
+        self.delete_queryset(request, BulkSMSJob.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BulkSMSJob]) -> None:
+        """Delete the selected jobs that are not running, re-checked under a row lock: a
+        job resumed since the confirmation page was shown is kept."""
+        with transaction.atomic():
+            idle = list(
+                queryset.select_for_update()
+                .exclude(status=BulkSMSJob.Status.RUNNING)
+                .values_list("pk", flat=True)
+            )
+            BulkSMSJob.objects.filter(pk__in=idle).delete()
