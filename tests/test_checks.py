@@ -274,10 +274,16 @@ def test_e010_verify_mode():
         ("NUM_PROXIES", 1.5),
         ("TOKEN_MAX_AGE", 0),
         ("TOKEN_MAX_AGE", True),
+        ("BULK_BATCH_SIZE", 0),
+        ("BULK_BATCH_SIZE", 10_001),  # past MAX_BATCH_SIZE: caught at start-up, not mid-run
     ],
 )
 def test_e011_whole_numbers(key, value):
     assert ids(**GOOD, **{key: value}) == ["textflow.E011"]
+
+
+def test_e011_the_largest_batch_size_passes():
+    assert ids(**GOOD, BULK_BATCH_SIZE=10_000) == []
 
 
 @pytest.mark.parametrize(

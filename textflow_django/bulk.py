@@ -42,7 +42,7 @@ from django.utils import timezone
 from . import phone, signals
 from .backends import get_backend
 from .backends.base import BaseBackend
-from .conf import conf
+from .conf import MAX_BATCH_SIZE, conf
 from .exceptions import InvalidPhoneNumber, TextFlowError, TextFlowRateLimited
 from .models import BulkBatch, BulkRecipient, BulkSMSJob
 
@@ -75,10 +75,6 @@ INVALID_SAMPLES = 10
 #: A 429 from TextFlow sent nothing, so the batch is retried after Retry-After, this often.
 RATE_LIMIT_RETRIES = 3
 MAX_RATE_LIMIT_WAIT = 60
-#: Most numbers one ``/bulk-sms`` call may carry. TextFlow documents no limit; this keeps a
-#: request body around 200 kB, and a batch whose outcome is unknown to a bounded number of
-#: recipients.
-MAX_BATCH_SIZE = 10_000
 #: Batch ids read per page by :func:`run_job` (memory stays flat however many batches).
 BATCH_PAGE = 1000
 

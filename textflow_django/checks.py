@@ -42,7 +42,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .client import api_key_problem
-from .conf import DEFAULTS, MAX_CODE_TTL, conf
+from .conf import DEFAULTS, MAX_BATCH_SIZE, MAX_CODE_TTL, conf
 from .exceptions import TextFlowConfigurationError
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -251,19 +251,20 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 id="textflow.E010",
             )
         )
-    for key, minimum in (
-        ("MAX_ATTEMPTS", 1),
-        ("RESEND_COOLDOWN", 0),
-        ("NUM_PROXIES", 0),
-        ("TOKEN_MAX_AGE", 1),
-        ("BULK_BATCH_SIZE", 1),
-        ("BREAKER_THRESHOLD", 0),
+    for key, minimum, maximum in (
+        ("MAX_ATTEMPTS", 1, None),
+        ("RESEND_COOLDOWN", 0, None),
+        ("NUM_PROXIES", 0, None),
+        ("TOKEN_MAX_AGE", 1, None),
+        ("BULK_BATCH_SIZE", 1, MAX_BATCH_SIZE),
+        ("BREAKER_THRESHOLD", 0, None),
     ):
         value = raw.get(key, DEFAULTS[key])
-        if not _whole(value, minimum):
+        if not _whole(value, minimum) or (maximum is not None and value > maximum):
+            span = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
             errors.append(
                 Error(
-                    f"TEXTFLOW['{key}'] must be a whole number >= {minimum}, not {value!r}.",
+                    f"TEXTFLOW['{key}'] must be a whole number {span}, not {value!r}.",
                     hint=f"The default is {DEFAULTS[key]!r}.",
                     id="textflow.E011",
                 )

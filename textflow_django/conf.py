@@ -57,6 +57,10 @@ DEFAULTS: Final[Mapping[str, Any]] = {
 
 #: The longest code lifetime TextFlow accepts (``seconds`` on ``/send-code``).
 MAX_CODE_TTL: Final = 86400
+#: Most numbers one ``/bulk-sms`` call may carry (``BULK_BATCH_SIZE``, ``--batch-size``).
+#: TextFlow documents no limit; this keeps a request body around 200 kB, and a batch whose
+#: outcome is unknown to a bounded number of recipients.
+MAX_BATCH_SIZE: Final = 10_000
 
 
 class Settings:
