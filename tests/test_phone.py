@@ -334,3 +334,33 @@ def test_fast_path_agrees_with_phonenumbers_on_every_example_number() -> None:
 def test_classification_cache_is_bounded() -> None:
     maxsize = phone._classify_e164.cache_info().maxsize
     assert maxsize is not None and maxsize <= 10_000
+
+
+def test_bulk_fast_path_sends_impossible_numbers_to_phonenumbers() -> None:
+    """E.164-shaped but impossible: a length no region of the code allows, or a North
+    American area code or exchange no plan issues. The fast path lets phonenumbers judge
+    them (and refuse them) instead of passing them on."""
+    fast = phone.bulk_normalizer()
+    for bad in ("+10000000000", "+12021555014", "+1202555014", "+4474001234567890"):
+        with pytest.raises(InvalidPhoneNumberError):
+            fast(bad)
+    assert fast("+12025550143") == "+12025550143"
+
+
+def test_bulk_fast_path_keeps_every_valid_example_number_fast() -> None:
+    """Every valid example number passes the fast path's own tests (no fallback), so the
+    new length and NANP tests cost valid lists nothing."""
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for number_type in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE):
+            numobj = phonenumbers.example_number_for_type(region, number_type)
+            if numobj is None or not phonenumbers.is_valid_number(numobj):
+                continue
+            e164 = phonenumbers.format_number(numobj, phonenumbers.PhoneNumberFormat.E164)
+            national = phonenumbers.national_significant_number(numobj)
+            code = phone._calling_codes_by_prefix()[str(numobj.country_code)]
+            assert len(national) in code.lengths, e164
+            if numobj.country_code == 1:  # area code and exchange begin with 2 to 9
+                assert e164[2] >= "2" and e164[5] >= "2", e164
+            checked += 1
+    assert checked > 300
