@@ -277,6 +277,24 @@ def test_a_bulk_job_that_is_not_running_can_be_deleted_with_its_rows(admin_clien
 
 
 @pytest.mark.django_db
+def test_the_delete_confirmation_counts_recipients_instead_of_listing_them(
+    admin_client, django_assert_max_num_queries
+):
+    """A big campaign has a row per recipient: the page says how many, in a few queries,
+    whatever the number (Django's default lists every row)."""
+    from textflow_django import bulk
+
+    job = bulk.create_job(text="Sale", numbers=[f"+1202555{i:04d}" for i in range(300)])
+    bulk.BulkSMSJob.objects.filter(pk=job.pk).update(status="finished")
+    with django_assert_max_num_queries(15):
+        page = admin_client.get(f"/admin/textflow/bulksmsjob/{job.pk}/delete/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Recipients: 300" in text and "Batches: 1" in text
+    assert "+12025550299" not in text  # no row is listed
+
+
+@pytest.mark.django_db
 def test_deleting_a_selection_with_a_running_bulk_job_is_refused(admin_client):
     from textflow_django.models import BulkSMSJob
 

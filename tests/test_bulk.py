@@ -25,6 +25,8 @@ from textflow_django.management.commands.textflow_bulk_sms import Command as Bul
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
 from textflow_django.testing import TextFlowEmulator
 
+from .conftest import tf
+
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).parent.parent
@@ -103,7 +105,7 @@ def test_create_job_rejects_empty_text():
 
 
 def test_country_rules_apply(settings):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "ALLOWED_COUNTRIES": ["GB"]}
+    tf(settings, ALLOWED_COUNTRIES=["GB"])
     job = bulk.create_job(text="Hi", numbers=["+447400123456", "+12025550100", "+33612345678"])
     assert (job.total, job.invalid) == (1, 2)
     assert "country_not_allowed" in job.invalid_samples[0]
@@ -168,13 +170,13 @@ def test_a_5xx_stops_the_job_and_resume_skips_the_uncertain_batch(textflow_live)
 
 def test_a_refused_connection_leaves_the_batch_pending(settings, textflow_live):
     job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "BASE_URL": "http://127.0.0.1:9/api"}
+    tf(settings, BASE_URL="http://127.0.0.1:9/api")
     with pytest.raises(bulk.BulkJobStopped) as info:
         bulk.run_job(job.pk)
     assert info.value.error.maybe_sent is False
     assert BulkBatch.objects.get(job=job, index=0).status == BulkBatch.Status.PENDING
     assert info.value.job.uncertain == 0
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "BASE_URL": textflow_live.url}
+    tf(settings, BASE_URL=textflow_live.url)
     assert bulk.run_job(job.pk).sent == 20
     assert reached(textflow_live) == Counter(numbers(20))
 
@@ -209,7 +211,7 @@ def test_a_batch_is_claimed_once(textflow_live):
     job = bulk.create_job(text="Hi", numbers=numbers(3))
     start(job)
     batch_id = BulkBatch.objects.get(job=job).pk
-    assert bulk.send_batch(batch_id) == (job.pk, 3, False)
+    assert bulk.send_batch(batch_id) == (3, False)
     assert bulk.send_batch(batch_id) is None  # a second delivery of the same task
     assert len(textflow_live.calls("/bulk-sms")) == 1
     job.refresh_from_db()
@@ -499,21 +501,21 @@ def test_batch_size_bound_is_the_largest_allowed(textflow_live):
 
 
 def test_default_batch_size_comes_from_the_setting(settings, textflow_live):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "BULK_BATCH_SIZE": 3}
+    tf(settings, BULK_BATCH_SIZE=3)
     run("textflow_bulk_sms", "--numbers", ",".join(numbers(7)), "--text", "Hi")
     assert batch_sizes(textflow_live) == [3, 3, 1]
     assert BulkSMSJob.objects.get().batch_size == 3
 
 
 def test_a_batch_size_setting_out_of_range_is_a_command_error(settings, textflow_live):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "BULK_BATCH_SIZE": 50_000}
+    tf(settings, BULK_BATCH_SIZE=50_000)
     with pytest.raises(CommandError, match=r"TEXTFLOW\['BULK_BATCH_SIZE'\].*not 50000"):
         run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
     assert not BulkSMSJob.objects.exists() and textflow_live.calls("/bulk-sms") == []
 
 
 def test_blocked_countries_apply(settings, textflow_live):
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "BLOCKED_COUNTRIES": ["GB"]}
+    tf(settings, BLOCKED_COUNTRIES=["GB"])
     out, _ = run(
         "textflow_bulk_sms", "--numbers", "+447400123456,+12025550100,+33612345678", "--text", "Hi"
     )

@@ -15,11 +15,12 @@ from textflow_django.ratelimit import (
     Rate,
     RedisCacheStore,
     Refusal,
+    _window,
     get_store,
     parse_rate,
 )
 
-from .conftest import race, requires_postgres, requires_redis
+from .conftest import race, requires_postgres, requires_redis, tf
 
 
 @pytest.mark.parametrize(
@@ -144,6 +145,27 @@ def test_give_back_refunds_the_windows_the_hits_were_counted_in(store):
     assert store.acquire(None, hits, before) is None  # and the old one has room again
 
 
+def test_a_refund_after_its_window_expired_leaves_no_counter_behind(store):
+    """The counter's window ended (its key expired) before the refund: nothing is recreated
+    (a bare DECR would leave a -1 key with no expiry on Redis)."""
+    from textflow_django.models import RateLimitCounter
+
+    rate = Rate(5, 3600)
+    hits = [("send:number:+1", rate)]
+    now = time.time()
+    assert store.acquire(None, hits, now) is None
+    if isinstance(store, DatabaseStore):
+        RateLimitCounter.objects.all().delete()
+        store.give_back(None, hits, now)
+        assert not RateLimitCounter.objects.exists()
+    else:
+        index, _left = _window(rate, now)
+        key = store._key("send:number:+1", rate, index)
+        store.cache.delete(key)
+        store.give_back(None, hits, now)
+        assert store.cache.get(key) is None
+
+
 def test_peek_all_and_hit_all_count_each_cap_on_its_own(store):
     number, ip = ("fail:number:+1", Rate(2, 3600)), ("fail:ip:1.2.3.4", Rate(3, 3600))
     caps = [number, ip]
@@ -177,7 +199,7 @@ def test_a_single_redis_gets_the_one_round_trip_store(settings):
         "RATELIMIT_CACHE": "redis",
     }
     assert type(get_store()) is RedisCacheStore
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_CACHE": "default"}
+    tf(settings, RATELIMIT_CACHE="default")
     assert type(get_store()) is CacheStore
 
 
@@ -197,7 +219,7 @@ def test_get_store_follows_settings(settings):
         "RATELIMIT_CACHE": "default",
     }
     assert isinstance(get_store(), CacheStore)
-    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "database"}
+    tf(settings, RATELIMIT_STORE="database")
     assert isinstance(get_store(), DatabaseStore)
 
 

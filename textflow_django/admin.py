@@ -10,15 +10,16 @@ Rate-limit counters are deliberately not registered: they are internal, short-li
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import BulkSMSJob, PhoneVerification
+from .models import BulkBatch, BulkRecipient, BulkSMSJob, PhoneVerification
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -113,7 +114,7 @@ class PhoneVerificationAdmin(_ModelAdmin):
         still expires when it would have.
         """
         locked = PhoneVerification.Status.LOCKED
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(PhoneVerification)):
             rows = list(
                 queryset.select_related(None).select_for_update(of=("self",)).filter(status=locked)
             )
@@ -204,13 +205,33 @@ class BulkSMSJobAdmin(_JobAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def get_deleted_objects(
+        self, objs: Sequence[BulkSMSJob] | QuerySet[BulkSMSJob], request: HttpRequest
+    ) -> tuple[list[Any], dict[Any, int], set[Any], list[Any]]:
+        """What the confirmation page lists: the jobs, and counts of their batches and
+        recipients. Django's default walks and lists every related row, a million for a
+        big campaign. A running job among them is a permission the user lacks."""
+        jobs = list(objs)
+        ids = [job.pk for job in jobs]
+        perms_needed = (
+            {BulkSMSJob._meta.verbose_name}
+            if any(not self.has_delete_permission(request, job) for job in jobs)
+            else set()
+        )
+        counts = {
+            BulkSMSJob._meta.verbose_name_plural: len(jobs),
+            _("batches"): BulkBatch.objects.filter(job__in=ids).count(),
+            _("recipients"): BulkRecipient.objects.filter(job__in=ids).count(),
+        }
+        return [str(job) for job in jobs], counts, perms_needed, []
+
     def delete_model(self, request: HttpRequest, obj: BulkSMSJob) -> None:
         self.delete_queryset(request, BulkSMSJob.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BulkSMSJob]) -> None:
         """Delete the selected jobs that are not running, re-checked under a row lock: a
         job resumed since the confirmation page was shown is kept."""
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
             idle = list(
                 queryset.select_for_update()
                 .exclude(status=BulkSMSJob.Status.RUNNING)

@@ -62,6 +62,7 @@ __all__ = [
     "open_numbers_file",
     "run_job",
     "send_batch",
+    "stop_reason",
 ]
 
 logger = logging.getLogger("textflow_django.bulk")
@@ -94,8 +95,13 @@ class BulkJobStopped(Exception):
     def __init__(self, job: BulkSMSJob, error: TextFlowError | None) -> None:
         self.job = job
         self.error = error
-        reason = error if error is not None else job.last_error or "stopped by another sender"
-        super().__init__(f"bulk job {job.pk} stopped: {reason}")
+        super().__init__(f"bulk job {job.pk} stopped: {stop_reason(job, error)}")
+
+
+def stop_reason(job: BulkSMSJob, error: TextFlowError | None) -> str:
+    """Why ``job`` stopped: the TextFlow failure that stopped it here, else what the sender
+    that stopped it recorded (``job.last_error``)."""
+    return str(error) if error is not None else job.last_error or "stopped by another sender"
 
 
 def check_batch_size(size: int) -> int:
@@ -500,8 +506,6 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
 class BatchOutcome(NamedTuple):
     """What :func:`send_batch` did with a batch it claimed and TextFlow accepted."""
 
-    #: The batch's job.
-    job_id: int
     #: Recipients TextFlow accepted.
     sent: int
     #: Whether ``claim_next`` was claimed (for this sender to send next).
@@ -556,7 +560,7 @@ def send_batch(
         next_claimed = claim_next is not None and _claim(cursor, sql, claim_next)
     if finish:
         finish_if_done(job.pk)
-    return BatchOutcome(job.pk, sent, next_claimed)
+    return BatchOutcome(sent, next_claimed)
 
 
 def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
@@ -564,7 +568,7 @@ def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
     process become ``uncertain``; with ``resend_uncertain`` every uncertain batch is
     pending again. A finished job stays finished unless that reopened a batch (it then
     finishes again, and ``bulk_job_finished`` is sent again)."""
-    with transaction.atomic():
+    with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
         job = BulkSMSJob.objects.select_for_update().get(pk=job_id)
         batches = BulkBatch.objects.filter(job=job)
         orphans = batches.filter(status=BulkBatch.Status.SENDING)

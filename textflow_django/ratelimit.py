@@ -342,9 +342,26 @@ return 0
 """
 
 
+# Undo an acquire: drop the claim (when ARGV[1] is 1, KEYS[1]), then take one off each cap
+# key that still exists. A key that expired meanwhile (its window ended) is left alone: a
+# bare DECR would create it at -1 with no expiry, a key that is never read nor freed.
+_GIVE_BACK_LUA = """
+local first = 1
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[1])
+  first = 2
+end
+for i = first, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
+
 class _Redis(NamedTuple):
     client: Any  # redis.Redis
     acquire: Any  # redis.commands.core.Script
+    give_back: Any
     hit_all: Any
 
 
@@ -355,15 +372,16 @@ _clients: weakref.WeakKeyDictionary[Any, _Redis] = weakref.WeakKeyDictionary()
 
 
 class RedisCacheStore(CacheStore):
-    """``CacheStore`` on Django's ``RedisCache`` with one server: ``acquire`` and
-    ``give_back`` are single round trips (a Lua script, a pipeline) instead of one per key.
+    """``CacheStore`` on Django's ``RedisCache`` with one server: ``acquire``, ``give_back``,
+    ``peek_all`` and ``hit_all`` are single round trips (a Lua script, an MGET) instead of
+    one per key.
     Keys and values stay those of ``CacheStore``, so both read each other's counters.
     (``make_key``, not ``make_and_validate_key``: validation only warns about keys Memcached
     would refuse, and these keys are ours, short and plain ASCII.)"""
 
     def _redis(self) -> _Redis:
-        """The redis-py client Django's RedisCache writes with, and the acquire and hit-all
-        scripts registered on it (run by EVALSHA: a script's text is not sent every call)."""
+        """The redis-py client Django's RedisCache writes with, and the scripts registered
+        on it (run by EVALSHA: a script's text is not sent every call)."""
         owner = cast("RedisCache", self.cache)._cache
         found = _clients.get(owner)
         if found is None:
@@ -371,6 +389,7 @@ class RedisCacheStore(CacheStore):
             found = _clients[owner] = _Redis(
                 client,
                 client.register_script(_ACQUIRE_LUA),
+                client.register_script(_GIVE_BACK_LUA),
                 client.register_script(_HIT_ALL_LUA),
             )
         return found
@@ -404,12 +423,9 @@ class RedisCacheStore(CacheStore):
     def give_back(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> None:
-        pipe = self._redis().client.pipeline(transaction=False)
-        if claim is not None:
-            pipe.delete(self.cache.make_key(_PREFIX + claim[0]))
-        for key, _rate, _left in self._cap_keys(hits, now):
-            pipe.decr(key)
-        pipe.execute()
+        keys = [self.cache.make_key(_PREFIX + claim[0])] if claim is not None else []
+        keys += [key for key, _rate, _left in self._cap_keys(hits, now)]
+        self._redis().give_back(keys=keys, args=[1 if claim is not None else 0])
 
     def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
         if not hits:

@@ -228,12 +228,12 @@ def _send_limits(
 
 
 @contextlib.contextmanager
-def _limits(undoing: bool = False) -> Iterator[None]:
+def _limits(settled: bool = False) -> Iterator[None]:
     """Calls to the rate-limit store: a store that fails (Redis or the database down) fails
     closed, as ``LimitsUnavailable`` (503), rather than as a 500 or as no limit at all.
 
-    ``undoing``: the call gives back or records after the outcome is decided (a refund after
-    a failed send, a wrong code's hit); its failure is logged and the outcome stands."""
+    ``settled``: the outcome is already decided and the call only books it (a refund after
+    a failed send, a wrong code's count); its failure is logged and the outcome stands."""
     try:
         yield
     except VerificationError:
@@ -242,7 +242,7 @@ def _limits(undoing: bool = False) -> Iterator[None]:
         # No traceback: a store error's message names its server or a key (a key holds a
         # phone number: personal data, not a secret), and never a code or the API key.
         logger.error("textflow: the rate-limit store failed: %s: %s", type(err).__name__, err)
-        if not undoing:
+        if not settled:
             raise LimitsUnavailable() from err
 
 
@@ -276,7 +276,7 @@ def send_code(
     try:
         code_hash = _deliver(number, mode)
     except BaseException:
-        with _limits(undoing=True):
+        with _limits(settled=True):
             store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
         raise
     # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
@@ -500,7 +500,7 @@ def check_code(
             retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
         )
     assert verification is not None
-    with _limits(undoing=True):
+    with _limits(settled=True):
         store.hit_all(caps)
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import router, transaction
 
 from ... import bulk
 from ...conf import conf
@@ -119,9 +119,9 @@ class Command(BaseCommand):
         started = time.monotonic()
         with ExitStack() as files:
             source = self._source(options, files)
-            # One transaction: a source failing half-way (a file that is not UTF-8, a
-            # filter the database refuses) leaves no job; a dry run is rolled back too.
-            with transaction.atomic():
+            # create_job() is one transaction of its own (a source failing half-way leaves
+            # no job); this one, on the same database, is there to roll a dry run back.
+            with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
                 try:
                     job = bulk.create_job(
                         text=text, source=source, batch_size=batch_size, strict=options["strict"]
@@ -254,7 +254,8 @@ class Command(BaseCommand):
         clash = [
             f"--{name.replace('_', '-')}"
             for name in _JOB_OPTIONS
-            if options[name] not in (None, False, [])
+            # Unset is None (False for --strict, [] for --filter); 0 is a value given.
+            if options[name] is not None and options[name] is not False and options[name] != []
         ]
         if clash:
             raise CommandError(f"--resume continues a job as it was: drop {', '.join(clash)}.")
@@ -326,8 +327,7 @@ class Command(BaseCommand):
                 f" ({job.uncertain:,} recipients are in batches TextFlow may have "
                 "accepted; add --resend-uncertain to send those again)"
             )
-        reason = error if error is not None else job.last_error or "stopped"
         return CommandError(
-            f"Job {job.pk} stopped: {reason}. {job.sent:,}/{job.total:,} "
+            f"Job {job.pk} stopped: {bulk.stop_reason(job, error)}. {job.sent:,}/{job.total:,} "
             f"recipients sent; nothing is lost. Resume with: {hint}"
         )
