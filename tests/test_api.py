@@ -343,13 +343,16 @@ def test_verify_code_fails_closed_when_the_limit_store_is_down(
 
 
 def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
-    api, settings, textflow_live, monkeypatch
+    api, settings, textflow_live, monkeypatch, caplog
 ):
     """The refund after a failed send cannot reach the store: the answer is still TextFlow's
     failure (logged), not a 500."""
     from textflow_django import ratelimit
 
-    def give_back_fails(self, claim, hits):
+    refunds = []
+
+    def give_back_fails(*args, **kwargs):
+        refunds.append(args)
         raise ConnectionError("cache server went away")
 
     monkeypatch.setattr(ratelimit.DatabaseStore, "give_back", give_back_fails)
@@ -357,6 +360,9 @@ def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
     response = api.post(SEND, {"phone_number": NUMBER}, format="json")
     assert response.status_code == 502, response.content
     assert response.json()["code"] == "sms_provider_error"
+    assert len(refunds) == 1  # the refund was tried...
+    [logged] = [r for r in caplog.records if "rate-limit store failed" in r.getMessage()]
+    assert "ConnectionError: cache server went away" in logged.getMessage()  # ...and failed
 
 
 # -- JSON in and out; no request transaction ---------------------------------------------------

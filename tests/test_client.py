@@ -175,8 +175,8 @@ def test_connections_are_pooled(tf_client, textflow_emulator):
     assert textflow_emulator.connection_count - before == 1
 
 
-def test_headers_set_on_the_clients_own_session_are_sent(textflow_emulator):
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+def test_headers_set_on_the_clients_own_session_are_sent(textflow_emulator, client_for):
+    client = client_for()
     client.session.headers["X-Request-Source"] = "signup"
     client.send_sms(NUMBER, "Hi")
     [request] = textflow_emulator.calls("/send-sms")
@@ -185,14 +185,14 @@ def test_headers_set_on_the_clients_own_session_are_sent(textflow_emulator):
     assert request.headers["authorization"] == f"Bearer {EMULATOR_API_KEY}"
 
 
-def test_a_session_passed_in_is_used_with_its_headers_and_hooks(textflow_emulator):
+def test_a_session_passed_in_is_used_with_its_headers_and_hooks(textflow_emulator, client_for):
     import requests
 
     session = requests.Session()
     session.headers["X-Trace"] = "abc"
     seen: list[int] = []
     session.hooks["response"].append(lambda response, **kwargs: seen.append(response.status_code))
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, session=session)
+    client = client_for(session=session)
     before = textflow_emulator.connection_count
     assert client.send_sms(NUMBER, "Hi").to == NUMBER
     assert client.bulk_count().count == 0
@@ -205,7 +205,7 @@ def test_a_session_passed_in_is_used_with_its_headers_and_hooks(textflow_emulato
 
 
 def test_own_session_goes_straight_to_urllib3_unless_httpadapter_send_is_patched(
-    textflow_emulator, monkeypatch
+    textflow_emulator, monkeypatch, client_for
 ):
     from requests.adapters import HTTPAdapter
 
@@ -216,7 +216,7 @@ def test_own_session_goes_straight_to_urllib3_unless_httpadapter_send_is_patched
         "build_response",
         lambda self, req, resp: built.append(req.url) or original_build(self, req, resp),
     )
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    client = client_for()
     client.send_sms(NUMBER, "direct")
     assert built == []
 
@@ -232,7 +232,7 @@ def test_own_session_goes_straight_to_urllib3_unless_httpadapter_send_is_patched
 
 
 @pytest.mark.parametrize("style", ["functools.wraps", "autospec"])
-def test_any_patch_of_httpadapter_send_is_honoured(textflow_emulator, style):
+def test_any_patch_of_httpadapter_send_is_honoured(textflow_emulator, style, client_for):
     original = HTTPAdapter.send
     seen: list[str] = []
 
@@ -244,7 +244,7 @@ def test_any_patch_of_httpadapter_send_is_honoured(textflow_emulator, style):
         patcher = mock.patch.object(HTTPAdapter, "send", functools.wraps(original)(record))
     else:  # what the `responses` library does
         patcher = mock.patch.object(HTTPAdapter, "send", autospec=True, side_effect=record)
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    client = client_for()
     with patcher:
         assert client.send_sms(NUMBER, "patched").to == NUMBER
     assert seen == [f"{textflow_emulator.url}/send-sms"]
@@ -324,7 +324,7 @@ def test_httpadapter_send_patched_before_the_client_is_imported_is_honoured(
     assert textflow_emulator.requests == []  # the mock answered; nothing reached a socket
 
 
-def test_an_adapter_mounted_on_the_own_session_is_used(textflow_emulator):
+def test_an_adapter_mounted_on_the_own_session_is_used(textflow_emulator, client_for):
     from requests.adapters import HTTPAdapter
 
     sent: list[str] = []
@@ -334,7 +334,7 @@ def test_an_adapter_mounted_on_the_own_session_is_used(textflow_emulator):
             sent.append(request.body.decode())
             return super().send(request, **kwargs)
 
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url)
+    client = client_for()
     client.session.mount("http://", Recording())
     assert client.send_sms(NUMBER, "Hi").to == NUMBER
     assert [json.loads(body) for body in sent] == [{"phone_number": NUMBER, "text": "Hi"}]
@@ -605,7 +605,6 @@ def test_429_retry_after_as_an_http_date(tf_client, textflow_emulator, kind):
     after = time.time()
     # The seconds left until that date, as of the moment the answer was read.
     assert int(when - after) <= info.value.retry_after <= int(when - before)
-    assert info.value.retry_after >= 80
     assert f"retry after {info.value.retry_after}s" in str(info.value)
     [request] = textflow_emulator.calls("/send-sms")
     assert request.fault == kind
@@ -723,7 +722,7 @@ def test_connect_failures_are_retried_before_anything_is_sent():
     ids=["refused-then-connected", "refused-every-time"],
 )
 def test_refused_connections_are_really_retried(
-    textflow_emulator, monkeypatch, refusals, delivered
+    textflow_emulator, monkeypatch, refusals, delivered, client_for
 ):
     """The first ``refusals`` connection attempts go to a loopback port where nothing
     listens, so the kernel really refuses them; later ones reach the emulator."""
@@ -740,7 +739,7 @@ def test_refused_connections_are_really_retried(
         return real(dead if len(attempts) <= refusals else address, *args, **kwargs)
 
     monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, timeout=5)
+    client = client_for()
     port = textflow_emulator.port
     if delivered:
         assert client.send_sms(NUMBER, "Hi").to == NUMBER
@@ -804,9 +803,9 @@ def test_a_key_no_header_can_carry_is_refused_at_construction(textflow_emulator,
     assert textflow_emulator.requests == []
 
 
-def test_a_key_of_any_printable_ascii_is_sent_as_it_is(tf_client, textflow_emulator):
+def test_a_key_of_any_printable_ascii_is_sent_as_it_is(textflow_emulator, client_for):
     key = "".join(chr(c) for c in range(0x21, 0x7F))  # every printable ASCII but space
-    client = TextFlowClient(key, base_url=textflow_emulator.url, timeout=5)
+    client = client_for(api_key=key)
     with pytest.raises(InvalidAPIKey):  # not the emulator's key: refused by TextFlow
         client.send_sms(NUMBER, "Hi")
     [request] = textflow_emulator.calls("/send-sms")
@@ -834,9 +833,9 @@ class _QuotingAdapter(HTTPAdapter):
     ],
 )
 def test_an_error_quoting_the_key_while_sending_never_carries_it(
-    textflow_emulator, raised, expected
+    textflow_emulator, raised, expected, client_for
 ):
-    client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, timeout=5)
+    client = client_for()
     client.session.mount("http://", _QuotingAdapter(raised))
     with pytest.raises(expected) as info:
         client.send_sms(NUMBER, "Hi")

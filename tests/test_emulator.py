@@ -774,8 +774,9 @@ def test_main_serves_https_with_certfile_and_keyfile(tmp_path) -> None:
             requests.post(url + "/send-sms", json=SMS, headers=AUTH, timeout=5, verify=True)
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        code = proc.wait(timeout=10)
         proc.stdout.close()  # type: ignore[union-attr]
+    assert code == 0  # after the try: a failure above is not hidden by this one
 
 
 def test_main_refuses_a_keyfile_without_certfile(tmp_path, capsys) -> None:

@@ -372,11 +372,11 @@ def test_a_send_that_went_out_keeps_its_cooldown_when_recording_fails(settings, 
     def record_fails(*args, **kwargs):
         raise DatabaseError("the database went away")
 
-    monkeypatch.setattr(verification, "_record", record_fails)
-    with pytest.raises(DatabaseError):
-        verification.send_code(NUMBER)
+    with monkeypatch.context() as patched:
+        patched.setattr(verification, "_record", record_fails)
+        with pytest.raises(DatabaseError):
+            verification.send_code(NUMBER)
     assert len(locmem.outbox) == 1
-    monkeypatch.undo()
     with pytest.raises(ResendTooSoon):
         verification.send_code(NUMBER)
     assert len(locmem.outbox) == 1

@@ -455,10 +455,16 @@ EXEC_WITH_SIGINT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each probe stays bound until all are picked."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def _demo_processes(*needles: str) -> list[int]:
@@ -483,7 +489,7 @@ def _demo_processes(*needles: str) -> list[int]:
 @pytest.mark.parametrize("interrupts", [1, 2])
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, interrupts: int) -> None:
     # Two Ctrl-C 20 ms apart is an impatient user: the second must not cut the cleanup short.
-    port, emulator_port = _free_port(), _free_port()
+    port, emulator_port = _free_ports(2)
     scratch = tmp_path / "tmp"  # run-demo.sh's mktemp (the emulator's log) lands here
     scratch.mkdir()
     env = {
