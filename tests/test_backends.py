@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from textflow_django.backends import (
@@ -27,8 +28,8 @@ from textflow_django.backends.dummy import DummyBackend
 from textflow_django.backends.locmem import LocMemBackend
 from textflow_django.backends.textflow import TextFlowBackend
 from textflow_django.exceptions import (
-    InvalidPhoneNumber,
     TextFlowConfigurationError,
+    TextFlowRejectedNumber,
     TextFlowServerError,
 )
 from textflow_django.testing import EMULATOR_API_KEY
@@ -101,7 +102,7 @@ def test_send_sms(subject: Subject):
 
 
 def test_send_sms_rejects_an_invalid_number(subject: Subject):
-    with pytest.raises(InvalidPhoneNumber):
+    with pytest.raises(TextFlowRejectedNumber):
         subject.backend.send_sms("12345", "Hello")
     assert subject.delivered() == []
 
@@ -161,7 +162,7 @@ def test_bulk(subject: Subject):
 
 
 def test_bulk_rejects_a_batch_with_an_invalid_number(subject: Subject):
-    with pytest.raises(InvalidPhoneNumber):
+    with pytest.raises(TextFlowRejectedNumber):
         subject.backend.bulk_sms([NUMBER, "nope"], "Sale")
     assert subject.delivered() == []
 
@@ -253,6 +254,9 @@ def test_textflow_backend_with_a_key_no_header_can_carry_sends_nothing(textflow_
     backend = TextFlowBackend(api_key=EMULATOR_API_KEY + "\n", base_url=textflow_emulator.url)
     with pytest.raises(TextFlowConfigurationError, match="a trailing newline") as info:
         backend.send_sms(NUMBER, "Hi")
+    # The client's ValueError, as the ImproperlyConfigured a Django project expects, unchained.
+    assert isinstance(info.value, ImproperlyConfigured)
+    assert info.value.__cause__ is None and info.value.__context__ is None
     assert EMULATOR_API_KEY not in str(info.value) and EMULATOR_API_KEY not in repr(info.value)
     assert textflow_emulator.requests == []
 
@@ -306,3 +310,11 @@ def test_code_is_kept_out_of_message_repr(sms_outbox):
     get_backend().send_code(NUMBER)
     message = sms_outbox[0]
     assert "code=" not in repr(message)
+
+
+def test_the_old_name_of_textflows_number_refusal_still_imports_with_a_warning():
+    import textflow_django.exceptions as exceptions
+
+    with pytest.warns(DeprecationWarning, match="use TextFlowRejectedNumber"):
+        old = exceptions.InvalidPhoneNumber
+    assert old is TextFlowRejectedNumber

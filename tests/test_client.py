@@ -21,17 +21,19 @@ from django.core.exceptions import ImproperlyConfigured
 from requests.adapters import HTTPAdapter
 
 from textflow_django import __version__
-from textflow_django.client import CONNECT_RETRIES, BulkResult, TextFlowClient
-from textflow_django.exceptions import (
+from textflow_django.client import (
+    CONNECT_RETRIES,
+    BulkResult,
+    ClientConfigurationError,
     InsufficientBalance,
     InvalidAPIKey,
-    InvalidPhoneNumber,
     TextFlowAPIError,
     TextFlowBadResponse,
-    TextFlowConfigurationError,
+    TextFlowClient,
     TextFlowConnectionError,
     TextFlowError,
     TextFlowRateLimited,
+    TextFlowRejectedNumber,
     TextFlowServerError,
     TextFlowTimeout,
 )
@@ -352,7 +354,7 @@ def test_a_proxy_on_the_own_session_is_used(textflow_emulator):
 
 
 def test_an_unreadable_base_url_is_a_configuration_error():
-    with pytest.raises(TextFlowConfigurationError, match="not a valid URL"):
+    with pytest.raises(ClientConfigurationError, match="not a valid URL"):
         TextFlowClient(EMULATOR_API_KEY, base_url="http://")
 
 
@@ -534,7 +536,7 @@ def test_documented_refusals(tf_client, textflow_emulator, status, message, exc)
 
 
 def test_invalid_phone_number(tf_client, textflow_emulator):
-    with pytest.raises(InvalidPhoneNumber) as info:
+    with pytest.raises(TextFlowRejectedNumber) as info:
         tf_client.send_sms("+1", "Hi")
     assert info.value.message == "Phone number is invalid"
     assert info.value.status == 400
@@ -762,9 +764,11 @@ def test_refused_connections_are_really_retried(
 
 @pytest.mark.parametrize("key", ["", None])
 def test_missing_key_is_a_configuration_error(key):
-    with pytest.raises(TextFlowConfigurationError) as info:
+    with pytest.raises(ClientConfigurationError) as info:
         TextFlowClient(key)  # type: ignore[arg-type]
-    assert isinstance(info.value, ImproperlyConfigured)
+    # The client knows no Django: a ValueError (the backend makes it an ImproperlyConfigured),
+    # and never a TextFlowError that a retry loop could swallow.
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, ImproperlyConfigured)
     assert not isinstance(info.value, TextFlowError)
 
 
@@ -792,10 +796,10 @@ def test_missing_key_is_a_configuration_error(key):
     ],
 )
 def test_a_key_no_header_can_carry_is_refused_at_construction(textflow_emulator, key, says):
-    with pytest.raises(TextFlowConfigurationError) as info:
+    with pytest.raises(ClientConfigurationError) as info:
         TextFlowClient(key, base_url=textflow_emulator.url)
     err = info.value
-    assert isinstance(err, ImproperlyConfigured) and not isinstance(err, TextFlowError)
+    assert isinstance(err, ValueError) and not isinstance(err, TextFlowError)
     assert str(err).startswith("The TextFlow API key contains ")
     assert says in str(err)
     assert_no_part_of_the_key(err)
@@ -827,8 +831,8 @@ class _QuotingAdapter(HTTPAdapter):
 @pytest.mark.parametrize(
     ("raised", "expected"),
     [
-        (ValueError, TextFlowConfigurationError),
-        (UnicodeError, TextFlowConfigurationError),
+        (ValueError, ClientConfigurationError),
+        (UnicodeError, ClientConfigurationError),
         (requests.ConnectionError, TextFlowConnectionError),
     ],
 )
@@ -843,7 +847,7 @@ def test_an_error_quoting_the_key_while_sending_never_carries_it(
     assert type(err) is expected
     assert err.__cause__ is None and err.__context__ is None
     assert_no_part_of_the_key(err)
-    if expected is TextFlowConfigurationError:
+    if expected is ClientConfigurationError:
         assert str(err) == (
             f"The request to TextFlow /send-sms could not be built or sent ({raised.__name__}: "
             "Invalid header value 'Bearer [redacted]')"
@@ -855,7 +859,7 @@ def test_an_error_quoting_the_key_while_sending_never_carries_it(
 
 @pytest.mark.parametrize("timeout", [0, -1, True, "5"])
 def test_bad_timeout_is_a_configuration_error(timeout):
-    with pytest.raises(TextFlowConfigurationError):
+    with pytest.raises(ClientConfigurationError):
         TextFlowClient("k" * 64, timeout=timeout)  # type: ignore[arg-type]
 
 
@@ -871,6 +875,8 @@ def test_client_works_without_django_settings(textflow_emulator):
         from textflow_django.client import TextFlowClient
         client = TextFlowClient({EMULATOR_API_KEY!r}, base_url={textflow_emulator.url!r})
         print(client.send_sms("+12025550143", "standalone").to)
+        # Neither importing the client nor sending through it loads any part of Django.
+        print(sorted(m for m in sys.modules if m == "django" or m.startswith("django.")))
         from django.conf import settings
         print(settings.configured)
     """)
@@ -882,7 +888,7 @@ def test_client_works_without_django_settings(textflow_emulator):
         check=True,
         env={"PATH": "/usr/bin:/bin"},
     ).stdout.split()
-    assert out == ["+12025550143", "False"]
+    assert out == ["+12025550143", "[]", "False"]
     assert textflow_emulator.messages[-1].text == "standalone"
 
 

@@ -21,7 +21,7 @@ from textflow_django.backends import locmem
 from textflow_django.exceptions import (
     CountryNotAllowed,
     InvalidCode,
-    InvalidPhoneNumber,
+    TextFlowRejectedNumber,
     ResendTooSoon,
     SMSProviderError,
     SMSProviderUnavailable,
@@ -131,7 +131,7 @@ def test_invalid_number_is_a_field_error(value: str) -> None:
 
 
 def test_number_textflow_refuses_is_a_field_error() -> None:
-    locmem.fail_next(InvalidPhoneNumber("Phone number is invalid", status=400))
+    locmem.fail_next(TextFlowRejectedNumber("Phone number is invalid", status=400))
     form = SendCodeForm({"phone_number": NUMBER})
 
     assert form.send() is None

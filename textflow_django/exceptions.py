@@ -1,28 +1,48 @@
-"""The errors textflow-django raises.
+"""The errors textflow-django raises, for Django code: one import for all of them.
 
-``TextFlowError`` is the base of everything that goes wrong *talking to TextFlow*: each carries
-the HTTP status (``None`` when no response arrived), TextFlow's own message, and whether the
-request may have reached TextFlow (``maybe_sent``), which decides whether a send may be retried.
+Two families:
 
-The configuration error deliberately sits *outside* that tree (it is an
-``ImproperlyConfigured``), so an ``except TextFlowError`` meant for a flaky network never
-swallows a missing API key. Only ``django.core.exceptions`` is imported, which needs no
-settings, so the client stays usable without a configured Django project.
+- ``TextFlowError`` and its subclasses: what goes wrong *talking to TextFlow*. They are
+  defined below Django, in the client's layer (``textflow_django._errors``), so that the
+  client stays usable without Django; they are re-exported here unchanged.
+- What the Django side adds: ``TextFlowConfigurationError`` (an ``ImproperlyConfigured``) and
+  the verification service's refusals, with translatable messages.
+
+The configuration error deliberately sits *outside* the ``TextFlowError`` tree, so an
+``except TextFlowError`` meant for a flaky network never swallows a missing API key.
 
 No exception text ever contains the API key or a verification code.
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import warnings
+from typing import Any, TypeAlias
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from ._errors import (
+    ClientConfigurationError,
+    InsufficientBalance,
+    InvalidAPIKey,
+    TextFlowAPIError,
+    TextFlowBadResponse,
+    TextFlowCircuitOpen,
+    TextFlowConnectionError,
+    TextFlowError,
+    TextFlowRateLimited,
+    TextFlowRejectedNumber,
+    TextFlowServerError,
+    TextFlowTimeout,
+    TextFlowUnavailable,
+)
+
 StrOrPromise: TypeAlias = str | Promise
 
 __all__ = [
+    "ClientConfigurationError",
     "CountryNotAllowed",
     "InsufficientBalance",
     "InvalidCode",
@@ -36,7 +56,6 @@ __all__ = [
     "VerificationError",
     "VerificationExpired",
     "InvalidAPIKey",
-    "InvalidPhoneNumber",
     "TextFlowAPIError",
     "TextFlowBadResponse",
     "TextFlowCircuitOpen",
@@ -44,115 +63,32 @@ __all__ = [
     "TextFlowConnectionError",
     "TextFlowError",
     "TextFlowRateLimited",
+    "TextFlowRejectedNumber",
     "TextFlowServerError",
     "TextFlowTimeout",
     "TextFlowUnavailable",
 ]
 
+#: Old names kept importable for one release, each with a ``DeprecationWarning``.
+_DEPRECATED: dict[str, tuple[type[Exception], str]] = {
+    # Two names for two meanings read alike: TextFlow's refusal of a number, and our parser's
+    # (``textflow_django.phone.InvalidPhoneNumberError``). The first one got a clearer name.
+    "InvalidPhoneNumber": (TextFlowRejectedNumber, "TextFlowRejectedNumber"),
+}
 
-class TextFlowError(Exception):
-    """Base class for every failure of a call to TextFlow.
 
-    Attributes:
-        message: TextFlow's ``message`` when it sent one, else a description of the failure.
-        status: the HTTP status of the response, or ``None`` when there was no response.
-        path: the API path that was called (``"/send-sms"``...), when known.
-        maybe_sent: ``True`` when the request may have reached TextFlow and been acted on.
-            A send that failed with ``maybe_sent`` must not be retried: it could send twice.
-    """
-
-    #: Default for ``maybe_sent``; subclasses set the safe answer for their kind of failure.
-    default_maybe_sent = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        path: str | None = None,
-        maybe_sent: bool | None = None,
-    ) -> None:
-        self.message = message
-        self.status = status
-        self.path = path
-        self.maybe_sent = self.default_maybe_sent if maybe_sent is None else maybe_sent
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        where = f"TextFlow {self.path}" if self.path else "TextFlow"
-        status = f" (HTTP {self.status})" if self.status is not None else ""
-        return f"{where}: {self.message}{status}"
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.message!r}, status={self.status!r}, "
-            f"path={self.path!r}, maybe_sent={self.maybe_sent!r})"
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        cls, new_name = _DEPRECATED[name]
+        warnings.warn(
+            f"textflow_django.exceptions.{name} is deprecated and will be removed in the next "
+            f"release: use {new_name} (TextFlow refused the number; a number our parser "
+            "refuses is textflow_django.phone.InvalidPhoneNumberError).",
+            DeprecationWarning,
+            stacklevel=2,
         )
-
-
-class TextFlowAPIError(TextFlowError):
-    """TextFlow answered and refused the request (a 4xx or ``"ok": false``); nothing was sent."""
-
-
-class InvalidAPIKey(TextFlowAPIError):
-    """TextFlow did not accept the API key (``Invalid API key``, ``API key not found``...)."""
-
-
-class InvalidPhoneNumber(TextFlowAPIError):
-    """TextFlow rejected the phone number (``Phone number is invalid``)."""
-
-
-class InsufficientBalance(TextFlowAPIError):
-    """The TextFlow account has no credit left for this message."""
-
-
-class TextFlowRateLimited(TextFlowAPIError):
-    """TextFlow answered 429. ``retry_after`` is the server's ``Retry-After`` in seconds, if any."""
-
-    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: object) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base}; retry after {self.retry_after}s" if self.retry_after is not None else base
-
-
-class TextFlowUnavailable(TextFlowError):
-    """TextFlow could not be reached or did not answer sensibly; try again later.
-
-    ``maybe_sent`` defaults to ``True``: unless we know the request never left (a refused
-    connection), assume TextFlow may have acted on it.
-    """
-
-    default_maybe_sent = True
-
-
-class TextFlowConnectionError(TextFlowUnavailable):
-    """The connection failed: refused or unresolvable (``maybe_sent=False``), or reset mid-call."""
-
-
-class TextFlowTimeout(TextFlowUnavailable):
-    """No complete answer within the timeout (the request may well have been acted on)."""
-
-
-class TextFlowServerError(TextFlowUnavailable):
-    """TextFlow answered 5xx."""
-
-
-class TextFlowCircuitOpen(TextFlowUnavailable):
-    """TextFlow failed repeatedly, so the call was not even tried (it fails fast instead of
-    waiting for a timeout). ``retry_after`` is when the next trial call will be let through."""
-
-    default_maybe_sent = False
-
-    def __init__(self, message: str, *, retry_after: int, **kwargs: object) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-
-
-class TextFlowBadResponse(TextFlowUnavailable):
-    """TextFlow answered something that is not its JSON envelope (HTML, empty, truncated)."""
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TextFlowConfigurationError(ImproperlyConfigured):
@@ -280,3 +216,6 @@ class InvalidToken(VerificationError):
 
     code = "invalid_token"
     default_message: StrOrPromise = _("The verification token is invalid or has expired.")
+
+
+InvalidPhoneNumber = TextFlowRejectedNumber  # TEMP-LEAD: removed once bulk imports the new name

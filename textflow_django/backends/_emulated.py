@@ -21,7 +21,7 @@ from decimal import Decimal
 from .._e164 import is_code, is_e164
 from ..client import BalanceResult, BulkCountResult, BulkResult, CodeResult, SMSResult, VerifyResult
 from ..conf import MAX_CODE_TTL
-from ..exceptions import InvalidPhoneNumber, TextFlowAPIError
+from ..exceptions import TextFlowAPIError, TextFlowRejectedNumber
 from .base import BaseBackend
 
 __all__ = ["EmulatedBackend", "SMSMessage"]
@@ -102,7 +102,7 @@ class EmulatedBackend(BaseBackend):
     @staticmethod
     def _check_number(phone_number: str) -> None:
         if not is_e164(phone_number):
-            raise InvalidPhoneNumber("Phone number is invalid", status=400)
+            raise TextFlowRejectedNumber("Phone number is invalid", status=400)
 
     @staticmethod
     def _check_text(text: str) -> None:

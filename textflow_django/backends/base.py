@@ -22,7 +22,7 @@ class BaseBackend(abc.ABC):
 
     Contract for every implementation, checked by the shared contract test suite:
 
-    - Numbers arrive in E.164; one TextFlow would reject raises ``InvalidPhoneNumber``.
+    - Numbers arrive in E.164; one TextFlow would reject raises ``TextFlowRejectedNumber``.
     - ``send_code`` issues a new code that *replaces* the number's previous one, valid for
       ``seconds``; ``verify_code`` answers ``valid=False`` for a wrong or expired code and
       never raises for it.

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .._breaker import CircuitBreaker
 from ..client import (
     BalanceResult,
     BulkCountResult,
     BulkResult,
+    ClientConfigurationError,
     CodeResult,
     SMSResult,
     TextFlowClient,
     VerifyResult,
 )
 from ..conf import conf
+from ..exceptions import TextFlowConfigurationError
 from .base import BaseBackend
+
+_T = TypeVar("_T")
 
 __all__ = ["TextFlowBackend", "breaker_for", "reset_breakers"]
 
@@ -61,6 +65,9 @@ class TextFlowBackend(BaseBackend):
     @property
     def client(self) -> TextFlowClient:
         """The client for the current settings. Raises ``TextFlowConfigurationError``."""
+        return self._call(lambda client: client)
+
+    def _current_client(self) -> TextFlowClient:
         config = (
             str(self.options.get("api_key") or conf.API_KEY),
             str(self.options.get("base_url") or conf.BASE_URL),
@@ -80,22 +87,38 @@ class TextFlowBackend(BaseBackend):
             self._client_config = config
         return self._client
 
+    def _call(self, operation: Callable[[TextFlowClient], _T]) -> _T:
+        """``operation`` on the current client, with the client's ``ClientConfigurationError``
+        (a ``ValueError``: it knows no Django) turned into the ``TextFlowConfigurationError``
+        a Django project expects (an ``ImproperlyConfigured``)."""
+        try:
+            return operation(self._current_client())
+        except ClientConfigurationError as err:
+            problem = str(err)
+        # Raised outside the except clause, unchained: the message is the whole story (it
+        # never holds the key), and the client's own error may have withheld a cause that did.
+        raise TextFlowConfigurationError(problem)
+
     def send_sms(self, phone_number: str, text: str) -> SMSResult:
-        return self.client.send_sms(phone_number, text)
+        return self._call(lambda client: client.send_sms(phone_number, text))
 
     def send_code(
         self, phone_number: str, service_name: str | None = None, seconds: int | None = None
     ) -> CodeResult:
-        return self.client.send_code(phone_number, service_name=service_name, seconds=seconds)
+        return self._call(
+            lambda client: client.send_code(
+                phone_number, service_name=service_name, seconds=seconds
+            )
+        )
 
     def verify_code(self, phone_number: str, code: str) -> VerifyResult:
-        return self.client.verify_code(phone_number, code)
+        return self._call(lambda client: client.verify_code(phone_number, code))
 
     def bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
-        return self.client.bulk_sms(phone_numbers, text)
+        return self._call(lambda client: client.bulk_sms(phone_numbers, text))
 
     def bulk_count(self) -> BulkCountResult:
-        return self.client.bulk_count()
+        return self._call(lambda client: client.bulk_count())
 
     def balance(self) -> BalanceResult:
-        return self.client.balance()
+        return self._call(lambda client: client.balance())
