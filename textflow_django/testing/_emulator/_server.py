@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, TypeGuard
 from urllib.parse import parse_qs
 
-from .._e164 import E164_RE
+from ..._e164 import E164_RE
 
 __all__ = [
     "EMULATOR_API_KEY",
