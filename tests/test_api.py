@@ -13,6 +13,7 @@ from rest_framework.throttling import AnonRateThrottle
 from textflow_django import signals, verification
 from textflow_django.backends import locmem
 from textflow_django.exceptions import TextFlowServerError
+from textflow_django.models import PhoneVerification
 
 from .conftest import tf
 
@@ -320,7 +321,7 @@ def test_send_code_fails_closed_when_the_limit_store_is_down(
     assert response.json()["code"] == "service_unavailable"
     assert response["Retry-After"] == "10"
     assert sms_outbox == []  # no SMS without its limits
-    assert not verification.PhoneVerification.objects.exists()
+    assert not PhoneVerification.objects.exists()
     [record] = [r for r in caplog.records if "rate-limit store failed" in r.getMessage()]
     assert record.levelname == "ERROR"
 
@@ -335,7 +336,7 @@ def test_verify_code_fails_closed_when_the_limit_store_is_down(
     response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["code"] == "service_unavailable"
-    row = verification.PhoneVerification.objects.get()
+    row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("pending", 0)  # nothing checked, nothing spent
     tf(settings, RATELIMIT_STORE="database")  # back: the same code still verifies
     response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
@@ -402,5 +403,5 @@ def test_wrong_codes_count_under_atomic_requests(api, sms_outbox, monkeypatch):
         assert (response.status_code, response.json()["attempts_left"]) == (400, left)
     response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
     assert (response.status_code, response.json()["code"]) == (429, "too_many_attempts")
-    row = verification.PhoneVerification.objects.get()
+    row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("locked", 5)

@@ -1,9 +1,10 @@
 """In-process emulation of TextFlow shared by the console, locmem and dummy backends.
 
-They generate codes with ``secrets``, keep only a salted hash with the expiry, compare in
-constant time, and, like TextFlow, let a new code replace the number's previous one. The
-state is per process (these backends are for development and tests, not for a fleet of
-workers; system check ``textflow.W001`` says so when ``DEBUG`` is off).
+They generate codes and word the code SMS as local mode does (``textflow_django._codes``),
+keep only a salted hash with the expiry, compare in constant time, and, like TextFlow, let a
+new code replace the number's previous one. The state is per process (these backends are
+for development and tests, not for a fleet of workers; system check ``textflow.W001`` says
+so when ``DEBUG`` is off).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .._codes import CODE_LENGTH, code_sms_text, generate_code
 from .._e164 import is_code, is_e164
 from ..client import BalanceResult, BulkCountResult, BulkResult, CodeResult, SMSResult, VerifyResult
 from ..conf import MAX_CODE_TTL
@@ -89,7 +91,7 @@ class EmulatedBackend(BaseBackend):
     Subclasses implement :meth:`deliver`. ``code_length`` sets the digits of a code.
     """
 
-    code_length = 6
+    code_length = CODE_LENGTH
 
     def deliver(self, message: SMSMessage) -> None:
         """Hand one message to wherever this backend "sends" it."""
@@ -97,7 +99,7 @@ class EmulatedBackend(BaseBackend):
 
     def generate_code(self) -> str:
         """A fresh random numeric code of ``code_length`` digits."""
-        return f"{secrets.randbelow(10**self.code_length):0{self.code_length}d}"
+        return generate_code(self.code_length)
 
     @staticmethod
     def _check_number(phone_number: str) -> None:
@@ -130,11 +132,7 @@ class EmulatedBackend(BaseBackend):
         code = self.generate_code()
         expires = time.time() + seconds
         codes.put(phone_number, code, expires)
-        text = (
-            f"Your verification code for {service_name} is: {code}"
-            if service_name
-            else f"Your verification code is: {code}"
-        )
+        text = code_sms_text(code, service_name)
         self.deliver(SMSMessage(phone_number, text, "code", dt.datetime.now(dt.UTC), code=code))
         return CodeResult(
             phone_number=phone_number,

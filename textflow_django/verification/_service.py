@@ -1,37 +1,21 @@
-"""The verification service: the one place where the product's rules live.
+"""The rules of sending and checking a code (see the package's docstring for the contract).
 
-Views, forms, commands and your own code call :func:`send_code` and :func:`check_code`;
-none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
-
-- the number is normalised to E.164 and must pass the country rules (``phone.py``);
-- sends are refused inside ``RESEND_COOLDOWN`` and past ``SEND_LIMITS`` (per number and per
-  client IP), and checks past ``FAILED_CHECK_LIMITS``, with counters shared by every process;
-- a verification locks after ``MAX_ATTEMPTS`` wrong codes and then refuses even the right
-  code without asking TextFlow; a code verifies once;
-- a TextFlow failure consumes nothing (no verification, cooldown or cap): retry at once;
-- codes are never stored, logged or put in an exception in clear.
-
-Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subclass (with
-``code``, ``status_code`` and ``retry_after``) or, for a malformed number, a
-:class:`~textflow_django.phone.InvalidPhoneNumberError` (a ``ValidationError``).
+Its one job is the sequence of rules a send and a check go through; how failures become
+refusals is ``_failures``, tokens are ``tokens``, client addresses ``textflow_django._client_ip``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import hmac
-import ipaddress
-import logging
 import math
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.core import signing
 from django.core.validators import RegexValidator
 from django.db import connections, router, transaction
 from django.db.models import F
@@ -39,54 +23,46 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
-from . import phone, signals
-from ._e164 import CODE_RE, is_code
-from .backends import get_backend
-from .conf import conf
-from .exceptions import (
+from .. import phone, signals
+from .._client_ip import client_ip, ip_scope
+from .._codes import CODE_LENGTH, code_sms_text, generate_code
+from .._e164 import CODE_RE, is_code
+from ..backends import get_backend
+from ..conf import conf
+from ..exceptions import (
     CountryNotAllowed,
     InvalidCode,
-    InvalidPhoneNumber,
-    InvalidToken,
-    LimitsUnavailable,
     RateLimited,
     ResendTooSoon,
-    SMSProviderError,
-    SMSProviderUnavailable,
-    TextFlowBadResponse,
     TextFlowError,
-    TextFlowServerError,
-    TextFlowUnavailable,
     TooManyAttempts,
     VerificationError,
     VerificationExpired,
 )
-from .models import PhoneVerification
-from .ratelimit import Rate, get_store
+from ..models import PhoneVerification
+from ..ratelimit import Rate, get_store
+from ._failures import provider_error, store_calls
+from .tokens import make_token
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
 __all__ = [
+    "LOCAL_CODE_LENGTH",
     "CodeSent",
     "Verified",
     "check_code",
-    "client_ip",
     "code_validator",
-    "make_token",
-    "phone_from_token",
     "send_code",
 ]
 
-logger = logging.getLogger("textflow_django")
 
 #: Digits of a code generated in "local" mode.
-LOCAL_CODE_LENGTH = 6
+LOCAL_CODE_LENGTH = CODE_LENGTH
 #: A code as a user may type it (the one rule forms and serializers validate with).
 code_validator = RegexValidator(
     rf"\A{CODE_RE.pattern}\Z", _("Enter the code you received, digits only."), code="invalid"
 )
-_TOKEN_SALT = "textflow_django.verification.token"  # noqa: S105 - a namespace, not a secret
 _HASH_SALT = "textflow_django.verification.code"
 
 
@@ -112,46 +88,6 @@ class Verified:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def client_ip(request: HttpRequest | None) -> str | None:
-    """The client's IP: ``REMOTE_ADDR``, or with ``NUM_PROXIES = n`` the address the n-th
-    proxy from the right saw in ``X-Forwarded-For``.
-
-    Entries a client can forge (everything left of what our own proxies appended) are never
-    used, so a forged header cannot reset a per-IP cap. Returns None when unknown.
-    """
-    if request is None:
-        return None
-    remote = _parse_ip(request.META.get("REMOTE_ADDR"))
-    proxies = conf.NUM_PROXIES
-    if proxies > 0:
-        forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-        forwarded = [p for p in forwarded if p]
-        if forwarded:
-            # An entry that is not an address (a misconfigured proxy chain) falls back to
-            # REMOTE_ADDR, so junk in the header cannot opt a client out of the IP caps.
-            return _parse_ip(forwarded[-min(proxies, len(forwarded))]) or remote
-    return remote
-
-
-def _parse_ip(text: str | None) -> str | None:
-    """``text`` as a canonical address (an IPv4-mapped IPv6 one as IPv4), or None."""
-    try:
-        address = ipaddress.ip_address((text or "").strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _ip_scope(ip: str) -> str:
-    """What one per-IP cap counts: an IPv4 address, or an IPv6 address's /64 network (one
-    subscriber's allocation, whose addresses a client can rotate through at will)."""
-    if ":" not in ip:
-        return ip
-    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
-
-
 def _user(request: HttpRequest | None, user: Any) -> Any:
     if user is None and request is not None:
         user = getattr(request, "user", None)
@@ -163,33 +99,6 @@ def _normalize(phone_number: object) -> str:
         return phone.normalize(phone_number)
     except phone.CountryNotAllowedError as err:
         raise CountryNotAllowed() from err
-
-
-def _mask(number: str) -> str:
-    """A number for logs: enough to correlate, not enough to identify."""
-    return number[:5] + "***" + number[-2:]
-
-
-def _provider_error(err: TextFlowError, number: str, action: str) -> Exception:
-    """Map a TextFlow failure to the service's refusal, logging it (never key or code)."""
-    logger.warning(
-        "TextFlow %s for %s failed: %s (%s, maybe_sent=%s)",
-        action,
-        _mask(number),
-        err,
-        type(err).__name__,
-        err.maybe_sent,
-    )
-    if isinstance(err, InvalidPhoneNumber):
-        return phone.InvalidPhoneNumberError()
-    if isinstance(err, TextFlowServerError | TextFlowBadResponse):
-        return SMSProviderError()
-    if isinstance(err, TextFlowUnavailable):
-        return SMSProviderUnavailable(retry_after=getattr(err, "retry_after", None) or 5)
-    retry_after = getattr(err, "retry_after", None)
-    if err.status == 429:
-        return SMSProviderUnavailable(retry_after=retry_after or 5)
-    return SMSProviderError()
 
 
 def _hash_code(number: str, code: str, salt: str) -> str:
@@ -212,7 +121,7 @@ def _caps(
     """The store key and rate of every ``kind`` cap ("send" or "fail") on this number and IP."""
     return [
         (f"{kind}:{scope}:{subject}", rate)
-        for scope, subject in (("number", number), ("ip", ip and _ip_scope(ip)))
+        for scope, subject in (("number", number), ("ip", ip and ip_scope(ip)))
         if subject is not None
         for rate in limits.get(scope, ())
     ]
@@ -225,25 +134,6 @@ def _send_limits(
     cooldown = conf.RESEND_COOLDOWN
     claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
     return claim, _caps("send", conf.SEND_LIMITS, number, ip)
-
-
-@contextlib.contextmanager
-def _limits(settled: bool = False) -> Iterator[None]:
-    """Calls to the rate-limit store: a store that fails (Redis or the database down) fails
-    closed, as ``LimitsUnavailable`` (503), rather than as a 500 or as no limit at all.
-
-    ``settled``: the outcome is already decided and the call only books it (a refund after
-    a failed send, a wrong code's count); its failure is logged and the outcome stands."""
-    try:
-        yield
-    except VerificationError:
-        raise
-    except Exception as err:
-        # No traceback: a store error's message names its server or a key (a key holds a
-        # phone number: personal data, not a secret), and never a code or the API key.
-        logger.error("textflow: the rate-limit store failed: %s: %s", type(err).__name__, err)
-        if not settled:
-            raise LimitsUnavailable() from err
 
 
 def send_code(
@@ -266,7 +156,7 @@ def send_code(
     claim, hits = _send_limits(number, ip)
     # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
     taken_at = time.time()  # a refund must come off the windows the send was counted in
-    with _limits():
+    with store_calls():
         refused = store.acquire(claim, hits, taken_at)
     if refused is not None:
         if refused.kind == "claim":
@@ -276,7 +166,7 @@ def send_code(
     try:
         code_hash = _deliver(number, mode)
     except BaseException:
-        with _limits(settled=True):
+        with store_calls(settled=True):
             store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
         raise
     # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
@@ -298,18 +188,13 @@ def _deliver(number: str, mode: str) -> str:
     backend = get_backend()
     try:
         if mode == PhoneVerification.Mode.LOCAL:
-            code = f"{secrets.randbelow(10**LOCAL_CODE_LENGTH):0{LOCAL_CODE_LENGTH}d}"
-            text = (
-                f"Your verification code for {service} is: {code}"
-                if service
-                else f"Your verification code is: {code}"
-            )
-            backend.send_sms(number, text)
+            code = generate_code(LOCAL_CODE_LENGTH)
+            backend.send_sms(number, code_sms_text(code, service))
             return _hash_code(number, code, secrets.token_hex(8))
         backend.send_code(number, service_name=service or None, seconds=conf.CODE_TTL)
         return ""
     except TextFlowError as err:
-        raise _provider_error(err, number, "send") from err
+        raise provider_error(err, number, "send") from err
 
 
 def _record(number: str, mode: str, code_hash: str, ip: str | None, user: Any) -> PhoneVerification:
@@ -412,7 +297,7 @@ def check_code(
     user = _user(request, user)
     store = get_store()
     caps = _caps("fail", conf.FAILED_CHECK_LIMITS, number, ip)
-    with _limits():
+    with store_calls():
         wait = store.peek_all(caps)  # one round trip on Redis
     if wait is not None:
         _failed("rate_limited", number, None, user, request)
@@ -500,7 +385,7 @@ def check_code(
             retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
         )
     assert verification is not None
-    with _limits(settled=True):
+    with store_calls(settled=True):
         store.hit_all(caps)
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
 
@@ -514,29 +399,4 @@ def _code_is_right(verification: PhoneVerification, number: str, code: str) -> b
     try:
         return get_backend().verify_code(number, code).valid
     except TextFlowError as err:
-        raise _provider_error(err, number, "verify") from err
-
-
-# -- tokens --------------------------------------------------------------------------------
-
-
-def make_token(verification: PhoneVerification) -> str:
-    """A signed, timestamped proof that ``verification.phone_number`` was verified."""
-    return signing.dumps({"p": verification.phone_number, "v": verification.pk}, salt=_TOKEN_SALT)
-
-
-def phone_from_token(token: str, max_age: int | dt.timedelta | None = None) -> str:
-    """The E.164 number a token proves, if it is genuine and younger than ``max_age``
-    (default ``TOKEN_MAX_AGE``). Raises ``InvalidToken``."""
-    if not isinstance(token, str) or not token or len(token) > 1000:
-        raise InvalidToken()
-    try:
-        data = signing.loads(
-            token, salt=_TOKEN_SALT, max_age=conf.TOKEN_MAX_AGE if max_age is None else max_age
-        )
-    except signing.BadSignature as err:  # SignatureExpired is a BadSignature
-        raise InvalidToken() from err
-    number = data.get("p") if isinstance(data, dict) else None
-    if not isinstance(number, str):
-        raise InvalidToken()
-    return number
+        raise provider_error(err, number, "verify") from err

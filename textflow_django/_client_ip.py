@@ -1,0 +1,59 @@
+"""Which address a request comes from, and what one per-IP cap counts: the one home of both.
+
+The HTTP side (views, forms) and the verification service share these, and nothing else
+reads ``REMOTE_ADDR`` or ``X-Forwarded-For``. The service takes a ``request`` in its public
+signature (``send_code(number, request=request)``), so this sits below it, with the rules:
+it imports only the settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from .conf import conf
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+__all__ = ["client_ip", "ip_scope", "parse_ip"]
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    """The client's IP: ``REMOTE_ADDR``, or with ``NUM_PROXIES = n`` the address the n-th
+    proxy from the right saw in ``X-Forwarded-For``.
+
+    Entries a client can forge (everything left of what our own proxies appended) are never
+    used, so a forged header cannot reset a per-IP cap. Returns None when unknown.
+    """
+    if request is None:
+        return None
+    remote = parse_ip(request.META.get("REMOTE_ADDR"))
+    proxies = conf.NUM_PROXIES
+    if proxies > 0:
+        forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [p for p in forwarded if p]
+        if forwarded:
+            # An entry that is not an address (a misconfigured proxy chain) falls back to
+            # REMOTE_ADDR, so junk in the header cannot opt a client out of the IP caps.
+            return parse_ip(forwarded[-min(proxies, len(forwarded))]) or remote
+    return remote
+
+
+def parse_ip(text: str | None) -> str | None:
+    """``text`` as a canonical address (an IPv4-mapped IPv6 one as IPv4), or None."""
+    try:
+        address = ipaddress.ip_address((text or "").strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def ip_scope(ip: str) -> str:
+    """What one per-IP cap counts: an IPv4 address, or an IPv6 address's /64 network (one
+    subscriber's allocation, whose addresses a client can rotate through at will)."""
+    if ":" not in ip:
+        return ip
+    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
