@@ -239,7 +239,7 @@ def _whole(value: object, minimum: int) -> bool:
 def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
     from django.utils.module_loading import import_string
 
-    from .ratelimit import parse_rate
+    from ._rates import parse_rate
 
     errors: list[CheckMessage] = []
     mode = raw.get("VERIFY_MODE", DEFAULTS["VERIFY_MODE"])

@@ -11,12 +11,11 @@ and the README documents every key (a test keeps the two in step).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from django.conf import settings
 
-if TYPE_CHECKING:
-    from .ratelimit import Rate
+from ._rates import Rate, parse_rate
 
 __all__ = ["DEFAULTS", "Settings", "conf"]
 
@@ -202,8 +201,6 @@ class Settings:
 
 
 def _rates(value: Mapping[str, Any] | None) -> dict[str, tuple[Rate, ...]]:
-    from .ratelimit import parse_rate
-
     return {
         scope: tuple(parse_rate(r) for r in ([rates] if isinstance(rates, str) else rates or ()))
         for scope, rates in (value or {}).items()

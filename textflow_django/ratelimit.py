@@ -20,10 +20,8 @@ A per-process cache (LocMemCache) does not hold limits across workers: ``textflo
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import math
 import random
-import re
 import time
 import weakref
 from collections.abc import Sequence
@@ -35,6 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ._rates import Rate, parse_rate
 from .conf import conf
 
 if TYPE_CHECKING:
@@ -42,41 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Rate", "RateLimitStore", "Refusal", "get_store", "parse_rate"]
 
-_RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PREFIX = "textflow:rl:"
-
-
-@dataclass(frozen=True)
-class Rate:
-    """``limit`` events per ``window`` seconds (from ``"5/h"``, ``"10/day"``, ``"3/10m"``)."""
-
-    limit: int
-    window: int
-
-    def __str__(self) -> str:
-        return f"{self.limit}/{self.window}s"
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_rate(text: str) -> Rate:
-    match = _RATE_RE.fullmatch(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a rate like '5/h', '10/d' or '3/10m'")
-    limit, multiplier, unit = int(match[1]), int(match[2] or 1), match[3][0]
-    if multiplier < 1:
-        raise ValueError(f"{text!r} has an empty period")
-    return Rate(limit=limit, window=multiplier * _UNITS[unit])
-
-
-def parse_rate(text: str) -> Rate:
-    """Parse ``"<n>/<period>"``. Raises ``ValueError`` naming the bad text.
-
-    Cached: the settings are re-read on every send (``override_settings`` works), the few
-    distinct rate strings in them are parsed once."""
-    if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a rate like '5/h', '10/d' or '3/10m'")
-    return _parse_rate(text)
 
 
 class RateLimitStore(Protocol):
