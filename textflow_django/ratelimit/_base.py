@@ -1,0 +1,122 @@
+"""What every rate-limit store does, and the arithmetic they share (no Django here).
+
+Two primitives, each answering ``None`` when allowed, or the whole seconds (at least 1)
+until the caller may try again:
+
+- ``claim(key, ttl)``: take a lock-like slot for ``ttl`` seconds (the resend cooldown).
+  Atomic: of many concurrent claims exactly one wins. ``release(key)`` frees it.
+- ``hit(key, rate)``: count one event in the current window of ``rate`` and refuse past its
+  limit (the send and wrong-code caps); a refused hit is not counted. Windows are aligned to
+  the epoch (:func:`_window`), so a key that a racing writer left without expiry can only
+  ever belong to a past window. ``unhit`` takes one back; ``peek`` reads without counting.
+
+``acquire``/``give_back`` do a claim and several hits all or nothing, and undo them (a failed
+SMS send consumes nothing); ``peek_all``/``hit_all`` read or count several caps at once.
+:class:`_OneByOne` builds these four from the single-key operations; a store that can do
+them in one round trip (``RedisCacheStore``) overrides them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .._rates import Rate
+
+__all__ = ["RateLimitStore", "Refusal"]
+
+
+class RateLimitStore(Protocol):
+    """What a store must do; see the module docstring for the semantics."""
+
+    def claim(self, key: str, ttl: int) -> int | None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None: ...
+
+    def unhit(self, key: str, rate: Rate, now: float | None = None) -> None: ...
+
+    def peek(self, key: str, rate: Rate) -> int | None: ...
+
+    def acquire(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> Refusal | None: ...
+
+    def give_back(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> None: ...
+
+    def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None: ...
+
+    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why :meth:`acquire` refused: ``"claim"`` (held) or ``"hit"`` (a limit), and the wait."""
+
+    kind: str
+    retry_after: int
+
+
+class _OneByOne:
+    """``acquire``/``give_back`` from the single-key operations, undoing on refusal."""
+
+    def acquire(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> Refusal | None:
+        """All or nothing: take ``claim`` and count every hit in the windows of ``now``
+        (``time.time()``), or change nothing."""
+        store: Any = self
+        if claim is not None:
+            wait = store.claim(*claim)
+            if wait is not None:
+                return Refusal("claim", wait)
+        counted: list[tuple[str, Rate]] = []
+        for key, rate in hits:
+            wait = store.hit(key, rate, now)
+            if wait is not None:
+                self.give_back(claim, counted, now)
+                return Refusal("hit", wait)
+            counted.append((key, rate))
+        return None
+
+    def give_back(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> None:
+        """Undo a successful :meth:`acquire` made at ``now`` (the action it guarded did not
+        happen): the hits come off the windows they were counted in, even if the clock has
+        crossed into the next one since."""
+        store: Any = self
+        if claim is not None:
+            store.release(claim[0])
+        for key, rate in hits:
+            store.unhit(key, rate, now)
+
+    def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
+        """The longest wait among the limits already reached, or None (changes nothing)."""
+        store: Any = self
+        waits = [w for key, rate in hits if (w := store.peek(key, rate)) is not None]
+        return max(waits) if waits else None
+
+    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None:
+        """Count one event against each limit; one already reached stays at its limit."""
+        store: Any = self
+        for key, rate in hits:
+            store.hit(key, rate)
+
+
+def _wait_if_reached(count: int | str | bytes | None, rate: Rate, left: int) -> int | None:
+    """What ``peek`` answers for a counter at ``count`` (None or a stored value): the
+    seconds left in its window once the limit is reached, else None."""
+    return left if int(count or 0) >= rate.limit else None
+
+
+def _window(rate: Rate, now: float) -> tuple[int, int]:
+    """(window index, seconds left in it) for ``now``."""
+    index = int(now // rate.window)
+    left = max(1, math.ceil((index + 1) * rate.window - now))
+    return index, left
