@@ -10,14 +10,24 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: help install test test-matrix fuzz bench demo lint typecheck clean
+# How the suite is run; `make coverage` runs the same `make test` under coverage.
+PYTEST ?= $(BIN)/python -m pytest
+
+.PHONY: help install test coverage test-matrix fuzz bench demo lint typecheck check clean
 
 help:
-	@echo "make demo    run the example project on http://127.0.0.1:8000/ (no TextFlow account needed)"
-	@echo "make test    install everything into $(VENV) and run the whole test suite"
-	@echo "make fuzz    fuzz the API (FUZZ_EXAMPLES=10000 for a longer run) and property tests"
-	@echo "make bench   run the benchmarks under bench/ and print their figures"
-	@echo "make lint    ruff; make typecheck: mypy --strict"
+	@echo "make demo         run the example project on http://127.0.0.1:8000/ (no TextFlow account needed)"
+	@echo "make test         install everything into $(VENV) and run the whole test suite"
+	@echo "make coverage     make test under coverage (branches); fails below 95% (setup.cfg)"
+	@echo "make test-matrix  the suite on the newest Django (6.1) and Python 3.12+ (found by itself,"
+	@echo "                  or PYTHON312=/path/to/python3.12)"
+	@echo "make lint         ruff check, ruff format --check, and the layer contracts (lint-imports)"
+	@echo "make typecheck    mypy --strict on the package"
+	@echo "make check        lint, typecheck and coverage: what CI runs before the other legs"
+	@echo "make fuzz         fuzz the API (FUZZ_EXAMPLES=10000 for a longer run) and property tests"
+	@echo "make bench        run the benchmarks under bench/ and print their figures (bench/README.md)"
+	@echo "make install      only install into $(VENV) (EXTRAS=test|dev|bench)"
+	@echo "make clean        remove the venvs and caches"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +41,32 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m django --version
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# Coverage starts before pytest, so the pytest plugin's import of textflow_django.testing is
+# counted too (pytest-cov would start after it).
+coverage: $(STAMP)
+	$(BIN)/python -m coverage erase
+	$(MAKE) test PYTEST="$(BIN)/python -m coverage run -m pytest"
+	$(BIN)/python -m coverage report
+
+# A Python >= 3.12 for the newest Django: pyenv's first, then python3.12 / python3.13 on PATH
+# (a pyenv shim on PATH may point nowhere, hence the version check).
+FIND_PY312 = for v in 3.12 3.13; do \
+	  cands="$$(command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/versions/$$v*/bin/python$$v 2>/dev/null) $$(command -v python$$v)"; \
+	  for c in $$cands; do \
+	    "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$c"; exit 0; }; \
+	  done; \
+	done; exit 1
 
 # The newest Django on a newer Python, in a venv of its own.
 test-matrix:
-	$(MAKE) test PYTHON="$(PYTHON312)" VENV=.venv-django61 DJANGO="Django>=6.1,<6.2"
+	@py="$(PYTHON312)"; \
+	if [ -z "$$py" ]; then \
+	  py=$$($(FIND_PY312)) || { echo "make test-matrix: no Python 3.12 or newer found; pass PYTHON312=/path/to/python3.12" >&2; exit 1; }; \
+	fi; \
+	echo "make test-matrix: Django 6.1 on $$py"; \
+	$(MAKE) test PYTHON="$$py" VENV=.venv-django61 DJANGO="Django>=6.1,<6.2"
 
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP)
@@ -52,11 +83,15 @@ bench:
 
 lint:
 	$(MAKE) install EXTRAS=dev
-	$(BIN)/ruff check textflow_django tests bench
+	$(BIN)/ruff check textflow_django tests bench example_project
+	$(BIN)/ruff format --check textflow_django tests bench example_project
+	$(BIN)/lint-imports
 
 typecheck:
 	$(MAKE) install EXTRAS=dev
 	$(BIN)/mypy
+
+check: lint typecheck coverage
 
 demo: $(STAMP)
 	@PYTHON="$(abspath $(BIN))/python" PORT="$(or $(PORT),8000)" \

@@ -7,8 +7,6 @@ breaker, and that the API key never reaches an exception, a log or a repr.
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import json
 import logging
 import time
@@ -44,6 +42,7 @@ from ._results import (
     data_of,
     from_ms,
     int_or_none,
+    retry_after_seconds,
     str_or_none,
 )
 from ._transport import TRANSPORT_ERRORS, Transport
@@ -86,22 +85,6 @@ def api_key_problem(api_key: str) -> str | None:
             "without spaces (64 letters and digits)."
         )
     return None
-
-
-def _retry_after(value: str | None) -> int | None:
-    """Parse ``Retry-After`` (delta seconds or an HTTP date) to whole seconds."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0, int((when - dt.datetime.now(dt.UTC)).total_seconds()))
 
 
 class TextFlowClient:
@@ -360,7 +343,7 @@ class TextFlowClient:
         if status == 429:
             raise TextFlowRateLimited(
                 message,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 status=status,
                 path=path,
             )

@@ -1,9 +1,11 @@
 """What TextFlow's answers become: small frozen dataclasses, and the lenient readers of its
-JSON envelope that build them (a missing or odd field is ``None``, never a crash)."""
+JSON envelope (and ``Retry-After`` header) that build them: a missing or odd field is ``None``,
+never a crash."""
 
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -113,3 +115,19 @@ def int_or_none(value: object) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
     return None
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """Parse ``Retry-After`` (delta seconds or an HTTP date) to whole seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0, int((when - dt.datetime.now(dt.UTC)).total_seconds()))

@@ -47,14 +47,7 @@ from .tokens import make_token
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = [
-    "LOCAL_CODE_LENGTH",
-    "CodeSent",
-    "Verified",
-    "check_code",
-    "code_validator",
-    "send_code",
-]
+__all__ = ["LOCAL_CODE_LENGTH", "CodeSent", "Verified", "check_code", "code_validator", "send_code"]
 
 
 #: Digits of a code generated in "local" mode.
