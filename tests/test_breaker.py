@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from rest_framework.test import APIClient
 
 from textflow_django._breaker import CircuitBreaker
+from textflow_django.backends import textflow as textflow_backend
 from textflow_django.client import TextFlowClient
 from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowServerError
 from textflow_django.testing import EMULATOR_API_KEY
@@ -92,7 +95,12 @@ def test_refusals_do_not_open_the_breaker(textflow_emulator):
 
 
 @pytest.mark.django_db
-def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_live):
+def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_live, monkeypatch):
+    # The process-wide breaker the backend makes runs on a clock the test moves: no sleep.
+    clock = Clock()
+    monkeypatch.setattr(
+        textflow_backend, "CircuitBreaker", functools.partial(CircuitBreaker, clock=clock)
+    )
     settings.TEXTFLOW = {
         **settings.TEXTFLOW,
         "BREAKER_THRESHOLD": 3,
@@ -112,9 +120,12 @@ def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_l
 
     # TextFlow recovers; after BREAKER_RESET one trial goes through and closes the breaker.
     textflow_live.reset()
-    import time
-
-    time.sleep(0.25)
+    clock.now += 0.1  # half of BREAKER_RESET: still open, TextFlow not asked
+    assert (
+        api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json").status_code
+        == 503
+    )
+    clock.now += 0.15  # past BREAKER_RESET: one trial call goes through
     assert (
         api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json").status_code
         == 200
@@ -125,4 +136,4 @@ def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_l
         ).status_code
         == 200
     )
-    assert len(textflow_live.calls("/send-code")) == 2
+    assert len(textflow_live.calls("/send-code")) == 2  # none while open, then the two
