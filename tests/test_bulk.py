@@ -258,7 +258,8 @@ def test_inline_and_worker_senders_call_the_same_batch_function(textflow_live, m
         seen.append(batch_id)
         return real(batch_id, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bulk, "send_batch", spy)
+    monkeypatch.setattr(bulk, "send_batch", spy)  # as the task finds it
+    monkeypatch.setattr(bulk.sending, "send_batch", spy)  # as run_job finds it
     inline = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
     bulk.run_job(inline.pk)
     queued = bulk.create_job(text="Hi", numbers=numbers(30, start=100), batch_size=10)
@@ -336,7 +337,7 @@ def test_inline_run_stops_when_another_sender_stopped_the_job(textflow_live):
 
 
 def test_chained_claims_cross_pages_of_batches(textflow_live, monkeypatch):
-    monkeypatch.setattr(bulk, "BATCH_PAGE", 2)
+    monkeypatch.setattr(bulk.sending, "BATCH_PAGE", 2)
     job = bulk.create_job(text="Hi", numbers=numbers(25), batch_size=5)
     with CaptureQueriesContext(connection) as queries:
         assert bulk.run_job(job.pk).sent == 25
@@ -525,7 +526,7 @@ def test_blocked_countries_apply(settings, textflow_live):
 
 
 def test_a_model_is_read_in_primary_key_pages(textflow_live, monkeypatch):
-    monkeypatch.setattr(bulk, "MODEL_PAGE", 2)
+    monkeypatch.setattr(bulk.sending, "MODEL_PAGE", 2)
     contacts = [Contact.objects.create(phone=n) for n in numbers(5)]
     with CaptureQueriesContext(connection) as queries:
         run("textflow_bulk_sms", "--model", "testapp.Contact", "--field", "phone", "--text", "Hi")
@@ -539,7 +540,7 @@ def test_a_model_is_read_in_primary_key_pages(textflow_live, monkeypatch):
 
 
 def test_a_page_size_multiple_reads_one_empty_page_more(textflow_live, monkeypatch):
-    monkeypatch.setattr(bulk, "MODEL_PAGE", 2)
+    monkeypatch.setattr(bulk.sending, "MODEL_PAGE", 2)
     for n in numbers(4):
         Contact.objects.create(phone=n)
     with CaptureQueriesContext(connection) as queries:

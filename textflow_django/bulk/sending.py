@@ -39,12 +39,12 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from . import phone, signals
-from .backends import get_backend
-from .backends.base import BaseBackend
-from .conf import MAX_BATCH_SIZE, conf
-from .exceptions import InvalidPhoneNumber, TextFlowError, TextFlowRateLimited
-from .models import BulkBatch, BulkRecipient, BulkSMSJob
+from .. import phone, signals
+from ..backends import get_backend
+from ..backends.base import BaseBackend
+from ..conf import MAX_BATCH_SIZE, conf
+from ..exceptions import InvalidPhoneNumber, TextFlowError, TextFlowRateLimited
+from ..models import BulkBatch, BulkRecipient, BulkSMSJob
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -690,7 +690,7 @@ def enqueue_job(job_id: int, *, resend_uncertain: bool = False) -> int:
 
     The tasks call :func:`send_batch`: once the job stops (TextFlow failed in one of them)
     the others send nothing and their batches stay pending for a resume."""
-    from .tasks import send_bulk_batch
+    from ..tasks import send_bulk_batch
 
     _prepare(job_id, resend_uncertain=resend_uncertain)
     queued = 0
