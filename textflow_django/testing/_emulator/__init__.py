@@ -1,5 +1,32 @@
-"""The fake TextFlow server, as a package (being split by job; see ``_server``)."""
+"""A fake TextFlow server: a real HTTP server on loopback speaking the TextFlow API.
 
-from ._server import EMULATOR_API_KEY, Fault, RecordedRequest, SentSMS, TextFlowEmulator
+The emulator answers ``/send-sms``, ``/send-code``, ``/verify-code``, ``/bulk-sms``,
+``/bulk-count`` and ``/balance`` under ``/api`` the way ``textflow-api.md`` describes, keeps
+codes, credits and bulk counts, records every request, and can be told to misbehave
+(:meth:`TextFlowEmulator.fault`). Tests, benchmarks and the demo talk to it over real sockets
+instead of mocking ``requests``, so connection pooling, timeouts and resets are exercised for
+real. Control endpoints under ``/_emulator/...`` inspect and steer a separately-run one.
+
+It stands for TextFlow, so it imports nothing from Django (or any third-party package) and
+nothing of ``textflow_django`` but the ``_e164`` leaf: it runs in a plain pytest session, in a
+subprocess (``python -m textflow_django.testing``) and inside benchmarks, and the client's
+reading of the contract is tested against an independent one.
+
+One module per job, each importing only those listed after it:
+
+- ``_server``: :class:`TextFlowEmulator`, the object a test holds: lifecycle (socket,
+  thread, TLS), clock, request record, fault queue; it wires the others together.
+- ``_control``: the ``/_emulator/...`` endpoints (listed in its docstring).
+- ``_faults``: :class:`Fault`, checking and queueing faults, acting each kind out.
+- ``_http``: the HTTP/1.1 server: connections, threads, framing, writing answers.
+- ``_api``: the API's behaviour: routing, the key, the endpoints, credits, codes, bulk
+  counts, with TextFlow's own code generator and code SMS text.
+- ``_countries``: TextFlow's country names.
+- ``_responses``: an answer, and TextFlow's error body.
+"""
+
+from ._api import SentSMS
+from ._faults import Fault
+from ._server import EMULATOR_API_KEY, RecordedRequest, TextFlowEmulator
 
 __all__ = ["EMULATOR_API_KEY", "Fault", "RecordedRequest", "SentSMS", "TextFlowEmulator"]

@@ -1,0 +1,167 @@
+"""The control endpoints: inspect and steer a running emulator over HTTP.
+
+They let a separately-run emulator (``python -m textflow_django.testing``, the demo, the
+benchmarks) be inspected and steered. They need no auth, are never recorded and never
+faulted, and are served both at ``/_emulator/...`` and ``/api/_emulator/...``:
+
+- ``GET  /_emulator/messages[?phone_number=+1...&limit=N]`` -> ``{"messages": [...], "total": n}``
+- ``GET  /_emulator/requests`` -> ``{"counts": {"/send-sms": 3, ...}, "total": n}``
+- ``GET  /_emulator/state`` -> ``{"bulk_pending": n, "credits": "...", ...}``
+- ``GET  /_emulator/last-code?phone_number=+1...`` -> ``{"phone_number": ..., "code": str|null}``
+- ``POST /_emulator/reset``
+- ``POST /_emulator/fault`` with the keyword arguments of :meth:`TextFlowEmulator.fault` as JSON
+- ``POST /_emulator/deliver-bulk`` with ``{"n": int | null}``
+
+Each one is a thin HTTP face on a method of the emulator (:class:`Steerable` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+from urllib.parse import parse_qs
+
+from ._faults import Fault
+from ._responses import MSG_BODY, Response, error, ok
+
+__all__ = ["Steerable", "answer", "control_path"]
+
+_PREFIXES: Final = ("/_emulator", "/api/_emulator")
+# Endpoint -> the one method it answers.
+_ROUTES: Final[dict[str, str]] = {
+    "/messages": "GET",
+    "/requests": "GET",
+    "/state": "GET",
+    "/last-code": "GET",
+    "/reset": "POST",
+    "/fault": "POST",
+    "/deliver-bulk": "POST",
+}
+_FAULT_OPTIONS: Final = frozenset(
+    {"path", "times", "status", "retry_after", "delay", "body", "content_type"}
+)
+
+
+class Steerable(Protocol):
+    """What the control endpoints read and steer: the emulator's own methods."""
+
+    def reset(self) -> None: ...
+
+    def fault(
+        self,
+        kind: str,
+        *,
+        path: str | None = None,
+        times: int = 1,
+        status: int | None = None,
+        retry_after: int | str | None = None,
+        delay: float | None = None,
+        body: str | bytes | None = None,
+        content_type: str | None = None,
+    ) -> None: ...
+
+    def deliver_bulk(self, n: int | None = None) -> None: ...
+
+    def last_code(self, phone_number: str) -> str | None: ...
+
+    @property
+    def pending_faults(self) -> list[Fault]: ...
+
+    def _state(self) -> dict[str, Any]:
+        """What ``/_emulator/state`` shows, read in one snapshot."""
+        ...
+
+    def _request_totals(self) -> tuple[dict[str, int], int]:
+        """Requests per path and in all, read together."""
+        ...
+
+    def _recorded_messages(
+        self, phone_number: str | None
+    ) -> tuple[list[tuple[str, str, str]], int]:
+        """Recorded ``(phone_number, text, kind)`` (all, or to one number) and the total sent."""
+        ...
+
+
+def control_path(raw_path: str) -> str | None:
+    """The control endpoint ``raw_path`` names (``"/state"``), or ``None`` if it is no
+    control request."""
+    for prefix in _PREFIXES:
+        if raw_path == prefix or raw_path.startswith(prefix + "/"):
+            return raw_path[len(prefix) :].rstrip("/") or "/"
+    return None
+
+
+def answer(emulator: Steerable, method: str, sub: str, query: str, body: bytes) -> Response:
+    """Answer the control request ``method sub?query`` with JSON ``body`` (may be empty)."""
+    expected = _ROUTES.get(sub)
+    if expected is None:
+        return error(404, "Not found")
+    if method != expected:
+        return error(405, "Method not allowed", (("Allow", expected),))
+    params = _query_params(query)
+    data: Any = {}
+    if body:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return error(400, MSG_BODY)
+        if not isinstance(data, dict):
+            return error(400, MSG_BODY)
+    try:
+        if sub == "/messages":
+            return _messages(emulator, params)
+        if sub == "/requests":
+            counts, total = emulator._request_totals()
+            return ok({"counts": counts, "total": total})
+        if sub == "/state":
+            return ok(emulator._state())
+        if sub == "/last-code":
+            phone = params.get("phone_number", "")
+            return ok({"phone_number": phone, "code": emulator.last_code(phone)})
+        if sub == "/reset":
+            emulator.reset()
+            return ok({"ok": True})
+        if sub == "/fault":
+            kind = data.pop("kind", None)
+            if not isinstance(kind, str):
+                return error(400, "kind is required")
+            unknown = set(data) - _FAULT_OPTIONS
+            if unknown:
+                return error(400, f"Unknown fault options: {', '.join(sorted(unknown))}")
+            emulator.fault(kind, **data)
+            return ok({"ok": True, "pending": len(emulator.pending_faults)})
+        # /deliver-bulk
+        emulator.deliver_bulk(data.get("n"))
+        return ok(emulator._state())
+    except (ValueError, TypeError) as exc:
+        return error(400, str(exc))
+
+
+def _messages(emulator: Steerable, params: Mapping[str, str]) -> Response:
+    limit_text = params.get("limit")
+    limit: int | None = None
+    if limit_text is not None:
+        if not limit_text.isdigit():
+            return error(400, "limit must be a non-negative integer")
+        limit = int(limit_text)
+    recorded, total = emulator._recorded_messages(params.get("phone_number"))
+    if limit is not None:
+        # The most recent ``limit`` messages, still oldest first: what an inbox page shows.
+        recorded = recorded[-limit:] if limit else []
+    return ok(
+        {
+            "messages": [{"phone_number": p, "text": t, "kind": k} for p, t, k in recorded],
+            "total": total,
+        }
+    )
+
+
+def _query_params(query: str) -> dict[str, str]:
+    """Last value per name. A literal ``+`` in a hand-typed URL decodes to a space, so a value
+    starting with a space is read as a phone number's leading ``+``."""
+    params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    phone = params.get("phone_number")
+    if phone is not None and phone.startswith(" "):
+        params["phone_number"] = "+" + phone[1:]
+    return params
