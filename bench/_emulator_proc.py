@@ -9,9 +9,7 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def emulator_process(
-    *extra: str, started: Callable[[int], None] | None = None
-) -> Iterator[str]:
+def emulator_process(*extra: str, started: Callable[[int], None] | None = None) -> Iterator[str]:
     """Start ``python -m textflow_django.testing --port 0``; yield its base URL.
 
     ``started`` is called with the process id once it listens (to meter its CPU, say).

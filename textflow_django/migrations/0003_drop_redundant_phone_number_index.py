@@ -6,15 +6,16 @@ import textflow_django.fields
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('textflow', '0002_bulk_jobs'),
+        ("textflow", "0002_bulk_jobs"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='phoneverification',
-            name='phone_number',
-            field=textflow_django.fields.PhoneNumberField(max_length=16, verbose_name='phone number'),
+            model_name="phoneverification",
+            name="phone_number",
+            field=textflow_django.fields.PhoneNumberField(
+                max_length=16, verbose_name="phone number"
+            ),
         ),
     ]
