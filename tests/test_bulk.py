@@ -23,6 +23,7 @@ from textflow_django import bulk, signals
 from textflow_django.management import _progress
 from textflow_django.management.commands.textflow_bulk_sms import Command as BulkSMSCommand
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
+from textflow_django.tasks import enqueue_bulk_job
 from textflow_django.testing import TextFlowEmulator
 
 from .conftest import tf
@@ -241,7 +242,7 @@ def immediate_tasks() -> None:
 def test_enqueue_runs_batches_as_tasks(settings, textflow_live):
     immediate_tasks()
     job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
-    queued = bulk.enqueue_job(job.pk)
+    queued = enqueue_bulk_job(job.pk)
     job.refresh_from_db()
     assert queued == 3
     assert job.status == BulkSMSJob.Status.FINISHED
@@ -259,11 +260,11 @@ def test_inline_and_worker_senders_call_the_same_batch_function(textflow_live, m
         return real(batch_id, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(bulk, "send_batch", spy)  # as the task finds it
-    monkeypatch.setattr(bulk.sending, "send_batch", spy)  # as run_job finds it
+    monkeypatch.setattr(bulk.running, "send_batch", spy)  # as run_job finds it
     inline = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
     bulk.run_job(inline.pk)
     queued = bulk.create_job(text="Hi", numbers=numbers(30, start=100), batch_size=10)
-    bulk.enqueue_job(queued.pk)
+    enqueue_bulk_job(queued.pk)
     ids = BulkBatch.objects.order_by("job_id", "index").values_list("id", flat=True)
     assert seen == list(ids)
     assert reached(textflow_live) == Counter(numbers(30) + numbers(30, start=100))
@@ -301,7 +302,7 @@ def test_workers_send_nothing_once_the_job_stopped(times, textflow_live, fault_a
     immediate_tasks()
     job = bulk.create_job(text="Hi", numbers=numbers(50), batch_size=10)
     fault_after(textflow_live, tasks=2, times=times)
-    assert bulk.enqueue_job(job.pk) == 5  # all five queued; the last two find the job stopped
+    assert enqueue_bulk_job(job.pk) == 5  # all five queued; the last two find the job stopped
     job.refresh_from_db()
     assert job.status == BulkSMSJob.Status.STOPPED
     assert (job.sent, job.uncertain) == (20, 10)
@@ -310,7 +311,7 @@ def test_workers_send_nothing_once_the_job_stopped(times, textflow_live, fault_a
     assert statuses(job) == ["accepted", "accepted", "uncertain", "pending", "pending"]
 
     textflow_live.reset()  # TextFlow is back
-    assert bulk.enqueue_job(job.pk) == 2  # the resume queues the pending batches only
+    assert enqueue_bulk_job(job.pk) == 2  # the resume queues the pending batches only
     job.refresh_from_db()
     assert job.status == BulkSMSJob.Status.FINISHED
     assert (job.sent, job.uncertain) == (40, 10)
@@ -337,7 +338,7 @@ def test_inline_run_stops_when_another_sender_stopped_the_job(textflow_live):
 
 
 def test_chained_claims_cross_pages_of_batches(textflow_live, monkeypatch):
-    monkeypatch.setattr(bulk.sending, "BATCH_PAGE", 2)
+    monkeypatch.setattr(bulk.running, "BATCH_PAGE", 2)
     job = bulk.create_job(text="Hi", numbers=numbers(25), batch_size=5)
     with CaptureQueriesContext(connection) as queries:
         assert bulk.run_job(job.pk).sent == 25
@@ -526,7 +527,7 @@ def test_blocked_countries_apply(settings, textflow_live):
 
 
 def test_a_model_is_read_in_primary_key_pages(textflow_live, monkeypatch):
-    monkeypatch.setattr(bulk.sending, "MODEL_PAGE", 2)
+    monkeypatch.setattr(bulk.sources, "MODEL_PAGE", 2)
     contacts = [Contact.objects.create(phone=n) for n in numbers(5)]
     with CaptureQueriesContext(connection) as queries:
         run("textflow_bulk_sms", "--model", "testapp.Contact", "--field", "phone", "--text", "Hi")
@@ -540,7 +541,7 @@ def test_a_model_is_read_in_primary_key_pages(textflow_live, monkeypatch):
 
 
 def test_a_page_size_multiple_reads_one_empty_page_more(textflow_live, monkeypatch):
-    monkeypatch.setattr(bulk.sending, "MODEL_PAGE", 2)
+    monkeypatch.setattr(bulk.sources, "MODEL_PAGE", 2)
     for n in numbers(4):
         Contact.objects.create(phone=n)
     with CaptureQueriesContext(connection) as queries:

@@ -1,29 +1,56 @@
 """Bulk SMS: recipient sources to deduplicated batches, sent and tracked so a job resumes.
 
-A package from now on: this step moves the module whole to :mod:`.sending` (so its history
-follows) and re-exports its public names; the next one splits it by job.
+The public names are all importable from here; each lives in the module of its job:
+
+- :mod:`~textflow_django.bulk.sources`: where numbers come from (a model's field, a file,
+  a list), read lazily (:func:`model_numbers`, :func:`file_numbers`, :func:`list_numbers`).
+- :mod:`~textflow_django.bulk.ingest`: :func:`create_job` turns a source into a recorded
+  job of distinct, valid numbers in batches; nothing is sent.
+- :mod:`~textflow_django.bulk.sending`: :func:`send_batch`, the one function that sends a
+  batch, inline or in a worker.
+- :mod:`~textflow_django.bulk.running`: :func:`run_job` sends a job's pending batches in
+  this process; :func:`enqueue_job` hands them to a task queue.
+
+The life of a job:
+
+1. :func:`create_job` streams the recipients in, normalises each (fast path for E.164),
+   skips and counts invalid ones, and writes the distinct numbers to ``BulkRecipient``
+   rows, each tagged with its batch. The database deduplicates (one ``GROUP BY`` as the
+   rows go in, guarded by the table's unique constraint), so memory stays flat whatever
+   the list's size. It is all one transaction: a source that
+   fails half-way leaves no job behind.
+2. :func:`run_job` (inline) or :func:`enqueue_job` (workers; the Django task
+   ``textflow_django.tasks.send_bulk_batch`` through ``tasks.enqueue_bulk_job``) sends the
+   pending batches, both through :func:`send_batch`. A batch is claimed in the database
+   before it is sent, and only while its job is running (so a batch delivered twice to
+   workers is sent once, and none is sent after the job stopped), then marked accepted,
+   with the job's counters, right after TextFlow accepts it.
+3. A batch whose outcome is unknown (the process died after sending it, a timeout, a 5xx)
+   is ``uncertain`` and is not sent again unless the operator asks
+   (``resend_uncertain=True``). A failure that certainly sent nothing leaves it pending.
+   Either way the job stops, resumable with :func:`run_job` or :func:`enqueue_job`; its
+   other batches stay pending.
+
+This package is a service: it imports the rules, backends and leaves below it, never the
+HTTP side (views, admin, management commands, tasks) that calls it.
 """
 
 from __future__ import annotations
 
-from .sending import (
-    MAX_BATCH_SIZE,
-    BatchOutcome,
-    BulkJobStopped,
-    BulkSMSJob,
+from ..conf import MAX_BATCH_SIZE
+
+# The job model, which create_job and run_job return: importable from here, as it always was.
+from ..models import BulkSMSJob
+from .ingest import check_batch_size, create_job
+from .running import enqueue_job, run_job
+from .sending import BatchOutcome, BulkJobStopped, finish_if_done, send_batch, stop_reason
+from .sources import (
     Source,
     SourceError,
-    check_batch_size,
-    create_job,
-    enqueue_job,
     file_numbers,
-    finish_if_done,
     list_numbers,
     model_numbers,
     open_numbers_file,
-    run_job,
-    send_batch,
-    stop_reason,
 )
 
 __all__ = [

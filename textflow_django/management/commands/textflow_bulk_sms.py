@@ -278,7 +278,11 @@ class Command(BaseCommand):
     def _send(self, job: BulkSMSJob, options: dict[str, Any]) -> None:
         if options["enqueue"]:
             try:
-                queued = bulk.enqueue_job(job.pk, resend_uncertain=options["resend_uncertain"])
+                # Imported here, not at the top: the tasks module needs a tasks framework,
+                # which only --enqueue does (its ImportError becomes the error below).
+                from ...tasks import enqueue_bulk_job
+
+                queued = enqueue_bulk_job(job.pk, resend_uncertain=options["resend_uncertain"])
             except ImportError as err:
                 raise CommandError(
                     "--enqueue needs Django's tasks framework (Django 6) or the django-tasks "

@@ -1,0 +1,164 @@
+"""Running a job: make it ready to (re)start, then send its pending batches, inline or
+through a task queue.
+
+Both ways go through :func:`~textflow_django.bulk.sending.send_batch`, so both keep its
+promises (a batch is claimed before it is sent, and only while its job runs):
+
+- :func:`run_job` sends the pending batches in order, in this process, and reports
+  progress; it raises :class:`~textflow_django.bulk.sending.BulkJobStopped` when the job
+  stops, here or in another sender.
+- :func:`enqueue_job` hands each pending batch id to the ``enqueue`` function it is given,
+  for workers to send. It knows no task framework: the caller passes the queue's submit
+  function (:func:`textflow_django.tasks.enqueue_bulk_job` passes the Django task's), so
+  the services never import the layer that drives them.
+
+Either resumes a stopped job: batches left ``sending`` by a dead process become
+``uncertain`` and are not sent again unless ``resend_uncertain`` asks; batches TextFlow
+accepted are never sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from django.db import router, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from ..backends import get_backend
+from ..models import BulkBatch, BulkSMSJob
+from .sending import BulkJobStopped, finish_if_done, send_batch
+
+__all__ = ["enqueue_job", "run_job"]
+
+#: Batch ids read per page by :func:`run_job` (memory stays flat however many batches).
+BATCH_PAGE = 1000
+
+
+def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
+    """Make a job ready to (re)start, ``running``: batches left ``sending`` by a dead
+    process become ``uncertain``; with ``resend_uncertain`` every uncertain batch is
+    pending again. A finished job stays finished unless that reopened a batch (it then
+    finishes again, and ``bulk_job_finished`` is sent again)."""
+    with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
+        job = BulkSMSJob.objects.select_for_update().get(pk=job_id)
+        batches = BulkBatch.objects.filter(job=job)
+        orphans = batches.filter(status=BulkBatch.Status.SENDING)
+        lost = orphans.aggregate(n=Sum("size"))["n"] or 0
+        if lost:
+            orphans.update(status=BulkBatch.Status.UNCERTAIN, error="the sender died mid-batch")
+            job.uncertain += lost
+        reopened = 0
+        if resend_uncertain:
+            reopened = batches.filter(status=BulkBatch.Status.UNCERTAIN).update(
+                status=BulkBatch.Status.PENDING
+            )
+            job.uncertain = 0
+        # Batches are claimed only while their job is running (see send_batch).
+        if job.status != BulkSMSJob.Status.FINISHED or reopened:
+            job.status = BulkSMSJob.Status.RUNNING
+        job.started_at = job.started_at or timezone.now()
+        job.last_error = ""
+        job.save()
+    return job
+
+
+def _pending_batches(job_id: int) -> Iterator[tuple[int, int | None]]:
+    """``(batch id, id of the pending batch after it or None)`` in index order, read a page
+    at a time (two pages at most in memory), so a sender can claim the next batch early."""
+    pending = BulkBatch.objects.filter(job_id=job_id, status=BulkBatch.Status.PENDING)
+
+    def fetch(after: int) -> list[tuple[int, int]]:
+        rows = pending.filter(index__gt=after).order_by("index").values_list("id", "index")
+        return list(rows[:BATCH_PAGE])
+
+    page = fetch(-1)
+    while page:
+        upcoming = fetch(page[-1][1]) if len(page) == BATCH_PAGE else []
+        after = [batch_id for batch_id, _ in page[1:]] + [upcoming[0][0] if upcoming else None]
+        yield from zip((batch_id for batch_id, _ in page), after, strict=True)
+        page = upcoming
+
+
+def run_job(
+    job_id: int,
+    *,
+    resend_uncertain: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> BulkSMSJob:
+    """Send every pending batch of a job, in order, in this process, each with
+    :func:`send_batch`; resumes a stopped job.
+
+    ``progress`` is called after each batch with the number of recipients sent so far.
+
+    Raises:
+        BulkJobStopped: on a TextFlow failure (the job is saved as ``stopped``), or when
+            another sender stopped the job meanwhile (``error`` is then None).
+    """
+    job = _prepare(job_id, resend_uncertain=resend_uncertain)
+    backend = get_backend()
+    sent = job.sent
+    claimed = False
+    for batch_id, following in _pending_batches(job_id):
+        outcome = send_batch(
+            batch_id,
+            backend=backend,
+            job=job,
+            claimed=claimed,
+            claim_next=following,
+            finish=False,  # once, below: a query per batch saved
+        )
+        if outcome is None:
+            claimed = False
+            if _finished_elsewhere(job_id):
+                break
+            continue  # another sender has this batch
+        claimed = outcome.next_claimed
+        sent += outcome.sent
+        if progress is not None:
+            progress(sent)
+    finish_if_done(job_id)
+    job.refresh_from_db()
+    return job
+
+
+def _finished_elsewhere(job_id: int) -> bool:
+    """After a failed claim: False if the job still runs (another sender took the batch),
+    True if another sender finished the job.
+
+    Raises:
+        BulkJobStopped: another sender stopped the job.
+    """
+    job = BulkSMSJob.objects.get(pk=job_id)
+    if job.status == BulkSMSJob.Status.RUNNING:
+        return False
+    if job.status == BulkSMSJob.Status.FINISHED:
+        return True
+    raise BulkJobStopped(job, None)
+
+
+def enqueue_job(
+    job_id: int, *, enqueue: Callable[[int], object], resend_uncertain: bool = False
+) -> int:
+    """Make the job ready to (re)start and pass the id of every pending batch, in order, to
+    ``enqueue``, for whatever workers the project runs. Returns how many were passed.
+
+    ``enqueue`` submits one batch to a queue; the work it queues must call
+    :func:`~textflow_django.bulk.sending.send_batch` with that id, as the Django task
+    ``textflow_django.tasks.send_bulk_batch`` does (``tasks.enqueue_bulk_job`` is this
+    function given that task's ``enqueue``). Once the job stops (TextFlow failed in one of
+    the batches) the queued ones send nothing and stay pending for a resume. A job with no
+    pending batch is finished here, as :func:`run_job` would finish it.
+
+    Raises:
+        Whatever ``enqueue`` raises; the batches not yet passed to it stay pending.
+    """
+    _prepare(job_id, resend_uncertain=resend_uncertain)
+    queued = 0
+    ids = BulkBatch.objects.filter(job_id=job_id, status=BulkBatch.Status.PENDING).order_by("index")
+    for batch_id in ids.values_list("id", flat=True).iterator(chunk_size=2000):
+        enqueue(batch_id)
+        queued += 1
+    if not queued:
+        finish_if_done(job_id)
+    return queued
