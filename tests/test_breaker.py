@@ -88,7 +88,7 @@ def test_refusals_do_not_open_the_breaker(textflow_emulator):
     breaker = CircuitBreaker(2, 60)
     client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, breaker=breaker)
     for _ in range(5):
-        with pytest.raises(Exception):  # noqa: B017 - InvalidPhoneNumber: TextFlow is up
+        with pytest.raises(Exception):  # noqa: B017 - TextFlowRejectedNumber: TextFlow is up
             client.send_sms("+1", "Hi")
     assert breaker.state == "closed"
     assert len(textflow_emulator.calls("/send-sms")) == 5

@@ -217,5 +217,3 @@ class InvalidToken(VerificationError):
     code = "invalid_token"
     default_message: StrOrPromise = _("The verification token is invalid or has expired.")
 
-
-InvalidPhoneNumber = TextFlowRejectedNumber  # TEMP-LEAD: removed once bulk imports the new name

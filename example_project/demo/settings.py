@@ -170,8 +170,8 @@ else:
     TEXTFLOW = {"API_KEY": TEXTFLOW_API_KEY, **_TEXTFLOW_COMMON}
 
 #: Run a bulk job in a background thread so the staff page can show it progressing. A
-#: stand-in for a task queue: a real site hands jobs to workers (textflow_django.bulk has
-#: enqueue_job for that). The example's tests set it to False and send inline.
+#: stand-in for a task queue: a real site hands jobs to workers (textflow_django.tasks has
+#: enqueue_bulk_job for that). The example's tests set it to False and send inline.
 #: UNSAFE for production: the thread dies with its web process (a deploy, a worker restart,
 #: a server timeout), stopping the job mid-way with a batch possibly left "uncertain", and
 #: nothing resumes it; every start also adds a thread to a process meant to serve requests.
