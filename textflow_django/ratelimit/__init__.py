@@ -11,6 +11,9 @@ both undoable so a failed SMS send consumes nothing; their contract is in
   (``_cache``), or :class:`RedisCacheStore` (``_redis``), the same with one round trip per
   operation, when that cache is Django's ``RedisCache`` with one server.
 
+Each store takes ``clock=`` (``time.time`` unless given), the one source of time for its
+claims and windows; ``get_store`` builds them with the real clock.
+
 ``Rate`` and ``parse_rate`` live in the leaf ``textflow_django._rates`` (the settings parse
 rates, below this layer) and are re-exported here, their public home.
 """

@@ -6,7 +6,8 @@ across calls: a claim or a count changes in one single-row ``UPDATE`` (``WHERE c
 limit``, ``WHERE expires_at <= now``) or a unique ``INSERT``, so concurrent writers cannot
 pass a limit. A claim is the row ``<key>``; a count the row ``<key>:<window>:<index>``.
 Expired rows are purged now and then as new ones are written (``purge_one_in``), which keeps
-the table small without a scheduled job.
+the table small without a scheduled job. "Expired" is always judged against the store's clock,
+read in Python and sent as a parameter, never the database server's ``NOW()``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import datetime as dt
 import math
 import random
 import time
+from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from .._rates import Rate
-from ._base import _OneByOne, _wait_if_reached, _window
+from ._base import Clock, _OneByOne, _wait_if_reached, _window
+
+if TYPE_CHECKING:
+    from ..models import RateLimitCounter
 
 __all__ = ["DatabaseStore"]
 
@@ -33,20 +38,28 @@ class DatabaseStore(_OneByOne):
     #: without a scheduled job.
     purge_one_in = 50
 
-    def __init__(self, using: str = "default") -> None:
+    def __init__(self, using: str = "default", *, clock: Clock = time.time) -> None:
         self.using = using
+        self.clock = clock
 
     @property
-    def _model(self):  # type: ignore[no-untyped-def]
+    def _model(self) -> type[RateLimitCounter]:
+        # Imported here, not at the top: models need the app registry, and this package is
+        # importable before it is ready.
         from ..models import RateLimitCounter
 
         return RateLimitCounter
+
+    def _now(self) -> dt.datetime:
+        """The clock's reading as ``timezone.now()`` would give it: aware in UTC under
+        ``USE_TZ``, naive local time otherwise."""
+        return dt.datetime.fromtimestamp(self.clock(), tz=dt.UTC if settings.USE_TZ else None)
 
     def _insert(self, key: str, count: int, expires_at: dt.datetime) -> bool:
         """Insert a fresh row; False when another writer holds the key."""
         model = self._model
         if random.randrange(self.purge_one_in) == 0:  # noqa: S311 - not security
-            model.objects.using(self.using).filter(expires_at__lte=timezone.now()).delete()
+            model.objects.using(self.using).filter(expires_at__lte=self._now()).delete()
         try:
             with transaction.atomic(using=self.using):
                 model.objects.using(self.using).create(key=key, count=count, expires_at=expires_at)
@@ -56,7 +69,7 @@ class DatabaseStore(_OneByOne):
 
     def claim(self, key: str, ttl: int) -> int | None:
         model = self._model
-        now = timezone.now()
+        now = self._now()
         rows = model.objects.using(self.using)
         until = now + dt.timedelta(seconds=ttl)
         # Take over an expired claim in one UPDATE (atomic), else insert a new one.
@@ -73,28 +86,26 @@ class DatabaseStore(_OneByOne):
         self._model.objects.using(self.using).filter(key=key).delete()
 
     def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
-        index, left = _window(rate, time.time() if now is None else now)
+        index, left = _window(rate, self.clock() if now is None else now)
         full = f"{key}:{rate.window}:{index}"
         rows = self._model.objects.using(self.using)
         # UPDATE ... WHERE count < limit is atomic: concurrent hits cannot pass the limit.
         if rows.filter(key=full, count__lt=rate.limit).update(count=F("count") + 1):
             return None
-        if rate.limit > 0 and self._insert(
-            full, 1, timezone.now() + dt.timedelta(seconds=left + 1)
-        ):
+        if rate.limit > 0 and self._insert(full, 1, self._now() + dt.timedelta(seconds=left + 1)):
             return None
         if rows.filter(key=full, count__lt=rate.limit).update(count=F("count") + 1):
             return None
         return left
 
     def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
-        index, _left = _window(rate, time.time() if now is None else now)
+        index, _left = _window(rate, self.clock() if now is None else now)
         self._model.objects.using(self.using).filter(
             key=f"{key}:{rate.window}:{index}", count__gt=0
         ).update(count=F("count") - 1)
 
     def peek(self, key: str, rate: Rate) -> int | None:
-        index, left = _window(rate, time.time())
+        index, left = _window(rate, self.clock())
         count = (
             self._model.objects.using(self.using)
             .filter(key=f"{key}:{rate.window}:{index}")

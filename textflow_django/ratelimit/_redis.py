@@ -3,13 +3,14 @@
 Chosen by :func:`textflow_django.ratelimit.get_store` when ``RATELIMIT_CACHE`` is Django's
 ``RedisCache`` with one server. Contract: the semantics of :mod:`._base`, with ``acquire``,
 ``give_back`` and ``hit_all`` as one Lua script each (atomic on the server) and ``peek_all``
-as one ``MGET``; keys and values are ``CacheStore``'s, so the two read each other's counters.
+as one ``MGET``, and ``claim`` through the ``acquire`` script; keys and values are
+``CacheStore``'s, so the two read each other's counters. The scripts take the time from the
+store's clock as an argument: Redis's TTLs only free memory (see :mod:`._base`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -27,28 +28,38 @@ __all__ = ["RedisCacheStore"]
 
 
 # One round trip for a whole send: the cooldown and every cap, all or nothing. KEYS: the
-# claim key (when ARGV[1] is 1), then the cap keys; ARGV: has_claim, claim ttl, claim value,
-# then (limit, ttl) for each cap key.
+# claim key (when ARGV[1] is 1), then the cap keys; ARGV: has_claim, claim ttl, claim
+# deadline, now, then (limit, seconds left in its window) for each cap key.
+# Time comes from the caller's clock (ARGV): a claim whose deadline has passed by it is taken
+# over though Redis still keeps it, and a refused cap answers the seconds left in its window.
+# A deadline is stored rounded up to a whole second (RedisCache reads integers back as such),
+# so a claim's wait is capped at the cooldown itself.
+# The TTLs set here only free memory (they last as long as the claim or the window, plus a
+# second for a window). A value that is not a number (a claim pickled by a CacheStore on the
+# same keys) has no deadline to read: its TTL stands in for one.
 _ACQUIRE_LUA = """
-local has_claim = tonumber(ARGV[1])
+local has_claim = ARGV[1] == '1'
+local now = tonumber(ARGV[4])
 local first = 1
-if has_claim == 1 then
+if has_claim then
   if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[2]) then
-    return {1, redis.call('TTL', KEYS[1])}
+    local held = tonumber(redis.call('GET', KEYS[1]))
+    if held == nil then return {1, redis.call('TTL', KEYS[1])} end
+    if held > now then return {1, math.min(math.ceil(held - now), tonumber(ARGV[2]))} end
+    redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
   end
   first = 2
 end
-local a = 4
+local a = 5
 for i = first, #KEYS do
   local limit = tonumber(ARGV[a])
-  local ttl = tonumber(ARGV[a + 1])
+  local left = tonumber(ARGV[a + 1])
   a = a + 2
   local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
+  if n == 1 then redis.call('EXPIRE', KEYS[i], left + 1) end
   if n > limit then
-    local left = redis.call('TTL', KEYS[i])
     for j = first, i do redis.call('DECR', KEYS[j]) end
-    if has_claim == 1 then redis.call('DEL', KEYS[1]) end
+    if has_claim then redis.call('DEL', KEYS[1]) end
     return {2, left}
   end
 end
@@ -98,9 +109,9 @@ _clients: weakref.WeakKeyDictionary[Any, _Redis] = weakref.WeakKeyDictionary()
 
 
 class RedisCacheStore(CacheStore):
-    """``CacheStore`` on Django's ``RedisCache`` with one server: ``acquire``, ``give_back``,
-    ``peek_all`` and ``hit_all`` are single round trips (a Lua script, an MGET) instead of
-    one per key.
+    """``CacheStore`` on Django's ``RedisCache`` with one server: ``claim``, ``acquire``,
+    ``give_back``, ``peek_all`` and ``hit_all`` are single round trips (a Lua script, an
+    MGET) instead of one per key.
     Keys and values stay those of ``CacheStore``, so both read each other's counters.
     (``make_key``, not ``make_and_validate_key``: validation only warns about keys Memcached
     would refuse, and these keys are ours, short and plain ASCII.)"""
@@ -120,6 +131,12 @@ class RedisCacheStore(CacheStore):
             )
         return found
 
+    def claim(self, key: str, ttl: int) -> int | None:
+        """A claim alone, by the acquire script: one home for a claim on Redis (its deadline
+        stored as a whole second, which the script can read)."""
+        refused = self.acquire((key, ttl), (), self.clock())
+        return None if refused is None else refused.retry_after
+
     def _cap_keys(
         self, hits: Sequence[tuple[str, Rate]], now: float
     ) -> list[tuple[str, Rate, int]]:
@@ -134,13 +151,13 @@ class RedisCacheStore(CacheStore):
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> Refusal | None:
         keys: list[str] = []
-        args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0]
+        args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0, now]
         if claim is not None:
             keys.append(self.cache.make_key(_PREFIX + claim[0]))
             args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
         for key, rate, left in self._cap_keys(hits, now):
             keys.append(key)
-            args += [rate.limit, left + 1]
+            args += [rate.limit, left]
         kind, wait = self._redis().acquire(keys=keys, args=args)
         if kind == 0:
             return None
@@ -156,7 +173,7 @@ class RedisCacheStore(CacheStore):
     def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
         if not hits:
             return None
-        caps = self._cap_keys(hits, time.time())
+        caps = self._cap_keys(hits, self.clock())
         counts = self._redis().client.mget([key for key, _rate, _left in caps])
         # Values as RedisCache stores them: plain integers for counters.
         waits = [
@@ -169,7 +186,7 @@ class RedisCacheStore(CacheStore):
     def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None:
         if not hits:
             return
-        caps = self._cap_keys(hits, time.time())
+        caps = self._cap_keys(hits, self.clock())
         args: list[int] = []
         for _key, rate, left in caps:
             args += [rate.limit, left + 1]
