@@ -43,6 +43,9 @@ Clock: TypeAlias = Callable[[], float]
 class RateLimitStore(Protocol):
     """What a store must do; see the module docstring for the semantics."""
 
+    #: The store's time (epoch seconds); a ``now`` passed to a method is a reading of it.
+    clock: Clock
+
     def claim(self, key: str, ttl: int) -> int | None: ...
 
     def release(self, key: str) -> None: ...

@@ -11,7 +11,6 @@ import functools
 import hmac
 import math
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,7 +139,9 @@ def send_code(
     Raises ``InvalidPhoneNumberError`` (a ``ValidationError``), ``CountryNotAllowed``,
     ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError``, ``SMSProviderUnavailable`` or
     ``LimitsUnavailable`` (the rate-limit store is down: nothing is sent).
-    On any failure nothing is consumed: no verification, no cooldown, no cap.
+    A failure before the SMS is out consumes nothing: no verification, no cooldown, no cap.
+    Once it is out, a failure to record it (the database) keeps the cooldown and caps taken,
+    so a retry cannot text the number a second time at once.
     """
     number = _normalize(phone_number)
     ip = client_ip(request)
@@ -148,7 +149,8 @@ def send_code(
     store = get_store()
     claim, hits = _send_limits(number, ip)
     # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
-    taken_at = time.time()  # a refund must come off the windows the send was counted in
+    # The store's clock: a refund must come off the windows the send was counted in.
+    taken_at = store.clock()
     with store_calls():
         refused = store.acquire(claim, hits, taken_at)
     if refused is not None:
@@ -276,10 +278,11 @@ def check_code(
 ) -> Verified:
     """Check ``code`` for ``phone_number``; on success return a :class:`Verified` with a token.
 
-    Raises ``InvalidPhoneNumberError``, ``InvalidCode`` (with ``attempts_left``),
-    ``VerificationExpired``, ``TooManyAttempts``, ``RateLimited``, ``SMSProviderError``,
-    ``SMSProviderUnavailable`` or ``LimitsUnavailable`` (the rate-limit store is down: the
-    code is not checked). A TextFlow failure counts no attempt.
+    Raises ``InvalidPhoneNumberError``, ``CountryNotAllowed`` (the country rules apply to
+    checks as to sends), ``InvalidCode`` (with ``attempts_left``), ``VerificationExpired``,
+    ``TooManyAttempts``, ``RateLimited``, ``SMSProviderError``, ``SMSProviderUnavailable``
+    or ``LimitsUnavailable`` (the rate-limit store is down: the code is not checked). A
+    TextFlow failure counts no attempt.
 
     Attempts, locks and wrong-code counts are committed as they happen: call this outside
     any transaction you roll back on a refusal (the package's views run outside
