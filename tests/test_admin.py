@@ -1,4 +1,5 @@
-"""The read-only admin of phone verifications, driven through the real admin site."""
+"""The read-only admin of phone verifications and bulk SMS jobs, driven through the real
+admin site."""
 
 from __future__ import annotations
 

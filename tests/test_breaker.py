@@ -1,4 +1,5 @@
-"""The circuit breaker: behaviour counted in upstream attempts, never in seconds."""
+"""The circuit breaker: opened by consecutive failed attempts, reopened to a trial call by a
+clock the tests move (no real sleep)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """The fault matrix: every TextFlow operation the app uses x every fault the emulator injects.
 
-For each pair: no 500 (the API answers 502/503 JSON, the commands raise CommandError), the
-request reached TextFlow once and was never repeated, the user or operator can retry at
-once, and no log record holds the API key or a code.
+For each pair: no 500 (the API answers the fixed 502 or 503 JSON of ``ANSWERS``, the
+commands raise CommandError), a send reached TextFlow once and was never repeated, the user
+or operator can retry at once, and no log record holds the API key or a code. The one
+exception is a bulk batch TextFlow answers 429: refused, so nothing was sent, it waits
+``Retry-After`` and goes again within the same run (no CommandError).
 """
 
 from __future__ import annotations

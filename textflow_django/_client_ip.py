@@ -1,9 +1,11 @@
 """Which address a request comes from, and what one per-IP cap counts: the one home of both.
 
-The HTTP side (views, forms) and the verification service share these, and nothing else
-reads ``REMOTE_ADDR`` or ``X-Forwarded-For``. The service takes a ``request`` in its public
-signature (``send_code(number, request=request)``), so this sits below it, with the rules:
-it imports only the settings.
+The verification service reads the client's address with these (views and forms only hand
+it their request; project code may call :func:`client_ip`, re-exported by
+``textflow_django.verification``), and nothing else reads ``REMOTE_ADDR`` or
+``X-Forwarded-For``. The service takes a ``request`` in its public signature
+(``send_code(number, request=request)``), so this sits below it, with the rules: it imports
+only the settings.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 r"""The wire shapes TextFlow deals in: an E.164 number (``+`` then 7 to 15 digits) and a
 verification code (4 to 10 digits).
 
-Kept free of Django so the emulator, the client and the backends can use them. These are
-*shape* rules only; the product's own parsing and normalisation of numbers (any format,
-country rules) lives in ``phone.py``. ``[0-9]`` and ``fullmatch``, never ``\d`` or ``$``:
-``\d`` accepts non-ASCII digits and ``$`` a trailing newline.
+Kept free of Django so the emulator, which imports no Django, shares them with the emulating
+backends, ``phone``, the fields and the verification service. These are *shape* rules only;
+the product's own parsing and normalisation of numbers (any format, country rules) lives in
+``phone.py``. ``[0-9]`` and ``fullmatch``, never ``\d`` or ``$``: ``\d`` accepts non-ASCII
+digits and ``$`` a trailing newline.
 """
 
 import re

@@ -1,8 +1,12 @@
-"""Admin for phone verifications: read-only, with one repair action (unlock).
+"""Admin for phone verifications and bulk SMS jobs, both read-only.
 
-The rows are a record of what the verification service did, so nothing is editable here:
-changing a status or an expiry by hand would bypass the service's rules. The keyed hash of a
-local-mode code (``code_hash``) is never shown, searched or filtered on.
+Verifications have one repair action (unlock). The rows are a record of what the
+verification service did, so nothing is editable here: changing a status or an expiry by
+hand would bypass the service's rules. The keyed hash of a local-mode code (``code_hash``)
+is never shown, searched or filtered on.
+
+Bulk jobs show their progress; one that is not running may be deleted with its rows
+(:class:`BulkSMSJobAdmin` says why a running one may not).
 
 Rate-limit counters are deliberately not registered: they are internal, short-lived state.
 """

@@ -1,7 +1,7 @@
 """Plain Django forms for the send-code / verify-code flow, for projects without DRF.
 
 Thin, like the API views: a form parses the input, calls the verification service and turns
-its refusals into form errors. No rule lives here (see ``verification.py``).
+its refusals into form errors. No rule lives here (see :mod:`textflow_django.verification`).
 
     form = SendCodeForm(request.POST)
     sent = form.send(request=request)
@@ -125,9 +125,11 @@ class VerifyCodeForm(_ServiceForm):
 
         Returns the :class:`~textflow_django.verification.Verified` (with its ``token``),
         or None when the form is invalid or the service refused. On a refusal,
-        ``self.error`` holds the ``VerificationError`` and the form has a non-field error
-        with its ``code`` (``invalid_code``, ``expired``, ``too_many_attempts``...); for
-        ``invalid_code`` the message says how many attempts are left when that is known.
+        ``self.error`` holds the ``VerificationError`` and the form has an error with its
+        ``code``: on ``phone_number`` for ``country_not_allowed``, a non-field error
+        otherwise (``invalid_code``, ``expired``, ``too_many_attempts``...); for
+        ``invalid_code`` the message says how many attempts are left when that is known. A
+        number TextFlow refuses is a ``phone_number`` error (``self.error`` stays None).
 
         Raises only what the service raises outside its refusals (a misconfiguration).
         """

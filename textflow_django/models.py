@@ -1,4 +1,6 @@
-"""Models: phone verifications and the database store of rate-limit counters.
+"""Models: phone verifications, the database store of rate-limit counters, and bulk SMS jobs
+(``BulkSMSJob``, with a ``BulkRecipient`` row per distinct number and a ``BulkBatch`` row per
+``/bulk-sms`` call).
 
 A ``PhoneVerification`` never holds a code in clear. In ``"local"`` mode it keeps a keyed hash
 of the code (``code_hash``); in ``"textflow"`` mode TextFlow holds the code and the row keeps
@@ -66,7 +68,8 @@ class PhoneVerification(models.Model):
 class RateLimitCounter(models.Model):
     """A counter of the database rate-limit store (``TEXTFLOW["RATELIMIT_STORE"] = "database"``).
 
-    Rows are keyed by limit and window; expired rows are purged as new ones are written.
+    A claim is the row ``<key>``, a count the row ``<key>:<window>:<index>``; expired rows are
+    purged now and then as new ones are written (``DatabaseStore.purge_one_in``).
     """
 
     key = models.CharField(max_length=200, unique=True)

@@ -1,4 +1,5 @@
-"""Input serializers of the send-code and verify-code endpoints (output is plain dicts)."""
+"""Serializers of the send-code and verify-code endpoints: the input ones validate requests;
+the response ones only describe the answers in the API schema (the views answer plain dicts)."""
 
 from __future__ import annotations
 

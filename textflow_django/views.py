@@ -2,7 +2,7 @@
 
 Field errors are DRF's 400 ``{"field": [...]}``; every other error is
 ``{"detail": "<human text>", "code": "<machine code>"}`` with ``Retry-After`` when a wait is
-known. No rule lives here: see ``verification.py``.
+known. No rule lives here: see :mod:`textflow_django.verification`.
 """
 
 from __future__ import annotations

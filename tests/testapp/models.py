@@ -1,4 +1,5 @@
-"""Models for the field tests. Not shipped: the app lives under tests/."""
+"""Models for the tests (the field tests; the bulk model source). Not shipped: the app lives
+under tests/."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The verification service: the one place where the product's rules live.
 
-Views, forms, commands and your own code call :func:`send_code` and :func:`check_code`;
+Views, forms and your own code call :func:`send_code` and :func:`check_code`;
 none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
 
 - the number is normalised to E.164 and must pass the country rules (``phone.py``);

@@ -36,7 +36,7 @@ from ._responses import MSG_BODY, Response, dumps, error, ok
 
 __all__ = ["API_ROOT", "ROUTES", "SentSMS", "TextFlowAPI", "is_int", "normalize_path"]
 
-# The one validity rule for numbers, shared with the client and the backends.
+# The one E.164 shape rule (the ``_e164`` leaf), shared with the emulating backends and phone.
 _E164: Final = E164_RE
 
 API_ROOT: Final = "/api"
