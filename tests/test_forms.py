@@ -23,7 +23,6 @@ from textflow_django.exceptions import (
     InvalidCode,
     ResendTooSoon,
     SMSProviderError,
-    SMSProviderUnavailable,
     TextFlowRejectedNumber,
     TextFlowServerError,
     TooManyAttempts,
@@ -259,7 +258,9 @@ def test_provider_down_on_verify_counts_no_attempt() -> None:
 
     assert form.verify() is None
 
-    assert isinstance(form.error, SMSProviderError | SMSProviderUnavailable)
+    # A 5xx from TextFlow: it answered, badly (502), not "unreachable, retry" (503).
+    assert type(form.error) is SMSProviderError
+    assert form.error.status_code == 502
     assert non_field_codes(form) == [form.error.code]
     row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == (PhoneVerification.Status.PENDING, 0)

@@ -113,10 +113,11 @@ def openapi_schema() -> dict[str, Any]:
 def live_url(request: pytest.FixtureRequest, transactional_db: None, settings: Any) -> str:
     """pytest-django's live server, on 127.0.0.1 (one client IP for the per-IP caps).
 
-    tests/settings.py has no STATIC_URL; the live server's static-files wrapper then answers
-    *every* request with a 500 (``FSFilesHandler`` calls ``urlparse(None)``, whose bytes
-    result breaks ``str.startswith``). Set one before the session-scoped server starts (it
-    keeps the handler it was started with).
+    The live server's static-files wrapper answers *every* request with a 500 when
+    STATIC_URL is unset (``FSFilesHandler`` calls ``urlparse(None)``, whose bytes result
+    breaks ``str.startswith``). tests/settings.py sets one; it is set here again so this
+    fixture does not depend on it, before the session-scoped server starts (it keeps the
+    handler it was started with).
     """
     settings.STATIC_URL = "/static/"
     settings.MEDIA_URL = "/media/"  # else every request is first looked up as a media file

@@ -15,9 +15,9 @@ The life of a job:
 
 1. :func:`create_job` streams the recipients in, normalises each (fast path for E.164),
    skips and counts invalid ones, and writes the distinct numbers to ``BulkRecipient``
-   rows, each tagged with its batch. The database deduplicates (one ``GROUP BY`` as the
-   rows go in, guarded by the table's unique constraint), so memory stays flat whatever
-   the list's size. It is all one transaction: a source that
+   rows, each tagged with its batch. The database deduplicates (every number is staged in
+   a temporary table, then one ``INSERT ... SELECT ... GROUP BY`` writes the distinct ones,
+   guarded by the table's unique constraint), so memory stays flat whatever the list's size. It is all one transaction: a source that
    fails half-way leaves no job behind.
 2. :func:`run_job` (inline) or :func:`enqueue_job` (workers; the Django task
    ``textflow_django.tasks.send_bulk_batch`` through ``tasks.enqueue_bulk_job``) sends the
