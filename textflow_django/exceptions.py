@@ -216,4 +216,3 @@ class InvalidToken(VerificationError):
 
     code = "invalid_token"
     default_message: StrOrPromise = _("The verification token is invalid or has expired.")
-

@@ -17,8 +17,8 @@ The life of a job:
    skips and counts invalid ones, and writes the distinct numbers to ``BulkRecipient``
    rows, each tagged with its batch. The database deduplicates (every number is staged in
    a temporary table, then one ``INSERT ... SELECT ... GROUP BY`` writes the distinct ones,
-   guarded by the table's unique constraint), so memory stays flat whatever the list's size. It is all one transaction: a source that
-   fails half-way leaves no job behind.
+   guarded by the table's unique constraint), so memory stays flat whatever the list's
+   size. It is all one transaction: a source that fails half-way leaves no job behind.
 2. :func:`run_job` (inline) or :func:`enqueue_job` (workers; the Django task
    ``textflow_django.tasks.send_bulk_batch`` through ``tasks.enqueue_bulk_job``) sends the
    pending batches, both through :func:`send_batch`. A batch is claimed in the database
