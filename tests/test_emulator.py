@@ -1,18 +1,18 @@
 """Tests of the TextFlow emulator itself, over real sockets with plain ``requests``.
 
-No Django here: the emulator must work in any pytest session and in a subprocess.
+No Django here: the emulator must work in any pytest session and in a subprocess. (The last
+test runs the pytest plugin's fixtures in an inner session; only ``textflow_live`` there
+touches Django's settings.) The command line is tested in ``test_emulator_cli.py``.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import select
-import signal
 import socket
-import subprocess
+import ssl
+import struct
 import sys
 import threading
 import time
@@ -29,6 +29,8 @@ from textflow_django.testing._emulator import (
     SentSMS,
     TextFlowEmulator,
 )
+
+pytest_plugins = ["pytester"]
 
 NUMBER = "+381690156360"
 OTHER = "+447700900123"
@@ -714,73 +716,510 @@ def test_url_needs_a_port() -> None:
     assert TextFlowEmulator(port=8765).url == "http://127.0.0.1:8765/api"
 
 
-def _listening_url(proc: subprocess.Popen[bytes], scheme: str) -> str:
-    """The URL from the one line ``python -m textflow_django.testing`` prints on start."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 10)
-    assert ready, "the emulator printed nothing within 10 s"
-    line = proc.stdout.readline().decode()
-    match = re.fullmatch(
-        rf"TextFlow emulator listening on ({scheme}://127\.0\.0\.1:\d+/api)\n", line
-    )
-    assert match, line
-    return match.group(1)
+def test_constructor_and_knobs_refuse_bad_values() -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"code_length": 0}, "code_length must be between 1 and 18"),
+        ({"code_length": 19}, "code_length must be between 1 and 18"),
+        ({"delay": -0.1}, "delay must not be negative"),
+        ({"price": -0.01}, "price must not be negative"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            TextFlowEmulator(**kwargs)
+    emu = TextFlowEmulator()
+    with pytest.raises(ValueError, match="delay must not be negative"):
+        emu.delay = -1
+    assert emu.delay == 0.0
+    for n in (-1, "2", True, 1.5):
+        with pytest.raises(ValueError, match="n must be a non-negative int or None"):
+            emu.deliver_bulk(n)  # type: ignore[arg-type]
 
 
-def test_main_subprocess_serves_and_exits_cleanly_on_sigterm() -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "textflow_django.testing", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+def test_start_twice_is_refused(emu: TextFlowEmulator, api: requests.Session) -> None:
+    with pytest.raises(RuntimeError, match="already running"):
+        emu.start()
+    assert api.get(emu.url + "/balance", timeout=5).status_code == 200  # still serving
+
+
+def test_ipv6_host(api: requests.Session) -> None:
     try:
-        url = _listening_url(proc, "http")
-        r = requests.post(url + "/send-sms", json=SMS, headers=AUTH, timeout=5)
-        assert r.status_code == 200 and r.json()["data"]["to"] == NUMBER
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        assert proc.stdout is not None and proc.stdout.read() == b""  # exactly one line
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    emu = TextFlowEmulator(host="::1").start()
+    try:
+        assert re.fullmatch(r"http://\[::1\]:\d+/api", emu.url)
+        r = api.get(emu.url + "/balance", timeout=5)
+        assert r.status_code == 200 and r.json()["credits"] == "1000.00000"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        emu.stop()
 
 
-def test_main_serves_https_with_certfile_and_keyfile(tmp_path) -> None:
+# -- the endpoints' validation, the account's edges ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "message"),
+    [
+        ("/send-code", [NUMBER], "Invalid request body"),
+        ("/send-code", {"phone_number": "+1 202 555 0123"}, "Phone number is invalid"),
+        ("/send-code", {"phone_number": NUMBER, "service_name": 5}, "Invalid request body"),
+        ("/verify-code", "1234", "Invalid request body"),
+        ("/verify-code", {"phone_number": "0038169", "code": "1234"}, "Phone number is invalid"),
+        ("/verify-code", {"phone_number": NUMBER}, "Code is required"),
+        ("/verify-code", {"phone_number": NUMBER, "code": 12.5}, "Code is required"),
+        ("/bulk-sms", [NUMBER], "Invalid request body"),
+        ("/bulk-sms", {"text": "x"}, "Phone numbers are required"),
+        ("/bulk-sms", {"phone_numbers": None, "text": "x"}, "Phone numbers are required"),
+        ("/bulk-sms", {"phone_numbers": NUMBER, "text": "x"}, "Invalid request body"),
+        ("/bulk-sms", {"phone_numbers": [NUMBER, 381690156360], "text": "x"}, "Phone number is invalid"),
+    ],
+)  # fmt: skip
+def test_endpoints_reject_bad_bodies(
+    emu: TextFlowEmulator, api: requests.Session, path: str, payload: Any, message: str
+) -> None:
+    r = post(api, emu, path, payload)
+    assert r.status_code == 400
+    assert r.json() == {"ok": False, "status": 400, "message": message}
+    # Nothing charged, sent, issued or queued, and the request is on record.
+    assert emu.messages == [] and emu.credits == 1000.0 and emu.bulk_pending == 0
+    assert emu.last_code(NUMBER) is None
+    assert [(c.path, c.json) for c in emu.requests] == [(path, payload)]
+
+
+def test_send_code_seconds_null_means_the_default_ten_minutes(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    r = post(api, emu, "/send-code", {"phone_number": NUMBER, "seconds": None})
+    assert r.status_code == 200
+    code = r.json()["data"]["verification_code"]
+    emu.advance_clock(599)
+    assert emu.last_code(NUMBER) == code
+    emu.advance_clock(2)
+    assert emu.last_code(NUMBER) is None
+
+
+def test_verify_accepts_the_code_as_a_json_number(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    # A code with a leading zero has no JSON-number spelling: draw until one has none
+    # (each draw fails with probability 1/10).
+    for _ in range(50):
+        code = post(api, emu, "/send-code", {"phone_number": NUMBER}).json()["data"]
+        if not code["verification_code"].startswith("0"):
+            break
+    digits = code["verification_code"]
+    assert not digits.startswith("0")
+    r = post(api, emu, "/verify-code", {"phone_number": NUMBER, "code": int(digits)})
+    assert r.status_code == 200
+    assert r.json()["valid"] is True and r.json()["valid_code"] == digits
+    wrong = (int(digits) + 1) % 10_000 or 1
+    r = post(api, emu, "/verify-code", {"phone_number": NUMBER, "code": wrong})
+    assert r.json()["valid"] is False
+
+
+def test_credits_can_be_set_and_every_paid_endpoint_checks_them(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.credits = 0.04  # less than one SMS at 0.05
+    assert emu.credits == pytest.approx(0.04)
+    assert api.get(emu.url + "/balance", timeout=5).json()["credits"] == "0.04000"
+    insufficient = {"ok": False, "status": 400, "message": "Insufficient balance"}
+    r = post(api, emu, "/send-code", {"phone_number": NUMBER})
+    assert (r.status_code, r.json()) == (400, insufficient)
+    assert emu.last_code(NUMBER) is None  # no code issued when unpaid
+    r = post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER], "text": "x"})
+    assert (r.status_code, r.json()) == (400, insufficient)
+    assert emu.bulk_pending == 0 and emu.messages == []
+    # A batch is paid whole or not at all.
+    emu.credits = 0.1
+    r = post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER, NUMBER], "text": "x"})
+    assert (r.status_code, r.json()) == (400, insufficient)
+    assert post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "x"}).ok
+    assert emu.bulk_pending == 2 and emu.message_count == 2 and emu.credits == 0.0
+
+
+def test_a_bug_in_the_emulator_answers_500_and_it_keeps_serving(
+    emu: TextFlowEmulator,
+    api: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def broken() -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(emu._api, "_balance", broken)
+    r = api.get(emu.url + "/balance", timeout=5)
+    assert r.status_code == 500
+    assert r.json() == {"ok": False, "status": 500, "message": "Emulator error"}
+    assert "RuntimeError: boom" in capsys.readouterr().err  # its own bug, shown
+    assert post(api, emu, "/send-sms", SMS).status_code == 200  # same connection, still fine
+
+
+def test_a_path_outside_the_api_root_is_recorded_and_answered_404(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    r = api.get(emu.url.removesuffix("/api") + "/other/thing", timeout=5)
+    assert r.status_code == 404
+    assert r.json() == {"ok": False, "status": 404, "message": "Not found"}
+    assert [(c.method, c.path) for c in emu.requests] == [("GET", "/other/thing")]
+    assert emu.request_counts == {"/other/thing": 1}
+    post(api, emu, "/send-sms", SMS)
+    assert emu.calls("/api/send-sms") == emu.calls("/send-sms") != []
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_other_methods_get_405_with_allow(
+    emu: TextFlowEmulator, api: requests.Session, method: str
+) -> None:
+    r = api.request(method, emu.url + "/send-sms", json=SMS, timeout=5)
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert r.json() == {"ok": False, "status": 405, "message": "Method not allowed"}
+    assert [(c.method, c.path, c.json) for c in emu.requests] == [(method, "/send-sms", SMS)]
+    assert emu.messages == []
+
+
+# -- the HTTP layer: what a broken client gets ---------------------------------------------
+
+
+def exchange(emu: TextFlowEmulator, raw: bytes, *, shut_write: bool = False) -> bytes:
+    """Send ``raw`` on a new connection and read until the emulator closes it (5 s bound).
+
+    ``shut_write`` half-closes the connection after sending, as a client that gave up would.
+    """
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as sock:
+        sock.sendall(raw)
+        if shut_write:
+            sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data
+
+
+def parse_responses(raw: bytes) -> list[tuple[str, dict[str, str], bytes]]:
+    """Split back-to-back HTTP/1.1 responses: (status line, lower-cased headers, body)."""
+    out = []
+    while raw:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        assert sep, raw
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+        size = int(headers["content-length"])
+        out.append((status_line, headers, rest[:size]))
+        raw = rest[size:]
+    return out
+
+
+def request_head(method: str, path: str, *headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: x", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+BAD_BODY = {"ok": False, "status": 400, "message": "Invalid request body"}
+CLOSE_BALANCE = request_head("GET", "/api/balance", f"Authorization: Bearer {EMULATOR_API_KEY}",
+                             "Connection: close")  # fmt: skip
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3"])
+def test_an_unreadable_content_length_gets_400_and_a_close(
+    emu: TextFlowEmulator, length: str
+) -> None:
+    raw = exchange(emu, request_head("POST", "/api/send-sms", f"Content-Length: {length}"))
+    [(status, headers, body)] = parse_responses(raw)  # and then the connection closed
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert json.loads(body) == BAD_BODY
+    assert emu.requests == []  # never reached the API
+    assert parse_responses(exchange(emu, CLOSE_BALANCE))[0][0] == "HTTP/1.1 200 OK"
+
+
+def test_a_body_shorter_than_its_content_length_gets_no_answer(emu: TextFlowEmulator) -> None:
+    head = request_head("POST", "/api/send-sms", "Content-Length: 100")
+    assert exchange(emu, head + b'{"phone_number"', shut_write=True) == b""
+    assert emu.requests == [] and emu.messages == []
+    assert parse_responses(exchange(emu, CLOSE_BALANCE))[0][0] == "HTTP/1.1 200 OK"
+
+
+def test_a_bad_chunk_size_gets_400(emu: TextFlowEmulator) -> None:
+    head = request_head("POST", "/api/send-sms", "Transfer-Encoding: chunked")
+    [(status, headers, body)] = parse_responses(exchange(emu, head + b"zz\r\n{}\r\n0\r\n\r\n"))
+    assert status == "HTTP/1.1 400 Bad Request" and headers["connection"] == "close"
+    assert json.loads(body) == BAD_BODY
+    assert emu.requests == []
+
+
+def test_a_truncated_chunk_gets_no_answer(emu: TextFlowEmulator) -> None:
+    head = request_head("POST", "/api/send-sms", "Transfer-Encoding: chunked")
+    assert exchange(emu, head + b"40\r\n" + b'{"phone_number"', shut_write=True) == b""
+    assert emu.requests == [] and emu.messages == []
+
+
+def test_chunked_trailers_are_read_and_the_connection_stays_usable(emu: TextFlowEmulator) -> None:
+    payload = json.dumps(SMS).encode()
+    auth = f"Authorization: Bearer {EMULATOR_API_KEY}"
+    first = request_head("POST", "/api/send-sms", auth, "Transfer-Encoding: Chunked")
+    first += f"{len(payload):x};ext=1\r\n".encode() + payload + b"\r\n"
+    first += b"0\r\nX-Checksum: abc\r\nX-Other: d\r\n\r\n"
+    (one, _, body), (two, headers, _) = parse_responses(exchange(emu, first + CLOSE_BALANCE))
+    assert one == "HTTP/1.1 200 OK" and json.loads(body)["data"]["to"] == NUMBER
+    # The second request on the same connection parsed: the trailers were not left behind.
+    assert two == "HTTP/1.1 200 OK" and headers["connection"] == "close"
+    assert emu.connection_count == 1
+    assert [c.path for c in emu.requests] == ["/send-sms", "/balance"]
+
+
+def test_an_unknown_method_gets_501_json(emu: TextFlowEmulator) -> None:
+    [(status, headers, body)] = parse_responses(exchange(emu, request_head("OPTIONS", "/api")))
+    assert status == "HTTP/1.1 501 Not Implemented" and headers["connection"] == "close"
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {
+        "ok": False,
+        "status": 501,
+        "message": "Unsupported method ('OPTIONS')",
+    }
+    assert emu.requests == []
+
+
+def test_head_gets_the_501_head_without_a_body(emu: TextFlowEmulator) -> None:
+    raw = exchange(emu, request_head("HEAD", "/api/balance"))
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    assert sep and rest == b""  # a HEAD answer carries no body
+    assert head.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+    lines = head.decode().split("\r\n")
+    assert "Content-Type: application/json" in lines and "Connection: close" in lines
+    # Content-Length is that of the body a GET would have had.
+    size = len(json.dumps({"ok": False, "status": 501, "message": "Unsupported method ('HEAD')"},
+                          separators=(",", ":")))  # fmt: skip
+    assert f"Content-Length: {size}" in lines
+
+
+def test_a_status_http_does_not_name_gets_the_phrase_unknown(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.fault("status", status=599)
+    r = post(api, emu, "/send-sms", SMS)
+    assert (r.status_code, r.reason) == (599, "Unknown")
+    assert r.json() == {"ok": False, "status": 599, "message": "Internal server error"}
+    emu.fault("html", status=599)
+    assert post(api, emu, "/send-sms", SMS).text == (
+        "<html><body><h1>599 Unknown</h1></body></html>"
+    )
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("boom"), ConnectionResetError("gone")])
+def test_a_failing_connection_is_dropped_and_only_real_errors_are_reported(
+    emu: TextFlowEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: Exception,
+) -> None:
+    def serve(*args: Any) -> None:
+        raise raised
+
+    monkeypatch.setattr(emu, "_serve", serve)
+    # The traceback (if any) is written before the connection is closed.
+    assert exchange(emu, CLOSE_BALANCE) == b""
+    err = capsys.readouterr().err
+    if isinstance(raised, OSError):
+        assert err == ""  # a client gone away is routine
+    else:
+        assert "RuntimeError: boom" in err
+    monkeypatch.undo()
+    assert parse_responses(exchange(emu, CLOSE_BALANCE))[0][0] == "HTTP/1.1 200 OK"
+
+
+def test_stop_copes_with_a_connection_its_peer_already_reset(emu: TextFlowEmulator) -> None:
+    emu.delay = 2.0  # holds the request's thread while its client goes away
+    sock = socket.create_connection(("127.0.0.1", emu.port), timeout=5)
+    try:
+        sock.sendall(CLOSE_BALANCE)
+        for _ in range(500):  # until the request is read and its thread is in the delay
+            if emu.request_counts:
+                break
+            time.sleep(0.01)
+        assert emu.request_counts == {"/balance": 1}
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()  # an RST: the server's socket can no longer be shut down
+    emu.stop()  # must not raise
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", emu.port), timeout=5).close()
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context with a 127.0.0.1 certificate, client context trusting its CA)."""
     import trustme
 
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "textflow_django.testing", "--port", "0",
-         "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        url = _listening_url(proc, "https")
-        r = requests.post(
-            url + "/send-sms", json=SMS, headers=AUTH, timeout=5, verify=str(tmp_path / "ca.pem")
-        )
-        assert r.status_code == 200 and r.json()["data"]["to"] == NUMBER
-        with pytest.raises(requests.exceptions.SSLError):
-            requests.post(url + "/send-sms", json=SMS, headers=AUTH, timeout=5, verify=True)
-    finally:
-        proc.terminate()
-        code = proc.wait(timeout=10)
-        proc.stdout.close()  # type: ignore[union-attr]
-    assert code == 0  # after the try: a failure above is not hidden by this one
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
 
 
-def test_main_refuses_a_keyfile_without_certfile(tmp_path, capsys) -> None:
-    from textflow_django.testing.__main__ import main
+def test_https_serves_and_a_failed_handshake_leaves_no_trace(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, client = tls
+    with TextFlowEmulator(ssl_context=server) as emu:
+        assert emu.url.startswith("https://127.0.0.1:")
+        # Plain HTTP to the TLS port: the handshake fails and the connection is dropped.
+        try:
+            answer = exchange(emu, CLOSE_BALANCE)
+        except ConnectionResetError:
+            answer = b""
+        assert not answer.startswith(b"HTTP/")
+        for _ in range(500):  # the dropped connection is forgotten, not kept open
+            if not emu._open:
+                break
+            time.sleep(0.01)
+        assert not emu._open
+        assert capsys.readouterr().err == ""  # routine: no traceback
+        # The emulator still serves TLS clients.
+        conn = http.client.HTTPSConnection("127.0.0.1", emu.port, timeout=5, context=client)
+        conn.request("GET", "/api/balance", headers=AUTH)
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["ok"] is True
+        conn.close()
+        assert emu.connection_count == 2
+        assert [c.path for c in emu.requests] == ["/balance"]
 
-    assert main(["--port", "0", "--keyfile", str(tmp_path / "key.pem")]) == 1
-    assert "--keyfile needs --certfile" in capsys.readouterr().err
+
+# -- faults' and control endpoints' edges --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "message"),
+    [
+        ("status", {"delay": -1}, "delay must be a non-negative number"),
+        ("status", {"delay": "1"}, "delay must be a non-negative number"),
+        ("status", {"delay": True}, "delay must be a non-negative number"),
+        ("respond", {"body": 5}, "body must be str or bytes"),
+        ("respond", {"body": "{}", "content_type": "text/plain\r\nX-Injected: 1"},
+         "content_type must be a one-line str"),
+        ("respond", {"body": "{}", "content_type": 5}, "content_type must be a one-line str"),
+    ],
+)  # fmt: skip
+def test_fault_rejects_bad_delay_body_and_content_type(
+    emu: TextFlowEmulator, kind: str, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        emu.fault(kind, **kwargs)
+    assert emu.pending_faults == []
+
+
+def test_fault_delay_applies_before_a_replacing_answer(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.fault("status", status=503, delay=0.1)
+    start = time.monotonic()
+    r = post(api, emu, "/send-sms", SMS)
+    assert r.status_code == 503 and time.monotonic() - start >= 0.1
+    assert emu.messages == []
+
+
+@pytest.fixture
+def control(emu: TextFlowEmulator) -> str:
+    return emu.url.removesuffix("/api") + "/_emulator"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "message"),
+    [
+        ("GET", "/fault", {}, "Method not allowed"),
+        ("POST", "/state", {}, "Method not allowed"),
+        ("POST", "/fault", {"data": b"{not json"}, "Invalid request body"),
+        ("POST", "/fault", {"json": ["status"]}, "Invalid request body"),
+        ("POST", "/fault", {"json": {"status": 503}}, "kind is required"),
+        ("POST", "/fault", {"json": {"kind": 5}}, "kind is required"),
+        ("POST", "/fault", {"json": {"kind": "status", "x": 1, "bogus": 2}},
+         "Unknown fault options: bogus, x"),
+        ("POST", "/fault", {"json": {"kind": "status", "times": 0}}, "times must be an int >= 1"),
+        ("GET", "/messages?limit=abc", {}, "limit must be a non-negative integer"),
+        ("GET", "/messages?limit=-1", {}, "limit must be a non-negative integer"),
+        ("POST", "/deliver-bulk", {"json": {"n": -1}}, "n must be a non-negative int or None"),
+        ("POST", "/deliver-bulk", {"json": {"n": "1"}}, "n must be a non-negative int or None"),
+    ],
+)  # fmt: skip
+def test_control_endpoints_refuse_bad_requests(
+    emu: TextFlowEmulator,
+    api: requests.Session,
+    control: str,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
+    post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER], "text": "x"})
+    r = requests.request(method, control + path, timeout=5, **kwargs)
+    status = 405 if message == "Method not allowed" else 400
+    assert r.status_code == status
+    assert r.json() == {"ok": False, "status": status, "message": message}
+    if status == 405:
+        assert r.headers["Allow"] == ("POST" if path == "/fault" else "GET")
+    # Nothing steered: no fault queued, bulk still pending, the bad request not recorded.
+    assert emu.pending_faults == [] and emu.bulk_pending == 1
+    assert [c.path for c in emu.requests] == ["/bulk-sms"]
+
+
+def test_control_messages_limit_zero_and_an_empty_body(
+    emu: TextFlowEmulator, api: requests.Session, control: str
+) -> None:
+    post(api, emu, "/send-sms", SMS)
+    r = requests.get(control + "/messages", params={"limit": "0"}, timeout=5)
+    assert r.json() == {"messages": [], "total": 1}
+    # deliver-bulk with no body at all delivers everything, like n=null.
+    post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "x"})
+    assert requests.post(control + "/deliver-bulk", timeout=5).json()["bulk_pending"] == 0
+
+
+# -- the pytest plugin's fixtures, in a session without pytest-django ---------------------
+
+
+def test_plugin_fixtures_load_no_backend_and_work_without_pytest_django(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a project without pytest-django, ``textflow_emulator`` needs no backend module (the
+    plugin neither imports the TextFlow backend to reset its breakers nor the locmem one to
+    empty its outbox), and ``textflow_live`` overrides ``settings.TEXTFLOW`` by itself and
+    undoes it after the test."""
+    # As in a fresh process: neither backend imported yet (a package attribute left behind
+    # would let ``from ..backends import locmem`` succeed without importing anything).
+    backends = sys.modules.get("textflow_django.backends")
+    for name in ("textflow", "locmem"):
+        monkeypatch.delitem(sys.modules, f"textflow_django.backends.{name}", raising=False)
+        if backends is not None:
+            monkeypatch.delattr(backends, name, raising=False)
+    pytester.makepyfile(
+        """
+        import sys
+        import requests
+        from django.conf import settings
+
+        BACKENDS = ("textflow_django.backends.textflow", "textflow_django.backends.locmem")
+        BEFORE = dict(getattr(settings, "TEXTFLOW", {}))
+
+        def test_emulator_alone(textflow_emulator):
+            r = requests.get(textflow_emulator.url + "/balance", timeout=5)
+            assert r.status_code == 400
+            assert [c.path for c in textflow_emulator.requests] == ["/balance"]
+            assert not any(name in sys.modules for name in BACKENDS)
+
+        def test_live_without_the_settings_fixture(textflow_live):
+            assert settings.TEXTFLOW["BASE_URL"] == textflow_live.url
+            assert settings.TEXTFLOW["BACKEND"].endswith("TextFlowBackend")
+            assert textflow_live.requests == []  # reset between tests
+
+        def test_settings_are_back():
+            assert dict(getattr(settings, "TEXTFLOW", {})) == BEFORE
+            assert not any(name in sys.modules for name in BACKENDS)
+        """
+    )
+    # In process, so coverage sees the plugin run; -p no:django takes the settings fixture
+    # away, as in a project that does not use pytest-django (Django is configured already).
+    result = pytester.runpytest_inprocess("-p", "no:django", "-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=3)
