@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 import threading
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core import mail
@@ -27,12 +30,23 @@ from textflow_django.backends.console import ConsoleBackend
 from textflow_django.backends.dummy import DummyBackend
 from textflow_django.backends.locmem import LocMemBackend
 from textflow_django.backends.textflow import TextFlowBackend
+from textflow_django.client import (
+    BulkCountResult,
+    BulkResult,
+    CodeResult,
+    SMSResult,
+    VerifyResult,
+)
+from textflow_django.conf import MAX_CODE_TTL
 from textflow_django.exceptions import (
+    TextFlowAPIError,
     TextFlowConfigurationError,
     TextFlowRejectedNumber,
     TextFlowServerError,
 )
-from textflow_django.testing import EMULATOR_API_KEY
+from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
+
+from .conftest import tf
 
 NUMBER = "+12025550143"
 OTHER = "+447700900123"
@@ -329,3 +343,151 @@ def test_the_old_name_of_textflows_number_refusal_still_imports_with_a_warning()
     with pytest.warns(DeprecationWarning, match="use TextFlowRejectedNumber"):
         old = exceptions.InvalidPhoneNumber
     assert old is TextFlowRejectedNumber
+
+
+# -- more of the contract: refusals and the balance ----------------------------------------
+
+
+def test_send_sms_refuses_an_empty_text(subject: Subject) -> None:
+    with pytest.raises(TextFlowAPIError) as info:
+        subject.backend.send_sms(NUMBER, "")
+    assert (info.value.message, info.value.status) == ("Text is required", 400)
+    assert info.value.maybe_sent is False
+    assert subject.delivered() == []
+
+
+@pytest.mark.parametrize("seconds", [0, MAX_CODE_TTL + 1])
+def test_send_code_refuses_a_lifetime_textflow_does_not_allow(
+    subject: Subject, seconds: int
+) -> None:
+    with pytest.raises(TextFlowAPIError) as info:
+        subject.backend.send_code(NUMBER, seconds=seconds)
+    assert (info.value.message, info.value.status) == ("Invalid seconds", 400)
+    assert subject.delivered() == []
+    assert subject.last_code(NUMBER) is None
+
+
+def test_send_code_accepts_the_longest_lifetime(subject: Subject) -> None:
+    sent = subject.backend.send_code(NUMBER, seconds=MAX_CODE_TTL)
+    assert sent.expires is not None
+    left = sent.expires - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(seconds=MAX_CODE_TTL - 60) < left <= dt.timedelta(seconds=MAX_CODE_TTL)
+
+
+def test_bulk_refuses_an_empty_batch(subject: Subject) -> None:
+    # TextFlow words it "Phone numbers are required", which the client reads as a refused
+    # number (a TextFlowAPIError too); the in-process backends say "No phone numbers given".
+    with pytest.raises(TextFlowAPIError) as info:
+        subject.backend.bulk_sms([], "Sale")
+    assert info.value.status == 400
+    assert info.value.maybe_sent is False
+    assert subject.backend.bulk_count().count == 0
+    assert subject.delivered() == []
+
+
+def test_balance(subject: Subject, textflow_emulator: TextFlowEmulator) -> None:
+    balance = subject.backend.balance()
+    assert isinstance(balance.credits, Decimal)
+    if isinstance(subject.backend, TextFlowBackend):
+        assert balance.credits == Decimal(str(textflow_emulator.credits))
+        assert dict(balance.packages) == {"USA Canada": 2100, "UK": 500}
+        assert [r.method for r in textflow_emulator.calls("/balance")] == ["GET"]
+    else:  # no account behind the in-process backends
+        assert (balance.credits, dict(balance.packages)) == (Decimal("0"), {})
+
+
+class OnlyTheFive(BaseBackend):
+    """A third-party backend that implements what it must and no balance."""
+
+    def send_sms(self, phone_number: str, text: str) -> SMSResult:
+        return SMSResult(to=phone_number, content=text)
+
+    def send_code(
+        self, phone_number: str, service_name: str | None = None, seconds: int | None = None
+    ) -> CodeResult:
+        return CodeResult(phone_number=phone_number)
+
+    def verify_code(self, phone_number: str, code: str) -> VerifyResult:
+        return VerifyResult(phone_number=phone_number, valid=False)
+
+    def bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
+        return BulkResult(submitted=len(phone_numbers))
+
+    def bulk_count(self) -> BulkCountResult:
+        return BulkCountResult(count=0)
+
+
+def test_a_backend_without_a_balance_says_so() -> None:
+    backend = OnlyTheFive()
+    assert backend.send_sms(NUMBER, "Hi").to == NUMBER  # the rest works
+    with pytest.raises(NotImplementedError) as info:
+        backend.balance()
+    assert str(info.value) == "OnlyTheFive does not report a balance"
+
+
+def test_an_emulating_backend_that_does_not_say_how_to_deliver_fails_loudly() -> None:
+    class Undelivering(_emulated.EmulatedBackend):
+        """Forgot to implement ``deliver``."""
+
+    with pytest.raises(NotImplementedError):
+        Undelivering().send_sms(NUMBER, "Hi")
+
+
+# -- backend loading: options, and which setting changes forget the cache ------------------
+
+
+def test_get_backend_with_options_builds_a_new_backend_each_time(
+    textflow_emulator: TextFlowEmulator,
+) -> None:
+    console = "textflow_django.backends.console.ConsoleBackend"
+    with override_settings(TEXTFLOW={"BACKEND": console}):
+        shared = get_backend()
+        streams = [io.StringIO(), io.StringIO()]
+        first = get_backend(console, stream=streams[0])
+        second = get_backend(console, stream=streams[1])
+        assert first is not second and shared not in (first, second)
+        first.send_sms(NUMBER, "to the first stream")
+        assert "to the first stream" in streams[0].getvalue()
+        assert streams[1].getvalue() == ""
+        assert get_backend() is shared  # the thread's cached backend is not replaced
+
+    real = get_backend(
+        "textflow_django.backends.textflow.TextFlowBackend",
+        api_key=EMULATOR_API_KEY,
+        base_url=textflow_emulator.url,
+    )
+    assert real.send_sms(NUMBER, "Hi").to == NUMBER
+    assert [r.json for r in textflow_emulator.calls("/send-sms")] == [
+        {"phone_number": NUMBER, "text": "Hi"}
+    ]
+
+
+def test_only_a_change_of_textflow_forgets_the_cached_backends() -> None:
+    with override_settings(TEXTFLOW={"BACKEND": "textflow_django.backends.dummy.DummyBackend"}):
+        cached = get_backend()
+        with override_settings(TIME_ZONE="Europe/Paris"):
+            assert get_backend() is cached
+        with override_settings(TEXTFLOW={"BACKEND": "textflow_django.backends.dummy.DummyBackend"}):
+            assert get_backend() is not cached
+
+
+def test_the_textflow_backend_replaces_and_closes_its_client_when_settings_change(
+    settings: Any, textflow_live: TextFlowEmulator
+) -> None:
+    backend = get_backend()
+    assert isinstance(backend, TextFlowBackend)
+    first = backend.client
+    assert backend.client is first  # same settings: same client, same pooled connections
+    assert (first.base_url, first.timeout) == (textflow_live.url, 10.0)
+    first.send_sms(NUMBER, "one")
+
+    tf(settings, TIMEOUT=7)
+    second = backend.client  # the backend object outlives the change (another thread's)
+    assert second is not first and second.timeout == 7.0
+    backend.send_sms(NUMBER, "two")
+    assert textflow_live.connection_count == 2
+    # The replaced client was closed: its pooled connection is gone, a call opens another.
+    first.send_sms(NUMBER, "three")
+    first.close()
+    assert textflow_live.connection_count == 3
+    assert [r.json["text"] for r in textflow_live.calls("/send-sms")] == ["one", "two", "three"]

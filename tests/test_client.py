@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from unittest import mock
 
@@ -23,7 +24,9 @@ from requests.adapters import HTTPAdapter
 from textflow_django import __version__
 from textflow_django.client import (
     CONNECT_RETRIES,
+    MAX_RESPONSE_BYTES,
     BulkResult,
+    CircuitBreaker,
     ClientConfigurationError,
     InsufficientBalance,
     InvalidAPIKey,
@@ -965,3 +968,360 @@ def test_a_closed_client_reconnects_on_its_next_call(tf_client, textflow_emulato
     tf_client.send_sms(NUMBER, "two")
     assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == ["one", "two"]
     assert textflow_emulator.connection_count == 2
+
+
+# -- lenient readers of TextFlow's JSON --------------------------------------------------
+
+
+def _answer(**data: object) -> str:
+    return json.dumps({"ok": True, "status": 200, "message": "Message sent successfully", **data})
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    # json.loads reads Infinity as a float: fromtimestamp overflows; 1e300 ms is past year
+    # 9999; so is -1e20 ms before year 1.
+    ["Infinity", "1e300", "-1e20"],
+)
+def test_a_timestamp_no_date_can_hold_is_none(tf_client, textflow_emulator, timestamp):
+    body = (
+        '{"ok": true, "status": 200, "message": "Message sent successfully", "data": '
+        f'{{"to": "{NUMBER}", "content": "Hi", "price": 0.05, "timestamp": {timestamp}}}}}'
+    )
+    textflow_emulator.fault("respond", path="/send-sms", body=body)
+
+    result = tf_client.send_sms(NUMBER, "Hi")
+
+    assert result.timestamp is None
+    assert (result.to, result.price) == (NUMBER, 0.05)  # the rest of the answer is kept
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.fault == "respond"
+
+
+@pytest.mark.parametrize(
+    ("count", "accepted"),
+    [(42, 42), (42.0, 42), ("42", 42), (" 7 ", 7), (True, None), (4.5, None), ("many", None)],
+    ids=["int", "whole-float", "digits", "padded-digits", "bool", "fraction", "words"],
+)
+def test_bulk_sms_reads_its_count_leniently(tf_client, textflow_emulator, count, accepted):
+    body = _answer(data={"count": count})
+    textflow_emulator.fault("respond", path="/bulk-sms", body=body)
+    result = tf_client.bulk_sms([NUMBER], "Sale")
+    assert result.accepted == accepted
+    assert result.submitted == 1
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(3.0, 3), ("12", 12)],
+    ids=["whole-float", "digits"],
+)
+def test_bulk_count_read_from_a_string_or_a_whole_float(
+    tf_client, textflow_emulator, count, expected
+):
+    textflow_emulator.fault("respond", path="/bulk-count", body=_answer(data={"count": count}))
+    assert tf_client.bulk_count().count == expected
+
+
+def test_a_boolean_bulk_count_is_not_a_count(tf_client, textflow_emulator):
+    # true is an int to Python; as a count it is nonsense, so the answer has no count.
+    body = _answer(data={"count": True}, count=False)
+    textflow_emulator.fault("respond", path="/bulk-count", body=body)
+    with pytest.raises(TextFlowBadResponse) as info:
+        tf_client.bulk_count()
+    assert info.value.message == "TextFlow's answer has no 'count'"
+    assert (info.value.status, info.value.path) == (200, "/bulk-count")
+
+
+@pytest.mark.parametrize("credits", ['"lots"', "null", "[1]"], ids=["words", "null", "a-list"])
+def test_balance_without_decimal_credits_is_a_bad_response(tf_client, textflow_emulator, credits):
+    body = f'{{"ok": true, "credits": {credits}, "packages": {{"UK": 500}}}}'
+    textflow_emulator.fault("respond", path="/balance", body=body)
+    with pytest.raises(TextFlowBadResponse) as info:
+        tf_client.balance()
+    assert info.value.message == "TextFlow's answer has no decimal 'credits'"
+    assert (info.value.status, info.value.path) == (200, "/balance")
+    assert info.value.__cause__ is None  # `from None`: the decimal module's error says nothing
+
+
+def test_a_429_without_retry_after_has_no_wait(tf_client, textflow_emulator):
+    textflow_emulator.fault("status", path="/send-sms", status=429)  # no Retry-After header
+    with pytest.raises(TextFlowRateLimited) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    assert info.value.retry_after is None
+    assert info.value.status == 429
+    assert "retry after" not in str(info.value)
+    assert "retry-after" not in textflow_emulator.calls("/send-sms")[0].headers
+
+
+def test_a_retry_after_date_without_a_zone_is_read_as_utc(tf_client, textflow_emulator):
+    # RFC 5322's "-0000" zone: parsedate_to_datetime gives a naive datetime, taken as UTC.
+    when = math.floor(time.time()) + 90
+    header = email.utils.formatdate(when, usegmt=True).replace("GMT", "-0000")
+    textflow_emulator.fault("rate_limit", retry_after=header)
+    before = time.time()
+    with pytest.raises(TextFlowRateLimited) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    after = time.time()
+    assert int(when - after) <= info.value.retry_after <= int(when - before)
+
+
+# -- the transport: how a failure is classified, and reading the answer --------------------
+
+
+def _dead_port() -> int:
+    """A loopback port nobody listens on: bind, read the port, close."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refused_connection_through_a_session_passed_in_is_not_sent(client_for):
+    # requests wraps urllib3's MaxRetryError(NewConnectionError) in a ConnectionError: the
+    # client looks inside, so the failure is still known to have happened before sending.
+    client = client_for(base_url=f"http://127.0.0.1:{_dead_port()}/api", session=requests.Session())
+    with pytest.raises(TextFlowConnectionError) as info:
+        client.send_sms(NUMBER, "Hi")
+    assert info.value.maybe_sent is False
+    assert info.value.message == "could not connect"
+    assert_no_secret(info.value)
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose listen queue is full, so a new connection is never accepted:
+    the kernel drops its SYNs and the client's connect times out. The queue is full once a
+    connection attempt to it times out itself."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(16):
+            sock = socket.socket()
+            sock.settimeout(0.05)
+            queued.append(sock)
+            try:
+                sock.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("the listen queue never filled up")
+        yield port
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("own_session", [True, False], ids=["own-session", "session-passed-in"])
+def test_a_connect_timeout_is_not_sent(unanswered_port, own_session):
+    session = None if own_session else requests.Session()
+    client = TextFlowClient(
+        EMULATOR_API_KEY,
+        base_url=f"http://127.0.0.1:{unanswered_port}/api",
+        timeout=0.05,
+        session=session,
+    )
+    try:
+        with pytest.raises(TextFlowTimeout) as info:
+            client.send_sms(NUMBER, "Hi")
+    finally:
+        client.close()
+    assert info.value.maybe_sent is False  # no connection: the request never left
+    assert info.value.message == "no answer within 0.05s"
+    assert (info.value.status, info.value.path) == (None, "/send-sms")
+
+
+class _JumpingClock:
+    """Stands in for the ``time`` module of the client's modules: each ``monotonic()``
+    returns ``now``, then moves ``now`` on by the next of ``jumps`` (if any is left)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.jumps: list[float] = []
+
+    def monotonic(self) -> float:
+        now = self.now
+        if self.jumps:
+            self.now += self.jumps.pop(0)
+        return now
+
+
+def test_reading_gives_up_at_the_deadline_though_more_would_come(
+    client_for, textflow_emulator, monkeypatch
+):
+    """The deadline is checked between reads: once it has passed (here the clock jumps a
+    minute while the first part of the answer is read), the call ends as a timeout rather
+    than waiting for the rest, and the half-read connection is not reused."""
+    from textflow_django.client import _client, _transport
+
+    clock = _JumpingClock()
+    monkeypatch.setattr(_client, "time", clock)
+    monkeypatch.setattr(_transport, "time", clock)
+    client = client_for(timeout=5)
+    # Read by the client (the deadline: 1005), then by the transport before its first read
+    # (1000, then the clock jumps to 1060), then before its second read (1060: past).
+    clock.jumps = [0.0, 60.0]
+    textflow_emulator.fault("trickle", path="/send-sms", delay=0.001)
+
+    with pytest.raises(TextFlowTimeout) as info:
+        client.send_sms(NUMBER, "Hi")
+
+    err = info.value
+    assert err.message == "the answer did not arrive within 5s"
+    assert (err.status, err.path, err.maybe_sent) == (200, "/send-sms", True)
+    assert [m.text for m in textflow_emulator.messages] == ["Hi"]  # it did go out
+    clock.jumps = []
+    client.send_sms(NUMBER, "again")  # the cut answer's connection was dropped, not reused
+    assert textflow_emulator.connection_count == 2
+
+
+def test_an_answer_larger_than_textflow_sends_is_refused(tf_client, textflow_emulator):
+    body = _answer(data={"to": NUMBER, "content": "x" * 2 * MAX_RESPONSE_BYTES})
+    textflow_emulator.fault("respond", path="/send-sms", body=body)
+    with pytest.raises(TextFlowBadResponse) as info:
+        tf_client.send_sms(NUMBER, "Hi")
+    err = info.value
+    assert err.message == "the answer is too large to be TextFlow's"
+    assert (err.status, err.path, err.maybe_sent) == (200, "/send-sms", True)
+    # Half of the answer is left unread on that connection: it is dropped, not reused.
+    assert tf_client.send_sms(NUMBER, "again").to == NUMBER
+    assert textflow_emulator.connection_count == 2
+
+
+def test_an_answer_of_exactly_the_limit_is_read(tf_client, textflow_emulator):
+    body = _answer(data={"to": NUMBER, "content": ""})
+    body = body[:-1] + " " * (MAX_RESPONSE_BYTES - len(body)) + "}"
+    assert len(body) == MAX_RESPONSE_BYTES
+    textflow_emulator.fault("respond", path="/send-sms", body=body)
+    assert tf_client.send_sms(NUMBER, "Hi").to == NUMBER
+
+
+def test_a_connection_broken_mid_answer_is_maybe_sent(monkeypatch):
+    """The emulator goes away after TextFlow's head arrived, while its body trickles in:
+    the client knows the request reached TextFlow (it answered), so ``maybe_sent``."""
+    from textflow_django.client import _transport
+    from textflow_django.testing import TextFlowEmulator
+
+    with TextFlowEmulator() as emulator:
+        client = TextFlowClient(EMULATOR_API_KEY, base_url=emulator.url, timeout=10)
+        emulator.fault("trickle", path="/send-sms", delay=1.0)
+
+        class BreakWhenReadingStarts:
+            """The transport reads the clock once the head is in, before each read of the
+            body: the first reading is the moment to take the server down."""
+
+            def monotonic(self) -> float:
+                if not stopped:
+                    stopped.append(True)
+                    emulator.stop()
+                return time.monotonic()
+
+        stopped: list[bool] = []
+        monkeypatch.setattr(_transport, "time", BreakWhenReadingStarts())
+        with pytest.raises(TextFlowConnectionError) as info:
+            client.send_sms(NUMBER, "Hi")
+        client.close()
+    err = info.value
+    assert stopped == [True]
+    assert err.message == "the connection broke while TextFlow answered"
+    assert (err.status, err.path, err.maybe_sent) == (200, "/send-sms", True)
+    assert [m.text for m in emulator.messages] == ["Hi"]  # TextFlow had acted on it
+    assert_no_secret(err)
+
+
+class _BufferingAdapter(HTTPAdapter):
+    """Reads the whole answer inside the adapter and hands back an in-memory copy of it, as
+    caching adapters (requests-cache, CacheControl) do: the raw answer has no socket."""
+
+    def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        import io
+
+        from urllib3 import HTTPResponse
+
+        response = super().send(request, **kwargs)
+        body = response.raw.read()
+        response.raw = HTTPResponse(
+            body=io.BytesIO(body),
+            status=response.status_code,
+            headers=dict(response.headers),
+            preload_content=False,
+        )
+        return response
+
+
+def test_an_answer_without_a_socket_is_read(textflow_emulator, client_for):
+    client = client_for()
+    client.session.mount("http://", _BufferingAdapter())
+    result = client.send_sms(NUMBER, "Hi")
+    assert (result.to, result.content) == (NUMBER, "Hi")
+    assert result.timestamp is not None
+    [request] = textflow_emulator.calls("/send-sms")
+    assert request.json == {"phone_number": NUMBER, "text": "Hi"}
+
+
+# -- the client as a context manager, and what its breaker is told ---------------------------
+
+
+def test_the_client_is_a_context_manager_that_closes_its_connections(textflow_emulator):
+    with TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, timeout=5) as client:
+        assert isinstance(client, TextFlowClient)
+        client.send_sms(NUMBER, "one")
+    client.send_sms(NUMBER, "two")  # closed on exit: the next call opens a new connection
+    client.close()
+    assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == ["one", "two"]
+    assert textflow_emulator.connection_count == 2
+
+
+def test_the_context_manager_closes_on_an_error_too(textflow_emulator):
+    with pytest.raises(TextFlowServerError):
+        with TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url) as client:
+            client.send_sms(NUMBER, "one")
+            textflow_emulator.fault("status", path="/send-sms", status=500)
+            client.send_sms(NUMBER, "two")
+    client.send_sms(NUMBER, "three")
+    client.close()
+    assert textflow_emulator.connection_count == 2
+
+
+@pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
+def test_a_failure_of_the_callers_own_code_is_raised_as_is_and_tells_the_breaker_nothing(
+    textflow_emulator, client_for, raised
+):
+    """A response hook of the caller's session raises (a bug of its own, or Ctrl-C): the
+    error reaches the caller unchanged, the breaker's trial slot is freed, and the breaker
+    counts neither a success nor a failure."""
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=1, reset_after=30, clock=lambda: now[0])
+    session = requests.Session()
+    calls = [0]
+
+    def hook(response, **kwargs):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 2:
+            raise raised("the caller's hook failed")
+
+    session.hooks["response"].append(hook)
+    client = client_for(session=session, breaker=breaker)
+    textflow_emulator.fault("status", path="/send-sms", status=503)
+    with pytest.raises(TextFlowServerError):
+        client.send_sms(NUMBER, "down")
+    assert breaker.state == "open"
+    now[0] = 30.0  # half-open: one trial call may go
+
+    with pytest.raises(raised, match="the caller's hook failed") as info:
+        client.send_sms(NUMBER, "trial")
+
+    assert type(info.value) is raised  # not wrapped in a TextFlowError
+    assert breaker.state == "half-open"  # neither closed (success) nor open again (failure)
+    assert breaker.allow() is None  # the trial slot was given back
+    breaker.release()
+    client.send_sms(NUMBER, "next trial")  # the hook lets this one through
+    assert breaker.state == "closed"
+    assert [r.json["text"] for r in textflow_emulator.calls("/send-sms")] == [
+        "down",
+        "trial",
+        "next trial",
+    ]

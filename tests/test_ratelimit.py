@@ -9,12 +9,14 @@ belongs to, 30 seconds and more in these tests, far longer than a test runs.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import pytest
 from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
 
 from textflow_django.models import RateLimitCounter
 from textflow_django.ratelimit import (
@@ -385,3 +387,105 @@ def test_concurrent_hits_never_pass_the_limit(kind: str, clock: FakeClock) -> No
     results = race(lambda: store.hit("cap:+race", Rate(5, 3600)), n=20)
     assert results.count(None) == 5
     assert results.count(3600) == 15
+
+
+# -- the cache store between two of its calls -----------------------------------------------
+
+
+class Interleaved:
+    """A Django cache in which something happens between two of the store's calls: after
+    the n-th call of a method (whether it returned or raised), the n-th function queued for
+    that method runs with the key (the cache's own expiry, or another process). Replays an
+    interleaving exactly, where real concurrency would hit it once in a million runs."""
+
+    def __init__(self, cache: Any, **after: list[Any]) -> None:
+        self.cache = cache
+        self.after = after
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.cache, name)
+        queued = self.after.get(name)
+        if not queued:
+            return method
+
+        def call(key: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(key, *args, **kwargs)
+            finally:
+                if queued:
+                    queued.pop(0)(key)
+
+        return call
+
+
+def interleave(store: CacheStore, **after: list[Any]) -> None:
+    """Put ``store``'s cache behind :class:`Interleaved` with ``after``."""
+    store.cache = cast(BaseCache, Interleaved(store.cache, **after))
+
+
+@pytest.fixture(
+    params=["default", pytest.param("redis", marks=requires_redis)], ids=["locmem", "redis"]
+)
+def cache_store(request: pytest.FixtureRequest, db: None, clock: FakeClock) -> Iterator[CacheStore]:
+    """A ``CacheStore`` on the tests' per-process cache, and on Redis (the ``hit`` of
+    ``RedisCacheStore`` is this one)."""
+    caches[request.param].clear()
+    yield CacheStore(request.param, clock=clock)
+    caches[request.param].clear()
+
+
+def test_a_claim_the_cache_expires_between_add_and_get_is_taken(
+    cache_store: CacheStore, clock: FakeClock
+) -> None:
+    """The cache drops a claim early (Memcached rounds its timeout to the second, and its
+    clock is not the store's): ``add`` still saw it, ``get`` no longer does. The claim is
+    free: taken by this caller, held anew for its whole ``ttl``."""
+    cache = cache_store.cache
+    assert cache_store.claim("cooldown:+1", 30) is None
+    clock.advance(10)
+    interleave(cache_store, add=[cache.delete])
+    assert cache_store.claim("cooldown:+1", 30) is None
+    assert cache_store.claim("cooldown:+1", 30) == 30
+
+
+def test_a_claim_expired_between_add_and_get_then_taken_by_another_is_held(
+    cache_store: CacheStore, clock: FakeClock
+) -> None:
+    """As above, but another caller's ``add`` comes in between this one's ``get`` and its
+    second ``add``: that caller holds the claim."""
+    cache = cache_store.cache
+    assert cache_store.claim("cooldown:+1", 30) is None
+    rival = copy.copy(cache_store)  # another process: the same cache and clock
+    interleave(cache_store, add=[cache.delete], get=[lambda key: rival.claim("cooldown:+1", 30)])
+    assert cache_store.claim("cooldown:+1", 30) == 1
+    assert rival.claim("cooldown:+1", 30) == 30  # the rival's claim, from now
+
+
+def test_a_count_the_cache_expires_between_add_and_incr_starts_again(
+    cache_store: CacheStore,
+) -> None:
+    """The cache drops a window's counter between the ``add`` that found it and the
+    ``incr`` (its timeout runs on its own clock): the hit is the window's first again."""
+    rate = Rate(3, 60)
+    cache = cache_store.cache
+    assert cache_store.hit("k", rate) is None
+    assert cache_store.hit("k", rate) is None
+    interleave(cache_store, add=[cache.delete])
+    assert cache_store.hit("k", rate) is None  # counted as 1, not 3
+    assert [cache_store.hit("k", rate) for _ in range(3)] == [None, None, 60]
+    assert cache_store.peek("k", rate) == 60
+
+
+def test_a_count_re_created_by_another_hit_in_between_is_incremented(
+    cache_store: CacheStore,
+) -> None:
+    """The counter vanished before this hit's ``incr``, and another hit created it anew
+    before this one's second ``add``: both hits count."""
+    rate = Rate(3, 60)
+    cache = cache_store.cache
+    assert cache_store.hit("k", rate) is None
+    rival = copy.copy(cache_store)
+    interleave(cache_store, add=[cache.delete], incr=[lambda key: rival.hit("k", rate)])
+    assert cache_store.hit("k", rate) is None  # the rival's 1, then this one's 2
+    assert cache_store.hit("k", rate) is None  # 3
+    assert cache_store.hit("k", rate) == 60

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core import signing
 from django.db import DatabaseError
 from django.test import RequestFactory
 from django.utils import timezone
@@ -29,6 +30,8 @@ from textflow_django.exceptions import (
 )
 from textflow_django.models import PhoneVerification
 from textflow_django.phone import InvalidPhoneNumberError
+from textflow_django.testing import EMULATOR_API_KEY
+from textflow_django.verification import tokens
 
 from .conftest import race, requires_postgres, requires_redis, tf
 
@@ -500,3 +503,78 @@ def test_parallel_sends_without_cooldown_leave_only_the_newest_code_pending(
     verification.check_code(NUMBER, textflow_live.last_code(NUMBER))
     statuses = list(PhoneVerification.objects.order_by("id").values_list("status", flat=True))
     assert statuses[-1] == "verified" and "verified" not in statuses[:-1]
+
+
+# -- a refusal by TextFlow that the user cannot fix ------------------------------------------
+
+
+def _no_credit(settings, emulator) -> None:
+    emulator.credits = 0
+
+
+def _forbidden(settings, emulator) -> None:
+    body = '{"ok": false, "status": 403, "message": "Forbidden"}'
+    emulator.fault("respond", status=403, body=body)
+
+
+def _wrong_key(settings, emulator) -> None:
+    tf(settings, API_KEY="x" * 64)
+
+
+@pytest.mark.parametrize(
+    ("refuse", "kind", "status"),
+    [
+        (_no_credit, "InsufficientBalance", 400),
+        (_forbidden, "TextFlowAPIError", 403),
+        (_wrong_key, "InvalidAPIKey", 400),
+    ],
+    ids=["no-credit", "forbidden", "wrong-key"],
+)
+def test_a_refusal_the_user_cannot_fix_is_a_provider_error_and_consumes_nothing(
+    settings, textflow_live, caplog, refuse, kind, status
+):
+    tf(settings, RESEND_COOLDOWN=60, SEND_LIMITS={"number": ["1/h"]})
+    refuse(settings, textflow_live)
+    with pytest.raises(SMSProviderError) as info:
+        verification.send_code(NUMBER)
+    assert type(info.value) is SMSProviderError  # not "unavailable": retrying will not help
+    assert info.value.status_code == 502
+    assert not PhoneVerification.objects.exists()
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "textflow_django"]
+    assert logged.startswith("TextFlow send for +1202***43 failed: TextFlow /send-code: ")
+    assert logged.endswith(f"(HTTP {status}) ({kind}, maybe_sent=False)")
+
+    # Fixed (credit bought, key corrected): the cooldown and the cap were not taken.
+    textflow_live.reset()
+    tf(settings, API_KEY=EMULATOR_API_KEY)
+    assert verification.send_code(NUMBER).phone_number == NUMBER
+    assert len(textflow_live.calls("/send-code")) == 1
+
+
+def test_a_refused_check_is_a_provider_error_and_counts_no_attempt(settings, textflow_live):
+    verification.send_code(NUMBER)
+    code = textflow_live.last_code(NUMBER)
+    body = '{"ok": false, "status": 403, "message": "Forbidden"}'
+    textflow_live.fault("respond", path="/verify-code", status=403, body=body)
+    with pytest.raises(SMSProviderError):
+        verification.check_code(NUMBER, code)
+    row = PhoneVerification.objects.get()
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert verification.check_code(NUMBER, code).phone_number == NUMBER
+
+
+# -- tokens of another shape ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"v": 1}, {"p": 12025550143, "v": 1}, ["+12025550143"], "+12025550143"],
+    ids=["no-number", "number-not-a-string", "a-list", "a-bare-string"],
+)
+def test_a_genuinely_signed_token_without_a_number_is_invalid(payload):
+    # Signed with our key and salt (a token format of another release, say), but carrying
+    # no number: refused, not answered with whatever the payload holds.
+    token = signing.dumps(payload, salt=tokens._TOKEN_SALT)
+    assert signing.loads(token, salt=tokens._TOKEN_SALT) == payload  # the signature is good
+    with pytest.raises(InvalidToken):
+        verification.phone_from_token(token)
