@@ -1223,3 +1223,27 @@ def test_plugin_fixtures_load_no_backend_and_work_without_pytest_django(
     # away, as in a project that does not use pytest-django (Django is configured already).
     result = pytester.runpytest_inprocess("-p", "no:django", "-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=3)
+
+
+def test_a_code_that_is_not_utf8_is_simply_not_the_code(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    # A lone surrogate survives JSON ("\ud800") but not UTF-8: once a 500, now "not valid".
+    post(api, emu, "/send-code", {"phone_number": NUMBER})
+    response = post(api, emu, "/verify-code", {"phone_number": NUMBER, "code": "\ud800"})
+    assert response.status_code == 200, response.text
+    assert response.json()["valid"] is False
+
+
+@pytest.mark.parametrize("path", [5, ["/send-sms"], {"p": 1}])
+def test_a_fault_path_that_is_not_a_string_is_refused(
+    emu: TextFlowEmulator, api: requests.Session, path: Any
+) -> None:
+    with pytest.raises(ValueError, match="path must be a str"):
+        emu.fault("status", path=path, status=500)
+    control = emu.url.removesuffix("/api") + "/_emulator/fault"
+    response = api.post(control, json={"kind": "status", "path": path}, timeout=5)
+    assert response.status_code == 400, response.text
+    assert "path must be a str" in response.text
+    # Nothing was queued: the API answers normally.
+    assert post(api, emu, "/send-sms", {"phone_number": NUMBER, "text": "hi"}).status_code == 200

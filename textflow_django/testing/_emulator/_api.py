@@ -356,7 +356,8 @@ class TextFlowAPI:
         if (
             entry is not None
             and entry[1] > now
-            and hmac.compare_digest(code.encode(), entry[0].encode())
+            # A code that cannot be UTF-8 (a lone surrogate) is simply not the code.
+            and hmac.compare_digest(code.encode(errors="replace"), entry[0].encode())
         ):
             return ok(
                 {

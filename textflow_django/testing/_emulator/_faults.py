@@ -106,6 +106,8 @@ def make_fault(
         not isinstance(content_type, str) or "\r" in content_type or "\n" in content_type
     ):
         raise ValueError("content_type must be a one-line str")
+    if path is not None and not isinstance(path, str):
+        raise ValueError("path must be a str such as '/send-sms'")
     return Fault(
         kind=kind,
         path=None if path is None else normalize_path(path),
