@@ -25,7 +25,7 @@ from textflow_django.management import _progress
 from textflow_django.management.commands.textflow_bulk_sms import Command as BulkSMSCommand
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
 from textflow_django.tasks import enqueue_bulk_job
-from textflow_django.testing import TextFlowEmulator
+from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
 
 from .conftest import tf
 
@@ -1297,12 +1297,6 @@ def test_bulk_count_wait_measures_against_a_job_started_meanwhile(textflow_live,
     assert len(textflow_live.calls("/bulk-count")) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulk/sending.py _deliver catches only TextFlowError: a TextFlowConfigurationError "
-    "raised before anything is sent leaves the claimed batch 'sending', which a resume then "
-    "counts as uncertain (the recipients are skipped unless --resend-uncertain)",
-)
 def test_a_configuration_error_mid_run_gives_the_claimed_batch_back(settings, textflow_live):
     tf(settings, API_KEY="")  # the client refuses to be built: no request can leave
     with pytest.raises(CommandError, match="TextFlow API key is missing"):
@@ -1310,3 +1304,11 @@ def test_a_configuration_error_mid_run_gives_the_claimed_batch_back(settings, te
     job = BulkSMSJob.objects.get()
     assert textflow_live.requests == []
     assert statuses(job) == ["pending"]
+    assert job.status == BulkSMSJob.Status.STOPPED
+    assert "API key is missing" in job.last_error
+    # Fixed settings, then --resume: every recipient is sent, none counted uncertain.
+    tf(settings, API_KEY=EMULATOR_API_KEY)
+    run("textflow_bulk_sms", "--resume", str(job.pk))
+    job.refresh_from_db()
+    assert (job.status, job.sent, job.uncertain) == (BulkSMSJob.Status.FINISHED, 3, 0)
+    assert len(textflow_live.calls("/bulk-sms")) == 1

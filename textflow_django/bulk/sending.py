@@ -37,7 +37,12 @@ from django.utils import timezone
 from .. import phone, signals
 from ..backends import get_backend
 from ..backends.base import BaseBackend
-from ..exceptions import TextFlowError, TextFlowRateLimited, TextFlowRejectedNumber
+from ..exceptions import (
+    TextFlowConfigurationError,
+    TextFlowError,
+    TextFlowRateLimited,
+    TextFlowRejectedNumber,
+)
 from ..models import BulkBatch, BulkRecipient, BulkSMSJob
 
 __all__ = [
@@ -76,7 +81,7 @@ def stop_reason(job: BulkSMSJob, error: TextFlowError | None) -> str:
     return str(error) if error is not None else job.last_error or "stopped by another sender"
 
 
-def _stop(job_id: int, error: TextFlowError) -> BulkSMSJob:
+def _stop(job_id: int, error: Exception) -> BulkSMSJob:
     """Save the job ``stopped`` by ``error`` (the message kept for the operator); return it."""
     BulkSMSJob.objects.filter(pk=job_id).update(
         status=BulkSMSJob.Status.STOPPED, last_error=str(error)[:2000]
@@ -192,6 +197,13 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
             BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
         logger.warning("Bulk job %s, batch id %s, failed: %s", job.pk, batch_id, err)
         raise BulkJobStopped(_stop(job.pk, err), err) from err
+    except TextFlowConfigurationError as err:
+        # Raised before any request could leave (the client could not be built): the batch
+        # goes back to pending and the job stops, resumable once the settings are fixed; the
+        # error itself reaches the operator unchanged.
+        BulkBatch.objects.filter(pk=batch_id).update(status=BulkBatch.Status.PENDING)
+        _stop(job.pk, err)
+        raise
     return sent
 
 
