@@ -1,17 +1,26 @@
 """The rate-limit stores: semantics on every store, atomicity under real concurrency.
 
 Every store reads the time from a fake clock that the tests advance: claims end and windows
-roll over when a test says so, never by sleeping, and the waits the stores answer are exact
+slide when a test says so, never by sleeping, and the waits the stores answer are exact
 because the clock starts where every window starts. A server's own expiry (the cache's
 timeout, Redis's TTL) only frees memory: it lasts at least as long as the claim or window it
 belongs to, 30 seconds and more in these tests, far longer than a test runs.
+
+Caps count on a sliding window (the sliding window counter: the previous fixed window's count
+weighted by how much of it the window ending now covers, plus the current one's): the waits
+below are worked out by hand from ``prev * (1 - elapsed / window) + curr + 1 <= limit``, and
+a model of it in this file (exact fractions, the wait found by trying each whole second)
+checks every store's answers, waits included, over a random run.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import random
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any, TypeAlias, cast
 
 import pytest
@@ -25,12 +34,13 @@ from textflow_django.ratelimit import (
     Rate,
     RedisCacheStore,
     Refusal,
-    _window,
+    _position,
     get_store,
     parse_rate,
 )
+from textflow_django.ratelimit._base import _wait
 
-from .conftest import race, requires_postgres, requires_redis, tf
+from .conftest import race, requires_postgres, requires_redis
 
 #: CacheStore covers RedisCacheStore, its subclass.
 Store: TypeAlias = DatabaseStore | CacheStore
@@ -80,20 +90,87 @@ def test_parse_rate_rejects(text: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate", "now", "expected"),
+    ("rate", "now", "index", "elapsed", "overlap"),
     [
-        (Rate(1, 1), T0, (int(T0), 1)),
-        (Rate(1, 1), T0 + 0.25, (int(T0), 1)),  # a part of a second left waits a whole one
-        (Rate(1, 1), T0 + 1, (int(T0) + 1, 1)),
-        (Rate(3, 3600), T0, (int(T0) // 3600, 3600)),
-        (Rate(3, 3600), T0 + 1000.5, (int(T0) // 3600, 2600)),
-        (Rate(3, 3600), T0 + 3599.99, (int(T0) // 3600, 1)),
-        (Rate(3, 3600), T0 + 3600, (int(T0) // 3600 + 1, 3600)),
-        (Rate(3, 86400), T0 - 1, (int(T0) // 86400 - 1, 1)),
+        (Rate(1, 1), T0, int(T0), 0, 1000),
+        (Rate(1, 1), T0 + 0.25, int(T0), 250, 750),
+        (Rate(1, 1), T0 + 1, int(T0) + 1, 0, 1000),
+        (Rate(3, 3600), T0, int(T0) // 3600, 0, 3_600_000),
+        (Rate(3, 3600), T0 + 1000.5, int(T0) // 3600, 1_000_500, 2_599_500),
+        (Rate(3, 3600), T0 + 3599.999, int(T0) // 3600, 3_599_999, 1),
+        (Rate(3, 3600), T0 + 3600, int(T0) // 3600 + 1, 0, 3_600_000),
+        (Rate(3, 86400), T0 - 1, int(T0) // 86400 - 1, 86_399_000, 1000),
     ],
 )
-def test_window_index_and_seconds_left(rate: Rate, now: float, expected: tuple[int, int]) -> None:
-    assert _window(rate, now) == expected
+def test_where_a_moment_falls(
+    rate: Rate, now: float, index: int, elapsed: int, overlap: int
+) -> None:
+    """The current window, the milliseconds into it, and how much of the previous window
+    the sliding window ending now still covers."""
+    at = _position(rate, now)
+    assert (at.index, at.elapsed, at.overlap) == (index, elapsed, overlap)
+    # A count is kept until the next window ends (then it is nobody's previous window).
+    assert at.keep_ms == rate.window * 1000 + overlap
+
+
+@pytest.mark.parametrize(
+    ("rate", "elapsed", "prev", "curr", "wait"),
+    [
+        # Room in the current window: the wait is for the previous one's weight to fall.
+        (Rate(20, 86400), 180, 20, 0, 4140),  # 20 * (1 - e/day) + 1 <= 20 from e = 72 min
+        (Rate(5, 3600), 1800, 5, 2, 360),  # 5 * (1 - e/h) + 3 <= 5 from e = 36 min
+        (Rate(5, 3600), 1800, 5, 1, None),  # 2.5 + 1 + 1 <= 5
+        (Rate(5, 3600), 2159, 5, 2, 1),
+        (Rate(5, 3600), 2160, 5, 2, None),
+        # The current window is full: from the next one, where it is the previous one.
+        (Rate(3, 3600), 0, 0, 3, 4800),  # 3 * (1 - e/h) + 1 <= 3 from e = 20 min
+        (Rate(3, 3600), 1000.5, 0, 3, 3800),  # 3799.5 s: a part of a second waits a whole one
+        (Rate(1, 60), 0, 0, 1, 120),  # one hit weighs on the whole next window
+        (Rate(1, 60), 59.5, 7, 1, 61),
+        (Rate(10, 86400), 0, 0, 10, 86400 + 8640),  # the longest wait: W + W/L
+        (Rate(0, 60), 30, 0, 0, 60),  # a zero limit: the window's length
+        (Rate(2, 60), 0, 0, 0, None),
+    ],
+)
+def test_the_wait_is_computed_from_the_two_counts(
+    rate: Rate, elapsed: float, prev: int, curr: int, wait: int | None
+) -> None:
+    assert _wait(rate, _position(rate, T0 + elapsed), prev, curr) == wait
+    assert _wait(rate, _position(rate, T0 + elapsed), prev, curr) == model_wait(
+        rate, {-1: prev, 0: curr}, round(elapsed * 1000)
+    )
+
+
+# -- a model of the sliding window counter, independent of the stores' arithmetic ---------
+
+
+def model_allows(rate: Rate, counts: dict[int, int], t_ms: int) -> bool:
+    """Whether a hit at ``t_ms`` (milliseconds after T0) fits: the rule as the issue states
+    it, ``prev * (1 - elapsed / window) + curr + 1 <= limit``, in exact fractions; ``counts``
+    maps a window's index (window 0 starts at T0) to its count."""
+    index, elapsed = divmod(t_ms, rate.window * 1000)
+    weight = 1 - Fraction(elapsed, rate.window * 1000)
+    return counts.get(index - 1, 0) * weight + counts.get(index, 0) + 1 <= rate.limit
+
+
+def model_wait(rate: Rate, counts: dict[int, int], t_ms: int) -> int | None:
+    """None when a hit at ``t_ms`` fits, else the first whole second from then at which one
+    would (found by trying each; nothing else counted meanwhile)."""
+    if model_allows(rate, counts, t_ms):
+        return None
+    if rate.limit < 1:
+        return rate.window
+    # Once a hit fits it keeps fitting while nothing is counted (the estimate only falls:
+    # the previous window's weight shrinks, then the full one becomes the previous), and
+    # two windows on both counts are gone: the first second that fits, by bisection.
+    low, high = 0, 2 * rate.window + 1  # refused at low, allowed at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if model_allows(rate, counts, t_ms + 1000 * middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 @pytest.fixture(params=["database", "locmem", pytest.param("redis", marks=requires_redis)])
@@ -135,44 +212,54 @@ def test_claim_ends_when_the_clock_reaches_its_deadline(store: Store, clock: Fak
 def test_hit_counts_to_the_limit(store: Store, clock: FakeClock) -> None:
     rate = Rate(3, 3600)
     assert [store.hit("k", rate) for _ in range(3)] == [None, None, None]
-    assert store.peek("k", rate) == 3600  # reached: the whole hour is left
-    assert store.hit("k", rate) == 3600
+    # Full: a hit fits again once the next window is a third in (3 * (1 - 1/3) + 1 <= 3).
+    assert store.peek("k", rate) == 4800
+    assert store.hit("k", rate) == 4800
     assert store.hit("other", rate) is None  # other keys are independent
     clock.advance(1000.5)
-    assert store.hit("k", rate) == 2600
-    assert store.peek("k", rate) == 2600
+    assert store.hit("k", rate) == 3800  # 3799.5 s: a part of a second waits a whole one
+    assert store.peek("k", rate) == 3800
     assert store.peek("other", rate) is None
+    clock.advance(3799.5)  # 20 minutes into the next window
+    assert store.hit("k", rate) is None
+    assert store.hit("k", rate) == 1200  # 3 * (1 - e/h) + 2 <= 3 from e = 40 min
 
 
 def test_refused_hits_are_not_counted_and_unhit_refunds(store: Store) -> None:
     rate = Rate(2, 3600)
     assert store.hit("k", rate) is None
     assert store.hit("k", rate) is None
-    assert [store.hit("k", rate) for _ in range(5)] == [3600] * 5
+    assert [store.hit("k", rate) for _ in range(5)] == [5400] * 5
     store.unhit("k", rate)  # one refund frees one slot, the refused five took none
     assert store.peek("k", rate) is None
     assert store.hit("k", rate) is None
-    assert store.hit("k", rate) == 3600
+    assert store.hit("k", rate) == 5400
 
 
-def test_windows_roll_over(store: Store, clock: FakeClock) -> None:
-    """A minute's window, not a second's: with the fake clock the length costs nothing, and
-    the server's expiry of a one-second window's counter (two real seconds) would be close
-    enough to a slow test's run time to matter."""
+def test_the_window_slides(store: Store, clock: FakeClock) -> None:
+    """A hit weighs on the next window as if spread over its own: with one a minute, a hit
+    at the start of a window leaves no room until the next one ends. A minute's window, not
+    a second's: with the fake clock the length costs nothing, and the server's expiry of a
+    one-second window's counter would be close enough to a slow test's run time to matter."""
     rate = Rate(1, 60)
     assert store.hit("k", rate) is None
-    assert store.hit("k", rate) == 60
+    assert store.hit("k", rate) == 120
     clock.advance(59.5)
-    assert store.hit("k", rate) == 1  # the same window, half a second left
+    assert store.hit("k", rate) == 61  # 60.5 s to go
     clock.advance(0.5)
-    assert store.hit("k", rate) is None  # the next window counts from zero
-    assert store.hit("k", rate) == 60
-    assert store.peek("k", rate) == 60
+    assert store.hit("k", rate) == 60  # the next window: the previous one weighs in full
+    clock.advance(30)
+    assert store.peek("k", rate) == 30  # half of it
+    clock.advance(30)
+    assert store.hit("k", rate) is None
+    assert store.hit("k", rate) == 120
 
 
-def test_zero_limit_refuses_everything(store: Store) -> None:
+def test_zero_limit_refuses_everything(store: Store, clock: FakeClock) -> None:
     assert store.hit("k", Rate(0, 60)) == 60
     assert store.peek("k", Rate(0, 60)) == 60
+    clock.advance(30)
+    assert store.hit("k", Rate(0, 60)) == 60  # a wait of a window, wherever in it
 
 
 def test_acquire_takes_everything_or_nothing(store: Store, clock: FakeClock) -> None:
@@ -181,10 +268,10 @@ def test_acquire_takes_everything_or_nothing(store: Store, clock: FakeClock) -> 
     assert store.acquire(("cooldown:+1", 30), hits, clock()) is None
     assert store.acquire(("cooldown:+1", 30), hits, clock()) == Refusal("claim", 30)
     assert store.acquire(None, hits, clock()) is None  # the second of two an hour
-    assert store.acquire(None, hits, clock()) == Refusal("hit", 3600)
+    assert store.acquire(None, hits, clock()) == Refusal("hit", 5400)
     # The refusal undid its own count on the daily cap: one more fits there.
     assert store.hit("send:ip:1.2.3.4", daily) is None
-    assert store.hit("send:ip:1.2.3.4", daily) == 86400
+    assert store.hit("send:ip:1.2.3.4", daily) == 2 * 86400 - 2 * 86400 // 3
 
 
 def test_a_refused_cap_releases_the_claim(store: Store, clock: FakeClock) -> None:
@@ -199,31 +286,35 @@ def test_give_back_refunds_claim_and_hits(store: Store, clock: FakeClock) -> Non
     assert store.acquire(("cooldown:+1", 30), hits, clock()) is None
     store.give_back(("cooldown:+1", 30), hits, clock())
     assert store.acquire(("cooldown:+1", 30), hits, clock()) is None
-    assert store.acquire(None, hits, clock()) == Refusal("hit", 3600)  # counted again
+    assert store.acquire(None, hits, clock()) == Refusal("hit", 7200)  # counted again
 
 
 def test_give_back_refunds_the_windows_the_hits_were_counted_in(
     store: Store, clock: FakeClock
 ) -> None:
-    """A send that fails after its window closed is refunded in that window; the next
-    window's count is left alone (a refund there would be a free extra send)."""
+    """A send that fails after its window closed is refunded in that window, which is now
+    the previous one; the current window's count is left alone. The waits tell the two
+    apart: one hit in the current window waits for the next one to end (90 s); one in the
+    previous window, weighing half, would be gone in 30 s."""
     rate = Rate(1, 60)
     hits = [("send:number:+1", rate)]
-    clock.advance(10)
+    clock.advance(30)
     now = clock()
     before = T0 - 0.5  # in the previous minute's window
-    assert store.acquire(None, hits, now) is None  # this window: full (1 of 1)
-    assert store.acquire(None, hits, before) is None
+    assert store.acquire(None, hits, now) is None  # this window: 1 of 1
+    assert store.acquire(None, hits, before) is None  # the previous one, as it was then
     store.give_back(None, hits, before)  # refunded where it was counted...
-    assert store.acquire(None, hits, now) == Refusal("hit", 50)  # ...so this one stays full
+    assert store.acquire(None, hits, now) == Refusal("hit", 90)  # ...so this one stays full
     assert store.acquire(None, hits, before) is None  # and the old one has room again
+    store.unhit("send:number:+1", rate, before)  # unhit takes a time too
+    assert store.acquire(None, hits, before) is None
 
 
 def test_a_refund_after_its_window_expired_leaves_no_counter_behind(
     store: Store, clock: FakeClock
 ) -> None:
-    """The counter's window ended (its key expired) before the refund: nothing is recreated
-    (a bare DECR would leave a -1 key with no expiry on Redis)."""
+    """The counter expired (two windows ended) before the refund: nothing is recreated (a
+    bare DECR would leave a -1 key with no expiry on Redis)."""
     rate = Rate(5, 3600)
     hits = [("send:number:+1", rate)]
     now = clock()
@@ -233,12 +324,39 @@ def test_a_refund_after_its_window_expired_leaves_no_counter_behind(
         store.give_back(None, hits, now)
         assert not RateLimitCounter.objects.exists()
     else:
-        index, _left = _window(rate, now)
-        key = store._key("send:number:+1", rate, index)
+        key = store._key("send:number:+1", rate, _position(rate, now).index)
         assert store.cache.get(key) == 1
         store.cache.delete(key)
         store.give_back(None, hits, now)
         assert store.cache.get(key) is None
+
+
+def test_a_count_is_kept_until_the_next_window_ends(store: Store, clock: FakeClock) -> None:
+    """A window's count is read as the previous one's until the next window ends: the row
+    expires then (by the store's clock), the cache or Redis keeps it that long and a second
+    more (by its own clock)."""
+    rate = Rate(5, 3600)
+    clock.advance(1000)
+    assert store.hit("k", rate) is None
+    clock.advance(3600)  # the next window: the count is its previous one
+    assert store.peek("k", rate) is None
+    if isinstance(store, DatabaseStore):
+        row = RateLimitCounter.objects.get()
+        assert row.expires_at == dt.datetime.fromtimestamp(T0 + 7200, tz=dt.UTC)
+        clock.advance(2600)  # the next window ends: the purge may drop the row
+        store.purge_one_in = 1
+        store.hit("other", rate)
+        assert list(RateLimitCounter.objects.values_list("key", flat=True)) == [
+            f"other:3600:{int(T0 + 7200) // 3600}"
+        ]
+    else:
+        key = store.cache.make_key(store._key("k", rate, int(T0) // 3600))
+        if isinstance(store, RedisCacheStore):
+            left = store._redis().client.ttl(key)
+        else:
+            left = store.cache._expire_info[key] - time.time()  # type: ignore[attr-defined]
+        # Set an hour ago by the fake clock, a moment ago by the server's: 6200 s + 1.
+        assert 6190 <= left <= 6201
 
 
 def test_peek_all_and_hit_all_count_each_cap_on_its_own(store: Store) -> None:
@@ -248,10 +366,11 @@ def test_peek_all_and_hit_all_count_each_cap_on_its_own(store: Store) -> None:
     store.hit_all(caps)
     assert store.peek_all(caps) is None
     store.hit_all(caps)  # the number's cap is reached; the IP's is at 2 of 3
-    assert store.peek_all(caps) == 3600
+    assert store.peek_all(caps) == 5400
     assert store.peek_all([ip]) is None
     store.hit_all(caps)  # a reached cap stays at its limit; the IP's reaches 3
-    assert store.peek_all([ip]) == 3600
+    assert store.peek_all([ip]) == 4800
+    assert store.peek_all(caps) == 5400
     store.unhit(*number)  # so one refund frees the number's cap
     assert store.peek_all([number]) is None
     assert store.peek_all([]) is None
@@ -262,8 +381,135 @@ def test_peek_all_answers_the_longest_wait(store: Store, clock: FakeClock) -> No
     minute, day = ("fail:ip:1.2.3.4", Rate(1, 60)), ("fail:number:+1", Rate(1, 86400))
     store.hit_all([minute, day])
     clock.advance(20)
-    assert store.peek_all([minute, day]) == 86400 - 20
-    assert store.peek_all([minute]) == 40
+    assert store.peek_all([minute, day]) == 2 * 86400 - 20
+    assert store.peek_all([minute]) == 100
+
+
+# -- rolling windows: no calendar boundary resets a cap (issue 11) -------------------------
+
+
+def test_no_cap_resets_at_midnight(store: Store, clock: FakeClock) -> None:
+    """Issue 11, "Calendar windows": 40 wrong codes against one number in 5.5 minutes
+    around midnight UTC, 20 before and 20 after, against a cap of "20/d". On a rolling
+    window the 20 at 23:57 still weigh 20 * (1 - 3 min / 1 day) at 00:03: nothing more
+    fits until the previous day's weight has fallen by one hit, at 01:12 (4140 s later)."""
+    daily = parse_rate("20/d")
+    clock.now = T0 - 180  # 23:57 UTC
+    assert [store.hit("fail:number:+1", daily) for _ in range(20)] == [None] * 20
+    clock.now = T0 + 180  # 00:03 the next day
+    assert [store.hit("fail:number:+1", daily) for _ in range(20)] == [4140] * 20
+    assert store.peek("fail:number:+1", daily) == 4140
+    clock.advance(4139)
+    assert store.hit("fail:number:+1", daily) == 1
+    clock.advance(1)
+    assert store.hit("fail:number:+1", daily) is None
+    assert store.hit("fail:number:+1", daily) == 4320  # one more each 1/20 of a day
+
+
+def test_the_worst_case_is_twice_the_limit_less_one(store: Store, clock: FakeClock) -> None:
+    """The documented worst case, reached: L hits in the last millisecond of a window, then
+    L - 1 more once the previous window weighs one hit (W/L before the day since them is
+    over). 2L - 1 in a day's span for "20/d", and the 2L-th is refused."""
+    daily = parse_rate("20/d")
+    first = T0 - 0.001
+    clock.now = first
+    assert [store.hit("k", daily) for _ in range(20)] == [None] * 20
+    clock.now = T0 + 86400 - 4320  # 20 * (4320 / 86400) = 1: room for 19
+    assert [store.hit("k", daily) for _ in range(19)] == [None] * 19
+    assert store.hit("k", daily) == 4320  # the 40th waits for this window's end
+    assert clock.now - first < 86400
+
+
+def attempt_times(rate: Rate, rng: random.Random) -> list[int]:
+    """When an attacker tries, in milliseconds over an hour: a few tries spread at random,
+    and at every other window boundary a burst of ``limit + 1`` tries in the two seconds
+    before it, another in the two seconds after (where calendar windows let twice the limit
+    through), and ``limit + 1`` more spread over the last ``1 / limit`` of the next window
+    (where the sliding window counter lets through up to ``2 * limit - 1`` in a span of
+    one window, the previous window's burst weighing little by then)."""
+    span, hour = rate.window * 1000, 3_600_000
+    times = {rng.randrange(hour) for _ in range(3600 // rate.window * rate.limit // 3)}
+    for boundary in range(span, hour, 2 * span):
+        times |= {boundary - rng.randrange(1, 2000) for _ in range(rate.limit + 1)}
+        times |= {boundary + rng.randrange(2000) for _ in range(rate.limit + 1)}
+        late = boundary + span - span // rate.limit
+        times |= {late + rng.randrange(span // rate.limit) for _ in range(rate.limit + 1)}
+    return sorted(times)
+
+
+@pytest.mark.parametrize("rate", [Rate(5, 600), Rate(3, 90)], ids=str)
+def test_no_span_of_a_window_holds_more_than_the_bound(
+    store: Store, clock: FakeClock, rate: Rate
+) -> None:
+    """For a simulated hour of tries (seeded), every span of one window's length holds at
+    most the bound the package documents: ``L + x - p * d / W``, where the span starts
+    ``d`` before the end of a fixed window holding ``p`` hits, ``x`` of them in the span;
+    so at most L when the previous window's hits were spread evenly, and never 2L."""
+    rng = random.Random(f"issue 11 {rate}")
+    span = rate.window * 1000
+    allowed: list[int] = []
+    for t in attempt_times(rate, rng):
+        clock.now = T0 + t / 1000
+        if store.hit("k", rate) is None:
+            allowed.append(t)
+    windows = [t // span for t in allowed]
+    assert max(windows.count(w) for w in set(windows)) <= rate.limit  # each fixed window
+    worst = 0
+    for start in allowed:  # a span holding the most hits starts at a hit
+        inside = sum(1 for t in allowed if start <= t <= start + span)
+        window = start // span
+        held = windows.count(window)
+        in_span = sum(
+            1 for t, w in zip(allowed, windows, strict=True) if w == window and t >= start
+        )
+        room_left = (window + 1) * span - start
+        assert inside <= rate.limit + in_span - Fraction(held * room_left, span), start
+        worst = max(worst, inside)
+    assert rate.limit < worst <= 2 * rate.limit - 1  # the bursts did pass L: a real test
+
+
+def test_every_store_answers_what_the_sliding_window_counter_does(
+    store: Store, clock: FakeClock
+) -> None:
+    """A random run of hits, refunds and peeks at random moments (several at one moment,
+    across window boundaries), each answer, waits included, compared with the model above
+    (exact fractions, the wait found by trying whole seconds). Parametrized over every
+    store, so the stores answer alike."""
+    rate = Rate(4, 60)
+    key = "fail:ip:1.2.3.4"
+    rng = random.Random(11)
+    counts: dict[int, int] = {}
+    taken: list[int] = []  # the moments of the hits counted, for refunds
+    t = 0
+    for _ in range(300):
+        t += rng.choice([0, 0, 1, 250, 999, 1000, 7000, 15_001, 31_000, 59_999])
+        clock.now = T0 + t / 1000
+        expected = model_wait(rate, counts, t)
+        action = rng.choice(["hit", "hit", "acquire", "hit_all", "peek", "peek_all", "refund"])
+        if action == "refund" and taken:
+            moment = taken.pop(rng.randrange(len(taken)))
+            if rng.random() < 0.5:
+                store.unhit(key, rate, T0 + moment / 1000)
+            else:
+                store.give_back(None, [(key, rate)], T0 + moment / 1000)
+            counts[moment // 60_000] -= 1
+            continue
+        if action in ("hit", "acquire", "hit_all"):
+            if action == "hit":
+                got = store.hit(key, rate)
+            elif action == "acquire":
+                refused = store.acquire(None, [(key, rate)], clock())
+                got = None if refused is None else refused.retry_after
+            else:
+                store.hit_all([(key, rate)])
+                got = store.peek(key, rate) if expected is not None else None
+            if expected is None:
+                counts[t // 60_000] = counts.get(t // 60_000, 0) + 1
+                taken.append(t)
+        else:
+            got = store.peek(key, rate) if action == "peek" else store.peek_all([(key, rate)])
+        assert got == expected, (action, t, counts)
+    assert len(set(counts)) > 5 and taken  # the run crossed windows and counted
 
 
 def test_a_cache_claims_takeover_is_won_once(db: None, clock: FakeClock) -> None:
@@ -304,7 +550,7 @@ def test_a_single_redis_gets_the_one_round_trip_store(settings: Any) -> None:
         "RATELIMIT_CACHE": "redis",
     }
     assert type(get_store()) is RedisCacheStore
-    tf(settings, RATELIMIT_CACHE="default")
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_CACHE": "default"}
     assert type(get_store()) is CacheStore
 
 
@@ -330,7 +576,7 @@ def test_get_store_follows_settings(settings: Any) -> None:
     store = get_store()
     assert isinstance(store, CacheStore)
     assert store.clock is time.time  # the real clock, unless a caller gives another
-    tf(settings, RATELIMIT_STORE="database")
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "RATELIMIT_STORE": "database"}
     store = get_store()
     assert isinstance(store, DatabaseStore)
     assert store.clock is time.time
@@ -348,11 +594,17 @@ def _concurrent_store_cases() -> list[Any]:
     ]
 
 
+def _hit_store_cases() -> list[Any]:
+    """The stores whose hits must hold under a race: also ``CacheStore`` itself on Redis
+    (``add``/``incr``/``decr``, as on Memcached or a Redis cluster)."""
+    return [*_concurrent_store_cases(), pytest.param("cache-on-redis", marks=requires_redis)]
+
+
 def _shared_store(kind: str, clock: FakeClock) -> Store:
     """A store for threads to share (the tests' locmem cache is one per process)."""
     if kind == "database":
         return DatabaseStore(clock=clock)
-    alias = "redis" if kind == "redis" else "default"
+    alias = "default" if kind == "locmem" else "redis"
     caches[alias].clear()
     return (
         RedisCacheStore(alias, clock=clock) if kind == "redis" else CacheStore(alias, clock=clock)
@@ -381,12 +633,47 @@ def test_concurrent_takeovers_of_an_ended_claim_have_one_winner(
     assert all(result in (None, 1, 30) for result in results), results
 
 
-@pytest.mark.parametrize("kind", _concurrent_store_cases())
+@pytest.mark.parametrize("kind", _hit_store_cases())
 def test_concurrent_hits_never_pass_the_limit(kind: str, clock: FakeClock) -> None:
+    """20 threads, a cap of 5: exactly 5 hits allowed. (Issue 11, "Reserve, then check":
+    a wrong-code slot is taken by a hit before the code is compared, so the hit alone must
+    hold under a race.)"""
     store = _shared_store(kind, clock)
-    results = race(lambda: store.hit("cap:+race", Rate(5, 3600)), n=20)
+    rate = Rate(5, 3600)
+    results = race(lambda: store.hit("cap:+race", rate), n=20)
     assert results.count(None) == 5
-    assert results.count(3600) == 15
+    assert results.count(4320) == 15, results
+    assert store.peek("cap:+race", rate) == 4320
+
+
+@pytest.mark.parametrize("kind", _hit_store_cases())
+def test_concurrent_hits_leave_the_previous_windows_share(kind: str, clock: FakeClock) -> None:
+    """The previous window's 5 hits weigh 2.5 halfway through this one: of 20 hits at once,
+    exactly 2 fit, though the current window's own count starts at 0."""
+    store = _shared_store(kind, clock)
+    rate = Rate(5, 3600)
+    clock.now = T0 - 1800
+    assert [store.hit("cap:+race", rate) for _ in range(5)] == [None] * 5
+    clock.now = T0 + 1800
+    results = race(lambda: store.hit("cap:+race", rate), n=20)
+    assert results.count(None) == 2
+    assert results.count(360) == 18, results
+
+
+@pytest.mark.parametrize("kind", _hit_store_cases())
+def test_concurrent_acquires_take_all_or_nothing(kind: str, clock: FakeClock) -> None:
+    """20 sends at once against a number's cap of 5 and an address's cap of 3: exactly 3
+    go, and the refused ones leave no count behind on the number's cap."""
+    store = _shared_store(kind, clock)
+    number, ip = ("send:number:+race", Rate(5, 3600)), ("send:ip:race", Rate(3, 3600))
+    results = race(lambda: store.acquire(None, [number, ip], clock()), n=20)
+    assert results.count(None) == 3
+    refusals = [result for result in results if result is not None]
+    # Refused by the address's cap (4800 s), or by the number's while others' counts were
+    # on it for a moment (4320 s): either way a refusal.
+    assert all(isinstance(r, Refusal) and r.retry_after in (4320, 4800) for r in refusals)
+    assert [store.hit(*number) for _ in range(3)] == [None, None, 4320]
+    assert store.peek(*ip) == 4800
 
 
 # -- the cache store between two of its calls -----------------------------------------------
@@ -472,8 +759,8 @@ def test_a_count_the_cache_expires_between_add_and_incr_starts_again(
     assert cache_store.hit("k", rate) is None
     interleave(cache_store, add=[cache.delete])
     assert cache_store.hit("k", rate) is None  # counted as 1, not 3
-    assert [cache_store.hit("k", rate) for _ in range(3)] == [None, None, 60]
-    assert cache_store.peek("k", rate) == 60
+    assert [cache_store.hit("k", rate) for _ in range(3)] == [None, None, 80]
+    assert cache_store.peek("k", rate) == 80
 
 
 def test_a_count_re_created_by_another_hit_in_between_is_incremented(
@@ -488,4 +775,4 @@ def test_a_count_re_created_by_another_hit_in_between_is_incremented(
     interleave(cache_store, add=[cache.delete], incr=[lambda key: rival.hit("k", rate)])
     assert cache_store.hit("k", rate) is None  # the rival's 1, then this one's 2
     assert cache_store.hit("k", rate) is None  # 3
-    assert cache_store.hit("k", rate) == 60
+    assert cache_store.hit("k", rate) == 80

@@ -5,10 +5,30 @@ until the caller may try again:
 
 - ``claim(key, ttl)``: take a lock-like slot for ``ttl`` seconds (the resend cooldown).
   Atomic: of many concurrent claims exactly one wins. ``release(key)`` frees it.
-- ``hit(key, rate)``: count one event in the current window of ``rate`` and refuse past its
-  limit (the send and wrong-code caps); a refused hit is not counted. Windows are aligned to
-  the epoch (:func:`_window`), so a key that a racing writer left without expiry can only
-  ever belong to a past window. ``unhit`` takes one back; ``peek`` reads without counting.
+- ``hit(key, rate, now)``: count one event against ``rate`` on a sliding window and refuse
+  past its limit (the send and wrong-code caps); a refused hit is not counted. Atomic: of
+  many concurrent hits at one moment, exactly as many as fit are allowed. ``unhit(key, rate,
+  now)`` takes back a hit counted at ``now``; ``peek`` answers what a hit would, counting
+  nothing.
+
+The sliding window (the "sliding window counter" of Cloudflare's rate limiter): a key keeps
+one count per fixed window of the rate's length, aligned to the epoch (window ``i`` spans
+``[i * window, (i + 1) * window)`` seconds), and a hit reads two of them, the current
+window's (``curr``) and the previous one's (``prev``). The previous window is weighted by how
+much of it the sliding window ending now still covers::
+
+    estimate = prev * (1 - elapsed / window) + curr      (elapsed: time into the current window)
+
+and a hit is allowed while ``estimate + 1 <= limit`` (:func:`_room`, the one home of this
+rule; the Redis scripts check the same inequality). The arithmetic is in integers, time in
+whole milliseconds (:func:`_position`), so every store decides alike, with no rounding.
+It is an approximation, and what it bounds is stated in :mod:`textflow_django.ratelimit`.
+A refusal's wait (:func:`_wait`) is computed from the two counts: the whole seconds until a
+hit would be allowed if nothing else were counted or taken back meanwhile.
+
+A count is kept until the window after its own ends (then it is nobody's previous window):
+:meth:`_Position.keep_ms`. A count written at a past ``now`` (a refund, :meth:`unhit`) goes
+to the window of that ``now``, which is the one the hit was counted in.
 
 ``acquire``/``give_back`` do a claim and several hits all or nothing, and undo them (a failed
 SMS send consumes nothing); ``peek_all``/``hit_all`` read or count several caps at once.
@@ -17,16 +37,15 @@ them in one round trip (``RedisCacheStore``) overrides them.
 
 Time: every store reads the time from the ``clock`` it was built with (``time.time`` unless
 given; epoch seconds), and a ``now`` argument is a reading of that clock. That clock decides
-when a claim ends (its deadline is stored with it) and which window a hit counts in (windows
-are keyed by their index). A server's own expiry (a cache timeout, a Redis TTL), set for the
-same length, only frees memory: with the real clock it falls when the clock's deadline does;
-with a test's fake clock, claims and windows end when the test advances the clock, not when
-the server's clock gets there.
+when a claim ends (its deadline is stored with it) and which windows a hit reads and counts
+in (windows are keyed by their index). A server's own expiry (a cache timeout, a Redis TTL),
+set for the same length, only frees memory: with the real clock it falls when the clock's
+deadline does; with a test's fake clock, claims and windows end when the test advances the
+clock, not when the server's clock gets there.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,14 +155,80 @@ class _OneByOne(ABC):
             self.hit(key, rate)
 
 
-def _wait_if_reached(count: int | str | bytes | None, rate: Rate, left: int) -> int | None:
-    """What ``peek`` answers for a counter at ``count`` (None or a stored value): the
-    seconds left in its window once the limit is reached, else None."""
-    return left if int(count or 0) >= rate.limit else None
+#: The windows' arithmetic counts time in whole milliseconds: integers, so every store (the
+#: database's and the cache's in Python, Redis's in Lua, whose numbers are doubles, exact
+#: for integers below 2**53) takes the same decision. ``limit * window_ms`` and
+#: ``count * window_ms`` must stay below 2**53 for Redis: a million hits a window of 100 days.
+_MS = 1000
 
 
-def _window(rate: Rate, now: float) -> tuple[int, int]:
-    """(window index, whole seconds left in it, at least 1) for ``now``."""
-    index = int(now // rate.window)
-    left = max(1, math.ceil((index + 1) * rate.window - now))
-    return index, left
+@dataclass(frozen=True)
+class _Position:
+    """Where a moment falls for a rate: the current fixed window and the time into it."""
+
+    #: The current window's index: it spans ``[index * span, (index + 1) * span)`` ms.
+    index: int
+    #: Milliseconds of the current window gone by (0 to ``span - 1``).
+    elapsed: int
+    #: The window's length in milliseconds.
+    span: int
+
+    @property
+    def overlap(self) -> int:
+        """Milliseconds of the previous window that the sliding window ending now covers
+        (1 to ``span``): its weight is ``overlap / span``."""
+        return self.span - self.elapsed
+
+    @property
+    def keep_ms(self) -> int:
+        """How long the current window's count is needed: until the next window ends (the
+        count is then the previous window's no more), in milliseconds from now."""
+        return 2 * self.span - self.elapsed
+
+    @property
+    def keep(self) -> int:
+        """``keep_ms`` as the whole seconds a server's expiry takes, plus one: a server's own
+        clock a little ahead of ours must not drop a count still read."""
+        return -(-self.keep_ms // _MS) + 1
+
+
+def _position(rate: Rate, now: float) -> _Position:
+    """Where ``now`` (epoch seconds) falls in ``rate``'s windows.
+
+    ``now`` is read to the microsecond first (a float holds epoch seconds to about 0.2 us),
+    then cut to the millisecond: ``T0 + 0.001``, stored a hair below, is still 1 ms in."""
+    index, elapsed = divmod(round(now * 1_000_000) // 1000, rate.window * _MS)
+    return _Position(index, elapsed, rate.window * _MS)
+
+
+def _room(rate: Rate, at: _Position, prev: int) -> int:
+    """The most hits the current window may hold at ``at`` when the previous one holds
+    ``prev``: a hit is allowed while the current count is below it, the integer form of
+    ``prev * (1 - elapsed / window) + curr + 1 <= limit``, that is
+    ``prev * overlap + (curr + 1) * span <= limit * span``. (May be 0 or less.)"""
+    return (rate.limit * at.span - prev * at.overlap) // at.span
+
+
+def _wait(rate: Rate, at: _Position, prev: int, curr: int) -> int | None:
+    """None when a hit at ``at`` would be allowed with these counts; else the whole seconds
+    (at least 1) until one would be, if no hit is counted or taken back meanwhile.
+
+    The estimate only falls as time passes: the previous window's weight shrinks while the
+    current window has room for one more (``curr < limit``); otherwise a hit needs the next
+    window, in which this one is the previous. A zero limit never allows: the wait is the
+    window's length (any answer would be wrong; this one does not invite a retry storm).
+    """
+    if curr < _room(rate, at, prev):
+        return None
+    if rate.limit < 1:
+        return rate.window
+    span = at.span
+    if curr < rate.limit:
+        # Refused now, so prev > 0. Allowed from the elapsed time e at which
+        # prev * (span - e) <= (limit - curr - 1) * span.
+        due = span - (rate.limit - curr - 1) * span // prev
+    else:
+        # From the next window, where prev is curr (> 0) and curr is 0: allowed from its
+        # elapsed time e at which curr * (span - e) <= (limit - 1) * span.
+        due = 2 * span - (rate.limit - 1) * span // curr
+    return max(1, -(-(due - at.elapsed) // _MS))

@@ -4,9 +4,13 @@ Contract: the semantics of :mod:`._base`, on the cache named by ``RATELIMIT_CACH
 atomic where the cache's ``add`` and ``incr`` are (Redis, Memcached); a per-process cache
 (LocMemCache) does not hold limits across workers (system check ``textflow.W004``).
 A claim is stored as its deadline by the store's clock (epoch seconds) under
-``textflow:rl:<key>``; a count as a plain integer under ``textflow:rl:<key>:<window>:<index>``,
-given a cache timeout of one second past its window's end. ``RedisCacheStore`` reads and
-writes the same keys and values (it rounds a claim's deadline up to a whole second).
+``textflow:rl:<key>``; a window's count as a plain integer under
+``textflow:rl:<key>:<window>:<index>``, given a cache timeout of one second past the end of
+the next window (while it is that window's previous one). A hit reads the previous window's
+count, then counts itself with ``add``/``incr`` and takes itself back with ``decr`` when that
+passed the room the previous window leaves: as many concurrent hits are allowed as fit,
+because ``incr`` hands each its own number. ``RedisCacheStore`` reads and writes the same keys
+and values (it rounds a claim's deadline up to a whole second).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from django.core.cache import caches
 
 from .._rates import Rate
-from ._base import Clock, _OneByOne, _wait_if_reached, _window
+from ._base import Clock, _OneByOne, _position, _room, _wait
 
 __all__ = ["CacheStore"]
 
@@ -58,28 +62,36 @@ class CacheStore(_OneByOne):
         return f"{_PREFIX}{key}:{rate.window}:{index}"
 
     def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
-        index, left = _window(rate, self.clock() if now is None else now)
-        full = self._key(key, rate, index)
-        if self.cache.add(full, 1, timeout=left + 1):
+        at = _position(rate, self.clock() if now is None else now)
+        full = self._key(key, rate, at.index)
+        prev = int(self.cache.get(self._key(key, rate, at.index - 1)) or 0)
+        room = _room(rate, at, prev)
+        if room < 1:  # no room whatever the count: count nothing
+            return _wait(rate, at, prev, int(self.cache.get(full) or 0))
+        if self.cache.add(full, 1, timeout=at.keep):
             count = 1
         else:
             try:
                 count = self.cache.incr(full)
-            except ValueError:  # the window just expired
-                count = 1 if self.cache.add(full, 1, timeout=left + 1) else self.cache.incr(full)
-        if count > rate.limit:
+            except ValueError:  # the count just expired
+                count = 1 if self.cache.add(full, 1, timeout=at.keep) else self.cache.incr(full)
+        if count > room:
             self.cache.decr(full)
-            return left
+            # The numbers 1 to ``room`` went to hits that were allowed; a number above it
+            # includes other refused hits in flight (each takes itself back): the wait is
+            # that of a full window. (One after another, ``count - 1`` is ``room``.)
+            return _wait(rate, at, prev, room)
         return None
 
     def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
-        index, _left = _window(rate, self.clock() if now is None else now)
+        at = _position(rate, self.clock() if now is None else now)
         try:
-            self.cache.decr(self._key(key, rate, index))
-        except ValueError:
+            self.cache.decr(self._key(key, rate, at.index))
+        except ValueError:  # expired (its window is past): nothing left to take back
             pass
 
     def peek(self, key: str, rate: Rate) -> int | None:
-        index, left = _window(rate, self.clock())
-        count = self.cache.get(self._key(key, rate, index), 0)
-        return _wait_if_reached(count, rate, left)
+        at = _position(rate, self.clock())
+        full, before = self._key(key, rate, at.index), self._key(key, rate, at.index - 1)
+        counts = self.cache.get_many([full, before])
+        return _wait(rate, at, int(counts.get(before) or 0), int(counts.get(full) or 0))

@@ -3,8 +3,13 @@ the default).
 
 Contract: the semantics of :mod:`._base` on any database Django supports, with no lock held
 across calls: a claim or a count changes in one single-row ``UPDATE`` (``WHERE count <
-limit``, ``WHERE expires_at <= now``) or a unique ``INSERT``, so concurrent writers cannot
-pass a limit. A claim is the row ``<key>``; a count the row ``<key>:<window>:<index>``.
+room``, ``WHERE expires_at <= now``) or a unique ``INSERT``, so concurrent writers cannot
+pass a limit. A claim is the row ``<key>``; a window's count the row
+``<key>:<window>:<index>``, which expires when the next window ends. A hit reads the previous
+window's count and the room it leaves (one ``SELECT`` of both rows), then counts in the
+current window's row only while it is below that room: concurrent hits at one moment read
+the same previous count (it changes only when a refund lowers it, which errs on the side of
+refusing), so exactly as many are allowed as fit.
 Expired rows are purged now and then as new ones are written (``purge_one_in``), which keeps
 the table small without a scheduled job. "Expired" is always judged against the store's clock,
 read in Python and sent as a parameter, never the database server's ``NOW()``.
@@ -23,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from .._rates import Rate
-from ._base import Clock, _OneByOne, _wait_if_reached, _window
+from ._base import _MS, Clock, _OneByOne, _Position, _position, _room, _wait
 
 if TYPE_CHECKING:
     from ..models import RateLimitCounter
@@ -53,7 +58,11 @@ class DatabaseStore(_OneByOne):
     def _now(self) -> dt.datetime:
         """The clock's reading as ``timezone.now()`` would give it: aware in UTC under
         ``USE_TZ``, naive local time otherwise."""
-        return dt.datetime.fromtimestamp(self.clock(), tz=dt.UTC if settings.USE_TZ else None)
+        return self._now_at(self.clock())
+
+    def _now_at(self, moment: float) -> dt.datetime:
+        """``moment`` (epoch seconds) as :meth:`_now` gives a clock's reading."""
+        return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
 
     def _insert(self, key: str, count: int, expires_at: dt.datetime) -> bool:
         """Insert a fresh row; False when another writer holds the key."""
@@ -85,31 +94,40 @@ class DatabaseStore(_OneByOne):
     def release(self, key: str) -> None:
         self._model.objects.using(self.using).filter(key=key).delete()
 
+    def _counts(self, key: str, rate: Rate, at: _Position) -> tuple[int, int]:
+        """(previous window's count, current window's count) at ``at``, in one query."""
+        before, full = f"{key}:{rate.window}:{at.index - 1}", f"{key}:{rate.window}:{at.index}"
+        rows = self._model.objects.using(self.using).filter(key__in=[before, full])
+        counts = dict(rows.values_list("key", "count"))
+        return counts.get(before, 0), counts.get(full, 0)
+
     def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
-        index, left = _window(rate, self.clock() if now is None else now)
-        full = f"{key}:{rate.window}:{index}"
+        at = _position(rate, self.clock() if now is None else now)
+        full = f"{key}:{rate.window}:{at.index}"
+        prev, curr = self._counts(key, rate, at)
+        room = _room(rate, at, prev)
         rows = self._model.objects.using(self.using)
-        # UPDATE ... WHERE count < limit is atomic: concurrent hits cannot pass the limit.
-        if rows.filter(key=full, count__lt=rate.limit).update(count=F("count") + 1):
+        # UPDATE ... WHERE count < room is atomic: concurrent hits cannot pass the room. (A
+        # count read at or past it is refused at once: counts only fall by a refund.)
+        if curr < room and (
+            rows.filter(key=full, count__lt=room).update(count=F("count") + 1)
+            or self._insert(full, 1, self._expiry(at))
+            or rows.filter(key=full, count__lt=room).update(count=F("count") + 1)
+        ):
             return None
-        if rate.limit > 0 and self._insert(full, 1, self._now() + dt.timedelta(seconds=left + 1)):
-            return None
-        if rows.filter(key=full, count__lt=rate.limit).update(count=F("count") + 1):
-            return None
-        return left
+        # Refused: the row was at its room when the UPDATE looked, whatever was read before.
+        return _wait(rate, at, prev, max(curr, room))
+
+    def _expiry(self, at: _Position) -> dt.datetime:
+        """When a count of ``at``'s window is needed no more: the end of the next window."""
+        return self._now_at((at.index + 2) * at.span / _MS)
 
     def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
-        index, _left = _window(rate, self.clock() if now is None else now)
+        at = _position(rate, self.clock() if now is None else now)
         self._model.objects.using(self.using).filter(
-            key=f"{key}:{rate.window}:{index}", count__gt=0
+            key=f"{key}:{rate.window}:{at.index}", count__gt=0
         ).update(count=F("count") - 1)
 
     def peek(self, key: str, rate: Rate) -> int | None:
-        index, left = _window(rate, self.clock())
-        count = (
-            self._model.objects.using(self.using)
-            .filter(key=f"{key}:{rate.window}:{index}")
-            .values_list("count", flat=True)
-            .first()
-        )
-        return _wait_if_reached(count, rate, left)
+        at = _position(rate, self.clock())
+        return _wait(rate, at, *self._counts(key, rate, at))

@@ -2,10 +2,13 @@
 
 Chosen by :func:`textflow_django.ratelimit.get_store` when ``RATELIMIT_CACHE`` is Django's
 ``RedisCache`` with one server. Contract: the semantics of :mod:`._base`, with ``acquire``,
-``give_back`` and ``hit_all`` as one Lua script each (atomic on the server) and ``peek_all``
-as one ``MGET``, and ``claim`` through the ``acquire`` script; keys and values are
-``CacheStore``'s, so the two read each other's counters. The scripts take the time from the
-store's clock as an argument: Redis's TTLs only free memory (see :mod:`._base`).
+``hit_all`` and ``hit`` as one Lua script (atomic on the server: it reads each cap's two
+windows and counts in the current one without another client in between), ``give_back``
+and ``unhit`` as another, ``peek_all`` and ``peek`` as one ``MGET``, and ``claim`` through
+the ``acquire`` script; keys and values are ``CacheStore``'s, so the two read each other's
+counters. The scripts take the time from the store's clock (as arguments computed from it):
+Redis's TTLs only free memory (see :mod:`._base`). A refusal's wait is computed in Python
+from the counts the script answers, by the function every store uses.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from django.core.cache import caches
 
 from .._rates import Rate
-from ._base import Refusal, _wait_if_reached, _window
+from ._base import Refusal, _Position, _position, _wait
 from ._cache import _PREFIX, CacheStore
 
 if TYPE_CHECKING:
@@ -27,19 +30,27 @@ if TYPE_CHECKING:
 __all__ = ["RedisCacheStore"]
 
 
-# One round trip for a whole send: the cooldown and every cap, all or nothing. KEYS: the
-# claim key (when ARGV[1] is 1), then the cap keys; ARGV: has_claim, claim ttl, claim
-# deadline, now, then (limit, seconds left in its window) for each cap key.
+# One round trip for a whole send: the cooldown and every cap. KEYS: the claim key (when
+# ARGV[1] is 1), then for each cap its current window's key and its previous window's key;
+# ARGV: has_claim, claim ttl, claim deadline, now, all_or_nothing, then (limit, span, overlap,
+# keep) for each cap (see _base._Position: milliseconds, integers, and the seconds a count is
+# kept).
+# all_or_nothing = 1 (acquire, hit): the first cap without room undoes every count made and
+# the claim, and answers {2, its position among the caps, prev, curr}. 0 (hit_all): a cap
+# without room is left as it is, the others are counted.
+# A cap's rule is _base._room's: a hit fits while prev * overlap + (curr + 1) * span <=
+# limit * span (integers below 2**53: exact in Lua's doubles). It counts (INCR) and takes
+# itself back (DECR) when it did not fit, as CacheStore.hit does.
 # Time comes from the caller's clock (ARGV): a claim whose deadline has passed by it is taken
-# over though Redis still keeps it, and a refused cap answers the seconds left in its window.
-# A deadline is stored rounded up to a whole second (RedisCache reads integers back as such),
-# so a claim's wait is capped at the cooldown itself.
-# The TTLs set here only free memory (they last as long as the claim or the window, plus a
-# second for a window). A value that is not a number (a claim pickled by a CacheStore on the
-# same keys) has no deadline to read: its TTL stands in for one.
-_ACQUIRE_LUA = """
+# over though Redis still keeps it. A deadline is stored rounded up to a whole second
+# (RedisCache reads integers back as such), so a claim's wait is capped at the cooldown
+# itself. The TTLs set here only free memory (a count is kept until the next window ends,
+# plus a second). A value that is not a number (a claim pickled by a CacheStore on the same
+# keys) has no deadline to read: its TTL stands in for one.
+_HITS_LUA = """
 local has_claim = ARGV[1] == '1'
 local now = tonumber(ARGV[4])
+local all_or_nothing = ARGV[5] == '1'
 local first = 1
 if has_claim then
   if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[2]) then
@@ -50,38 +61,33 @@ if has_claim then
   end
   first = 2
 end
-local a = 5
-for i = first, #KEYS do
-  local limit = tonumber(ARGV[a])
-  local left = tonumber(ARGV[a + 1])
-  a = a + 2
+local a = 6
+local cap = 0
+for i = first, #KEYS, 2 do
+  local limit, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local overlap, keep = tonumber(ARGV[a + 2]), ARGV[a + 3]
+  a = a + 4
+  cap = cap + 1
+  local prev = tonumber(redis.call('GET', KEYS[i + 1])) or 0
   local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], left + 1) end
-  if n > limit then
-    for j = first, i do redis.call('DECR', KEYS[j]) end
-    if has_claim then redis.call('DEL', KEYS[1]) end
-    return {2, left}
+  if n == 1 then redis.call('EXPIRE', KEYS[i], keep) end
+  if prev * overlap + n * span > limit * span then
+    if all_or_nothing then
+      for j = first, i, 2 do redis.call('DECR', KEYS[j]) end
+      if has_claim then redis.call('DEL', KEYS[1]) end
+      return {2, cap, prev, n - 1}
+    end
+    redis.call('DECR', KEYS[i])
   end
 end
 return {0, 0}
 """
 
 
-# Count one event against each cap key, each on its own (a full cap stays full, as
-# CacheStore.hit leaves it). KEYS: the cap keys; ARGV: (limit, ttl) for each.
-_HIT_ALL_LUA = """
-for i = 1, #KEYS do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i]) end
-  if n > tonumber(ARGV[2 * i - 1]) then redis.call('DECR', KEYS[i]) end
-end
-return 0
-"""
-
-
 # Undo an acquire: drop the claim (when ARGV[1] is 1, KEYS[1]), then take one off each cap
-# key that still exists. A key that expired meanwhile (its window ended) is left alone: a
-# bare DECR would create it at -1 with no expiry, a key that is never read nor freed.
+# key (the window each hit was counted in) that still exists. A key that expired meanwhile
+# (its window and the next one ended) is left alone: a bare DECR would create it at -1 with
+# no expiry, a key that is never read nor freed.
 _GIVE_BACK_LUA = """
 local first = 1
 if ARGV[1] == '1' then
@@ -97,9 +103,8 @@ return 0
 
 class _Redis(NamedTuple):
     client: Any  # redis.Redis
-    acquire: Any  # redis.commands.core.Script
+    hits: Any  # redis.commands.core.Script
     give_back: Any
-    hit_all: Any
 
 
 # redis-py clients (with their scripts) per Django RedisCacheClient: building a
@@ -125,9 +130,8 @@ class RedisCacheStore(CacheStore):
             client = owner.get_client(None, write=True)
             found = _clients[owner] = _Redis(
                 client,
-                client.register_script(_ACQUIRE_LUA),
+                client.register_script(_HITS_LUA),
                 client.register_script(_GIVE_BACK_LUA),
-                client.register_script(_HIT_ALL_LUA),
             )
         return found
 
@@ -137,60 +141,93 @@ class RedisCacheStore(CacheStore):
         refused = self.acquire((key, ttl), (), self.clock())
         return None if refused is None else refused.retry_after
 
-    def _cap_keys(
+    def _caps(
         self, hits: Sequence[tuple[str, Rate]], now: float
-    ) -> list[tuple[str, Rate, int]]:
-        """(Redis key, rate, seconds left in the window) for each cap."""
-        keys = []
+    ) -> list[tuple[str, str, Rate, _Position]]:
+        """(current window's Redis key, previous window's, rate, position) for each cap."""
+        caps = []
         for key, rate in hits:
-            index, left = _window(rate, now)
-            keys.append((self.cache.make_key(self._key(key, rate, index)), rate, left))
-        return keys
+            at = _position(rate, now)
+            caps.append(
+                (
+                    self.cache.make_key(self._key(key, rate, at.index)),
+                    self.cache.make_key(self._key(key, rate, at.index - 1)),
+                    rate,
+                    at,
+                )
+            )
+        return caps
+
+    def _run_hits(
+        self,
+        claim: tuple[str, int] | None,
+        hits: Sequence[tuple[str, Rate]],
+        now: float,
+        *,
+        all_or_nothing: bool,
+    ) -> Refusal | None:
+        """The hits script: see ``_HITS_LUA``."""
+        keys: list[str] = []
+        args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0, now]
+        args.append(1 if all_or_nothing else 0)
+        if claim is not None:
+            keys.append(self.cache.make_key(_PREFIX + claim[0]))
+            args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
+        caps = self._caps(hits, now)
+        for current, previous, rate, at in caps:
+            keys += [current, previous]
+            args += [rate.limit, at.span, at.overlap, at.keep]
+        answer = self._redis().hits(keys=keys, args=args)
+        if answer[0] == 0:
+            return None
+        if answer[0] == 1:
+            return Refusal("claim", max(1, int(answer[1])))
+        _current, _previous, rate, at = caps[int(answer[1]) - 1]
+        # The script refused these counts by _room's rule, so _wait answers a wait (>= 1),
+        # never None; the window's length stands in should the two ever disagree.
+        return Refusal("hit", _wait(rate, at, int(answer[2]), int(answer[3])) or rate.window)
 
     def acquire(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> Refusal | None:
-        keys: list[str] = []
-        args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0, now]
-        if claim is not None:
-            keys.append(self.cache.make_key(_PREFIX + claim[0]))
-            args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
-        for key, rate, left in self._cap_keys(hits, now):
-            keys.append(key)
-            args += [rate.limit, left]
-        kind, wait = self._redis().acquire(keys=keys, args=args)
-        if kind == 0:
-            return None
-        return Refusal("claim" if kind == 1 else "hit", max(1, int(wait)))
+        return self._run_hits(claim, hits, now, all_or_nothing=True)
+
+    def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
+        """One hit in one round trip: the script reads both windows and counts atomically."""
+        refused = self.acquire(None, [(key, rate)], self.clock() if now is None else now)
+        return None if refused is None else refused.retry_after
+
+    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None:
+        if hits:
+            self._run_hits(None, hits, self.clock(), all_or_nothing=False)
 
     def give_back(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> None:
         keys = [self.cache.make_key(_PREFIX + claim[0])] if claim is not None else []
-        keys += [key for key, _rate, _left in self._cap_keys(hits, now)]
+        keys += [current for current, _previous, _rate, _at in self._caps(hits, now)]
         self._redis().give_back(keys=keys, args=[1 if claim is not None else 0])
+
+    def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
+        self.give_back(None, [(key, rate)], self.clock() if now is None else now)
 
     def peek_all(self, hits: Sequence[tuple[str, Rate]]) -> int | None:
         if not hits:
             return None
-        caps = self._cap_keys(hits, self.clock())
-        counts = self._redis().client.mget([key for key, _rate, _left in caps])
+        caps = self._caps(hits, self.clock())
+        keys = [key for current, previous, _rate, _at in caps for key in (current, previous)]
+        counts = self._redis().client.mget(keys)
         # Values as RedisCache stores them: plain integers for counters.
         waits = [
             wait
-            for (_key, rate, left), count in zip(caps, counts, strict=True)
-            if (wait := _wait_if_reached(count, rate, left)) is not None
+            for i, (_current, _previous, rate, at) in enumerate(caps)
+            if (wait := _wait(rate, at, int(counts[2 * i + 1] or 0), int(counts[2 * i] or 0)))
+            is not None
         ]
         return max(waits) if waits else None
 
-    def hit_all(self, hits: Sequence[tuple[str, Rate]]) -> None:
-        if not hits:
-            return
-        caps = self._cap_keys(hits, self.clock())
-        args: list[int] = []
-        for _key, rate, left in caps:
-            args += [rate.limit, left + 1]
-        self._redis().hit_all(keys=[key for key, _rate, _left in caps], args=args)
+    def peek(self, key: str, rate: Rate) -> int | None:
+        return self.peek_all([(key, rate)])
 
 
 def _single_redis(alias: str) -> bool:
