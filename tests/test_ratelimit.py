@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import ipaddress
 import random
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import pytest
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
+from textflow_django._client_ip import ip_scope, network_scope
 from textflow_django.models import RateLimitCounter
 from textflow_django.ratelimit import (
     CacheStore,
@@ -510,6 +512,43 @@ def test_every_store_answers_what_the_sliding_window_counter_does(
             got = store.peek(key, rate) if action == "peek" else store.peek_all([(key, rate)])
         assert got == expected, (action, t, counts)
     assert len(set(counts)) > 5 and taken  # the run crossed windows and counted
+
+
+# -- the network a per-network cap counts (issue 11, "Networks, not just addresses") -------
+
+
+@pytest.mark.parametrize(
+    ("ip", "network"),
+    [
+        ("203.0.113.7", "203.0.113.0/24"),
+        ("203.0.113.255", "203.0.113.0/24"),
+        ("10.1.2.3", "10.1.2.0/24"),
+        ("2001:db8:1234:5678::1", "2001:db8:1234::/48"),
+        ("2001:db8:1234:ffff:ffff:ffff:ffff:ffff", "2001:db8:1234::/48"),
+        ("2001:DB8:1234::", "2001:db8:1234::/48"),
+        ("::ffff:203.0.113.7", "203.0.113.0/24"),  # IPv4-mapped: its IPv4 /24
+        (" 203.0.113.7 ", "203.0.113.0/24"),
+    ],
+)
+def test_network_scope(ip: str, network: str) -> None:
+    assert network_scope(ip) == network
+
+
+def test_one_network_holds_many_per_ip_scopes() -> None:
+    """Issue 11, "IPv6": per-IP caps count a /64, and one /48 holds 65,536 of them; the
+    network scope is the same for every one of them, and differs in the next /48."""
+    site = ipaddress.IPv6Network("2001:db8:1234::/48")
+    addresses = [str(site[1]), str(site[-1])]  # in its first /64 and in its last
+    assert len({ip_scope(a) for a in addresses}) == 2
+    assert {network_scope(a) for a in addresses} == {"2001:db8:1234::/48"}
+    assert network_scope("2001:db8:1235::1") != network_scope(addresses[0])
+    assert network_scope("203.0.113.1") != network_scope("203.0.114.1")
+
+
+@pytest.mark.parametrize("text", ["", "not an ip", "203.0.113.0/24", "256.1.1.1"])
+def test_network_scope_refuses_what_is_not_an_address(text: str) -> None:
+    with pytest.raises(ValueError):
+        network_scope(text)
 
 
 def test_a_cache_claims_takeover_is_won_once(db: None, clock: FakeClock) -> None:

@@ -18,7 +18,7 @@ from .conf import conf
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = ["client_ip", "ip_scope", "parse_ip"]
+__all__ = ["client_ip", "ip_scope", "network_scope", "parse_ip"]
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -59,3 +59,19 @@ def ip_scope(ip: str) -> str:
     if ":" not in ip:
         return ip
     return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+
+
+def network_scope(ip: str) -> str:
+    """What one per-network cap counts: the IPv4 /24 or the IPv6 /48 network of ``ip``, as a
+    network in canonical form (``"203.0.113.0/24"``, ``"2001:db8:1::/48"``).
+
+    A /48 is what a site is commonly allotted: it holds 65,536 of the /64s that
+    :func:`ip_scope` counts one by one, so a client rotating through them meets this cap; a
+    /24 is the IPv4 block a host or a small provider rents as one. An IPv4-mapped IPv6
+    address counts in its IPv4 /24. Raises ``ValueError`` when ``ip`` is not an address.
+    """
+    address = ipaddress.ip_address(ip.strip())
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
