@@ -57,7 +57,7 @@ from schemathesis.checks import (  # looked up by name in schemathesis' registry
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.transport import Response
 
-from textflow_django import phone, verification
+from textflow_django import phone, ratelimit, verification
 from textflow_django.conf import DEFAULTS
 from textflow_django.exceptions import InvalidToken
 from textflow_django.ratelimit import DatabaseStore
@@ -594,7 +594,7 @@ def run_clock(monkeypatch: pytest.MonkeyPatch) -> RunClock:
     """The app's send and check rules count on a :class:`RunClock` (the database store, as
     ``textflow_defaults`` sets)."""
     clock = RunClock()
-    monkeypatch.setattr(verification._service, "get_store", lambda: DatabaseStore(clock=clock))
+    monkeypatch.setattr(ratelimit, "get_store", lambda: DatabaseStore(clock=clock))
     return clock
 
 

@@ -376,7 +376,7 @@ def test_a_send_that_went_out_keeps_its_cooldown_when_recording_fails(settings, 
         raise DatabaseError("the database went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(verification._service, "_record", record_fails)
+        patched.setattr(verification._sending, "_record", record_fails)
         with pytest.raises(DatabaseError):
             verification.send_code(NUMBER)
     assert len(locmem.outbox) == 1

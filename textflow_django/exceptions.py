@@ -122,6 +122,8 @@ class VerificationError(Exception):
     ) -> None:
         self.message: StrOrPromise = message or self.default_message
         self.retry_after = retry_after
+        #: More fields for the API's answer (``attempts_left``, ``verification_id``...).
+        self.extra: dict[str, object] = {}
         super().__init__(self.message)
 
 
@@ -136,6 +138,8 @@ class InvalidCode(VerificationError):
     ) -> None:
         self.attempts_left = attempts_left
         super().__init__(message)
+        if attempts_left is not None:
+            self.extra["attempts_left"] = attempts_left
 
 
 class VerificationExpired(VerificationError):
@@ -176,6 +180,14 @@ class CountryNotAllowed(VerificationError):
 
     code = "country_not_allowed"
     default_message: StrOrPromise = _("Phone numbers from this country are not accepted.")
+
+
+#: The answer to a send that failed after it may have reached TextFlow: it counted, and the
+#: code it carried verifies if it arrives.
+MAYBE_SENT_MESSAGE: StrOrPromise = _(
+    "The SMS service did not confirm the send, so the code may still arrive: enter it if it "
+    "does, or ask for a new one once the wait is over."
+)
 
 
 class SMSProviderError(VerificationError):

@@ -120,8 +120,15 @@ class VerifyCodeForm(_ServiceForm):
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
 
-    def verify(self, request: HttpRequest | None = None, user: Any = None) -> Verified | None:
-        """Validate the form and have :func:`verification.check_code` check the code.
+    def verify(
+        self,
+        request: HttpRequest | None = None,
+        user: Any = None,
+        verification_id: str | None = None,
+    ) -> Verified | None:
+        """Validate the form and have :func:`verification.check_code` check the code: the
+        one ``verification_id`` names, else the one ``request``'s session asked for (see
+        ``check_code``; a session-backed flow needs neither argument but the request).
 
         Returns the :class:`~textflow_django.verification.Verified` (with its ``token``),
         or None when the form is invalid or the service refused. On a refusal,
@@ -139,6 +146,7 @@ class VerifyCodeForm(_ServiceForm):
                 self.cleaned_data["code"],
                 request=request,
                 user=user,
+                verification_id=verification_id,
             )
         )
 

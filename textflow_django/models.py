@@ -4,7 +4,8 @@
 
 A ``PhoneVerification`` never holds a code in clear. In ``"local"`` mode it keeps a keyed hash
 of the code (``code_hash``); in ``"textflow"`` mode TextFlow holds the code and the row keeps
-nothing of it at all.
+nothing of it at all. The client's handle and the token it gets on success are kept as
+SHA-256 hashes only (they are random 192-bit secrets: no salt or key is needed).
 """
 
 from __future__ import annotations
@@ -49,16 +50,34 @@ class PhoneVerification(models.Model):
         related_name="phone_verifications",
     )
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
+    #: SHA-256 of the opaque ``verification_id`` the client that asked for the code holds
+    #: (only that client's guesses reach this verification); "" for a site's own call.
+    handle_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     expires_at = models.DateTimeField(_("expires"))
     verified_at = models.DateTimeField(_("verified"), null=True, blank=True)
+    #: SHA-256 of the token handed out on success (the token itself is never stored).
+    token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    #: When the token was consumed (a token proves a number once).
+    token_used_at = models.DateTimeField(_("token used"), null=True, blank=True)
+    #: SHA-256 of the session that verified, when ``TOKEN_SESSION_BINDING`` binds the token.
+    token_session = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("phone verification")
         verbose_name_plural = _("phone verifications")
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["phone_number", "status"], name="textflow_pv_number_status")
+            models.Index(fields=["phone_number", "status"], name="textflow_pv_number_status"),
+            models.Index(fields=["handle_hash"], name="textflow_pv_handle"),
+        ]
+        constraints = [
+            # Unique among the tokens handed out (and the index a consume looks them up by).
+            models.UniqueConstraint(
+                fields=["token_hash"],
+                condition=~models.Q(token_hash=""),
+                name="textflow_pv_token_unique",
+            )
         ]
 
     def __str__(self) -> str:

@@ -32,6 +32,14 @@ class CodeField(serializers.CharField):
 class VerifyCodeSerializer(serializers.Serializer[Any]):
     phone_number = PhoneNumberSerializerField(check_countries=False)
     code = CodeField(max_length=10, validators=[code_validator])
+    verification_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text=_(
+            "The verification_id send-code answered. Without it, the code the session asked "
+            "for is checked (a client with neither has no code to check)."
+        ),
+    )
 
 
 class SendCodeResponseSerializer(serializers.Serializer[Any]):
@@ -40,6 +48,12 @@ class SendCodeResponseSerializer(serializers.Serializer[Any]):
     phone_number = serializers.CharField()
     expires_at = serializers.DateTimeField()
     resend_after = serializers.IntegerField(help_text=_("Seconds before another code may be sent."))
+    verification_id = serializers.CharField(
+        help_text=_(
+            "Opaque handle of this code: pass it to verify-code (only its holder's "
+            "guesses reach the code)."
+        )
+    )
 
 
 class VerifyCodeResponseSerializer(serializers.Serializer[Any]):
@@ -47,11 +61,24 @@ class VerifyCodeResponseSerializer(serializers.Serializer[Any]):
 
     phone_number = serializers.CharField()
     verified = serializers.BooleanField()
-    token = serializers.CharField(help_text=_("Signed proof of the number for a later request."))
+    token = serializers.CharField(
+        help_text=_("Opaque, single-use proof of the number for a later request (signup).")
+    )
 
 
 class ErrorSerializer(serializers.Serializer[Any]):
-    """Every error that is not a field error: ``{"detail": ..., "code": ...}``."""
+    """Every error that is not a field error: ``{"detail": ..., "code": ...}``, with the
+    refusal's extra fields where it has them."""
 
     detail = serializers.CharField()
     code = serializers.CharField()
+    attempts_left = serializers.IntegerField(
+        required=False, help_text=_("invalid_code: wrong codes left before the code locks.")
+    )
+    code_may_arrive = serializers.BooleanField(
+        required=False,
+        help_text=_("A send that may have gone out: the code verifies if it arrives."),
+    )
+    verification_id = serializers.CharField(
+        required=False, help_text=_("With code_may_arrive: the handle of that code.")
+    )

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-__all__ = ["bulk_job_finished", "code_sent", "phone_verified", "verification_failed"]
+__all__ = [
+    "bulk_job_finished",
+    "code_sent",
+    "phone_verified",
+    "rate_limited",
+    "verification_failed",
+]
 
 #: A verification code was sent.
 #: Arguments: ``sender`` (the ``PhoneVerification`` class), ``verification`` (the row),
@@ -32,6 +38,14 @@ phone_verified = Signal()
 #: ``"too_many_attempts"`` or ``"rate_limited"``), ``verification`` (or None), ``user``,
 #: ``request``.
 verification_failed = Signal()
+
+#: A send or a check was refused by a cap (``SEND_LIMITS``, ``FAILED_CHECK_LIMITS``).
+#: Arguments: ``sender`` (the ``PhoneVerification`` class), ``phone_number`` (E.164),
+#: ``action`` (``"send"`` or ``"check"``), ``scopes`` (the scopes at their cap, a tuple of
+#: ``"number"``, ``"ip"``, ``"network"``), ``retry_after`` (seconds), ``request`` (or None).
+#: A ``"send"`` refused by the ``"number"`` scope is what a stranger can still do to a
+#: number's owner: spend its codes, and make the owner wait.
+rate_limited = Signal()
 
 #: A bulk SMS job ended. Arguments: ``sender`` (the ``BulkSMSJob`` class), ``job``.
 bulk_job_finished = Signal()

@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from . import verification
 from .conf import conf
-from .exceptions import InvalidCode, VerificationError
+from .exceptions import VerificationError
 from .serializers import (
     ErrorSerializer,
     SendCodeResponseSerializer,
@@ -133,9 +133,8 @@ class TextFlowAPIView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidCode) and exc.attempts_left is not None:
-            extra["attempts_left"] = exc.attempts_left
         if isinstance(exc, VerificationError):
+            extra = dict(exc.extra)
             exc = ServiceError(exc)
         elif isinstance(exc, DjangoValidationError):
             # Only the number is validated by the service (TextFlow may refuse it, too).
@@ -191,8 +190,9 @@ class SendCodeView(TextFlowAPIView):
         {
             400: "country_not_allowed",
             429: "resend_too_soon or rate_limited (with Retry-After)",
-            502: "sms_provider_error",
-            503: "sms_provider_unavailable or service_unavailable (with Retry-After)",
+            502: "sms_provider_error (with code_may_arrive and verification_id when the SMS "
+            "may have gone out)",
+            503: "sms_provider_unavailable (the same) or service_unavailable (with Retry-After)",
         },
     )
     def post(self, request: Request) -> Response:
@@ -206,6 +206,7 @@ class SendCodeView(TextFlowAPIView):
                 "phone_number": sent.phone_number,
                 "expires_at": sent.expires_at,
                 "resend_after": sent.resend_after,
+                "verification_id": sent.verification_id,
             },
             status=status.HTTP_200_OK,
         )
@@ -218,7 +219,8 @@ class VerifyCodeView(TextFlowAPIView):
         VerifyCodeSerializer,
         VerifyCodeResponseSerializer,
         {
-            400: "invalid_code or expired",
+            400: "invalid_code (also when the caller holds no live code of the number), "
+            "expired or country_not_allowed",
             429: "too_many_attempts or rate_limited (with Retry-After)",
             502: "sms_provider_error",
             503: "sms_provider_unavailable or service_unavailable (with Retry-After)",
@@ -232,6 +234,7 @@ class VerifyCodeView(TextFlowAPIView):
             serializer.validated_data["code"],
             request=request._request,
             user=request.user,
+            verification_id=serializer.validated_data.get("verification_id"),
         )
         return Response(
             {"phone_number": verified.phone_number, "verified": True, "token": verified.token}

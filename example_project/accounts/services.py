@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import transaction
 from textflow_django.exceptions import InvalidToken
-from textflow_django.verification import phone_from_token
+from textflow_django.verification import consume_token
 
 from .models import Profile, VerifiedNumber
 
@@ -20,15 +20,16 @@ def token_digest(token: str) -> str:
 def create_account(*, token: str, create_user: Callable[[], Any]) -> Any:
     """Create a user (with ``create_user()``) and their profile with the verified number.
 
-    The token must be genuine and young (``phone_from_token``) and be the one the
-    ``phone_verified`` receiver recorded, not yet claimed. Everything happens in one
-    transaction: a refused token creates nothing.
+    The token is spent (``consume_token``: genuine, young, never used before) in the same
+    transaction that creates the account, and must be the one the ``phone_verified``
+    receiver recorded, not yet claimed. A refused token creates nothing and, the
+    transaction rolled back, is not spent either.
 
     Raises:
         InvalidToken: forged, expired, never verified, or already used.
     """
-    number = phone_from_token(token)
     with transaction.atomic():
+        number = consume_token(token)
         proof = (
             VerifiedNumber.objects.select_for_update()
             .filter(token_digest=token_digest(token), claimed_by__isnull=True)

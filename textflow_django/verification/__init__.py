@@ -4,15 +4,22 @@ Views, forms and your own code call :func:`send_code` and :func:`check_code`;
 none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
 
 - the number is normalised to E.164 and must pass the country rules (``phone.py``);
-- sends are refused inside ``RESEND_COOLDOWN`` and past ``SEND_LIMITS`` (per number and per
-  client IP), and checks past ``FAILED_CHECK_LIMITS``, with counters shared by every process;
+- sends are refused inside ``RESEND_COOLDOWN`` and past ``SEND_LIMITS`` (per number, per
+  client address and per network), and checks past ``FAILED_CHECK_LIMITS`` (per address and
+  network: never per number, which anyone could spend), in rolling windows shared by every
+  process; a wrong-code slot is taken before the code is compared;
+- a code is bound to the client that asked for it (``verification_id``, or its session):
+  nobody else's guesses reach it, and a caller with no code is answered as a wrong code;
 - a verification locks after ``MAX_ATTEMPTS`` wrong codes and then refuses even the right
-  code without asking TextFlow; a code verifies once;
-- a TextFlow failure consumes nothing (no verification, cooldown or cap): retry at once;
-- codes are never stored, logged or put in an exception in clear.
+  code without asking TextFlow; a code verifies once, and its token proves the number once;
+- a TextFlow failure that certainly sent nothing consumes nothing (retry at once); one that
+  may have sent the SMS keeps what it took and is recorded, so a late code verifies;
+- codes, handles and tokens are never stored, logged or put in an exception in clear.
 
-The package: ``_service`` (the rules of a send and a check), ``_failures`` (TextFlow
-failures and store outages as refusals), ``tokens`` (proof of a verified number); the
+The package: ``_sending`` and ``_checking`` (the rules of a send and of a check, in order),
+``_service`` (the rules both share), ``_failures`` (TextFlow
+failures and store outages as refusals), ``tokens`` (proof of a verified number),
+``_secrets`` (handles and tokens, kept as digests), ``odds`` (the guessing arithmetic); the
 client's address comes from ``textflow_django._client_ip``.
 
 Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subclass (with
@@ -21,15 +28,10 @@ Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subcla
 """
 
 from .._client_ip import client_ip
-from ._service import (
-    LOCAL_CODE_LENGTH,
-    CodeSent,
-    Verified,
-    check_code,
-    code_validator,
-    send_code,
-)
-from .tokens import make_token, phone_from_token
+from ._checking import Verified, check_code
+from ._sending import CodeSent, send_code
+from ._service import LOCAL_CODE_LENGTH, code_validator
+from .tokens import consume_token, make_token, phone_from_token
 
 __all__ = [
     "LOCAL_CODE_LENGTH",
@@ -38,6 +40,7 @@ __all__ = [
     "check_code",
     "client_ip",
     "code_validator",
+    "consume_token",
     "make_token",
     "phone_from_token",
     "send_code",

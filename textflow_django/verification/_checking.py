@@ -1,0 +1,251 @@
+"""Checking a code: the sequence of rules :func:`check_code` goes through (the shared ones
+are ``_service``'s)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import router, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .. import ratelimit, signals
+from .._client_ip import client_ip
+from .._e164 import is_code
+from ..backends import get_backend
+from ..conf import conf
+from ..exceptions import (
+    InvalidCode,
+    RateLimited,
+    TextFlowError,
+    TooManyAttempts,
+    VerificationError,
+    VerificationExpired,
+)
+from ..models import PhoneVerification
+from ._failures import provider_error, store_calls
+from ._secrets import MAX_SECRET_LENGTH, digest
+from ._service import caller, caps, matches_hash, normalize, recall, report_refusal
+from .tokens import token_fields
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+__all__ = ["Verified", "check_code"]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The number is verified; ``token`` proves it, once, to a later request
+    (:func:`~textflow_django.verification.consume_token`)."""
+
+    phone_number: str
+    token: str
+    verification: PhoneVerification
+
+
+def _failed(
+    reason: str,
+    number: str,
+    verification: PhoneVerification | None,
+    user: Any,
+    request: HttpRequest | None,
+) -> None:
+    signals.verification_failed.send(
+        sender=PhoneVerification,
+        phone_number=number,
+        reason=reason,
+        verification=verification,
+        user=user,
+        request=request,
+    )
+
+
+def check_code(
+    phone_number: object,
+    code: object,
+    *,
+    request: HttpRequest | None = None,
+    user: Any = None,
+    verification_id: str | None = None,
+) -> Verified:
+    """Check ``code`` for ``phone_number``; on success return a :class:`Verified` with a token.
+
+    Which code is checked: the one ``verification_id`` names (from :class:`CodeSent`), else
+    the one the request's session asked for. A caller holding neither (every stranger) has
+    no code to guess at: it is answered exactly like a wrong code (``InvalidCode``), and its
+    guess counts against its own failed-check caps, so probing which numbers are being
+    verified finds nothing. Only the site's own calls, with no ``request`` and no
+    ``verification_id``, check the number's newest code.
+
+    A wrong-code slot of the caller's caps (per address and network) is taken *before* the
+    code is compared and given back when the code was right (or was never compared), so
+    parallel guesses cannot pass a cap.
+
+    Raises ``InvalidPhoneNumberError``, ``CountryNotAllowed`` (the country rules apply to
+    checks too), ``InvalidCode`` (with ``attempts_left``), ``VerificationExpired`` (only to
+    the holder of that code's handle), ``TooManyAttempts``, ``RateLimited``,
+    ``SMSProviderError``, ``SMSProviderUnavailable`` or ``LimitsUnavailable`` (the
+    rate-limit store is down: the code is not checked). A TextFlow failure counts no attempt.
+
+    Attempts, locks and wrong-code counts are committed as they happen: call this outside
+    any transaction you roll back on a refusal (the package's views run outside
+    ``ATOMIC_REQUESTS`` for this reason), or a rolled-back wrong guess costs nothing.
+    """
+    number = normalize(phone_number)
+    ip = client_ip(request)
+    user = caller(request, user)
+    store = ratelimit.get_store()
+    fail_caps = caps("fail", conf.FAILED_CHECK_LIMITS, number, ip)
+    taken_at = store.clock()
+    # Reserve: the slot is taken before the code is compared (one round trip on Redis).
+    with store_calls():
+        refusal = store.acquire(None, fail_caps, taken_at)
+    if refusal is not None:
+        _failed("rate_limited", number, None, user, request)
+        report_refusal("check", number, store, fail_caps, refusal.retry_after, request)
+        raise RateLimited(retry_after=refusal.retry_after)
+
+    bound = request is not None or verification_id is not None
+    handle = verification_id if verification_id is not None else recall(request, number)
+    try:
+        outcome, verification, token = _check(number, code, bound, handle, user, request)
+    except BaseException:
+        with store_calls(settled=True):
+            store.give_back(None, fail_caps, taken_at)  # never compared: not a guess
+        raise
+    if outcome not in ("invalid_code", "no_code"):
+        with store_calls(settled=True):
+            store.give_back(None, fail_caps, taken_at)  # a right code, or none compared
+    if outcome == "verified":
+        assert verification is not None and token is not None
+        signals.phone_verified.send(
+            sender=PhoneVerification,
+            verification=verification,
+            phone_number=number,
+            user=verification.user,
+            request=request,
+            token=token,
+        )
+        return Verified(number, token, verification)
+    reason = "invalid_code" if outcome == "no_code" else outcome
+    _failed(reason, number, verification, user, request)
+    max_attempts = conf.MAX_ATTEMPTS
+    if outcome == "no_code":
+        # Indistinguishable from a first wrong code for a live verification.
+        raise InvalidCode(attempts_left=max(0, max_attempts - 1))
+    if outcome == "expired":
+        raise VerificationExpired()
+    assert verification is not None
+    if outcome == "too_many_attempts":
+        # A locked verification stays locked; a new code can be asked for once the resend
+        # cooldown of the last one is over.
+        ready = verification.created_at + dt.timedelta(seconds=conf.RESEND_COOLDOWN)
+        raise TooManyAttempts(
+            retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
+        )
+    raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
+
+
+def _check(
+    number: str,
+    code: object,
+    bound: bool,
+    handle: str | None,
+    user: Any,
+    request: HttpRequest | None,
+) -> tuple[str, PhoneVerification | None, str | None]:
+    """Find the caller's verification and compare the code: ``(outcome, verification,
+    token)`` with outcome ``"verified"``, ``"invalid_code"``, ``"no_code"`` (the caller
+    holds no live code of this number), ``"expired"`` or ``"too_many_attempts"``.
+
+    Three steps, so no lock or transaction is held while TextFlow answers (a slow TextFlow
+    would otherwise pin a row lock and a connection per check, and all of SQLite).
+    """
+    max_attempts = conf.MAX_ATTEMPTS
+    code_text = code if isinstance(code, str) else ""
+    rows = PhoneVerification.objects
+    Status = PhoneVerification.Status
+    pending = Status.PENDING
+    if bound and (handle is None or len(handle) > MAX_SECRET_LENGTH):
+        _code_is_right(None, number, code_text)  # the same work as a real wrong code
+        return "no_code", None, None
+    # 1. under the row lock, take one attempt (an attempt is spent before it is tried, so
+    #    parallel guesses cannot exceed MAX_ATTEMPTS between them);
+    with transaction.atomic(using=router.db_for_write(PhoneVerification)):
+        found = rows.select_for_update().filter(
+            phone_number=number, status__in=[pending, Status.LOCKED]
+        )
+        if bound:
+            assert handle is not None
+            found = found.filter(handle_hash=digest(handle))
+        # The newest code: the rule _supersede_older() keeps.
+        verification = found.order_by("-id").first()
+        if verification is None:
+            outcome = "no_code" if bound else "expired"
+        elif verification.expires_at <= timezone.now():
+            outcome = "expired"
+        elif verification.status != pending or verification.attempts >= max_attempts:
+            outcome = "too_many_attempts"
+        else:
+            rows.filter(pk=verification.pk).update(attempts=F("attempts") + 1)
+            verification.attempts += 1
+            outcome = "checking"
+    if outcome == "no_code":
+        _code_is_right(None, number, code_text)  # the same work as a real wrong code
+    if outcome != "checking":
+        return outcome, verification, None
+    assert verification is not None
+    refund = rows.filter(pk=verification.pk, attempts__gt=0)
+    # 2. ask whoever holds the code, outside any transaction (a failure refunds the
+    #    attempt: TextFlow being down is not the user's wrong guess);
+    try:
+        right = _code_is_right(verification, number, code_text)
+    except (VerificationError, ValidationError):
+        refund.update(attempts=F("attempts") - 1)
+        raise
+    # 3. record the answer with conditional updates: of many right codes checked at once,
+    #    exactly one turns the pending row into a verified one, with its token.
+    if right:
+        token, token_fields_ = token_fields(request)
+        changes: dict[str, Any] = {
+            "status": Status.VERIFIED,
+            "verified_at": timezone.now(),
+            "attempts": F("attempts") - 1,  # a right code is not a wrong guess
+            **token_fields_,
+        }
+        if user is not None and verification.user_id is None:
+            changes["user"] = user
+        if rows.filter(pk=verification.pk, status=pending).update(**changes):
+            verification.refresh_from_db()
+            return "verified", verification, token
+        # Verified by a parallel check, or replaced by a new code meanwhile.
+        refund.update(attempts=F("attempts") - 1)
+        return ("no_code" if bound else "expired"), verification, None
+    rows.filter(pk=verification.pk, status=pending, attempts__gte=max_attempts).update(
+        status=Status.LOCKED
+    )
+    return "invalid_code", verification, None
+
+
+#: Compared against when the caller has no code, so that answer costs what a wrong one does.
+_NO_CODE_HASH = "0" * 16 + "$" + "0" * 64
+
+
+def _code_is_right(verification: PhoneVerification | None, number: str, code: str) -> bool:
+    """Ask whoever holds the code. Raises the service's provider errors."""
+    if verification is None:
+        matches_hash(_NO_CODE_HASH, number, code)
+        return False
+    if not is_code(code):
+        return False  # cannot be right: do not spend a TextFlow call on it
+    if verification.mode == PhoneVerification.Mode.LOCAL:
+        return bool(verification.code_hash) and matches_hash(verification.code_hash, number, code)
+    try:
+        return get_backend().verify_code(number, code).valid
+    except TextFlowError as err:
+        raise provider_error(err, number, "verify") from err

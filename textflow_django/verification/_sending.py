@@ -1,0 +1,216 @@
+"""Sending a code: the sequence of rules :func:`send_code` goes through (the shared ones are
+``_service``'s)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, router
+from django.utils import timezone
+
+from .. import ratelimit, signals
+from .._client_ip import client_ip
+from .._codes import code_sms_text, generate_code
+from ..backends import get_backend
+from ..conf import conf
+from ..exceptions import MAYBE_SENT_MESSAGE, RateLimited, ResendTooSoon, TextFlowError
+from ..models import PhoneVerification
+from ..ratelimit import Rate
+from ._failures import provider_error, store_calls
+from ._secrets import digest, new_secret
+from ._service import caller, caps, hash_code, normalize, remember, report_refusal
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+__all__ = ["CodeSent", "send_code"]
+
+
+@dataclass(frozen=True)
+class CodeSent:
+    """A code is on its way. ``resend_after`` is the cooldown in seconds; ``verification_id``
+    is the opaque handle only whose holder's guesses reach this code (:func:`check_code`)."""
+
+    phone_number: str
+    expires_at: dt.datetime
+    resend_after: int
+    verification: PhoneVerification
+    verification_id: str = ""
+
+
+def _send_limits(
+    number: str, ip: str | None
+) -> tuple[tuple[str, int] | None, list[tuple[str, Rate]]]:
+    """The cooldown claim and the cap hits one send must take."""
+    cooldown = conf.RESEND_COOLDOWN
+    claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
+    return claim, caps("send", conf.SEND_LIMITS, number, ip)
+
+
+def send_code(
+    phone_number: object,
+    *,
+    request: HttpRequest | None = None,
+    user: Any = None,
+) -> CodeSent:
+    """Send a verification code to ``phone_number``.
+
+    The result's ``verification_id`` is the handle :func:`check_code` needs (the request's
+    session remembers it too): only its holder's guesses reach this code.
+
+    Raises ``InvalidPhoneNumberError`` (a ``ValidationError``), ``CountryNotAllowed``,
+    ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError``, ``SMSProviderUnavailable`` or
+    ``LimitsUnavailable`` (the rate-limit store is down: nothing is sent).
+    A failure that certainly sent nothing (refused, a 4xx, the breaker open) consumes
+    nothing: no verification, cooldown or cap. One that may have sent the SMS (a timeout, a
+    5xx, a garbled answer) keeps the cooldown and caps it took and records the verification,
+    so the code verifies if it arrives: the ``SMSProviderError``/``SMSProviderUnavailable``
+    then says so (``extra["code_may_arrive"]``) and carries the ``verification_id``.
+    """
+    number = normalize(phone_number)
+    ip = client_ip(request)
+    user = caller(request, user)
+    store = ratelimit.get_store()
+    claim, hits = _send_limits(number, ip)
+    # The store's clock: a refund must come off the windows the send was counted in.
+    taken_at = store.clock()
+    # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
+    with store_calls():
+        refusal = store.acquire(claim, hits, taken_at)
+    if refusal is not None:
+        if refusal.kind == "claim":
+            raise ResendTooSoon(retry_after=refusal.retry_after)
+        report_refusal("send", number, store, hits, refusal.retry_after, request)
+        raise RateLimited(retry_after=refusal.retry_after)
+    mode = conf.VERIFY_MODE
+    handle, _digest = new_secret()
+    try:
+        code_hash = _deliver(number, mode)
+    except TextFlowError as err:
+        refusal = provider_error(err, number, "send")
+        if not err.maybe_sent:
+            with store_calls(settled=True):
+                store.give_back(claim, hits, taken_at)  # certainly not sent: nothing spent
+            raise refusal from err
+        # It may have gone out: it keeps what it took, and is recorded so that the code,
+        # if it arrives, verifies (TextFlow holds it, or we hold its hash).
+        code_hash = getattr(err, "code_hash", "")
+        verification = _record(number, mode, code_hash, handle, ip, user, request)
+        refusal.message = MAYBE_SENT_MESSAGE
+        refusal.extra.update(code_may_arrive=True, verification_id=handle)
+        raise refusal from err
+    except BaseException:
+        with store_calls(settled=True):
+            store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
+        raise
+    # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
+    verification = _record(number, mode, code_hash, handle, ip, user, request)
+    signals.code_sent.send(
+        sender=PhoneVerification,
+        verification=verification,
+        phone_number=number,
+        user=user,
+        request=request,
+    )
+    return CodeSent(number, verification.expires_at, claim[1] if claim else 0, verification, handle)
+
+
+def _deliver(number: str, mode: str) -> str:
+    """Have the code sent, by TextFlow (``"textflow"`` mode) or by us with a code of our own
+    (``"local"``). Returns the code's hash to keep: ``""`` when TextFlow holds the code.
+
+    Raises the backend's ``TextFlowError`` with the code's hash attached as ``code_hash``
+    (``""`` in textflow mode), so that a send that may have gone out can still be recorded
+    with the code it carried.
+    """
+    service = conf.SERVICE_NAME
+    backend = get_backend()
+    code_hash = ""
+    try:
+        if mode == PhoneVerification.Mode.LOCAL:
+            code = generate_code(conf.CODE_LENGTH)
+            code_hash = hash_code(number, code, secrets.token_hex(8))
+            backend.send_sms(number, code_sms_text(code, service))
+            return code_hash
+        backend.send_code(number, service_name=service or None, seconds=conf.CODE_TTL)
+        return ""
+    except TextFlowError as err:
+        err.code_hash = code_hash  # type: ignore[attr-defined]
+        raise
+
+
+def _record(
+    number: str,
+    mode: str,
+    code_hash: str,
+    handle: str,
+    ip: str | None,
+    user: Any,
+    request: HttpRequest | None,
+) -> PhoneVerification:
+    """Record the verification of a code just sent. It supersedes the older codes of the
+    same client: the one the request's session remembered for the number, or, for the
+    site's own calls (no request), every older one, as TextFlow replaces a number's code."""
+    verification = PhoneVerification.objects.create(
+        phone_number=number,
+        mode=mode,
+        code_hash=code_hash,
+        handle_hash=digest(handle),
+        user=user,
+        client_ip=ip,
+        expires_at=timezone.now() + dt.timedelta(seconds=conf.CODE_TTL),
+    )
+    if request is None:
+        _supersede_older(verification, None)
+    else:
+        previous = remember(request, number, handle)
+        if previous is not None:
+            _supersede_older(verification, digest(previous))
+    return verification
+
+
+def _supersede_older(verification: PhoneVerification, handle_hash: str | None) -> None:
+    """A new code replaces older ones: mark them superseded. ``handle_hash``: only the one
+    verification that handle belongs to (a client's own previous code), or with ``None``
+    every older code of the number (the site's own calls, like TextFlow itself).
+
+    "Older" is a lower id. Run after the new row's INSERT, each in autocommit, with no
+    transaction around the two: the moment between them (or a crash there) leaves nothing
+    checkable that should not be, and ``id < new id`` means parallel sends never supersede
+    a newer code. Plain SQL: on every send the ORM's query building costs more than the
+    UPDATE; ``update()`` sends no signals either way.
+    """
+    # The database the new row went to (a router may pick it per instance).
+    alias = verification._state.db or router.db_for_write(PhoneVerification)
+    Status = PhoneVerification.Status
+    params: list[object] = [
+        Status.SUPERSEDED,
+        verification.phone_number,
+        Status.PENDING,
+        Status.LOCKED,
+        verification.pk,
+    ]
+    if handle_hash is not None:
+        params.append(handle_hash)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_supersede_sql(alias, handle_hash is not None), params)
+
+
+@functools.cache
+def _supersede_sql(alias: str, one_handle: bool) -> str:
+    """The supersede UPDATE for one database, built once (names from the model, quoted)."""
+    qn = connections[alias].ops.quote_name
+    meta = PhoneVerification._meta
+    table, pk = qn(meta.db_table), qn(str(meta.pk.column))
+    status = qn(str(meta.get_field("status").column))
+    number = qn(str(meta.get_field("phone_number").column))
+    handle = qn(str(meta.get_field("handle_hash").column))
+    return (
+        f"UPDATE {table} SET {status} = %s "  # noqa: S608 - names from the model, quoted
+        f"WHERE {number} = %s AND {status} IN (%s, %s) AND {pk} < %s"
+        + (f" AND {handle} = %s" if one_handle else "")
+    )
