@@ -20,14 +20,9 @@ from ..exceptions import (
     VerificationError,
 )
 
-__all__ = ["mask", "provider_error", "store_calls"]
+__all__ = ["provider_error", "store_calls"]
 
 logger = logging.getLogger("textflow_django")
-
-
-def mask(number: str) -> str:
-    """A number for logs: enough to correlate, not enough to identify."""
-    return number[:5] + "***" + number[-2:]
 
 
 def provider_error(err: TextFlowError, number: str, action: str) -> Exception:
@@ -35,7 +30,7 @@ def provider_error(err: TextFlowError, number: str, action: str) -> Exception:
     logger.warning(
         "TextFlow %s for %s failed: %s (%s, maybe_sent=%s)",
         action,
-        mask(number),
+        phone.mask(number),
         err,
         type(err).__name__,
         err.maybe_sent,

@@ -24,7 +24,7 @@ from .._e164 import CODE_RE
 from ..exceptions import CountryNotAllowed
 from ..models import PhoneVerification
 from ..ratelimit import Rate, RateLimitStore
-from ._failures import mask, store_calls
+from ._failures import store_calls
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -127,7 +127,7 @@ def report_refusal(
     logger.warning(
         "textflow: %s for %s refused by the %s cap (retry after %ss)",
         action,
-        mask(number),
+        phone.mask(number),
         "/".join(scopes) or "?",
         retry_after,
     )
