@@ -113,10 +113,25 @@ def test_country_rules_apply(settings):
     assert "country_not_allowed" in job.invalid_samples[0]
 
 
-def test_strict_mode_refuses_premium_numbers_in_e164():
-    premium = "+19005550199"
-    assert bulk.create_job(text="Hi", numbers=[premium]).total == 1  # fast path trusts E.164
-    assert bulk.create_job(text="Hi", numbers=[premium], strict=True).invalid == 1
+@pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
+def test_premium_and_unassigned_numbers_are_refused_with_or_without_strict(strict):
+    """The issue's finding: without --strict, a premium-rate +1 900 number and one of the
+    unassigned area code 976 were accepted, in E.164, and sent."""
+    values = ["+19005550143", "+19765550143", "+12025550143"]
+    job = bulk.create_job(text="Hi", numbers=values, strict=strict)
+    assert (job.total, job.invalid) == (1, 2)
+    assert [sample.rsplit(" ", 1)[1] for sample in job.invalid_samples] == [
+        "(premium)",
+        "(invalid)",
+    ]
+
+
+def test_the_command_sends_no_premium_or_unassigned_number(textflow_live):
+    out, _ = run(
+        "textflow_bulk_sms", "--numbers", "+19005550143,+19765550143,+12025550143", "--text", "Hi"
+    )
+    assert "2 invalid" in out
+    assert reached(textflow_live) == Counter(["+12025550143"])
 
 
 # -- sending -----------------------------------------------------------------------------------
@@ -194,10 +209,11 @@ def test_rate_limited_batches_wait_and_retry(textflow_live):
 
 
 def test_textflow_refusing_a_number_drops_it_and_sends_the_rest(textflow_live):
-    # E.164-shaped with a possible length and NANP shape, so the fast path lets it in; but
-    # 211 is a service code, no area code: not a real number.
+    # 211 is a service code, no area code: ingest refuses it now, but a job recorded by an
+    # earlier version (whose fast path let it in) may still hold it.
     bad = "+12112345678"
-    job = bulk.create_job(text="Hi", numbers=[*numbers(3), bad])
+    job = bulk.create_job(text="Hi", numbers=numbers(4))
+    BulkRecipient.objects.filter(job=job, phone_number=numbers(4)[-1]).update(phone_number=bad)
     textflow_live.fault(
         "respond",
         path="/bulk-sms",

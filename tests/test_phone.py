@@ -366,3 +366,172 @@ def test_bulk_fast_path_keeps_every_valid_example_number_fast(monkeypatch) -> No
             assert fast(e164) == e164
             checked += 1
     assert checked > 300
+
+
+def _same_answer(value: str) -> tuple[str, str]:
+    """What normalize() answers for ``value``: ("ok", the E.164) or ("refused", the code)."""
+    try:
+        return "ok", normalize(value)
+    except InvalidPhoneNumberError as err:
+        return "refused", err.code
+
+
+def _fast_answer(fast, value: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    try:
+        return "ok", fast(value)
+    except InvalidPhoneNumberError as err:
+        return "refused", err.code
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("+19005550143", "premium"),  # US premium rate (900): the issue's finding
+        ("+19765550143", "invalid"),  # 976 is no area code
+        ("+12112345678", "invalid"),  # 211 is a service code
+        ("+15002345678", "premium"),  # a NANP personal-number range (500)
+        ("+449098790000", "premium"),  # UK premium rate
+        ("+447012345678", "premium"),  # UK 070 "follow-me"
+        ("+493012", "invalid"),  # a German length, but no such range
+        ("+80012345678", "premium"),  # non-geographic
+    ],
+)
+def test_bulk_fast_path_refuses_what_full_validation_refuses(value: str, code: str) -> None:
+    assert _same_answer(value) == ("refused", code)
+    assert _fast_answer(phone.bulk_normalizer(), value) == ("refused", code)
+
+
+def test_bulk_fast_path_answers_as_normalize_on_every_example_number() -> None:
+    """Every example number phonenumbers has, of every type and region, valid or not:
+    the fast path gives normalize()'s answer, value and refusal code alike."""
+    fast = phone.bulk_normalizer()
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for number_type in range(12):
+            numobj = phonenumbers.example_number_for_type(region, number_type)
+            if numobj is None:
+                continue
+            e164 = phonenumbers.format_number(numobj, phonenumbers.PhoneNumberFormat.E164)
+            assert _fast_answer(fast, e164) == _same_answer(e164), e164
+            checked += 1
+    assert checked > 1300
+
+
+def test_bulk_fast_path_answers_as_normalize_on_random_numbers() -> None:
+    """Random national numbers of every length a calling code allows, and near misses
+    (a digit more or less): the fast path and full validation agree on each."""
+    import random
+
+    rng = random.Random(1143)  # fixed: a failure names its number and replays
+    codes = phone._calling_codes_by_prefix()
+    fast = phone.bulk_normalizer()
+    checked = 0
+    for digits, code in sorted(codes.items()):
+        lengths = sorted(
+            code.lengths | {min(code.lengths, default=7) - 1, max(code.lengths, default=7) + 1}
+        )
+        for length in lengths:
+            for _ in range(6):
+                national = "".join(rng.choice("0123456789") for _ in range(max(length, 1)))
+                value = f"+{digits}{national}"
+                assert _fast_answer(fast, value) == _same_answer(value), value
+                checked += 1
+    # The North American plan, which most bulk lists are: every area code, random lines.
+    for area in range(200, 1000):
+        value = f"+1{area}{rng.randrange(2, 10)}{rng.randrange(10**6):06d}"
+        assert _fast_answer(fast, value) == _same_answer(value), value
+        checked += 1
+    # Near valid numbers, where ranges end: example numbers with their last 1 to 6 digits
+    # redrawn (about half of them stay valid).
+    examples = [
+        phonenumbers.format_number(numobj, phonenumbers.PhoneNumberFormat.E164)
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for number_type in range(12)
+        if (numobj := phonenumbers.example_number_for_type(region, number_type)) is not None
+    ]
+    valid = 0
+    for _ in range(5000):
+        example = rng.choice(examples)
+        redrawn = rng.randint(1, 6)
+        value = example[:-redrawn] + "".join(rng.choice("0123456789") for _ in range(redrawn))
+        answer = _same_answer(value)
+        assert _fast_answer(fast, value) == answer, value
+        valid += answer[0] == "ok"
+        checked += 1
+    assert checked > 8000 and valid > 1500
+
+
+@override_settings(TEXTFLOW={"ALLOWED_COUNTRIES": ["CA", "JM"], "BLOCKED_COUNTRIES": ["GB"]})
+def test_bulk_fast_path_knows_the_region_of_a_shared_calling_code() -> None:
+    fast = phone.bulk_normalizer()
+    assert fast("+14165550143") == "+14165550143"  # Canada, +1
+    assert fast("+18762345678") == "+18762345678"  # Jamaica, +1 876
+    for value in ("+12025550143", "+447400123456", "+33612345678"):
+        assert (
+            _fast_answer(fast, value) == _same_answer(value) == ("refused", "country_not_allowed")
+        )
+
+
+# Masks.
+
+MASKED = [
+    ("+12025550143", "+1********43"),
+    ("+447400123456", "+44********56"),
+    ("+6907191", "+690**91"),  # the issue's short number: the old mask showed "+6907***91"
+    ("+1 (202) 555-0143", "+1********43"),
+    ("+999123456", "*******56"),  # no such calling code: none is shown
+    ("2025550143", "********43"),
+    ("+690719", "+690***"),  # too short to show two digits and hide two
+    ("123", "***"),
+    ("+1", "+1"),
+    ("", "***"),
+    ("not a number", "***"),
+    (None, "***"),
+    (12025550143, "***"),
+    ("+1" + "9" * 5000, "+1" + "*" * 15 + "99"),
+    ("\udcff+12025550143\x00", "*********43"),  # junk before the "+": no calling code
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), MASKED)
+def test_mask_keeps_the_calling_code_and_two_digits(value: object, expected: str) -> None:
+    assert phone.mask(value) == expected
+
+
+def test_mask_of_a_phone_number_object() -> None:
+    assert phone.mask(parse("+12025550143")) == "+1********43"
+
+
+def _leaks(mask_rule) -> list[str]:  # type: ignore[no-untyped-def]
+    """The example numbers (every region, fixed line and mobile, so short numbers too)
+    whose mask under ``mask_rule`` shows a digit beyond the calling code and the national
+    number's last two (none at all when the national number has fewer than four)."""
+    leaked = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for number_type in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE):
+            numobj = phonenumbers.example_number_for_type(region, number_type)
+            if numobj is None:
+                continue
+            e164 = phonenumbers.format_number(numobj, phonenumbers.PhoneNumberFormat.E164)
+            national = phonenumbers.national_significant_number(numobj)
+            visible = "".join(ch for ch in mask_rule(e164) if ch.isdigit())
+            kept = national[-2:] if len(national) >= 4 else ""
+            if visible != f"{numobj.country_code}{kept}":
+                leaked.append(e164)
+    return leaked
+
+
+def test_mask_shows_no_digit_but_the_calling_code_and_the_last_two() -> None:
+    assert _leaks(phone.mask) == []
+
+
+def test_the_leak_test_fails_the_old_mask_rule() -> None:
+    """The rule logs used before (issue 11, finding 10) fails the test above: it showed
+    the first digits after "+", so a short number's third digit (``+6907***91``)."""
+
+    def old_rule(number: str) -> str:
+        return number[:5] + "***" + number[-2:]
+
+    leaked = _leaks(old_rule)
+    assert "+6907290" in leaked  # Tokelau's mobile example: "+6907***90"
+    assert len(leaked) > 200
