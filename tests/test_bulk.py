@@ -208,7 +208,7 @@ def test_rate_limited_batches_wait_and_retry(textflow_live):
     assert reached(textflow_live) == Counter(numbers(5))
 
 
-def test_textflow_refusing_a_number_drops_it_and_sends_the_rest(textflow_live):
+def test_textflow_refusing_a_number_drops_it_and_sends_the_rest(textflow_live, caplog):
     # 211 is a service code, no area code: ingest refuses it now, but a job recorded by an
     # earlier version (whose fast path let it in) may still hold it.
     bad = "+12112345678"
@@ -223,6 +223,8 @@ def test_textflow_refusing_a_number_drops_it_and_sends_the_rest(textflow_live):
     job = bulk.run_job(job.pk)
     assert (job.sent, job.invalid, job.total) == (3, 1, 3)
     assert reached(textflow_live) == Counter(numbers(3))
+    # The dropped number is logged masked.
+    assert "+1********78" in caplog.text and bad not in caplog.text
 
 
 def test_a_batch_is_claimed_once(textflow_live):
@@ -434,6 +436,7 @@ def test_dry_run_sends_and_keeps_nothing(textflow_live):
         "textflow_bulk_sms", "--numbers", "+12025550100,+12025550101", "--text", "Hi", "--dry-run"
     )
     assert "2 recipients" in out and "Dry run" in out
+    assert "1 SMS segment (GSM-7) a recipient; 2 SMS segments in all" in out
     assert textflow_live.calls("/bulk-sms") == []
     assert not BulkSMSJob.objects.exists() and not BulkRecipient.objects.exists()
 
@@ -510,6 +513,43 @@ def test_command_csv_without_the_column(tmp_path):
     table.write_text("name,phone\nAnn,+12025550102\n")
     with pytest.raises(CommandError, match="no column 'mobile'"):
         run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
+
+
+def test_csv_rows_missing_the_column_are_counted_with_their_lines(tmp_path, textflow_live):
+    """The issue's finding: rows too short to reach the column were skipped silently."""
+    table = tmp_path / "people.csv"
+    table.write_text(
+        "name,mobile\nAnn,+12025550102\nBob\n\nCid,+12025550103\nDan\nEve,\n",
+        encoding="utf-8",
+    )
+    out, _ = run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
+    # Bob (line 3) and Dan (line 6) have no field; the blank line and Eve's empty field
+    # are no recipients, as before.
+    assert "2 recipients" in out and "2 invalid" in out
+    assert f"invalid: {table} column mobile: 2 rows have no 'mobile' field: lines 3, 6" in out
+    assert reached(textflow_live) == Counter(["+12025550102", "+12025550103"])
+
+
+def test_many_rows_missing_the_column_name_the_first_few(tmp_path):
+    lines = ["name,mobile"] + [f"P{i},+1202555{i:04d}" if i % 2 else f"P{i}" for i in range(30)]
+    table = tmp_path / "people.csv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    job = bulk.create_job(
+        text="Hi", source=bulk.file_numbers(table.open(newline=""), name="t.csv", column="mobile")
+    )
+    assert (job.total, job.invalid) == (15, 15)
+    assert job.invalid_samples[0] == (
+        "t.csv column mobile: 15 rows have no 'mobile' field: lines 2, 4, 6, 8, 10 and 10 more"
+    )
+
+
+def test_a_csv_header_naming_the_column_twice_is_a_command_error(tmp_path, textflow_live):
+    """The issue's finding: the first of two 'mobile' columns was used without a word."""
+    table = tmp_path / "people.csv"
+    table.write_text("mobile,name,mobile\n+12025550102,Ann,+12025550103\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=r"names 'mobile' 2 times \(columns 1, 3\)"):
+        run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
+    assert_nothing_kept_or_sent(textflow_live)
 
 
 def test_batch_size_bound_is_the_largest_allowed(textflow_live):
@@ -1328,3 +1368,186 @@ def test_a_configuration_error_mid_run_gives_the_claimed_batch_back(settings, te
     job.refresh_from_db()
     assert (job.status, job.sent, job.uncertain) == (BulkSMSJob.Status.FINISHED, 3, 0)
     assert len(textflow_live.calls("/bulk-sms")) == 1
+
+
+# -- the text: segments, length, control characters (issue 11, finding 9) ----------------------
+
+from textflow_django._sms import find_control, segments  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "encoding", "units"),
+    [
+        ("", 0, "GSM-7", 0),
+        ("a" * 160, 1, "GSM-7", 160),
+        ("a" * 161, 2, "GSM-7", 161),
+        ("a" * 306, 2, "GSM-7", 306),
+        ("a" * 307, 3, "GSM-7", 307),
+        ("Hi\n" + "é@£$¥ÄÖÑÜ§¿àΔ" * 10, 1, "GSM-7", 133),
+        ("€" * 80, 1, "GSM-7", 160),  # extension table: 2 septets each
+        ("€" * 81, 2, "GSM-7", 162),
+        ("{}[]~^|\\\f€", 1, "GSM-7", 20),
+        # 306 septets is two parts of 153, but an escape never straddles two parts.
+        ("a" * 152 + "€" + "a" * 152, 3, "GSM-7", 306),
+        ("a" * 1530, 10, "GSM-7", 1530),
+        ("€" * 760, 10, "GSM-7", 1520),  # 76 a part: 153 septets hold 76 escapes, not 76.5
+        ("€" * 761, 11, "GSM-7", 1522),
+        ("ж" * 70, 1, "UCS-2", 70),
+        ("ж" * 71, 2, "UCS-2", 71),
+        ("a" * 159 + "ж", 3, "UCS-2", 160),  # one character outside GSM-7: all UCS-2
+        ("😀" * 35, 1, "UCS-2", 70),  # outside the BMP: 2 code units each
+        ("😀" * 36, 2, "UCS-2", 72),
+        # 134 units is two parts of 67, but a surrogate pair never straddles two parts.
+        ("ж" * 66 + "😀" + "ж" * 66, 3, "UCS-2", 134),
+        ("ж" * 670, 10, "UCS-2", 670),
+    ],
+)
+def test_segments_are_counted_as_carriers_fill_them(text, count, encoding, units):
+    found = segments(text)
+    assert (found.count, found.encoding, found.units) == (count, encoding, units)
+
+
+def test_the_text_is_refused_past_max_text_length_segments(settings, textflow_live):
+    """The issue's finding: a 120,000-character text went out with no limit."""
+    # The default is 10 segments: 1,530 GSM-7 characters, 670 UCS-2 ones.
+    for fits in ("a" * 1530, "€" * 760, "ж" * 670):
+        out, _ = run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", fits, "--dry-run")
+        assert "10 SMS segments" in out
+    for too_long, says in (
+        ("a" * 1531, "11 SMS segments long (1,531 characters, GSM-7)"),
+        ("€" * 761, "11 SMS segments long (761 characters, GSM-7)"),
+        ("ж" * 671, "11 SMS segments long (671 characters, UCS-2)"),
+        ("a" * 120_000, "785 SMS segments long (120,000 characters, GSM-7)"),
+    ):
+        with pytest.raises(CommandError) as info:
+            run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", too_long)
+        assert says in str(info.value)
+        assert "TEXTFLOW['MAX_TEXT_LENGTH'] allows 10" in str(info.value)
+        with pytest.raises(ValueError, match="TEXTFLOW\\['MAX_TEXT_LENGTH'\\] allows 10"):
+            bulk.create_job(text=too_long, numbers=numbers(1))
+    tf(settings, MAX_TEXT_LENGTH=1)
+    assert bulk.create_job(text="a" * 160, numbers=numbers(1)).total == 1
+    with pytest.raises(CommandError, match="2 SMS segments long .* allows 1"):
+        run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "a" * 161)
+    assert textflow_live.calls("/bulk-sms") == []
+
+
+def test_a_max_text_length_that_is_no_number_is_a_command_error(settings, textflow_live):
+    tf(settings, MAX_TEXT_LENGTH="ten")
+    with pytest.raises(CommandError, match=r"TEXTFLOW\['MAX_TEXT_LENGTH'\] is not a whole number"):
+        run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
+
+
+def test_the_summary_says_the_segments_each_recipient_got(textflow_live):
+    out, _ = run("textflow_bulk_sms", "--numbers", ",".join(numbers(3)), "--text", "ж" * 71)
+    assert "Text: 71 characters, 2 SMS segments (UCS-2) a recipient; 6 SMS segments in all." in out
+    assert "3 recipients sent (2 SMS segments each)" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "named"),
+    [
+        ("Hi\x1b[31m", 3, "U+001B ESC"),
+        ("Ding\x07", 5, "U+0007 BEL"),
+        ("Hi\x00there", 3, "U+0000 NUL"),
+        ("Pay \u202egnp.exe", 5, "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("a\u2066b", 2, "U+2066 LEFT-TO-RIGHT ISOLATE"),
+        ("a\u200bb", 2, "U+200B ZERO WIDTH SPACE"),
+        ("a\tb", 2, "U+0009 TAB"),
+        ("a\rb", 2, "U+000D CARRIAGE RETURN"),
+        ("a\u2028b", 2, "U+2028 LINE SEPARATOR"),
+        ("a\x85b", 2, "U+0085"),  # a C1 control (NEXT LINE), unnamed in Unicode's data
+        ("a\ufeffb", 2, "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        ("a\udcffb", 2, "U+DCFF"),  # a byte that was not UTF-8 on the command line
+    ],
+)
+def test_control_characters_in_the_text_are_refused(text, position, named, textflow_live):
+    """The issue's finding: ESC, BEL, NUL and right-to-left override went out unchanged."""
+    assert find_control(text) is not None
+    with pytest.raises(CommandError) as info:
+        run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", text)
+    assert f"holds {named} at position {position}" in str(info.value)
+    assert "Nothing was sent" in str(info.value)
+    with pytest.raises(ValueError, match=f"at position {position}"):
+        bulk.create_job(text=text, numbers=numbers(1))
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Line one\nLine two",
+        "Family: 👨\u200d👩\u200d👧",  # zero-width joiners
+        "می\u200cخواهم",  # zero-width non-joiner (Persian)
+        "Prix : 10 € — ça part !",
+        "שלום עולם",  # right-to-left script, no override needed
+    ],
+)
+def test_newlines_joiners_and_any_script_are_fine(text, textflow_live):
+    assert find_control(text) is None
+    run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", text)
+    assert textflow_live.calls("/bulk-sms")[0].json["text"] == text
+
+
+# -- values the database refuses (issue 11, finding 9) -----------------------------------------
+
+
+def test_a_text_the_database_refuses_is_a_command_error(textflow_live, monkeypatch):
+    """With the text checks out of the way, the database (or its driver) itself refuses
+    the text: a NUL on PostgreSQL, a lone surrogate everywhere. A CommandError, not a
+    traceback, and no job left behind."""
+    from textflow_django.bulk import _text
+
+    monkeypatch.setattr(_text, "find_control", lambda text: None)
+    bad = "Hi\x00" if connection.vendor == "postgresql" else "Hi\udcff"
+    with pytest.raises(CommandError, match="The database refused the job"):
+        run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", bad)
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+def test_a_file_name_that_is_not_utf8_is_kept_escaped(tmp_path, textflow_live):
+    """A file name with a byte that is not UTF-8 (a lone surrogate once decoded) ends up in
+    the job's description, which no database stores as it is: it is kept escaped."""
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.txt")
+    with open(os.fsencode(name), "w") as handle:  # noqa: PTH123 - a bytes path
+        handle.write("+12025550100\n")
+    out, _ = run("textflow_bulk_sms", "--file", name, "--text", "Hi")
+    assert "1 recipients sent" in out
+    assert BulkSMSJob.objects.get().source.endswith("caf\\udce9.txt")
+
+
+@pytest.mark.parametrize("value", ["\x00", "\udcff"])
+def test_a_filter_value_no_database_stores_is_a_command_error(value, textflow_live):
+    with pytest.raises(CommandError, match="holds a character no database stores"):
+        run(
+            "textflow_bulk_sms",
+            "--model",
+            "testapp.Contact",
+            "--field",
+            "phone",
+            "--filter",
+            f"landline={value}",
+            "--text",
+            "Hi",
+        )
+    assert_nothing_kept_or_sent(textflow_live)
+
+
+# -- masks (issue 11, finding 10) ----------------------------------------------------------------
+
+
+def test_a_textflow_failure_is_logged_and_kept_with_its_numbers_masked(textflow_live, caplog):
+    job = bulk.create_job(text="Hi", numbers=["+12025550143"])
+    textflow_live.fault(
+        "respond",
+        path="/bulk-sms",
+        status=500,
+        body='{"ok": false, "status": 500, "message": "Could not reach +12025550143"}',
+    )
+    with pytest.raises(bulk.BulkJobStopped) as info:
+        bulk.run_job(job.pk)
+    stopped = info.value.job
+    assert "+1********43" in caplog.text and "+12025550143" not in caplog.text
+    assert "+1********43" in stopped.last_error and "+12025550143" not in stopped.last_error
+    assert "+12025550143" not in str(info.value)
+    assert "+12025550143" not in BulkBatch.objects.get(job=job).error

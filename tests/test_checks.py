@@ -198,6 +198,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E012": lambda: _settings_messages(**GOOD, FAILED_CHECK_LIMITS={"ip": [5]}),
     "textflow.E013": lambda: _settings_messages(**GOOD, RATELIMIT_STORE="redis"),
     "textflow.E014": lambda: _settings_messages(**GOOD, THROTTLE_CLASSES=["nope.Nope"]),
+    "textflow.E015": lambda: _settings_messages(**GOOD, MAX_TEXT_LENGTH=0),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -311,6 +312,18 @@ def test_e013_ratelimit_store():
 def test_e014_unimportable_api_classes():
     assert ids(**GOOD, PERMISSION_CLASSES=["nope.Nope"]) == ["textflow.E014"]
     assert ids(**GOOD, THROTTLE_CLASSES=[None]) == ["textflow.E014"]
+
+
+@pytest.mark.parametrize("value", [0, -1, 256, 2.5, "10", True, None])
+def test_e015_max_text_length(value):
+    [message] = _run(**GOOD, MAX_TEXT_LENGTH=value)
+    assert message.id == "textflow.E015"
+    assert "MAX_TEXT_LENGTH" in message.msg and "segments" in message.msg
+
+
+@pytest.mark.parametrize("value", [1, 10, 255])
+def test_e015_accepts_segment_counts_in_range(value):
+    assert ids(**GOOD, MAX_TEXT_LENGTH=value) == []
 
 
 def test_w004_per_process_cache_without_debug():

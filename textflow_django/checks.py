@@ -23,6 +23,7 @@ ID ledger (an ID is never reused, even when its check is removed):
   ``RATELIMIT_CACHE`` names no configured cache.
 - ``textflow.E014``: an ``AUTHENTICATION_CLASSES``/``PERMISSION_CLASSES``/``THROTTLE_CLASSES``
   entry cannot be imported.
+- ``textflow.E015``: ``MAX_TEXT_LENGTH`` is not a whole number of SMS segments from 1 to 255.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
@@ -41,6 +42,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from ._sms import MAX_SEGMENTS
 from .client import api_key_problem
 from .conf import DEFAULTS, MAX_BATCH_SIZE, MAX_CODE_TTL, conf
 from .exceptions import TextFlowConfigurationError
@@ -71,6 +73,7 @@ def check_settings(
     errors += _check_values(raw)
     errors += _check_phone_rules(raw)
     errors += _check_verification_rules(raw)
+    errors += _check_bulk(raw)
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         errors.append(
@@ -234,6 +237,23 @@ def _check_phone_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
 
 def _whole(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_bulk(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """E015: ``MAX_TEXT_LENGTH`` counts SMS segments; 255 parts is all a concatenated SMS
+    can carry."""
+    value = raw.get("MAX_TEXT_LENGTH", DEFAULTS["MAX_TEXT_LENGTH"])
+    if _whole(value, 1) and value <= MAX_SEGMENTS:
+        return []
+    return [
+        Error(
+            f"TEXTFLOW['MAX_TEXT_LENGTH'] must be a whole number of SMS segments from 1 to "
+            f"{MAX_SEGMENTS}, not {value!r}.",
+            hint=f"The default is {DEFAULTS['MAX_TEXT_LENGTH']!r} segments: 1,530 GSM-7 "
+            "characters, or 670 characters of other scripts or emoji (UCS-2).",
+            id="textflow.E015",
+        )
+    ]
 
 
 def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:

@@ -48,6 +48,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "TOKEN_MAX_AGE": 3600,
     # Bulk SMS.
     "BULK_BATCH_SIZE": 500,
+    "MAX_TEXT_LENGTH": 10,
     # The HTTP API.
     "AUTHENTICATION_CLASSES": ("rest_framework.authentication.SessionAuthentication",),
     "PERMISSION_CLASSES": ("rest_framework.permissions.AllowAny",),
@@ -182,6 +183,12 @@ class Settings:
     def BULK_BATCH_SIZE(self) -> int:
         """Most numbers one ``/bulk-sms`` call carries."""
         return int(self.get("BULK_BATCH_SIZE"))
+
+    @property
+    def MAX_TEXT_LENGTH(self) -> int:
+        """Most SMS segments a bulk text may take (GSM-7: 160 characters in one SMS, 153 a
+        part beyond; UCS-2: 70, then 67)."""
+        return int(self.get("MAX_TEXT_LENGTH"))
 
     @property
     def AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:

@@ -5,7 +5,9 @@ The public names are all importable from here; each lives in the module of its j
 - :mod:`~textflow_django.bulk.sources`: where numbers come from (a model's field, a file,
   a list), read lazily (:func:`model_numbers`, :func:`file_numbers`, :func:`list_numbers`).
 - :mod:`~textflow_django.bulk.ingest`: :func:`create_job` turns a source into a recorded
-  job of distinct, valid numbers in batches; nothing is sent.
+  job of distinct, valid numbers in batches; nothing is sent. Its text passes
+  :func:`check_text` first (no control characters, at most ``MAX_TEXT_LENGTH`` SMS
+  segments).
 - :mod:`~textflow_django.bulk.sending`: :func:`send_batch`, the one function that sends a
   batch, inline or in a worker.
 - :mod:`~textflow_django.bulk.running`: :func:`run_job` sends a job's pending batches in
@@ -41,10 +43,12 @@ from ..conf import MAX_BATCH_SIZE
 
 # The job model, which create_job and run_job return: importable from here, as it always was.
 from ..models import BulkSMSJob
+from ._text import check_text
 from .ingest import check_batch_size, create_job
 from .running import enqueue_job, run_job
 from .sending import BatchOutcome, BulkJobStopped, finish_if_done, send_batch, stop_reason
 from .sources import (
+    MissingFields,
     Source,
     SourceError,
     file_numbers,
@@ -58,9 +62,11 @@ __all__ = [
     "BatchOutcome",
     "BulkJobStopped",
     "BulkSMSJob",
+    "MissingFields",
     "Source",
     "SourceError",
     "check_batch_size",
+    "check_text",
     "create_job",
     "enqueue_job",
     "file_numbers",

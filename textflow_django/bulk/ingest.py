@@ -19,6 +19,7 @@ from django.db import connections, router, transaction
 from .. import phone
 from ..conf import MAX_BATCH_SIZE, conf
 from ..models import BulkBatch, BulkRecipient, BulkSMSJob
+from ._text import check_text, storable
 from .sources import Source, list_numbers
 
 __all__ = ["check_batch_size", "create_job"]
@@ -93,18 +94,22 @@ def create_job(
 
     Give ``numbers`` (plain values) or a ``source`` (see :mod:`textflow_django.bulk.sources`:
     ``model_numbers``, ``file_numbers``, ``list_numbers``). ``None`` and blank values are ignored;
-    invalid ones are counted, with a few samples; duplicates are counted. ``strict``
-    validates E.164 values fully (see :func:`phone.bulk_normalizer`). ``batch_size``
-    defaults to ``TEXTFLOW["BULK_BATCH_SIZE"]``.
+    invalid ones are counted, with a few samples; duplicates are counted; CSV rows without
+    the column are counted as invalid, with one sample naming their first lines.
+    ``strict`` skips the E.164 fast path (same answers, slower; see
+    :func:`phone.bulk_normalizer`). ``batch_size`` defaults to
+    ``TEXTFLOW["BULK_BATCH_SIZE"]``. The source's description is kept with anything a
+    database would refuse escaped.
 
     One transaction: if reading the source fails, no job is left behind.
 
     Raises:
-        ValueError: empty ``text`` or a batch size outside 1..:data:`MAX_BATCH_SIZE`.
+        ValueError: a ``text`` that :func:`~textflow_django.bulk.check_text` refuses (empty,
+            a control character, more SMS segments than ``MAX_TEXT_LENGTH``), or a batch
+            size outside 1..:data:`MAX_BATCH_SIZE`.
         SourceError: the source failed while being read.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("The text is empty.")
+    check_text(text)
     size = check_batch_size(conf.BULK_BATCH_SIZE if batch_size is None else batch_size)
     source = source if source is not None else list_numbers(numbers or ())
     normalise = phone.bulk_normalizer(strict=strict)
@@ -128,8 +133,14 @@ def create_job(
                     samples.append(f"{source.label} {where}: {value[:40]!r} ({err.code})")
 
     with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
-        job = BulkSMSJob.objects.create(text=text, source=source.description[:500], batch_size=size)
+        job = BulkSMSJob.objects.create(
+            text=text, source=storable(source.description)[:500], batch_size=size
+        )
         valid, total = _stage_and_insert(job, valid_numbers(), size)
+        if source.missing is not None and source.missing.count:
+            # Rows the column is missing from are recipients lost: count and name them.
+            invalid += source.missing.count
+            samples.insert(0, f"{storable(source.description)}: {source.missing.report()}")
         batches = [
             BulkBatch(job=job, index=i, size=min(size, total - i * size))
             for i in range((total + size - 1) // size)

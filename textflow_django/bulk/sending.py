@@ -44,6 +44,7 @@ from ..exceptions import (
     TextFlowRejectedNumber,
 )
 from ..models import BulkBatch, BulkRecipient, BulkSMSJob
+from ._text import masked, storable
 
 __all__ = [
     "BatchOutcome",
@@ -78,13 +79,21 @@ class BulkJobStopped(Exception):
 def stop_reason(job: BulkSMSJob, error: TextFlowError | None) -> str:
     """Why ``job`` stopped: the TextFlow failure that stopped it here, else what the sender
     that stopped it recorded (``job.last_error``)."""
-    return str(error) if error is not None else job.last_error or "stopped by another sender"
+    if error is not None:
+        return _error_text(error)
+    return job.last_error or "stopped by another sender"
+
+
+def _error_text(error: Exception) -> str:
+    """``error``'s message as the job keeps and logs it: numbers in it (TextFlow's message
+    may quote one) masked, characters a database refuses escaped, at most 2,000 long."""
+    return storable(masked(str(error)))[:2000]
 
 
 def _stop(job_id: int, error: Exception) -> BulkSMSJob:
     """Save the job ``stopped`` by ``error`` (the message kept for the operator); return it."""
     BulkSMSJob.objects.filter(pk=job_id).update(
-        status=BulkSMSJob.Status.STOPPED, last_error=str(error)[:2000]
+        status=BulkSMSJob.Status.STOPPED, last_error=_error_text(error)
     )
     return BulkSMSJob.objects.get(pk=job_id)
 
@@ -102,6 +111,13 @@ def _send_valid_part(backend: BaseBackend, job_id: int, numbers: list[str], text
     dropped = sorted(set(numbers) - set(keep))
     if not dropped:
         raise TextFlowRejectedNumber("TextFlow refused a number of the batch", status=400)
+    logger.warning(
+        "Bulk job %s: TextFlow refused a batch; %d numbers fail full validation and are "
+        "dropped: %s",
+        job_id,
+        len(dropped),
+        ", ".join(phone.mask(number) for number in dropped[:10]),
+    )
     BulkRecipient.objects.filter(job_id=job_id, phone_number__in=dropped).delete()
     BulkSMSJob.objects.filter(pk=job_id).update(
         invalid=F("invalid") + len(dropped), total=F("total") - len(dropped)
@@ -191,11 +207,11 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
         uncertain = err.maybe_sent
         BulkBatch.objects.filter(pk=batch_id).update(
             status=BulkBatch.Status.UNCERTAIN if uncertain else BulkBatch.Status.PENDING,
-            error=str(err)[:2000],
+            error=_error_text(err),
         )
         if uncertain:
             BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
-        logger.warning("Bulk job %s, batch id %s, failed: %s", job.pk, batch_id, err)
+        logger.warning("Bulk job %s, batch id %s, failed: %s", job.pk, batch_id, _error_text(err))
         raise BulkJobStopped(_stop(job.pk, err), err) from err
     except TextFlowConfigurationError as err:
         # Raised before any request could leave (the client could not be built): the batch

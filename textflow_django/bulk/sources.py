@@ -9,8 +9,11 @@ memory stays flat whatever the source's size. Values are handed on raw: normalis
 deduplicating them is the ingest's job (:mod:`textflow_django.bulk.ingest`).
 
 A source that cannot be read raises :class:`SourceError`, either when it is built (an
-unknown model, field or column) or while its rows are read (a file found not to be UTF-8
-half-way, a filter the database refuses when it runs).
+unknown model, field or column, a CSV header naming the column twice, a filter value no
+database stores) or while its rows are read (a file found not to be UTF-8 half-way, a
+filter the database refuses when it runs). CSV rows too short to reach the column are not
+an error: the source counts them, with their first line numbers (:class:`MissingFields`),
+for the job's report.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from django.core.exceptions import FieldDoesNotExist, FieldError, ValidationErro
 from django.db import DatabaseError, models
 
 __all__ = [
+    "MissingFields",
     "Source",
     "SourceError",
     "file_numbers",
@@ -37,11 +41,42 @@ __all__ = [
 
 #: Primary keys read per page from a model source.
 MODEL_PAGE = 5000
+# What no database stores in text: NUL (PostgreSQL) and lone surrogates (none can encode them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class SourceError(ValueError):
     """A recipient source cannot be read (unknown model, field, filter, column, file, or a
     file that is not UTF-8 or not valid CSV)."""
+
+
+class MissingFields:
+    """CSV rows without the source's column (too few fields): how many, and the line
+    numbers of the first :attr:`SHOWN` of them. Filled as the rows are read."""
+
+    #: Line numbers kept for the report.
+    SHOWN = 5
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.count = 0
+        self.lines: list[int] = []
+
+    def add(self, line: int) -> None:
+        self.count += 1
+        if len(self.lines) < self.SHOWN:
+            self.lines.append(line)
+
+    def report(self) -> str:
+        """``3 rows have no 'mobile' field: lines 4, 9, 12`` (past the first few lines:
+        ``..., 20 and 7 more``)."""
+        rows = "1 row has" if self.count == 1 else f"{self.count:,} rows have"
+        where = ", ".join(map(str, self.lines))
+        more = self.count - len(self.lines)
+        line_word = "line" if self.count == 1 else "lines"
+        return f"{rows} no {self.column!r} field: {line_word} {where}" + (
+            f" and {more:,} more" if more else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +92,8 @@ class Source:
     description: str
     label: str
     rows: Iterator[tuple[object, Any]]
+    #: A CSV source's rows without its column, counted as they are read (None: no CSV).
+    missing: MissingFields | None = None
 
 
 def model_numbers(label: str, field: str, filters: Iterable[str] = ()) -> Source:
@@ -85,6 +122,13 @@ def model_numbers(label: str, field: str, filters: Iterable[str] = ()) -> Source
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SourceError(f"Filter {item!r} is not of the form field=value.")
+        if _UNSTORABLE.search(item):
+            # PostgreSQL refuses NUL in text, every database lone surrogates (bytes that
+            # were not UTF-8 on the command line): no row can match, so say it now.
+            raise SourceError(
+                f"Filter {ascii(item)} holds a character no database stores (NUL, or bytes "
+                "that are not UTF-8)."
+            )
         lookups[key.strip()] = value
     queryset = model._default_manager.filter(**{f"{field}__isnull": False})
     try:
@@ -103,8 +147,9 @@ def model_numbers(label: str, field: str, filters: Iterable[str] = ()) -> Source
                 page = page.filter(**{f"{pk}__gt": last})
             try:
                 rows = list(page.values_list(pk, field)[:MODEL_PAGE])
-            except DatabaseError as err:
-                # The lookups compiled, so the database refused them as they ran.
+            except (DatabaseError, ValueError) as err:
+                # The lookups compiled, so the database (or its driver, for a value it
+                # cannot send: UnicodeEncodeError) refused them as they ran.
                 raise SourceError(
                     f"Reading {description} failed (check the filters): {err}"
                 ) from err
@@ -183,16 +228,28 @@ def file_numbers(stream: TextIO, *, name: str, column: str | None = None) -> Sou
         raise SourceError(f"{name} line {reader.line_num}: not valid CSV ({err}).") from err
     if header is None or column not in header:
         raise SourceError(f"{name} has no column {column!r} (header: {header}).")
-    index = header.index(column)
+    positions = [n for n, found in enumerate(header, 1) if found == column]
+    if len(positions) > 1:
+        raise SourceError(
+            f"{name}'s header names {column!r} {len(positions)} times (columns "
+            f"{', '.join(map(str, positions))}): rename all but one, so it is clear which "
+            "holds the numbers."
+        )
+    index = positions[0] - 1
+    missing = MissingFields(column)
 
     def rows() -> Iterator[tuple[object, Any]]:
         try:
             for row in reader:
-                yield reader.line_num, row[index] if index < len(row) else ""
+                if index < len(row):
+                    yield reader.line_num, row[index]
+                elif any(cell.strip() for cell in row):
+                    missing.add(reader.line_num)
+                # else: a blank line, which is no row
         except csv.Error as err:
             raise SourceError(f"{name} line {reader.line_num}: not valid CSV ({err}).") from err
 
-    return Source(f"{name} column {column}", "line", rows())
+    return Source(f"{name} column {column}", "line", rows(), missing)
 
 
 def list_numbers(numbers: Iterable[Any], description: str = "a list") -> Source:

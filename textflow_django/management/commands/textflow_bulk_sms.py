@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import router, transaction
+from django.db import DatabaseError, router, transaction
 
 from ... import bulk
+from ..._sms import segments
 from ...conf import conf
 from ...exceptions import TextFlowConfigurationError, TextFlowError
 from ...models import BulkSMSJob
@@ -67,7 +68,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--strict",
             action="store_true",
-            help="Fully validate numbers already in E.164 too (slower; see the README).",
+            help="Validate numbers already in E.164 in full too instead of through the fast "
+            "path's tables (the same answers, slower; see the README).",
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="Validate and count; send nothing."
@@ -108,6 +110,10 @@ class Command(BaseCommand):
             self._send(job, options)
         except TextFlowConfigurationError as err:
             raise CommandError(str(err)) from err
+        except (DatabaseError, UnicodeEncodeError) as err:
+            # A value the database (or its driver) refuses is the operator's to fix, not a
+            # traceback; what was already sent is recorded (see --resume).
+            raise CommandError(f"The database refused the job: {err}") from err
 
     # -- building the job ------------------------------------------------------------------
 
@@ -185,8 +191,10 @@ class Command(BaseCommand):
         else:
             text = options["text"]
         text = text.strip()
-        if not text:
-            raise CommandError("The text is empty.")
+        try:
+            bulk.check_text(text)
+        except ValueError as err:
+            raise CommandError(f"{err} Nothing was sent.") from err
         return text
 
     def _source(self, options: dict[str, Any], files: ExitStack) -> bulk.Source:
@@ -242,6 +250,11 @@ class Command(BaseCommand):
             f"Job {job.pk}: {job.total:,} recipients in {job.batches_total:,} batches of at "
             f"most {job.batch_size:,}; skipped {job.invalid:,} invalid and "
             f"{job.duplicates:,} duplicates (read in {elapsed:.1f}s)."
+        )
+        parts = segments(job.text)
+        self.stdout.write(
+            f"Text: {len(job.text):,} characters, {_segments(parts.count)} ({parts.encoding}) "
+            f"a recipient; {parts.count * job.total:,} SMS segments in all."
         )
         for sample in job.invalid_samples:
             self.stdout.write(f"  invalid: {sample}")
@@ -313,7 +326,8 @@ class Command(BaseCommand):
         rate = job.sent / elapsed if elapsed > 0 else 0.0
         self.stdout.write(
             self.style.SUCCESS(
-                f"Job {job.pk} {job.get_status_display()}: {job.sent:,} recipients sent in "
+                f"Job {job.pk} {job.get_status_display()}: {job.sent:,} recipients sent "
+                f"({_segments(segments(job.text).count)} each) in "
                 f"{job.batches_sent:,} batches, {job.invalid:,} invalid, {job.duplicates:,} "
                 f"duplicates, {job.uncertain:,} uncertain; {elapsed:.1f}s ({rate:,.0f}/s)."
             )
@@ -335,3 +349,8 @@ class Command(BaseCommand):
             f"Job {job.pk} stopped: {bulk.stop_reason(job, error)}. {job.sent:,}/{job.total:,} "
             f"recipients sent; nothing is lost. Resume with: {hint}"
         )
+
+
+def _segments(count: int) -> str:
+    """``1 SMS segment``, ``3 SMS segments``."""
+    return f"{count} SMS segment{'' if count == 1 else 's'}"
