@@ -207,6 +207,10 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.W002": lambda: _settings_messages(**GOOD, CODE_TIL=5),
     "textflow.W003": lambda: _settings_messages(**GOOD, BASE_URL="http://textflow.me/api"),
     "textflow.W004": lambda: _settings_messages(debug=False, **GOOD, RATELIMIT_STORE="cache"),
+    "textflow.W005": lambda: _settings_messages(**GOOD, VERIFY_MODE="textflow"),
+    "textflow.W006": lambda: _settings_messages(
+        **GOOD, FAILED_CHECK_LIMITS={"number": ("20/d",), "ip": ("60/h",)}
+    ),
 }
 
 
@@ -341,3 +345,37 @@ def test_w004_per_process_cache_without_debug():
         },
     ):
         assert ids(**GOOD, RATELIMIT_STORE="cache") == []
+
+
+def test_w005_states_the_guessing_odds_of_textflows_codes_under_the_caps():
+    [message] = _run(**GOOD, VERIFY_MODE="textflow")
+    # The defaults: at most 20 codes in any 24 h to one number x 5 attempts / 10**4.
+    assert message.id == "textflow.W005"
+    assert "1.00% a day" in message.msg and "4 digits" in message.msg
+    [tighter] = _run(**GOOD, VERIFY_MODE="textflow", SEND_LIMITS={"number": ("1/d",)})
+    assert "0.10% a day" in tighter.msg
+    [unbounded] = _run(**GOOD, VERIFY_MODE="textflow", SEND_LIMITS={"ip": ("20/h",)})
+    assert "no bound" in unbounded.msg
+    # Local codes (the default): no warning.
+    assert ids(**GOOD) == [] and ids(**GOOD, VERIFY_MODE="local") == []
+
+
+def test_w006_a_number_scope_on_wrong_codes_lets_strangers_lock_the_owner_out():
+    assert ids(**GOOD, FAILED_CHECK_LIMITS={"number": ("20/d",)}) == ["textflow.W006"]
+    assert ids(**GOOD, FAILED_CHECK_LIMITS={"ip": ("60/h",), "network": ("200/h",)}) == []
+
+
+@pytest.mark.parametrize("value", [5, 11, "6", True, 6.5])
+def test_e011_code_length_is_6_to_10(value):
+    assert ids(**GOOD, CODE_LENGTH=value) == ["textflow.E011"]
+
+
+@pytest.mark.parametrize("value", [6, 8, 10])
+def test_e011_accepts_code_lengths_6_to_10(value):
+    assert ids(**GOOD, CODE_LENGTH=value) == []
+
+
+def test_e012_knows_the_network_scope():
+    limits = {"number": ("5/h",), "ip": ("20/h",), "network": ("60/h", "300/d")}
+    assert ids(**GOOD, SEND_LIMITS=limits) == []
+    assert ids(**GOOD, SEND_LIMITS={"subnet": ("60/h",)}) == ["textflow.E012"]

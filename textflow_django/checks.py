@@ -1,5 +1,8 @@
 """System checks for ``settings.TEXTFLOW``: bad values fail at start-up, with a hint.
 
+Why one module of over 400 lines: its one job is to judge every setting, one ID per problem,
+and the ledger below must stay next to the checks it numbers so that an ID is never reused.
+
 ID ledger (an ID is never reused, even when its check is removed):
 
 - ``textflow.E001``: ``TEXTFLOW`` is not a dict.
@@ -15,10 +18,10 @@ ID ledger (an ID is never reused, even when its check is removed):
   ISO region codes.
 - ``textflow.E010``: ``VERIFY_MODE`` is not ``"textflow"`` or ``"local"``.
 - ``textflow.E011``: ``MAX_ATTEMPTS``, ``RESEND_COOLDOWN``, ``NUM_PROXIES``,
-  ``TOKEN_MAX_AGE``, ``BULK_BATCH_SIZE`` or ``BREAKER_THRESHOLD`` is not a whole number in
-  its range.
-- ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of ``"number"``/``"ip"``
-  to rates like ``"5/h"``.
+  ``TOKEN_MAX_AGE``, ``CODE_LENGTH`` (6 to 10), ``BULK_BATCH_SIZE`` or
+  ``BREAKER_THRESHOLD`` is not a whole number in its range.
+- ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of
+  ``"number"``/``"ip"``/``"network"`` to rates like ``"5/h"``.
 - ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
   ``RATELIMIT_CACHE`` names no configured cache.
 - ``textflow.E014``: an ``AUTHENTICATION_CLASSES``/``PERMISSION_CLASSES``/``THROTTLE_CLASSES``
@@ -30,6 +33,10 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.W002``: an unknown key in ``TEXTFLOW`` (a typo silently keeps the default).
 - ``textflow.W003``: ``BASE_URL`` sends the API key over plain http to a non-loopback host.
 - ``textflow.W004``: rate limits kept in a per-process cache while ``DEBUG`` is False.
+- ``textflow.W005``: ``VERIFY_MODE`` is ``"textflow"`` (TextFlow's 4-digit codes): the
+  chance of guessing a targeted number's code under the configured caps, per day and year.
+- ``textflow.W006``: ``FAILED_CHECK_LIMITS`` has a ``"number"`` scope, which anyone can spend
+  to lock the number's owner out.
 """
 
 from __future__ import annotations
@@ -44,7 +51,14 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from ._sms import MAX_SEGMENTS
 from .client import api_key_problem
-from .conf import DEFAULTS, MAX_BATCH_SIZE, MAX_CODE_TTL, conf
+from .conf import (
+    DEFAULTS,
+    MAX_BATCH_SIZE,
+    MAX_CODE_LENGTH,
+    MAX_CODE_TTL,
+    MIN_CODE_LENGTH,
+    conf,
+)
 from .exceptions import TextFlowConfigurationError
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -276,6 +290,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
         ("RESEND_COOLDOWN", 0, None),
         ("NUM_PROXIES", 0, None),
         ("TOKEN_MAX_AGE", 1, None),
+        ("CODE_LENGTH", MIN_CODE_LENGTH, MAX_CODE_LENGTH),
         ("BULK_BATCH_SIZE", 1, MAX_BATCH_SIZE),
         ("BREAKER_THRESHOLD", 0, None),
     ):
@@ -296,7 +311,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
             problem = "it is not a dict"
         else:
             for scope, rates in value.items():
-                if scope not in ("number", "ip"):
+                if scope not in ("number", "ip", "network"):
                     problem = f"unknown scope {scope!r}"
                     break
                 try:
@@ -309,10 +324,12 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
             errors.append(
                 Error(
                     f"TEXTFLOW['{key}'] is not valid: {problem}.",
-                    hint="For example {'number': ['5/h', '10/d'], 'ip': ['20/h']}.",
+                    hint="For example {'number': ['5/h', '10/d'], 'ip': ['20/h'], "
+                    "'network': ['60/h']}.",
                     id="textflow.E012",
                 )
             )
+    errors.extend(_check_guessing())
     store = raw.get("RATELIMIT_STORE", DEFAULTS["RATELIMIT_STORE"])
     alias = raw.get("RATELIMIT_CACHE", DEFAULTS["RATELIMIT_CACHE"])
     if store not in ("database", "cache"):
@@ -360,3 +377,43 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     )
                 )
     return errors
+
+
+def _check_guessing() -> list[CheckMessage]:
+    """W005 and W006: the two ways the settings open a number's code to guessing or its
+    owner to a lockout. Only when the rates themselves are valid (E012 reports them)."""
+    from .verification.odds import TEXTFLOW_CODE_LENGTH, guess_chance
+
+    try:
+        send_limits, failed_limits = conf.SEND_LIMITS, conf.FAILED_CHECK_LIMITS
+    except (TypeError, ValueError, AttributeError):
+        return []
+    found: list[CheckMessage] = []
+    if conf.VERIFY_MODE == "textflow":
+        daily = guess_chance(TEXTFLOW_CODE_LENGTH, send_limits.get("number", ()))
+        odds = (
+            "without a per-number send cap the chance has no bound"
+            if daily is None
+            else f"a targeted number's code is guessed with a chance of {daily:.2%} a day "
+            f"({1 - (1 - daily) ** 365:.0%} a year)"
+        )
+        found.append(
+            Warning(
+                f"TEXTFLOW['VERIFY_MODE'] is 'textflow': TextFlow's codes have "
+                f"{TEXTFLOW_CODE_LENGTH} digits, and at these caps {odds}.",
+                hint="Use VERIFY_MODE 'local' (the default: CODE_LENGTH digits, 6 at least, as "
+                "NIST SP 800-63B asks), or lower SEND_LIMITS['number'] and MAX_ATTEMPTS.",
+                id="textflow.W005",
+            )
+        )
+    if failed_limits.get("number"):
+        found.append(
+            Warning(
+                "TEXTFLOW['FAILED_CHECK_LIMITS'] has a 'number' scope: anyone's wrong codes "
+                "spend it, so strangers can lock a number's owner out of verifying.",
+                hint="Guessing is bounded per verification (MAX_ATTEMPTS) and per client; "
+                "remove the 'number' scope unless that lockout is what you want.",
+                id="textflow.W006",
+            )
+        )
+    return found

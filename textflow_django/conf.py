@@ -37,15 +37,22 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "ALLOWED_COUNTRIES": None,
     "BLOCKED_COUNTRIES": (),
     # Verification rules.
-    "VERIFY_MODE": "textflow",
+    "VERIFY_MODE": "local",
+    "CODE_LENGTH": 6,
     "MAX_ATTEMPTS": 5,
     "RESEND_COOLDOWN": 30,
-    "SEND_LIMITS": {"number": ("5/h", "10/d"), "ip": ("20/h", "100/d")},
-    "FAILED_CHECK_LIMITS": {"number": ("20/d",), "ip": ("60/h",)},
+    "SEND_LIMITS": {
+        "number": ("5/h", "10/d"),
+        "ip": ("20/h", "100/d"),
+        "network": ("60/h", "300/d"),
+    },
+    # No "number" scope: anyone could spend it, and lock the number's owner out.
+    "FAILED_CHECK_LIMITS": {"ip": ("60/h",), "network": ("200/h",)},
     "RATELIMIT_STORE": "database",
     "RATELIMIT_CACHE": "default",
     "NUM_PROXIES": 0,
     "TOKEN_MAX_AGE": 3600,
+    "TOKEN_SESSION_BINDING": False,
     # Bulk SMS.
     "BULK_BATCH_SIZE": 500,
     "MAX_TEXT_LENGTH": 10,
@@ -55,6 +62,9 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "THROTTLE_CLASSES": (),
 }
 
+#: The digits a local-mode code may have (``CODE_LENGTH``): NIST SP 800-63B asks for 6 at least.
+MIN_CODE_LENGTH: Final = 6
+MAX_CODE_LENGTH: Final = 10
 #: The longest code lifetime TextFlow accepts (``seconds`` on ``/send-code``).
 MAX_CODE_TTL: Final = 86400
 #: Most numbers one ``/bulk-sms`` call may carry (``BULK_BATCH_SIZE``, ``--batch-size``).
@@ -136,8 +146,14 @@ class Settings:
 
     @property
     def VERIFY_MODE(self) -> str:
-        """``"textflow"`` (TextFlow holds the code) or ``"local"`` (a hash is kept here)."""
+        """``"local"`` (our own codes, a keyed hash kept here; the default) or ``"textflow"``
+        (TextFlow makes and holds the code: 4 digits)."""
         return str(self.get("VERIFY_MODE"))
+
+    @property
+    def CODE_LENGTH(self) -> int:
+        """Digits of a code in ``"local"`` mode (6 to 10)."""
+        return int(self.get("CODE_LENGTH"))
 
     @property
     def MAX_ATTEMPTS(self) -> int:
@@ -151,12 +167,14 @@ class Settings:
 
     @property
     def SEND_LIMITS(self) -> dict[str, tuple[Rate, ...]]:
-        """Codes sent per ``"number"`` and per ``"ip"``: rates such as ``"5/h"``."""
+        """Codes sent per ``"number"``, per ``"ip"`` (an IPv6 /64) and per ``"network"`` (an
+        IPv4 /24, an IPv6 /48): rates such as ``"5/h"``."""
         return _rates(self.get("SEND_LIMITS"))
 
     @property
     def FAILED_CHECK_LIMITS(self) -> dict[str, tuple[Rate, ...]]:
-        """Wrong codes per ``"number"`` and per ``"ip"`` across verifications."""
+        """Wrong codes per ``"ip"`` and per ``"network"`` across verifications (a
+        ``"number"`` scope is possible, and lets strangers lock the owner out: W006)."""
         return _rates(self.get("FAILED_CHECK_LIMITS"))
 
     @property
@@ -178,6 +196,11 @@ class Settings:
     def TOKEN_MAX_AGE(self) -> int:
         """Seconds a verification token stays valid."""
         return int(self.get("TOKEN_MAX_AGE"))
+
+    @property
+    def TOKEN_SESSION_BINDING(self) -> bool:
+        """Whether a token verified in a session is accepted only in that session."""
+        return bool(self.get("TOKEN_SESSION_BINDING"))
 
     @property
     def BULK_BATCH_SIZE(self) -> int:
