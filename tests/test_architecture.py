@@ -111,6 +111,9 @@ def test_the_client_and_its_leaves_load_no_django():
         "textflow_django._e164",
         "textflow_django._rates",
         "textflow_django._codes",
+        "textflow_django._sms",
+        "textflow_django._numbering",
+        "textflow_django._digit_automata",
     ]
     script = (
         "import importlib, sys\n"
