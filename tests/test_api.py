@@ -2,31 +2,64 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework.throttling import AnonRateThrottle
 
 from textflow_django import signals, verification
 from textflow_django.backends import locmem
-from textflow_django.exceptions import TextFlowServerError
+from textflow_django.exceptions import (
+    MAYBE_SENT_MESSAGE,
+    InsufficientBalance,
+    TextFlowConnectionError,
+    TextFlowServerError,
+)
 from textflow_django.models import PhoneVerification
 
-from .conftest import tf
+from .conftest import race, requires_postgres, requires_redis, tf
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_secrets_in_logs")]
 
 NUMBER = "+12025550143"
+OTHER = "+12025550144"
 SEND = "/api/phone/send-code/"
 VERIFY = "/api/phone/verify-code/"
+#: The answer to a wrong code (the first one of a verification): MAX_ATTEMPTS 5, so 4 left.
+WRONG_CODE = {"detail": "The code is not valid.", "code": "invalid_code", "attempts_left": 4}
 
 
 @pytest.fixture
 def api():
     return APIClient()
+
+
+def code_of(outbox) -> str:
+    """The code of the last SMS: its text ends with it (in "local" mode, the default, locmem
+    records no separate ``code``)."""
+    return outbox[-1].text.rsplit(" ", 1)[-1]
+
+
+def wrong_for(code: str) -> str:
+    """A well-formed code that is not ``code``."""
+    return "000000" if code != "000000" else "111111"
+
+
+@pytest.fixture
+def limited():
+    """Every ``rate_limited`` signal the test sends, as its keyword arguments."""
+    received: list[dict] = []
+    signals.rate_limited.connect(
+        lambda **kw: received.append(kw), weak=False, dispatch_uid="api-limited"
+    )
+    yield received
+    signals.rate_limited.disconnect(dispatch_uid="api-limited")
 
 
 def test_url_names():
@@ -139,8 +172,8 @@ def _send(api, number=NUMBER):
 
 def test_wrong_code_then_lock(settings, api, sms_outbox):
     assert _send(api).status_code == 200
-    code = sms_outbox[-1].code
-    wrong = "000000" if code != "000000" else "111111"
+    code = code_of(sms_outbox)
+    wrong = wrong_for(code)
     for left in [4, 3, 2, 1, 0]:
         response = api.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
         assert response.status_code == 400
@@ -155,28 +188,178 @@ def test_wrong_code_then_lock(settings, api, sms_outbox):
     assert 1 <= int(response["Retry-After"]) <= 30
 
 
-def test_expired(api, sms_outbox):
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": "123456"}, format="json")
+def test_expired_is_told_to_the_holder_of_the_code_only(api, sms_outbox):
+    assert _send(api).status_code == 200
+    code = code_of(sms_outbox)
+    PhoneVerification.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
     assert response.status_code == 400
     assert response.json()["code"] == "expired"
+    # Anyone else holds no code of the number: a wrong code, whatever the code's state.
+    response = APIClient().post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    assert (response.status_code, response.json()) == (400, WRONG_CODE)
 
 
-def test_resend_too_soon_has_retry_after(api, sms_outbox):
+def test_send_answers_the_verification_id_which_verifies_from_any_client(api, sms_outbox):
+    response = _send(api)
+    assert response.status_code == 200
+    verification_id = response.json()["verification_id"]
+    assert isinstance(verification_id, str) and len(verification_id) >= 32
+    # Only its digest is kept.
+    row = PhoneVerification.objects.get()
+    assert row.handle_hash == hashlib.sha256(verification_id.encode()).hexdigest()
+    code = code_of(sms_outbox)
+    stranger = APIClient()  # another session: without the handle, no code to check
+    data = {"phone_number": NUMBER, "code": code}
+    assert stranger.post(VERIFY, data, format="json").json() == WRONG_CODE
+    response = stranger.post(VERIFY, {**data, "verification_id": verification_id}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["verified"] is True
+
+
+# -- probing, lockout, caps (issue 11) -------------------------------------------------------
+
+
+def test_a_number_with_no_live_code_answers_exactly_as_a_wrong_code(sms_outbox):
+    """Finding 7: a verify-code for a number with no live code said "expired" and cost
+    nothing, so probing found the numbers being verified. Now every caller without a code
+    gets the first wrong code's answer, for a number being verified or not."""
+    owner = APIClient()
+    assert _send(owner).status_code == 200
+    wrong = wrong_for(code_of(sms_outbox))
+    real = owner.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
+    assert (real.status_code, real.json()) == (400, WRONG_CODE)
+    for number in (NUMBER, OTHER):  # being verified by someone else; never sent a code
+        probe = APIClient().post(VERIFY, {"phone_number": number, "code": wrong}, format="json")
+        assert (probe.status_code, probe.json()) == (real.status_code, real.json())
+        assert sorted(probe.headers) == sorted(real.headers)
+    row = PhoneVerification.objects.get()
+    assert (row.status, row.attempts) == ("pending", 1)  # only the owner's guess counted
+
+
+def test_probes_count_against_the_callers_failed_check_caps(settings, sms_outbox, limited):
+    tf(settings, FAILED_CHECK_LIMITS={"ip": ["3/h"]})
+    prober = APIClient()
+    numbers = [f"+1202555{i:04d}" for i in range(150, 154)]
+    answers = [
+        prober.post(VERIFY, {"phone_number": n, "code": "123456"}, format="json") for n in numbers
+    ]
+    assert [(a.status_code, a.json()) for a in answers[:3]] == [(400, WRONG_CODE)] * 3
+    assert answers[3].status_code == 429
+    assert answers[3].json()["code"] == "rate_limited"
+    assert 1 <= int(answers[3]["Retry-After"]) <= 3600
+    [signal] = limited
+    assert (signal["action"], signal["scopes"], signal["phone_number"]) == (
+        "check",
+        ("ip",),
+        numbers[3],
+    )
+    assert signal["retry_after"] == int(answers[3]["Retry-After"])
+    # The cap is the caller's: another address still gets its answers.
+    other = APIClient().post(
+        VERIFY,
+        {"phone_number": numbers[0], "code": "123456"},
+        format="json",
+        REMOTE_ADDR="192.0.2.9",
+    )
+    assert (other.status_code, other.json()) == (400, WRONG_CODE)
+
+
+def test_strangers_wrong_codes_never_lock_the_owner_out(sms_outbox):
+    """Finding 2: 20 wrong codes from anywhere locked the number's owner out until midnight
+    (the per-number failed cap, and every client's guess counted on the owner's code). Now
+    a stranger's guess reaches no code, and no cap is shared with the owner."""
+    owner = APIClient()
+    assert _send(owner).status_code == 200
+    code = code_of(sms_outbox)
+    wrong = wrong_for(code)
+    # More than the old per-number cap (20/d), each from its own network.
+    for i in range(25):
+        response = APIClient().post(
+            VERIFY,
+            {"phone_number": NUMBER, "code": wrong},
+            format="json",
+            REMOTE_ADDR=f"198.18.{i}.7",
+        )
+        assert (response.status_code, response.json()) == (400, WRONG_CODE), i
+    row = PhoneVerification.objects.get()
+    assert (row.status, row.attempts) == ("pending", 0)
+    response = owner.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    assert response.status_code == 200, response.content
+
+
+#: Per family: two addresses in one network (IPv4 /24, IPv6 /48) but not in one per-IP scope
+#: (an IPv6 /64), a third in that network, and one outside it.
+NETWORKS = {
+    "ipv4": (("203.0.113.5", "203.0.113.77"), "203.0.113.200", "198.51.100.5"),
+    "ipv6": (("2001:db8:1:1::1", "2001:db8:1:2::1"), "2001:db8:1:3::1", "2001:db8:2::1"),
+}
+
+
+@pytest.mark.parametrize("family", NETWORKS)
+def test_clients_of_one_network_share_its_send_cap(settings, sms_outbox, limited, family):
+    """Finding 8: per-IP caps counted a /64, and a /48 holds 65,536 of them."""
+    tf(settings, RESEND_COOLDOWN=0, SEND_LIMITS={"ip": ["5/h"], "network": ["2/h"]})
+    (first, second), third, outside = NETWORKS[family]
+    for address, number in ((first, "+12025550150"), (second, "+12025550151")):
+        response = APIClient().post(
+            SEND, {"phone_number": number}, format="json", REMOTE_ADDR=address
+        )
+        assert response.status_code == 200, response.content
+    response = APIClient().post(SEND, {"phone_number": NUMBER}, format="json", REMOTE_ADDR=third)
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+    [signal] = limited
+    assert (signal["action"], signal["scopes"], signal["phone_number"]) == (
+        "send",
+        ("network",),
+        NUMBER,
+    )
+    assert signal["retry_after"] == int(response["Retry-After"])
+    assert signal["request"].META["REMOTE_ADDR"] == third
+    response = APIClient().post(SEND, {"phone_number": NUMBER}, format="json", REMOTE_ADDR=outside)
+    assert response.status_code == 200, response.content
+    assert len(sms_outbox) == 3
+
+
+@pytest.mark.parametrize("family", NETWORKS)
+def test_clients_of_one_network_share_its_failed_check_cap(settings, limited, family):
+    tf(settings, FAILED_CHECK_LIMITS={"ip": ["5/h"], "network": ["2/h"]})
+    (first, second), third, outside = NETWORKS[family]
+    data = {"phone_number": NUMBER, "code": "123456"}
+    for address in (first, second):
+        response = APIClient().post(VERIFY, data, format="json", REMOTE_ADDR=address)
+        assert (response.status_code, response.json()) == (400, WRONG_CODE)
+    response = APIClient().post(VERIFY, data, format="json", REMOTE_ADDR=third)
+    assert (response.status_code, response.json()["code"]) == (429, "rate_limited")
+    [signal] = limited
+    assert (signal["action"], signal["scopes"]) == ("check", ("network",))
+    response = APIClient().post(VERIFY, data, format="json", REMOTE_ADDR=outside)
+    assert (response.status_code, response.json()) == (400, WRONG_CODE)
+
+
+def test_resend_too_soon_has_retry_after(api, sms_outbox, limited):
     assert _send(api).status_code == 200
     response = _send(api)
     assert response.status_code == 429
     assert response.json()["code"] == "resend_too_soon"
     assert 1 <= int(response["Retry-After"]) <= 30
     assert len(sms_outbox) == 1
+    assert limited == []  # the cooldown is not a cap: no rate_limited signal
 
 
-def test_rate_limited_has_retry_after(settings, api, sms_outbox):
+def test_rate_limited_has_retry_after(settings, api, sms_outbox, limited):
     tf(settings, RESEND_COOLDOWN=0, SEND_LIMITS={"ip": ["1/h"]})
     assert _send(api).status_code == 200
-    response = _send(api, "+12025550144")
+    response = _send(api, OTHER)
     assert response.status_code == 429
     assert response.json()["code"] == "rate_limited"
     assert int(response["Retry-After"]) >= 1
+    [signal] = limited
+    assert signal["action"] == "send" and signal["scopes"] == ("ip",)
+    assert signal["phone_number"] == OTHER
+    assert signal["retry_after"] == int(response["Retry-After"])
+    assert signal["request"] is not None and signal["sender"] is PhoneVerification
 
 
 def test_country_not_allowed(settings, api, sms_outbox):
@@ -187,36 +370,71 @@ def test_country_not_allowed(settings, api, sms_outbox):
     assert sms_outbox == []
 
 
+def handle_hash(verification_id: str) -> str:
+    """What a verification keeps of its handle: a SHA-256, never the handle."""
+    return hashlib.sha256(verification_id.encode()).hexdigest()
+
+
 @pytest.mark.parametrize(
-    ("fault", "kwargs", "status", "code"),
+    ("fault", "kwargs", "status", "code", "maybe_sent"),
     [
-        ("status", {"status": 500}, 502, "sms_provider_error"),
-        ("html", {"status": 502}, 502, "sms_provider_error"),
-        ("malformed", {}, 502, "sms_provider_error"),
-        ("reset", {}, 503, "sms_provider_unavailable"),
-        ("rate_limit", {"retry_after": 9}, 503, "sms_provider_unavailable"),
+        ("status", {"status": 500}, 502, "sms_provider_error", True),
+        ("html", {"status": 502}, 502, "sms_provider_error", True),
+        ("malformed", {}, 502, "sms_provider_error", True),
+        ("reset", {}, 503, "sms_provider_unavailable", True),
+        ("rate_limit", {"retry_after": 9}, 503, "sms_provider_unavailable", False),
     ],
 )
-def test_textflow_failures_map_to_502_503_and_are_retryable(
-    settings, api, textflow_live, fault, kwargs, status, code
+def test_textflow_failures_map_to_502_503_and_say_whether_the_code_may_arrive(
+    settings, api, textflow_live, fault, kwargs, status, code, maybe_sent
 ):
-    textflow_live.fault(fault, path="/send-code", **kwargs)
+    textflow_live.fault(fault, path="/send-sms", **kwargs)
     response = _send(api)
     assert response.status_code == status
-    assert response.json()["code"] == code
-    assert len(textflow_live.calls("/send-code")) == 1  # never re-sent
-    assert _send(api).status_code == 200  # nothing consumed: the user retries at once
+    body = response.json()
+    assert len(textflow_live.calls("/send-sms")) == 1  # never re-sent
+    recorded = PhoneVerification.objects.count()
+    retry = _send(api)
+    if maybe_sent:
+        # It may have gone out: it counted (cooldown and caps), and is recorded so that its
+        # code verifies if it arrives.
+        assert body == {
+            "detail": str(MAYBE_SENT_MESSAGE),
+            "code": code,
+            "code_may_arrive": True,
+            "verification_id": body["verification_id"],
+        }
+        assert recorded == 1
+        row = PhoneVerification.objects.get()
+        assert row.handle_hash == handle_hash(body["verification_id"])
+        assert (retry.status_code, retry.json()["code"]) == (429, "resend_too_soon")
+        assert len(textflow_live.calls("/send-sms")) == 1
+    else:
+        # TextFlow refused it (429): nothing went out, nothing is consumed.
+        assert body == {"detail": body["detail"], "code": code}
+        assert response["Retry-After"] == "9"
+        assert recorded == 0
+        assert retry.status_code == 200  # the user retries at once
+        assert len(textflow_live.calls("/send-sms")) == 2
 
 
-def test_read_timeout_is_503(settings, api, textflow_live):
+def test_read_timeout_is_503_and_the_late_code_verifies(settings, api, textflow_live):
     tf(settings, TIMEOUT=0.3)
-    textflow_live.fault("delay", path="/send-code", delay=1.0)
+    textflow_live.fault("delay", path="/send-sms", delay=1.0)  # sent, answered too late
     response = _send(api)
     assert response.status_code == 503
-    assert len(textflow_live.calls("/send-code")) == 1
+    body = response.json()
+    assert (body["code"], body["code_may_arrive"]) == ("sms_provider_unavailable", True)
+    assert len(textflow_live.calls("/send-sms")) == 1
+    code = textflow_live.messages[-1].text.rsplit(" ", 1)[-1]
+    # With the answer's verification_id (Django does not save the session on a 5xx answer).
+    data = {"phone_number": NUMBER, "code": code, "verification_id": body["verification_id"]}
+    response = api.post(VERIFY, data, format="json")
+    assert response.status_code == 200, response.content
 
 
 def test_textflow_failure_on_verify_is_retryable(settings, api, textflow_live):
+    tf(settings, VERIFY_MODE="textflow")  # only TextFlow's codes are checked by TextFlow
     assert _send(api).status_code == 200
     code = textflow_live.last_code(NUMBER)
     textflow_live.fault("status", path="/verify-code", status=503)
@@ -226,14 +444,40 @@ def test_textflow_failure_on_verify_is_retryable(settings, api, textflow_live):
     assert response.status_code == 200
 
 
-def test_locmem_failure_is_502(api, sms_outbox):
+def test_locmem_failure_that_may_have_sent_is_502_and_says_so(api, sms_outbox):
     locmem.fail_next(TextFlowServerError("down", status=500))
+    response = _send(api)
+    assert response.status_code == 502
+    body = response.json()
+    assert body == {
+        "detail": "The SMS service did not confirm the send, so the code may still arrive: "
+        "enter it if it does, or ask for a new one once the wait is over.",
+        "code": "sms_provider_error",
+        "code_may_arrive": True,
+        "verification_id": body["verification_id"],
+    }
+    assert PhoneVerification.objects.get().handle_hash == handle_hash(body["verification_id"])
+
+
+def test_locmem_failure_that_sent_nothing_consumes_nothing(api, sms_outbox):
+    locmem.fail_next(InsufficientBalance("No credits left", status=402))
     response = _send(api)
     assert response.status_code == 502
     assert response.json() == {
         "detail": "The SMS could not be sent. Try again later.",
         "code": "sms_provider_error",
     }
+    locmem.fail_next(TextFlowConnectionError("connection refused", maybe_sent=False))
+    response = _send(api)
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "The SMS service is unavailable. Try again in a moment.",
+        "code": "sms_provider_unavailable",
+    }
+    assert not PhoneVerification.objects.exists()
+    assert sms_outbox == []
+    assert _send(api).status_code == 200  # no cooldown was kept
+    assert len(sms_outbox) == 1
 
 
 def test_csrf_is_enforced_for_session_users(api, sms_outbox):
@@ -250,11 +494,9 @@ def test_authenticated_user_is_linked(api, sms_outbox):
     api.force_authenticate(user)
     assert _send(api).status_code == 200
     response = api.post(
-        VERIFY, {"phone_number": NUMBER, "code": sms_outbox[-1].code}, format="json"
+        VERIFY, {"phone_number": NUMBER, "code": code_of(sms_outbox)}, format="json"
     )
     assert response.status_code == 200
-    from textflow_django.models import PhoneVerification
-
     assert PhoneVerification.objects.get().user == user
 
 
@@ -331,7 +573,7 @@ def test_verify_code_fails_closed_when_the_limit_store_is_down(
 ):
     tf(settings, RATELIMIT_STORE="database")  # the code goes out while the store works
     assert api.post(SEND, {"phone_number": NUMBER}, format="json").status_code == 200
-    code = sms_outbox[-1].code
+    code = code_of(sms_outbox)
     tf(settings, RATELIMIT_STORE="cache")  # then the store goes down
     response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
     assert response.status_code == 503, response.content
@@ -346,8 +588,8 @@ def test_verify_code_fails_closed_when_the_limit_store_is_down(
 def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
     api, settings, textflow_live, monkeypatch, caplog
 ):
-    """The refund after a failed send cannot reach the store: the answer is still TextFlow's
-    failure (logged), not a 500."""
+    """The refund after a send that certainly failed cannot reach the store: the answer is
+    still TextFlow's failure (logged), not a 500."""
     from textflow_django import ratelimit
 
     refunds = []
@@ -357,13 +599,26 @@ def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
         raise ConnectionError("cache server went away")
 
     monkeypatch.setattr(ratelimit.DatabaseStore, "give_back", give_back_fails)
-    textflow_live.fault("status", path="/send-code", status=500)
+    textflow_live.fault("rate_limit", path="/send-sms", retry_after=9)
     response = api.post(SEND, {"phone_number": NUMBER}, format="json")
-    assert response.status_code == 502, response.content
-    assert response.json()["code"] == "sms_provider_error"
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "sms_provider_unavailable"
     assert len(refunds) == 1  # the refund was tried...
     [logged] = [r for r in caplog.records if "rate-limit store failed" in r.getMessage()]
     assert "ConnectionError: cache server went away" in logged.getMessage()  # ...and failed
+
+
+def test_a_send_that_may_have_gone_out_gives_nothing_back(api, textflow_live, monkeypatch):
+    from textflow_django import ratelimit
+
+    refunds = []
+    monkeypatch.setattr(
+        ratelimit.DatabaseStore, "give_back", lambda *args, **kwargs: refunds.append(args)
+    )
+    textflow_live.fault("status", path="/send-sms", status=500)
+    response = api.post(SEND, {"phone_number": NUMBER}, format="json")
+    assert (response.status_code, response.json()["code_may_arrive"]) == (502, True)
+    assert refunds == []
 
 
 # -- JSON in and out; no request transaction ---------------------------------------------------
@@ -396,8 +651,8 @@ def test_wrong_codes_count_under_atomic_requests(api, sms_outbox, monkeypatch):
 
     monkeypatch.setitem(connections["default"].settings_dict, "ATOMIC_REQUESTS", True)
     assert api.post(SEND, {"phone_number": NUMBER}, format="json").status_code == 200
-    code = sms_outbox[-1].code
-    wrong = "0000" if code != "0000" else "1111"
+    code = code_of(sms_outbox)
+    wrong = wrong_for(code)
     for left in (4, 3, 2, 1, 0):
         response = api.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
         assert (response.status_code, response.json()["attempts_left"]) == (400, left)
@@ -405,3 +660,37 @@ def test_wrong_codes_count_under_atomic_requests(api, sms_outbox, monkeypatch):
     assert (response.status_code, response.json()["code"]) == (429, "too_many_attempts")
     row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("locked", 5)
+
+
+# -- reserve, then check (issue 11, finding 5) --------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["database", pytest.param("redis", marks=requires_redis)])
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_wrong_codes_check_no_more_than_the_cap(settings, sms_outbox, store):
+    """Finding 5: the wrong-code count was read before the check and raised after it, so
+    parallel guesses passed the cap. Now a slot is taken before the code is compared: of 20
+    guesses at once, exactly the cap's 5 are checked, the others refused unchecked."""
+    from django.core.cache import caches
+
+    if store == "redis":
+        tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="redis")
+        caches["redis"].clear()
+    # Attempts per code far above the cap: only the cap can stop the guesses.
+    tf(settings, MAX_ATTEMPTS=100, FAILED_CHECK_LIMITS={"ip": ["5/h"]})
+    response = _send(APIClient())
+    assert response.status_code == 200
+    data = {
+        "phone_number": NUMBER,
+        "code": wrong_for(code_of(sms_outbox)),
+        "verification_id": response.json()["verification_id"],
+    }
+    try:
+        answers = race(lambda: APIClient().post(VERIFY, data, format="json"))
+        codes = sorted((a.status_code, a.json()["code"]) for a in answers)
+        assert codes == [(400, "invalid_code")] * 5 + [(429, "rate_limited")] * 15
+        assert PhoneVerification.objects.get().attempts == 5
+    finally:
+        if store == "redis":
+            caches["redis"].clear()
