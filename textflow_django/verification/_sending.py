@@ -17,7 +17,13 @@ from .._client_ip import client_ip
 from .._codes import code_sms_text, generate_code
 from ..backends import get_backend
 from ..conf import conf
-from ..exceptions import MAYBE_SENT_MESSAGE, RateLimited, ResendTooSoon, TextFlowError
+from ..exceptions import (
+    MAYBE_SENT_MESSAGE,
+    RateLimited,
+    ResendTooSoon,
+    TextFlowError,
+    VerificationError,
+)
 from ..models import PhoneVerification
 from ..ratelimit import Rate
 from ._failures import provider_error, store_calls
@@ -91,18 +97,18 @@ def send_code(
     try:
         code_hash = _deliver(number, mode)
     except TextFlowError as err:
-        refusal = provider_error(err, number, "send")
+        answer = provider_error(err, number, "send")
         if not err.maybe_sent:
             with store_calls(settled=True):
                 store.give_back(claim, hits, taken_at)  # certainly not sent: nothing spent
-            raise refusal from err
+            raise answer from err
         # It may have gone out: it keeps what it took, and is recorded so that the code,
         # if it arrives, verifies (TextFlow holds it, or we hold its hash).
-        code_hash = getattr(err, "code_hash", "")
-        verification = _record(number, mode, code_hash, handle, ip, user, request)
-        refusal.message = MAYBE_SENT_MESSAGE
-        refusal.extra.update(code_may_arrive=True, verification_id=handle)
-        raise refusal from err
+        _record(number, mode, getattr(err, "code_hash", ""), handle, ip, user, request)
+        if isinstance(answer, VerificationError):
+            answer.message = MAYBE_SENT_MESSAGE
+            answer.extra.update(code_may_arrive=True, verification_id=handle)
+        raise answer from err
     except BaseException:
         with store_calls(settled=True):
             store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
@@ -187,7 +193,7 @@ def _supersede_older(verification: PhoneVerification, handle_hash: str | None) -
     # The database the new row went to (a router may pick it per instance).
     alias = verification._state.db or router.db_for_write(PhoneVerification)
     Status = PhoneVerification.Status
-    params: list[object] = [
+    params: list[str | int] = [
         Status.SUPERSEDED,
         verification.phone_number,
         Status.PENDING,

@@ -49,4 +49,5 @@ def guess_chance(digits: int, number_send_rates: Sequence[Rate] | None = None) -
     codes = codes_per_day(number_send_rates)
     if codes is None:
         return None
-    return min(1.0, codes * conf.MAX_ATTEMPTS / 10**digits)
+    chance: float = codes * conf.MAX_ATTEMPTS / 10**digits
+    return min(1.0, chance)

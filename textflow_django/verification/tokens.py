@@ -86,7 +86,7 @@ def phone_from_token(
     bound to sessions. Raises ``InvalidToken``."""
     if consume:
         return consume_token(token, max_age, request=request)
-    return _find(token, max_age, request).phone_number
+    return str(_find(token, max_age, request).phone_number)
 
 
 def consume_token(
@@ -108,4 +108,4 @@ def consume_token(
     )
     if not spent:
         raise InvalidToken()
-    return verification.phone_number
+    return str(verification.phone_number)
