@@ -12,6 +12,7 @@ from textflow_django._breaker import CircuitBreaker
 from textflow_django.backends import textflow as textflow_backend
 from textflow_django.client import TextFlowClient
 from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowServerError
+from textflow_django.models import PhoneVerification
 from textflow_django.testing import EMULATOR_API_KEY
 
 NUMBER = "+12025550143"
@@ -109,15 +110,19 @@ def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_l
         "RESEND_COOLDOWN": 0,
     }
     api = APIClient()
-    textflow_live.fault("status", path="/send-code", status=500, times=100)
+    # The default "local" mode sends its own code as a plain SMS.
+    textflow_live.fault("status", path="/send-sms", status=500, times=100)
     answers = [
         api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json")
         for _ in range(10)
     ]
     assert [a.status_code for a in answers] == [502] * 3 + [503] * 7
+    # A 5xx may have sent the SMS: recorded, and said so. The open breaker sent nothing.
+    assert [a.json().get("code_may_arrive") for a in answers] == [True] * 3 + [None] * 7
+    assert PhoneVerification.objects.count() == 3
     assert {a.json()["code"] for a in answers[3:]} == {"sms_provider_unavailable"}
     assert all(int(a["Retry-After"]) >= 1 for a in answers[3:])
-    assert len(textflow_live.calls("/send-code")) == 3  # 7 requests never waited on TextFlow
+    assert len(textflow_live.calls("/send-sms")) == 3  # 7 requests never waited on TextFlow
 
     # TextFlow recovers; after BREAKER_RESET one trial goes through and closes the breaker.
     textflow_live.reset()
@@ -137,4 +142,5 @@ def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_l
         ).status_code
         == 200
     )
-    assert len(textflow_live.calls("/send-code")) == 2  # none while open, then the two
+    assert len(textflow_live.calls("/send-sms")) == 2  # none while open, then the two
+    assert PhoneVerification.objects.count() == 5
