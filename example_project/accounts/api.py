@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest
 from rest_framework import generics, serializers
 from rest_framework.permissions import AllowAny
 from textflow_django.exceptions import InvalidToken
@@ -26,7 +27,9 @@ class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
         write_only=True, trim_whitespace=False, style={"input_type": "password"}
     )
     token = serializers.CharField(
-        write_only=True, help_text="The token answered by /api/phone/verify-code/."
+        write_only=True,
+        help_text="The token answered by /api/phone/verify-code/. It makes one account: a "
+        "second signup with it is refused.",
     )
     phone = serializers.CharField(source="profile.phone", read_only=True)
     phone_verified = serializers.BooleanField(source="profile.phone_verified", read_only=True)
@@ -41,9 +44,16 @@ class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
             raise serializers.ValidationError("A user with that username already exists.")
         return value
 
+    def _http_request(self) -> HttpRequest | None:
+        """The Django request presenting the token (for ``TOKEN_SESSION_BINDING``)."""
+        request = self.context.get("request")
+        return getattr(request, "_request", None)
+
     def validate_token(self, value: str) -> str:
         try:
-            phone_from_token(value)
+            # A look only, so that a bad username or password does not spend the token:
+            # create_account spends it, with the account.
+            phone_from_token(value, request=self._http_request())
         except InvalidToken as err:
             raise serializers.ValidationError(str(err.message), code=err.code) from err
         return value
@@ -62,14 +72,20 @@ class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
             )
 
         try:
-            return create_account(token=validated_data["token"], create_user=create_user)
+            return create_account(
+                token=validated_data["token"],
+                create_user=create_user,
+                request=self._http_request(),
+            )
         except InvalidToken as err:
-            # Genuine-looking but never verified here, or already used for an account.
+            # Spent meanwhile (a parallel signup with the same token), or verified with
+            # no phone_verified receiver to record it.
             raise serializers.ValidationError({"token": [str(err.message)]}, code=err.code) from err
 
 
 class SignupView(generics.CreateAPIView):  # type: ignore[type-arg]
-    """Answers 201 with the new user and their verified number; 400 on a bad token."""
+    """Answers 201 with the new user and their verified number; 400 on a bad token (forged,
+    expired, never verified, or already used: a token makes one account)."""
 
     serializer_class = SignupSerializer
     permission_classes = [AllowAny]

@@ -26,8 +26,9 @@ class VerifiedNumber(models.Model):
     """A number someone proved by SMS before having an account, recorded by the
     ``phone_verified`` receiver under the token the verification answered.
 
-    A signup presents the token: it must be genuine and young (``phone_from_token``), *and*
-    match a row here that no account has claimed yet, so one verification makes one account.
+    A signup presents the token: it must be genuine, young and unspent (``consume_token``
+    spends it), *and* match a row here that no account has claimed yet, so one
+    verification makes one account.
     Only a SHA-256 of the token is kept: a copy of this table proves nothing.
     """
 

@@ -55,9 +55,20 @@ def site_context(request: HttpRequest) -> dict[str, Any]:
     return {"uses_emulator": settings.DEMO_USES_EMULATOR}
 
 
+def code_may_arrive(error: VerificationError | None) -> bool:
+    """True when a send failed after it may have reached TextFlow (a timeout, a 5xx, a
+    garbled answer). The service then kept the cooldown and recorded the code, so the code
+    verifies if it arrives: the user belongs on the code step, not back on the number."""
+    return error is not None and bool(error.extra.get("code_may_arrive"))
+
+
 def error_hint(error: VerificationError | None) -> str:
     """What the user can do about a refusal, in words, beyond the service's own message."""
     if error is None:
+        return ""
+    if code_may_arrive(error):
+        # Something WAS used up (the cooldown, a send), and the service's message says
+        # what to do: wait for the code, or ask again later ("Resend code" says how long).
         return ""
     wait = error.retry_after
     if isinstance(error, ResendTooSoon) and wait:
@@ -90,11 +101,21 @@ def phone_step(request: HttpRequest) -> HttpResponse:
     form = SendCodeForm(request.POST or None)
     if request.method == "POST":
         sent = form.send(request)
-        if sent is not None:
-            request.session[SESSION_PHONE] = sent.phone_number
+        if sent is not None or code_may_arrive(form.error):
+            # Sent, or perhaps sent: either way the session now holds the code's handle
+            # (the service remembered it), and step 2 is where that code is entered.
+            request.session[SESSION_PHONE] = form.cleaned_data["phone_number"]
             request.session.pop(SESSION_TOKEN, None)
+            if sent is None:
+                _say_code_may_arrive(request, form.error)
             return redirect("code")
     return render(request, "accounts/phone.html", {"form": form, "hint": error_hint(form.error)})
+
+
+def _say_code_may_arrive(request: HttpRequest, error: VerificationError | None) -> None:
+    """Tell the user a send TextFlow did not confirm may still deliver its code."""
+    assert error is not None
+    messages.warning(request, str(error.message))
 
 
 def code_step(request: HttpRequest) -> HttpResponse:
@@ -133,6 +154,9 @@ def resend_code(request: HttpRequest) -> HttpResponse:
     form = SendCodeForm({"phone_number": phone})
     if form.send(request) is not None:
         messages.success(request, f"A new code is on its way to {phone}.")
+    elif code_may_arrive(form.error):
+        # The new code replaced the old one (as a confirmed send would have), and may arrive.
+        _say_code_may_arrive(request, form.error)
     else:
         hint = error_hint(form.error)
         if isinstance(form.error, ResendTooSoon) and hint:
@@ -156,13 +180,14 @@ def signup_step(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Verify your phone number first.")
         return redirect("phone")
     try:
-        phone = phone_from_token(token)
+        # A look only: the token is spent by create_account, with the account.
+        phone = phone_from_token(token, request=request)
     except InvalidToken:
         return _restart(request)
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            user = create_account(token=token, create_user=form.save)
+            user = create_account(token=token, create_user=form.save, request=request)
         except InvalidToken:
             return _restart(request)
         request.session.pop(SESSION_TOKEN, None)
@@ -180,7 +205,9 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 # -- the dev inbox -------------------------------------------------------------------------
 
-_CODE_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{4,10})\s*$")
+#: A code SMS, as TextFlow's /send-code words it and as textflow-django words its own
+#: (the default "local" VERIFY_MODE sends them as plain SMS): the code is the last word.
+_CODE_SMS = re.compile(r"\AYour verification code (?:for .* )?is: ([0-9]{4,10})\s*\Z")
 
 
 def dev_inbox(request: HttpRequest) -> HttpResponse:
@@ -199,7 +226,8 @@ def dev_inbox(request: HttpRequest) -> HttpResponse:
         return render(request, "accounts/inbox.html", context, status=503)
     sms = []
     for item in reversed(received):
-        found = _CODE_IN_TEXT.search(item["text"]) if item["kind"] == "code" else None
+        # Bulk texts are never codes, whatever they say.
+        found = _CODE_SMS.match(item["text"]) if item["kind"] != "bulk" else None
         sms.append({**item, "code": found.group(1) if found else ""})
     return render(request, "accounts/inbox.html", {"sms_list": sms, "control": control})
 

@@ -144,6 +144,12 @@ TEXTFLOW_API_KEY = os.environ.get("TEXTFLOW_API_KEY", "")
 #: verify any number. It follows the key, so a deployment with TEXTFLOW_API_KEY set is False.
 DEMO_USES_EMULATOR = not TEXTFLOW_API_KEY
 
+# VERIFY_MODE is left at its default, "local", on purpose: the demo shows what a new project
+# gets. textflow-django makes each code itself (CODE_LENGTH, 6 digits), texts it as a plain
+# SMS through TextFlow's /send-sms ("Your verification code for Demo is: 123456", which the
+# dev inbox shows) and checks it here, keeping only a hash: a check never calls TextFlow.
+# "textflow" would have TextFlow make and check the codes (/send-code, /verify-code): its
+# 4-digit codes are easier to guess, and the system check warns about that mode.
 _TEXTFLOW_COMMON = {
     "SERVICE_NAME": "Demo",
     "TIMEOUT": 5.0,
