@@ -1,6 +1,10 @@
 """The example's views, through Django's test client, with the real TextFlow backend talking
 HTTP to the bundled emulator (the ``textflow_live`` fixture of textflow-django's pytest plugin).
 
+The example runs in the default ``VERIFY_MODE``, ``"local"``: its codes are textflow-django's
+own (6 digits), texted as plain SMS through ``/send-sms`` and checked without TextFlow, so the
+tests read them from the SMS the emulator took (:func:`code_for`), as a person reads a phone.
+
 Run: ``cd example_project && ../.venv/bin/python -m pytest`` (the package's suite runs this
 module too, from ``tests/test_example_project.py``).
 """
@@ -11,6 +15,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,10 +31,11 @@ from django.core import signing
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
+from textflow_django.exceptions import InvalidToken
 from textflow_django.models import PhoneVerification
 from textflow_django.signals import phone_verified
 from textflow_django.testing import TextFlowEmulator
-from textflow_django.verification import make_token
+from textflow_django.verification import make_token, phone_from_token
 
 from accounts.models import Profile, VerifiedNumber
 from accounts.receivers import record_verified_number
@@ -40,6 +46,7 @@ User = get_user_model()
 NUMBER = "+12025550143"
 OTHER = "+12025550144"
 PASSWORD = "correct-horse-battery-9"  # noqa: S105 - a test password
+WEAK_PASSWORD = "123"  # noqa: S105 - a password the validators refuse
 JSON = "application/json"
 
 
@@ -76,10 +83,18 @@ def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
 
 
+#: A code SMS as the demo words it (SERVICE_NAME "Demo"), in either mode: the code comes last.
+CODE_SMS = re.compile(r"Your verification code for Demo is: ([0-9]+)")
+
+
 def code_for(emulator: TextFlowEmulator, number: str = NUMBER) -> str:
-    code = emulator.last_code(number)
-    assert code, f"the emulator sent no code to {number}"
-    return code
+    """The code in the newest code SMS the emulator took for ``number``: a plain SMS in the
+    default "local" mode (``emulator.last_code`` only knows TextFlow's own /send-code codes)."""
+    texts = [m.text for m in emulator.messages if m.phone_number == number and m.kind != "bulk"]
+    assert texts, f"the emulator sent no code to {number}"
+    found = CODE_SMS.fullmatch(texts[-1])
+    assert found, f"not a code SMS: {texts[-1]!r}"
+    return found.group(1)
 
 
 def sign_up(client: Client, username: str = "ada"):  # type: ignore[no-untyped-def]
@@ -116,7 +131,12 @@ def test_signup_through_the_pages(client: Client, emulator: TextFlowEmulator) ->
     assert (profile.phone, profile.phone_verified) == (NUMBER, True)
     assert VerifiedNumber.objects.get().claimed_by == profile.user
     assert SESSION_TOKEN not in client.session
-    assert [len(emulator.calls(p)) for p in ("/send-code", "/verify-code")] == [1, 1]
+    # The default "local" mode: a 6-digit code of textflow-django's own, texted as a plain
+    # SMS and checked here; TextFlow's /send-code and /verify-code are never called.
+    assert [m.kind for m in emulator.messages] == ["sms"]
+    assert len(code_for(emulator)) == 6
+    calls = [len(emulator.calls(p)) for p in ("/send-sms", "/send-code", "/verify-code")]
+    assert calls == [1, 0, 0]
 
 
 def test_a_wrong_code_says_how_many_attempts_are_left(
@@ -127,10 +147,10 @@ def test_a_wrong_code_says_how_many_attempts_are_left(
     assert response.status_code == 200
     assert "The code is not valid. 4 attempts left." in body(response)
     assert SESSION_TOKEN not in client.session
-    # Letters never reach the service (nor TextFlow): the form refuses them.
+    # Letters never reach the service: the form refuses them, and they cost no attempt.
     response = verify(client, "12ab")
     assert "Enter the code you received, digits only." in body(response)
-    assert len(emulator.calls("/verify-code")) == 1
+    assert PhoneVerification.objects.get().attempts == 1
 
 
 def test_too_many_wrong_codes_lock_the_code(client: Client, emulator: TextFlowEmulator) -> None:
@@ -164,7 +184,7 @@ def test_resend_inside_the_cooldown_says_how_long_to_wait(
     assert response.redirect_chain == [(reverse("code"), 302)]
     found = re.search(r"Wait (\d+) s before asking for a new code\.", body(response))
     assert found and 1 <= int(found.group(1)) <= 30
-    assert len(emulator.calls("/send-code")) == 1  # nothing was sent
+    assert len(emulator.calls("/send-sms")) == 1  # nothing was sent
 
 
 def test_resend_after_the_cooldown_sends_a_new_code(
@@ -175,36 +195,109 @@ def test_resend_after_the_cooldown_sends_a_new_code(
         first = code_for(emulator)
         response = client.post(reverse("resend"), follow=True)
     assert f"A new code is on its way to {NUMBER}." in body(response)
-    assert len(emulator.calls("/send-code")) == 2
+    assert len(emulator.calls("/send-sms")) == 2
     second = code_for(emulator)
     if first != second:  # codes are random: they may repeat
         assert "The code is not valid." in body(verify(client, first))
     assert verify(client, second).url == reverse("signup")
 
 
-def test_textflow_down_when_sending_is_explained_and_uses_nothing_up(
+MAY_ARRIVE = "The SMS service did not confirm the send, so the code may still arrive"
+
+
+def test_textflow_refusing_a_send_is_explained_and_uses_nothing_up(
     client: Client, emulator: TextFlowEmulator
 ) -> None:
-    emulator.fault("status", status=503)
+    # TextFlow's 429 is a refusal: the SMS certainly did not go out, so nothing is spent.
+    emulator.fault("rate_limit", path="/send-sms", retry_after=1)
     response = send(client)
     assert response.status_code == 200
     text = body(response)
-    assert "The SMS could not be sent. Try again later." in text
-    assert "TextFlow, the SMS service, is not answering right now." in text
+    assert "The SMS service is unavailable. Try again in a moment." in text
+    assert "TextFlow, the SMS service, is not answering right now. Nothing was used up" in text
     assert SESSION_PHONE not in client.session
+    assert not PhoneVerification.objects.exists()
     # No cooldown was claimed: the user can retry at once, and it works.
     assert send(client).url == reverse("code")
+    assert verify(client, code_for(emulator)).url == reverse("signup")
+
+
+def test_a_send_textflow_did_not_confirm_says_the_code_may_still_arrive(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    # A 5xx may come after the SMS went out: the send counts (its cooldown is kept) and its
+    # code is recorded, so the user goes on to the code step, told the code may arrive.
+    emulator.fault("status", path="/send-sms", status=503)
+    response = send(client, NUMBER)
+    assert response.status_code == 302 and response.url == reverse("code")
+    page = client.get(reverse("code"))
+    assert '<div class="alert warning" role="status">' in body(page)
+    assert MAY_ARRIVE in body(page)
+    assert "Nothing was used up" not in body(page)
+    assert PhoneVerification.objects.filter(phone_number=NUMBER).count() == 1
+    # The cooldown holds, on the resend button as on the number page.
+    response = client.post(reverse("resend"), follow=True)
+    found = re.search(r"Wait (\d+) s before asking for a new code\.", body(response))
+    assert found and 1 <= int(found.group(1)) <= 30
+    assert re.search(r"Wait \d+ s before asking for a new code\.", body(send(client, NUMBER)))
+    assert len(emulator.calls("/send-sms")) == 1  # the one that failed
+
+
+def test_a_code_that_arrives_after_a_timeout_verifies(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    # TextFlow sends the SMS but answers after TIMEOUT: the page cannot know it went out,
+    # says it may, and the code the phone then shows verifies.
+    emulator.fault("delay", path="/send-sms", delay=1.0)
+    with textflow(TIMEOUT=0.3):
+        response = send(client)
+    assert response.status_code == 302 and response.url == reverse("code")
+    assert MAY_ARRIVE in body(client.get(reverse("code")))
+    assert verify(client, code_for(emulator)).url == reverse("signup")
+    assert sign_up(client).url == reverse("profile")
+
+
+def test_a_resend_textflow_did_not_confirm_replaces_the_code(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    with textflow(RESEND_COOLDOWN=0):
+        send(client)
+        first = code_for(emulator)
+        emulator.fault("delay", path="/send-sms", delay=1.0)
+        with textflow(TIMEOUT=0.3):
+            response = client.post(reverse("resend"), follow=True)
+    assert MAY_ARRIVE in body(response)
+    assert "A new code is on its way" not in body(response)
+    assert "Nothing was used up" not in body(response)
+    second = code_for(emulator)
+    if first != second:  # codes are random: they may repeat
+        assert "The code is not valid." in body(verify(client, first))
+    assert verify(client, second).url == reverse("signup")
+
+
+def test_in_local_mode_checking_a_code_needs_no_textflow(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    send(client)
+    emulator.fault("status", status=503, times=10)  # TextFlow down after the send
+    assert verify(client, code_for(emulator)).url == reverse("signup")
+    assert len(emulator.requests) == 1  # the send: the check asked TextFlow nothing
 
 
 def test_textflow_down_when_checking_is_explained_and_costs_no_attempt(
     client: Client, emulator: TextFlowEmulator
 ) -> None:
-    send(client)
-    emulator.fault("status", status=503, path="/verify-code")
-    response = verify(client, code_for(emulator))
-    assert "TextFlow, the SMS service, is not answering right now." in body(response)
-    assert PhoneVerification.objects.get().attempts == 0
-    assert verify(client, code_for(emulator)).url == reverse("signup")
+    # Only the "textflow" VERIFY_MODE asks TextFlow to check a code (the demo runs the
+    # default "local" mode, which checks its own): its outage is then the page's to explain.
+    with textflow(VERIFY_MODE="textflow"):
+        send(client)
+        assert [m.kind for m in emulator.messages] == ["code"]  # TextFlow's /send-code
+        emulator.fault("status", status=503, path="/verify-code")
+        response = verify(client, code_for(emulator))
+        assert "TextFlow, the SMS service, is not answering right now." in body(response)
+        assert PhoneVerification.objects.get().attempts == 0
+        assert verify(client, code_for(emulator)).url == reverse("signup")
+    assert len(emulator.calls("/verify-code")) == 2
 
 
 def test_the_account_step_needs_a_verified_number(client: Client, db: None) -> None:
@@ -232,6 +325,7 @@ def test_without_the_phone_verified_receiver_no_account_is_made(
     try:
         send(client)
         assert verify(client, code_for(emulator)).url == reverse("signup")
+        token = client.session[SESSION_TOKEN]
         response = sign_up(client)
     finally:
         phone_verified.connect(
@@ -239,6 +333,8 @@ def test_without_the_phone_verified_receiver_no_account_is_made(
         )
     assert response.status_code == 302 and response.url == reverse("phone")
     assert not User.objects.exists() and not Profile.objects.exists()
+    # The refused signup rolled back, the token's spending too: it still proves the number.
+    assert phone_from_token(token) == NUMBER
 
 
 def test_a_signed_in_user_changing_number_is_verified_by_the_receiver(
@@ -262,24 +358,39 @@ def test_a_signed_in_user_changing_number_is_verified_by_the_receiver(
 # -- the same flow over the API ------------------------------------------------------------
 
 
-def api_token(client: Client, emulator: TextFlowEmulator, number: str = NUMBER) -> str:
+def api_send(client: Client, number: str = NUMBER) -> str:
+    """Ask for a code over the API; return the ``verification_id`` it answers."""
     response = client.post("/api/phone/send-code/", {"phone_number": number}, content_type=JSON)
     assert response.status_code == 200, response.content
-    response = client.post(
-        "/api/phone/verify-code/",
-        {"phone_number": number, "code": code_for(emulator, number)},
-        content_type=JSON,
-    )
+    verification_id: str = response.json()["verification_id"]
+    return verification_id
+
+
+def api_verify(client: Client, number: str, code: str, verification_id: str | None = None):  # type: ignore[no-untyped-def]
+    data = {"phone_number": number, "code": code}
+    if verification_id is not None:
+        data["verification_id"] = verification_id
+    return client.post("/api/phone/verify-code/", data, content_type=JSON)
+
+
+def api_token(client: Client, emulator: TextFlowEmulator, number: str = NUMBER) -> str:
+    """A token from the API's send-code and verify-code, passing ``verification_id`` as a
+    client without a session does."""
+    verification_id = api_send(client, number)
+    response = api_verify(client, number, code_for(emulator, number), verification_id)
     assert response.status_code == 200, response.content
     token: str = response.json()["token"]
     return token
 
 
+def api_signup(client: Client, token: str, username: str = "ada", password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    data = {"username": username, "password": password, "token": token}
+    return client.post("/api/signup/", data, content_type=JSON)
+
+
 def test_api_signup_with_a_verified_token(client: Client, emulator: TextFlowEmulator) -> None:
     token = api_token(client, emulator)
-    response = client.post(
-        "/api/signup/", {"username": "ada", "password": PASSWORD, "token": token}, content_type=JSON
-    )
+    response = api_signup(client, token)
     assert response.status_code == 201, response.content
     user = User.objects.get(username="ada")
     assert response.json() == {
@@ -290,48 +401,62 @@ def test_api_signup_with_a_verified_token(client: Client, emulator: TextFlowEmul
     }
     assert user.check_password(PASSWORD)
 
-    # One verification, one account.
-    response = client.post(
-        "/api/signup/", {"username": "eve", "password": PASSWORD, "token": token}, content_type=JSON
-    )
-    assert response.status_code == 400
-    assert response.json() == {"token": ["The verification token is invalid or has expired."]}
+    # One verification, one account: the signup spent the token, and a replay is refused,
+    # from any client.
+    for replay in (client, Client()):
+        response = api_signup(replay, token, username="eve")
+        assert response.status_code == 400
+        assert response.json() == {"token": ["The verification token is invalid or has expired."]}
     assert not User.objects.filter(username="eve").exists()
+
+
+def test_api_verify_code_without_a_session_passes_the_verification_id(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    """A client that keeps no session cookie (a mobile app, curl) passes back the
+    ``verification_id`` send-code answered; one with neither has no code to guess at."""
+    verification_id = api_send(client)
+    code = code_for(emulator)
+    stranger = Client()  # no session: the right code alone reaches nothing
+    response = api_verify(stranger, NUMBER, code)
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "The code is not valid.",
+        "code": "invalid_code",
+        "attempts_left": 4,
+    }
+    assert PhoneVerification.objects.get().attempts == 0  # the owner's code lost nothing
+    app = Client()
+    response = api_verify(app, NUMBER, code, verification_id)
+    assert response.status_code == 200, response.content
+    assert api_signup(app, response.json()["token"]).status_code == 201
 
 
 @pytest.mark.parametrize(
     "token",
     [
         "forged",
-        # The right shape and salt, signed with another key.
-        signing.dumps(
-            {"p": NUMBER, "v": 1},
-            key="not-the-secret-key",
-            salt="textflow_django.verification.token",
-        ),
+        # The shape of a real token (32 URL-safe characters), never handed out.
+        secrets.token_urlsafe(24),
+        # An old signed token, signed with this site's own key: no longer accepted.
+        signing.dumps({"p": NUMBER, "v": 1}, salt="textflow_django.verification.token"),
     ],
+    ids=["forged", "random", "old-signed"],
 )
 def test_api_signup_with_a_forged_token(client: Client, db: None, token: str) -> None:
-    response = client.post(
-        "/api/signup/", {"username": "ada", "password": PASSWORD, "token": token}, content_type=JSON
-    )
+    response = api_signup(client, token)
     assert response.status_code == 400
     assert list(response.json()) == ["token"]
     assert not User.objects.exists()
 
 
-def test_api_signup_with_a_genuine_token_never_verified(
-    client: Client, emulator: TextFlowEmulator
-) -> None:
-    client.post("/api/phone/send-code/", {"phone_number": NUMBER}, content_type=JSON)
+def test_api_no_token_for_a_code_never_verified(client: Client, emulator: TextFlowEmulator) -> None:
+    verification_id = api_send(client)
     pending = PhoneVerification.objects.get()  # a code was sent, never checked
-    response = client.post(
-        "/api/signup/",
-        {"username": "ada", "password": PASSWORD, "token": make_token(pending)},
-        content_type=JSON,
-    )
-    assert response.status_code == 400
-    assert "token" in response.json()
+    with pytest.raises(InvalidToken):
+        make_token(pending)  # the package mints tokens for verified numbers only
+    response = api_verify(client, NUMBER, wrong(code_for(emulator)), verification_id)
+    assert response.status_code == 400 and "token" not in response.json()
     assert not User.objects.exists()
 
 
@@ -340,17 +465,33 @@ def test_api_signup_checks_username_and_password(
 ) -> None:
     User.objects.create_user("ada", password=PASSWORD)
     token = api_token(client, emulator)
-    response = client.post(
-        "/api/signup/", {"username": "ada", "password": "123", "token": token}, content_type=JSON
-    )
+    response = api_signup(client, token, username="ada", password=WEAK_PASSWORD)
     assert response.status_code == 400
     assert set(response.json()) == {"username"}
-    response = client.post(
-        "/api/signup/", {"username": "bea", "password": "123", "token": token}, content_type=JSON
-    )
+    response = api_signup(client, token, username="bea", password=WEAK_PASSWORD)
     assert response.status_code == 400
     assert set(response.json()) == {"password"}
     assert User.objects.count() == 1
+    # The refusals spent nothing: the token still makes its one account.
+    assert api_signup(client, token, username="bea").status_code == 201
+
+
+def test_tokens_bound_to_the_session_that_verified(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    """With TOKEN_SESSION_BINDING, the example hands the request to the token's checks: the
+    session that verified signs up, another one cannot."""
+    with textflow(TOKEN_SESSION_BINDING=True):
+        token = api_token(client, emulator)
+        response = api_signup(Client(), token)
+        assert response.status_code == 400 and list(response.json()) == ["token"]
+        assert api_signup(client, token).status_code == 201
+
+        pages = Client()
+        send(pages, OTHER)
+        assert verify(pages, code_for(emulator, OTHER)).url == reverse("signup")
+        assert sign_up(pages, "bea").url == reverse("profile")
+    assert Profile.objects.filter(phone_verified=True).count() == 2
 
 
 def test_the_api_is_described(client: Client, db: None) -> None:
