@@ -7,22 +7,32 @@ each refusal into a form error with the refusal's stable code, and never hide a 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import NON_FIELD_ERRORS
+from django.http import HttpRequest
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
 from textflow_django import verification
 from textflow_django.backends import locmem
 from textflow_django.exceptions import (
+    MAYBE_SENT_MESSAGE,
     CountryNotAllowed,
     InvalidCode,
     ResendTooSoon,
     SMSProviderError,
+    SMSProviderUnavailable,
+    TextFlowConnectionError,
+    TextFlowError,
+    TextFlowRateLimited,
     TextFlowRejectedNumber,
     TextFlowServerError,
     TooManyAttempts,
@@ -42,15 +52,32 @@ def textflow(**overrides: Any) -> override_settings:
     return override_settings(TEXTFLOW={**settings.TEXTFLOW, **overrides})
 
 
-def send(number: str = NUMBER) -> str:
+def send(number: str = NUMBER, request: HttpRequest | None = None) -> str:
     """Send a code through the form and return it as the phone received it."""
     form = SendCodeForm({"phone_number": number})
-    sent = form.send()
+    sent = form.send(request=request)
     assert sent is not None, form.errors
     message = locmem.outbox[-1]
     assert message.phone_number == sent.phone_number
-    assert message.code
-    return message.code
+    return code_of(message.text)
+
+
+def code_of(text: str) -> str:
+    """The code a code SMS carries: its last word. 6 digits: the default "local" mode's
+    codes, and the locmem backend's own in "textflow" mode (locmem records no separate code
+    in "local" mode)."""
+    code = text.rsplit(" ", 1)[-1]
+    assert re.fullmatch(r"\d{6}", code), text
+    return code
+
+
+def session_request(session_key: str | None = None) -> HttpRequest:
+    """A request with a database session (that session again when ``session_key`` is given),
+    as SessionMiddleware would load it."""
+    request = RequestFactory().post("/")
+    request.session = SessionStore(session_key)
+    request.user = AnonymousUser()
+    return request
 
 
 def wrong(code: str) -> str:
@@ -75,8 +102,7 @@ def test_send_then_verify() -> None:
     assert sent.phone_number == NUMBER
     assert form.cleaned_data["phone_number"] == NUMBER
     assert [m.phone_number for m in locmem.outbox] == [NUMBER]
-    code = locmem.outbox[-1].code
-    assert code
+    code = code_of(locmem.outbox[-1].text)
 
     verify = VerifyCodeForm({"phone_number": "+1 202 555 0143", "code": code})
     verified = verify.verify()
@@ -111,6 +137,58 @@ def test_unbound_form_sends_nothing() -> None:
     assert form.send() is None
     assert locmem.outbox == []
     assert not PhoneVerification.objects.exists()
+
+
+# -- which code a form checks (issue 11) ----------------------------------------------------
+
+
+def test_the_session_that_asked_for_the_code_checks_it() -> None:
+    """A code is bound to the session that asked for it: another session's guess reaches no
+    code (answered as a wrong code, nothing spent); that session's next request verifies."""
+    asking = session_request()
+    code = send(request=asking)
+    asking.session.save()  # as SessionMiddleware does after the response
+
+    other = VerifyCodeForm({"phone_number": NUMBER, "code": code})
+    assert other.verify(request=session_request()) is None
+    assert isinstance(other.error, InvalidCode)
+    assert other.error.attempts_left == 4
+    assert other.has_error(NON_FIELD_ERRORS, "invalid_code")
+    assert PhoneVerification.objects.get().attempts == 0
+
+    form = VerifyCodeForm({"phone_number": NUMBER, "code": code})
+    verified = form.verify(request=session_request(asking.session.session_key))
+    assert verified is not None, form.errors
+    assert verified.phone_number == NUMBER
+    assert PhoneVerification.objects.get().status == PhoneVerification.Status.VERIFIED
+
+
+def test_a_session_without_a_code_is_answered_as_a_wrong_code() -> None:
+    form = VerifyCodeForm({"phone_number": NUMBER, "code": "123456"})
+
+    assert form.verify(request=session_request()) is None
+
+    assert isinstance(form.error, InvalidCode)
+    assert form.error.attempts_left == 4
+    assert form.has_error(NON_FIELD_ERRORS, "invalid_code")
+
+
+def test_verify_checks_the_code_its_verification_id_names() -> None:
+    sent = SendCodeForm({"phone_number": NUMBER}).send()
+    assert sent is not None
+    code = code_of(locmem.outbox[-1].text)
+
+    unknown = VerifyCodeForm({"phone_number": NUMBER, "code": code})
+    assert unknown.verify(verification_id="not-a-verification-id") is None
+    assert isinstance(unknown.error, InvalidCode)
+    assert unknown.error.attempts_left == 4
+    assert PhoneVerification.objects.get().attempts == 0
+
+    # From a request whose session never asked for it: the handle is enough.
+    form = VerifyCodeForm({"phone_number": NUMBER, "code": code})
+    verified = form.verify(request=session_request(), verification_id=sent.verification_id)
+    assert verified is not None, form.errors
+    assert verified.verification.pk == sent.verification.pk
 
 
 # -- the number ----------------------------------------------------------------------------
@@ -233,7 +311,7 @@ def test_code_never_sent_is_expired() -> None:
 # -- TextFlow failing ----------------------------------------------------------------------
 
 
-def test_provider_down_on_send_consumes_nothing() -> None:
+def test_provider_failing_after_the_send_may_have_gone_out_keeps_it() -> None:
     locmem.fail_next(TextFlowServerError("down", status=503))
     form = SendCodeForm({"phone_number": NUMBER})
 
@@ -243,6 +321,46 @@ def test_provider_down_on_send_consumes_nothing() -> None:
     assert type(form.error) is SMSProviderError
     assert form.error.status_code == 502
     assert non_field_codes(form) == [form.error.code]
+    # It may have sent the SMS: the form says the code may still arrive, and the
+    # verification is recorded under the handle the refusal carries.
+    assert form.non_field_errors() == [str(MAYBE_SENT_MESSAGE)]
+    handle = form.error.extra["verification_id"]
+    assert form.error.extra == {"code_may_arrive": True, "verification_id": handle}
+    row = PhoneVerification.objects.get()
+    assert row.handle_hash == hashlib.sha256(str(handle).encode()).hexdigest()
+    assert (row.status, row.attempts) == (PhoneVerification.Status.PENDING, 0)
+    # The cooldown it took is kept: a retry at once is refused, and sends nothing.
+    retry = SendCodeForm({"phone_number": NUMBER})
+    assert retry.send() is None
+    assert isinstance(retry.error, ResendTooSoon)
+    assert locmem.outbox == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "refusal", "retry_after"),
+    [
+        (TextFlowConnectionError("refused", maybe_sent=False), SMSProviderUnavailable, 5),
+        (
+            TextFlowRateLimited("Too many requests", status=429, retry_after=7),
+            SMSProviderUnavailable,
+            7,
+        ),
+    ],
+    ids=["connection-refused", "textflow-429"],
+)
+def test_provider_failing_before_anything_went_out_consumes_nothing(
+    failure: TextFlowError, refusal: type[Exception], retry_after: int
+) -> None:
+    locmem.fail_next(failure)
+    form = SendCodeForm({"phone_number": NUMBER})
+
+    assert form.send() is None
+
+    assert type(form.error) is refusal
+    assert form.error.status_code == 503
+    assert form.error.retry_after == retry_after
+    assert form.error.extra == {}
+    assert non_field_codes(form) == [form.error.code]
     assert locmem.outbox == []
     assert not PhoneVerification.objects.exists()
     # No cooldown was claimed: the user can retry at once, and it works.
@@ -251,6 +369,7 @@ def test_provider_down_on_send_consumes_nothing() -> None:
     assert len(locmem.outbox) == 1
 
 
+@textflow(VERIFY_MODE="textflow")  # only TextFlow's own codes are checked by TextFlow
 def test_provider_down_on_verify_counts_no_attempt() -> None:
     code = send()
     locmem.fail_next(TextFlowServerError("down", status=503))
