@@ -108,6 +108,8 @@ def send_code(
         if isinstance(answer, VerificationError):
             answer.message = MAYBE_SENT_MESSAGE
             answer.extra.update(code_may_arrive=True, verification_id=handle)
+            if claim is not None:  # the cooldown it kept: when a new code may be asked for
+                answer.retry_after = claim[1]
         raise answer from err
     except BaseException:
         with store_calls(settled=True):
