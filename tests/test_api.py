@@ -288,6 +288,36 @@ def test_strangers_wrong_codes_never_lock_the_owner_out(sms_outbox):
     assert response.status_code == 200, response.content
 
 
+def test_a_number_whose_send_cap_strangers_spent_is_logged_and_signalled(
+    settings, sms_outbox, limited, caplog
+):
+    """What a stranger can still do to a number's owner: spend its send cap (the SMS go to
+    the owner's phone). The refusal is logged (number masked) and signalled, scope
+    "number", for the Fraud Guard."""
+    from textflow_django import phone
+
+    tf(settings, RESEND_COOLDOWN=0, SEND_LIMITS={"number": ["2/h"]})
+    for i in range(2):
+        response = APIClient().post(
+            SEND, {"phone_number": NUMBER}, format="json", REMOTE_ADDR=f"198.18.{i}.7"
+        )
+        assert response.status_code == 200
+    response = APIClient().post(
+        SEND, {"phone_number": NUMBER}, format="json", REMOTE_ADDR="198.18.9.7"
+    )
+    assert (response.status_code, response.json()["code"]) == (429, "rate_limited")
+    [signal] = limited
+    assert (signal["action"], signal["scopes"], signal["phone_number"]) == (
+        "send",
+        ("number",),
+        NUMBER,
+    )
+    [record] = [r for r in caplog.records if "refused by the" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert f"send for {phone.mask(NUMBER)} refused by the number cap" in record.getMessage()
+    assert NUMBER not in record.getMessage()
+
+
 #: Per family: two addresses in one network (IPv4 /24, IPv6 /48) but not in one per-IP scope
 #: (an IPv6 /64), a third in that network, and one outside it.
 NETWORKS = {
