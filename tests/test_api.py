@@ -724,3 +724,25 @@ def test_parallel_wrong_codes_check_no_more_than_the_cap(settings, sms_outbox, s
     finally:
         if store == "redis":
             caches["redis"].clear()
+
+
+def test_a_send_that_may_have_gone_out_keeps_the_sessions_handle(settings, textflow_live):
+    """SessionMiddleware saves no session on a 5xx: the view saves it, so a client that
+    relies on its session can still verify the code that arrives after a 503."""
+    tf(
+        settings,
+        BACKEND="textflow_django.backends.textflow.TextFlowBackend",
+        TIMEOUT=0.3,
+        BREAKER_THRESHOLD=0,
+    )
+    textflow_live.fault("delay", path="/send-sms", delay=1.0)
+    client = APIClient()
+    response = client.post(SEND, {"phone_number": NUMBER}, format="json")
+    assert response.status_code == 503, response.content
+    assert response.json()["code_may_arrive"] is True
+    assert int(response["Retry-After"]) == 30  # the cooldown it kept
+    assert settings.SESSION_COOKIE_NAME in response.cookies
+    late = textflow_live.messages[-1].text.rsplit(" ", 1)[-1]
+    # No verification_id passed: the session remembered it.
+    done = client.post(VERIFY, {"phone_number": NUMBER, "code": late}, format="json")
+    assert done.status_code == 200, done.content

@@ -7,12 +7,16 @@ known. No rule lives here: see :mod:`textflow_django.verification`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, transaction
+from django.utils.cache import patch_vary_headers
+from django.utils.http import http_date
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
@@ -139,7 +143,10 @@ class TextFlowAPIView(APIView):
         elif isinstance(exc, DjangoValidationError):
             # Only the number is validated by the service (TextFlow may refuse it, too).
             exc = exceptions.ValidationError({"phone_number": exc.messages})
+        may_arrive = bool(extra.get("code_may_arrive"))
         response = super().handle_exception(exc)
+        if may_arrive:
+            _keep_session(self.request, response)
         data = response.data
         if (
             isinstance(data, dict)
@@ -153,6 +160,31 @@ class TextFlowAPIView(APIView):
         if retry_after is not None:
             response["Retry-After"] = str(int(retry_after))
         return response
+
+
+def _keep_session(request: Request, response: Response) -> None:
+    """Save the session (and set its cookie) on a 502/503 answer to a send that may have gone
+    out, as ``SessionMiddleware`` does on other answers: it skips every 5xx, and the session
+    holds the ``verification_id`` of that code, which a session-backed client needs for it.
+    """
+    session = getattr(request._request, "session", None)
+    if session is None or not session.modified or session.is_empty():
+        return
+    session.save()
+    expire_at_close = session.get_expire_at_browser_close()
+    max_age = None if expire_at_close else session.get_expiry_age()
+    response.set_cookie(
+        settings.SESSION_COOKIE_NAME,
+        session.session_key,
+        max_age=max_age,
+        expires=None if max_age is None else http_date(time.time() + max_age),
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        path=settings.SESSION_COOKIE_PATH,
+        secure=bool(settings.SESSION_COOKIE_SECURE),
+        httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
+        samesite=settings.SESSION_COOKIE_SAMESITE,
+    )
+    patch_vary_headers(response, ("Cookie",))
 
 
 def _describe(request: Any, response: Any, errors: dict[int, str]) -> Callable[[_F], _F]:
