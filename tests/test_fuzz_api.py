@@ -7,7 +7,9 @@ those, each Hypothesis example may add one request from two more sources:
 
 - *realistic*: a real number (any country, any common format), sometimes with a forged
   ``X-Forwarded-For``; on verify-code with the right code, a wrong one, or the right one
-  written in another script. A model of the rules predicts each answer exactly.
+  written in another script, mostly with the ``verification_id`` of the number's code,
+  sometimes without one or with another's (a stranger probing: answered as a wrong code).
+  A model of the rules predicts each answer exactly.
 - *hostile*: what a schema cannot describe: odd charsets, deep JSON nesting, random bytes,
   unsupported media types, thousands of form fields, forged credentials.
 
@@ -130,7 +132,9 @@ def live_url(request: pytest.FixtureRequest, transactional_db: None, settings: A
 
 @pytest.fixture
 def textflow_defaults(settings: Any, textflow_live: Any) -> Any:
-    """TEXTFLOW pointed at the emulator, with the shipped defaults for every rule."""
+    """TEXTFLOW pointed at the emulator, with the shipped defaults for every rule but the
+    mode: TextFlow's (``"textflow"``), so that every code sent and every code checked is a
+    call the emulator records, and the emulator knows each number's code."""
     rules = {
         "VERIFY_MODE": "textflow",
         "RATELIMIT_STORE": "database",
@@ -600,7 +604,7 @@ def run_clock(monkeypatch: pytest.MonkeyPatch) -> RunClock:
 
 # -- send-code -----------------------------------------------------------------------------
 
-SEND_ANSWER = {"phone_number", "expires_at", "resend_after"}
+SEND_ANSWER = {"phone_number", "expires_at", "resend_after", "verification_id"}
 
 
 @pytest.mark.slow
@@ -620,6 +624,7 @@ def test_fuzz_send_code(
     started = run_clock()
     sent_at: dict[str, float] = {}  # number -> when the app last texted it a code
     sent_in: Counter[int] = Counter()  # codes texted per cap window
+    handles: set[str] = set()  # the verification_id of every code texted
     fresh = 0  # realistic requests for a number never texted before
 
     def observe(sent: Sent | None) -> None:
@@ -632,6 +637,13 @@ def test_fuzz_send_code(
         sent_in[window_of(now)] += 1
         if not E164.fullmatch(number) or set(body) != SEND_ANSWER:
             fuzzer.refuse(sent, "send-code answered something else than documented")
+        handle = body.get("verification_id")
+        if not isinstance(handle, str) or len(handle) < 32 or handle in handles:
+            fuzzer.refuse(sent, "send-code answered no fresh, opaque verification_id")
+        elif number[1:] in handle:
+            fuzzer.refuse(sent, "the verification_id shows the number")
+        else:
+            handles.add(handle)
         code = emulator.last_code(number)
         if code is None:
             fuzzer.refuse(sent, "200, but the emulator holds no code for the number")
@@ -740,17 +752,18 @@ def test_fuzz_verify_code(
         }
         | PROVIDER_ERRORS,
     )
-    # Live codes to guess, texted by the service itself (no request: no per-IP send counted).
-    # The hostile requests use other numbers.
+    # Live codes to guess, texted by the service itself (no request: no per-IP send counted),
+    # each reached only with its verification_id (the realistic requests carry it). The
+    # hostile requests use other numbers.
     seeded = list(accepted_numbers()[60::7][:60])
-    for number in seeded:
-        verification.send_code(number)
+    handles = {number: verification.send_code(number).verification_id for number in seeded}
     assert len(emulator.calls("/send-code")) == len(seeded)
     started = run_clock()
     attempts = dict.fromkeys(seeded, 0)  # wrong codes per verification
-    wrong_in: Counter[int] = Counter()  # wrong codes per cap window
+    wrong_in: Counter[int] = Counter()  # wrong codes (and probes) per cap window
     verified: set[str] = set()
-    guesses = 0  # realistic wrong codes for a live, unlocked verification
+    guesses = 0  # realistic requests the rules must answer invalid_code, but for the cap
+    compared = 0  # realistic wrong codes the app had to ask TextFlow about
 
     def observe(sent: Sent | None) -> None:
         if sent is None:
@@ -768,9 +781,17 @@ def test_fuzz_verify_code(
             fuzzer.refuse(sent, "a 200 whose token does not prove its number")
 
     def realistic(
-        index: int, style: str, kind: str, guess: str, zero: int, encoding: str, forged: str | None
+        index: int,
+        style: str,
+        kind: str,
+        guess: str,
+        zero: int,
+        encoding: str,
+        forged: str | None,
+        holder: str,
+        other: int,
     ) -> None:
-        nonlocal guesses
+        nonlocal guesses, compared
         number = seeded[index]
         right = emulator.last_code(number)
         assert right is not None
@@ -782,14 +803,24 @@ def test_fuzz_verify_code(
             code = guess if guess != right else guess[:-1] + str((int(guess[-1]) + 1) % 10)
         else:  # the right code, written (partly or wholly) in another script
             code = in_script(right, zero, everywhere=kind == "script")
+        # Whose request: the client that asked (its handle), or a stranger probing with
+        # none, another number's handle or a made-up one. A stranger has no code to guess.
+        handle = {
+            "handle": handles[number],
+            "none": None,
+            "foreign": handles[seeded[other]] if seeded[other] != number else "f" * 32,
+            "forged": "x" * 32,
+        }[holder]
         # What the rules must answer, from what was answered so far.
         now = run_clock()
+        probe = False  # answered as a first wrong code: the caller reaches no live code
         if encoding != "json":  # JSON in only: refused before any rule, nothing checked
             expected = {"unsupported_media_type"}
         elif kind in {"script", "script-last"}:
             expected = {"field:code"}
-        elif number in verified:
-            expected = {"expired"}  # after the cap check, which may come first
+        elif holder != "handle" or number in verified:  # no code, or a used one
+            expected, probe = {"invalid_code"}, True
+            guesses += 1
         elif attempts[number] >= MAX_ATTEMPTS:
             expected = {"too_many_attempts"}
         elif kind in {"right", "padded"}:
@@ -798,10 +829,14 @@ def test_fuzz_verify_code(
             expected = {"invalid_code"}
             guesses += 1
         if encoding == "json" and kind not in {"script", "script-last"}:
+            # The wrong-code slot is taken before anything is compared: a full cap refuses
+            # every check, the right code's too.
             if wrong_in[window_of(now)] >= IP_FAILED_CHECK_CAP:
                 expected = {"rate_limited"}
         headers = {} if forged is None else {"X-Forwarded-For": forged}
         body = {"phone_number": written(number, style), "code": code}
+        if handle is not None:
+            body["verification_id"] = handle
         verify_calls = len(emulator.calls("/verify-code"))
         sent = fuzzer.realistic(body, MEDIA[encoding], headers)
         if sent is None:
@@ -812,20 +847,23 @@ def test_fuzz_verify_code(
                 sent,
                 f"rules: expected {sorted(expected)}, got {got!r}",
                 f"{attempts[number]} wrong codes for this verification, "
-                f"{wrong_in[window_of(now)]} this hour",
+                f"{wrong_in[window_of(now)]} this hour, holder {holder}",
             )
         if got == "verified":
             verified.add(number)
         elif got == "invalid_code":
-            attempts[number] += 1
+            if not probe:
+                attempts[number] += 1
+                compared += 1
             left = sent.json.get("attempts_left")
-            if left != max(0, MAX_ATTEMPTS - attempts[number]):
-                fuzzer.refuse(sent, f"invalid_code with attempts_left={left!r}")
-        if (
-            kind in {"script", "script-last"}
-            and len(emulator.calls("/verify-code")) != verify_calls
-        ):
+            want = MAX_ATTEMPTS - 1 if probe else max(0, MAX_ATTEMPTS - attempts[number])
+            if left != want:
+                fuzzer.refuse(sent, f"invalid_code with attempts_left={left!r} (holder {holder})")
+        asked = len(emulator.calls("/verify-code")) - verify_calls
+        if kind in {"script", "script-last"} and asked:
             fuzzer.refuse(sent, "a code in another script was checked with TextFlow")
+        if probe and asked:
+            fuzzer.refuse(sent, "a caller without a live code got a code checked with TextFlow")
         observe(sent)
 
     realistic_requests = st.tuples(
@@ -838,6 +876,8 @@ def test_fuzz_verify_code(
         st.sampled_from(ZEROS),
         st.sampled_from(list(MEDIA)),
         st.none() | forged_ips,
+        st.sampled_from(["handle"] * 5 + ["none", "foreign", "forged"]),
+        st.integers(0, len(seeded) - 1),
     )
 
     @FUZZ_SETTINGS
@@ -860,12 +900,15 @@ def test_fuzz_verify_code(
     # The run stayed in one cap window (RunClock), so the cap is exact, whatever the hour.
     assert window_of(run_clock()) == window_of(started), "the fuzzing ran for over an hour"
     wrong, right = fuzzer.codes["invalid_code"], fuzzer.statuses[200]
-    # The per-IP cap on wrong codes holds; TextFlow was asked exactly once per wrong or right
-    # code (never for a malformed one, a locked or used verification, or past the cap).
+    # The per-IP cap on wrong codes holds, probes (callers without a live code: every
+    # schemathesis and hostile request that reached the rules) included. TextFlow was asked
+    # exactly once per realistic wrong code compared or right code (never for a probe, a
+    # malformed code, a locked or used verification, or past the cap).
     assert wrong <= IP_FAILED_CHECK_CAP, report
-    assert len(emulator.calls("/verify-code")) == wrong + right, report
-    if guesses > IP_FAILED_CHECK_CAP:  # the fuzzing reached the cap
+    assert len(emulator.calls("/verify-code")) == compared + right, report
+    if guesses > IP_FAILED_CHECK_CAP or fuzzer.codes["rate_limited"]:  # the cap was reached
         assert wrong == IP_FAILED_CHECK_CAP, report
+    if guesses > IP_FAILED_CHECK_CAP:
         assert fuzzer.codes["rate_limited"] > 0, report
     assert fuzzer.generated >= EXAMPLES, report
     if fuzzer.failures:
@@ -939,8 +982,8 @@ def test_hostile_request_is_answered_as_documented(
     if name == "wrong-basic-credentials":
         # Only session authentication is on by default (AUTHENTICATION_CLASSES): a Basic
         # header is ignored, not checked against a password hash; the request is served.
-        # Send-code is served (200); verify-code reaches the service, which finds no live
-        # code for the number (400 expired): either way no 401/403, no password checked.
-        assert sent.status == (200 if path == SEND else 400)
+        # Send-code is served (200); verify-code reaches the service, where the caller holds
+        # no live code (400 invalid_code): either way no 401/403, no password checked.
+        assert (sent.status, sent.code) == ((200, None) if path == SEND else (400, "invalid_code"))
     elif not name.startswith("control"):  # refused before the service: TextFlow never asked
         assert textflow_defaults.request_counts == {}
