@@ -212,6 +212,24 @@ def test_a_token_bound_to_its_session_is_refused_elsewhere(settings):
         verification.consume_token(token, request=session_request(key))
 
 
+def test_a_verifier_without_a_session_yet_gets_one_and_the_token_is_bound_to_it(settings):
+    """An API client passing verification_id, with no session cookie yet: the verify gives
+    it a session (its cookie goes out with the answer), and the token is bound to that."""
+    tf(settings, TOKEN_SESSION_BINDING=True)
+    sent = verification.send_code(NUMBER)
+    verifier = RequestFactory().post("/", REMOTE_ADDR="203.0.113.7")
+    verifier.session = SessionStore()  # no key: nothing saved yet
+    token = verification.check_code(
+        NUMBER, last_code(), request=verifier, verification_id=sent.verification_id
+    ).token
+    key = verifier.session.session_key
+    assert key and verifier.session.modified  # saved, and the middleware will send it
+    assert PhoneVerification.objects.get().token_session == hashlib.sha256(key.encode()).hexdigest()
+    with pytest.raises(InvalidToken):
+        verification.consume_token(token)  # not from anywhere
+    assert verification.consume_token(token, request=session_request(key)) == NUMBER
+
+
 def test_without_session_binding_a_token_is_accepted_from_anywhere(settings):
     tf(settings, TOKEN_SESSION_BINDING=False)
     token = verified_token(session_request())

@@ -5,7 +5,9 @@ A token is 192 random bits; only its SHA-256 digest is stored, on the verificati
 It reveals nothing (no number, no id) and is accepted while younger than ``TOKEN_MAX_AGE``
 and not yet consumed. :func:`consume_token` spends it atomically: of two requests presenting
 the same token, one gets the number and the other ``InvalidToken``. With
-``TOKEN_SESSION_BINDING``, a token verified in a session is accepted only from that session.
+``TOKEN_SESSION_BINDING``, a token verified in a session is accepted only from that session
+(a verifying request without a session yet is given one; a call with no request at all, the
+site's own, makes an unbound token).
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ def token_fields(request: HttpRequest | None) -> tuple[str, dict[str, str]]:
     """A fresh token and the fields that store it on its verification (its digest, and the
     session it is bound to when ``TOKEN_SESSION_BINDING`` is on), for the caller's UPDATE."""
     token, token_hash = new_secret()
-    bound = session_digest(request) if conf.TOKEN_SESSION_BINDING else ""
+    bound = ""
+    if conf.TOKEN_SESSION_BINDING:
+        session = getattr(request, "session", None)
+        if session is not None and not session.session_key:
+            # A client with no session yet (an API client passing verification_id) gets one
+            # now, so the token is bound to it; SessionMiddleware then sends its cookie.
+            session.save()
+            session.modified = True
+        bound = session_digest(request)
     return token, {"token_hash": token_hash, "token_session": bound}
 
 
