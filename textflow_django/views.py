@@ -230,8 +230,15 @@ class SendCodeView(TextFlowAPIView):
     def post(self, request: Request) -> Response:
         serializer = SendCodeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # The session remembers the code's handle only for a client that holds one already
+        # (a browser that came back with its cookie): every other client has the handle in
+        # the answer, and a new session row per send would cost a write for nothing.
+        session = getattr(request._request, "session", None)
         sent = verification.send_code(
-            serializer.validated_data["phone_number"], request=request._request, user=request.user
+            serializer.validated_data["phone_number"],
+            request=request._request,
+            user=request.user,
+            session=session is not None and session.session_key is not None,
         )
         return Response(
             {

@@ -62,11 +62,15 @@ def send_code(
     *,
     request: HttpRequest | None = None,
     user: Any = None,
+    session: bool = True,
 ) -> CodeSent:
     """Send a verification code to ``phone_number``.
 
-    The result's ``verification_id`` is the handle :func:`check_code` needs (the request's
-    session remembers it too): only its holder's guesses reach this code.
+    The result's ``verification_id`` is the handle :func:`check_code` needs: only its
+    holder's guesses reach this code. With ``session`` (the default, what forms need), the
+    request's session remembers it too, for clients that do not pass it back; ``False``
+    leaves the session alone (the JSON API passes it for a client that holds no session
+    yet: it has the id in the answer, and a session row per send would be pure cost).
 
     Raises ``InvalidPhoneNumberError`` (a ``ValidationError``), ``CountryNotAllowed``,
     ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError``, ``SMSProviderUnavailable`` or
@@ -104,7 +108,7 @@ def send_code(
             raise answer from err
         # It may have gone out: it keeps what it took, and is recorded so that the code,
         # if it arrives, verifies (TextFlow holds it, or we hold its hash).
-        _record(number, mode, getattr(err, "code_hash", ""), handle, ip, user, request)
+        _record(number, mode, getattr(err, "code_hash", ""), handle, ip, user, request, session)
         if isinstance(answer, VerificationError):
             answer.message = MAYBE_SENT_MESSAGE
             answer.extra.update(code_may_arrive=True, verification_id=handle)
@@ -116,7 +120,7 @@ def send_code(
             store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
         raise
     # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
-    verification = _record(number, mode, code_hash, handle, ip, user, request)
+    verification = _record(number, mode, code_hash, handle, ip, user, request, session)
     signals.code_sent.send(
         sender=PhoneVerification,
         verification=verification,
@@ -159,10 +163,12 @@ def _record(
     ip: str | None,
     user: Any,
     request: HttpRequest | None,
+    session: bool,
 ) -> PhoneVerification:
-    """Record the verification of a code just sent. It supersedes the older codes of the
-    same client: the one the request's session remembered for the number, or, for the
-    site's own calls (no request), every older one, as TextFlow replaces a number's code."""
+    """Record the verification of a code just sent, its handle remembered in the request's
+    session when ``session``. It supersedes the older codes of the same client: the one the
+    session remembered for the number, or, for the site's own calls (no request), every
+    older one, as TextFlow replaces a number's code."""
     verification = PhoneVerification.objects.create(
         phone_number=number,
         mode=mode,
@@ -174,7 +180,7 @@ def _record(
     )
     if request is None:
         _supersede_older(verification, None)
-    else:
+    elif session:
         previous = remember(request, number, handle)
         if previous is not None:
             _supersede_older(verification, digest(previous))
