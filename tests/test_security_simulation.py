@@ -67,6 +67,7 @@ def test_strangers_guesses_never_lock_the_owner_out(clock):
     owner = APIClient(REMOTE_ADDR="198.51.100.5")
     sent = owner.post(SEND, {"phone_number": OWNER}, format="json")
     assert sent.status_code == 200, sent.content
+    handle = sent.json()["verification_id"]
     code = code_sent_to(OWNER)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     # 400 strangers, 3 wrong codes each (1,200 guesses), with no handle of the owner's code:
@@ -84,7 +85,9 @@ def test_strangers_guesses_never_lock_the_owner_out(clock):
     guessed = stranger(999).post(VERIFY, {"phone_number": OWNER, "code": code}, format="json")
     assert guessed.status_code == 400 and guessed.json()["code"] == "invalid_code"
     # The owner's right code verifies.
-    done = owner.post(VERIFY, {"phone_number": OWNER, "code": code}, format="json")
+    done = owner.post(
+        VERIFY, {"phone_number": OWNER, "code": code, "verification_id": handle}, format="json"
+    )
     assert done.status_code == 200, done.content
     assert done.json()["verified"] is True
 
