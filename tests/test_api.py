@@ -79,6 +79,7 @@ def test_end_to_end_against_the_emulator(settings, api, textflow_live, mode):
         assert response.status_code == 200, response.content
         body = response.json()
         assert body["phone_number"] == NUMBER
+        handle = body["verification_id"]
         assert body["expires_at"] and body["resend_after"] == 30
 
         path = "/send-code" if mode == "textflow" else "/send-sms"
@@ -89,7 +90,8 @@ def test_end_to_end_against_the_emulator(settings, api, textflow_live, mode):
         code = textflow_live.messages[-1].text.rsplit(" ", 1)[-1]
         assert textflow_live.messages[-1].text.startswith("Your verification code for Acme is: ")
 
-        response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+        data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+        response = api.post(VERIFY, data, format="json")
         assert response.status_code == 200, response.content
         body = response.json()
         assert body["verified"] is True and body["phone_number"] == NUMBER
@@ -170,29 +172,40 @@ def _send(api, number=NUMBER):
     return api.post(SEND, {"phone_number": number}, format="json")
 
 
+def _sent_handle(api, number=NUMBER) -> str:
+    """Send a code to ``number`` and answer its ``verification_id``: a client with no session
+    cookie gets no session, so its verify-code must carry the handle."""
+    response = _send(api, number)
+    assert response.status_code == 200, response.content
+    return response.json()["verification_id"]
+
+
 def test_wrong_code_then_lock(settings, api, sms_outbox):
-    assert _send(api).status_code == 200
+    handle = _sent_handle(api)
     code = code_of(sms_outbox)
     wrong = wrong_for(code)
     for left in [4, 3, 2, 1, 0]:
-        response = api.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
+        data = {"phone_number": NUMBER, "code": wrong, "verification_id": handle}
+        response = api.post(VERIFY, data, format="json")
         assert response.status_code == 400
         assert response.json() == {
             "detail": "The code is not valid.",
             "code": "invalid_code",
             "attempts_left": left,
         }
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 429
     assert response.json()["code"] == "too_many_attempts"
     assert 1 <= int(response["Retry-After"]) <= 30
 
 
 def test_expired_is_told_to_the_holder_of_the_code_only(api, sms_outbox):
-    assert _send(api).status_code == 200
+    handle = _sent_handle(api)
     code = code_of(sms_outbox)
     PhoneVerification.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 400
     assert response.json()["code"] == "expired"
     # Anyone else holds no code of the number: a wrong code, whatever the code's state.
@@ -225,9 +238,10 @@ def test_a_number_with_no_live_code_answers_exactly_as_a_wrong_code(sms_outbox):
     nothing, so probing found the numbers being verified. Now every caller without a code
     gets the first wrong code's answer, for a number being verified or not."""
     owner = APIClient()
-    assert _send(owner).status_code == 200
+    handle = _sent_handle(owner)
     wrong = wrong_for(code_of(sms_outbox))
-    real = owner.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
+    data = {"phone_number": NUMBER, "code": wrong, "verification_id": handle}
+    real = owner.post(VERIFY, data, format="json")
     assert (real.status_code, real.json()) == (400, WRONG_CODE)
     for number in (NUMBER, OTHER):  # being verified by someone else; never sent a code
         probe = APIClient().post(VERIFY, {"phone_number": number, "code": wrong}, format="json")
@@ -237,8 +251,18 @@ def test_a_number_with_no_live_code_answers_exactly_as_a_wrong_code(sms_outbox):
     assert (row.status, row.attempts) == ("pending", 1)  # only the owner's guess counted
 
 
-def test_probes_count_against_the_callers_failed_check_caps(settings, sms_outbox, limited):
+def test_probes_count_against_the_callers_failed_check_caps(
+    settings, sms_outbox, limited, monkeypatch
+):
+    from textflow_django import ratelimit
+    from textflow_django.ratelimit import DatabaseStore
+
     tf(settings, FAILED_CHECK_LIMITS={"ip": ["3/h"]})
+    # The caps count on a fixed moment, 10 minutes into an hour's window (not the wall
+    # clock), so the rolling window's wait is exact: the window's 50 minutes left, then
+    # the 20 minutes (1/3 of the hour) until the 3 probes weigh less than the cap.
+    moment = 500_000 * 3600 + 600.0
+    monkeypatch.setattr(ratelimit, "get_store", lambda: DatabaseStore(clock=lambda: moment))
     prober = APIClient()
     numbers = [f"+1202555{i:04d}" for i in range(150, 154)]
     answers = [
@@ -247,7 +271,7 @@ def test_probes_count_against_the_callers_failed_check_caps(settings, sms_outbox
     assert [(a.status_code, a.json()) for a in answers[:3]] == [(400, WRONG_CODE)] * 3
     assert answers[3].status_code == 429
     assert answers[3].json()["code"] == "rate_limited"
-    assert 1 <= int(answers[3]["Retry-After"]) <= 3600
+    assert answers[3]["Retry-After"] == str(3000 + 1200)
     [signal] = limited
     assert (signal["action"], signal["scopes"], signal["phone_number"]) == (
         "check",
@@ -270,7 +294,7 @@ def test_strangers_wrong_codes_never_lock_the_owner_out(sms_outbox):
     (the per-number failed cap, and every client's guess counted on the owner's code). Now
     a stranger's guess reaches no code, and no cap is shared with the owner."""
     owner = APIClient()
-    assert _send(owner).status_code == 200
+    handle = _sent_handle(owner)
     code = code_of(sms_outbox)
     wrong = wrong_for(code)
     # More than the old per-number cap (20/d), each from its own network.
@@ -284,7 +308,8 @@ def test_strangers_wrong_codes_never_lock_the_owner_out(sms_outbox):
         assert (response.status_code, response.json()) == (400, WRONG_CODE), i
     row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("pending", 0)
-    response = owner.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = owner.post(VERIFY, data, format="json")
     assert response.status_code == 200, response.content
 
 
@@ -465,12 +490,13 @@ def test_read_timeout_is_503_and_the_late_code_verifies(settings, api, textflow_
 
 def test_textflow_failure_on_verify_is_retryable(settings, api, textflow_live):
     tf(settings, VERIFY_MODE="textflow")  # only TextFlow's codes are checked by TextFlow
-    assert _send(api).status_code == 200
+    handle = _sent_handle(api)
     code = textflow_live.last_code(NUMBER)
     textflow_live.fault("status", path="/verify-code", status=503)
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 502
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 200
 
 
@@ -519,13 +545,15 @@ def test_csrf_is_enforced_for_session_users(api, sms_outbox):
     assert sms_outbox == []
 
 
-def test_authenticated_user_is_linked(api, sms_outbox):
+def test_authenticated_user_is_linked(settings, api, sms_outbox):
     user = get_user_model().objects.create_user("ann", password="pw")
     api.force_authenticate(user)
-    assert _send(api).status_code == 200
-    response = api.post(
-        VERIFY, {"phone_number": NUMBER, "code": code_of(sms_outbox)}, format="json"
-    )
+    # force_authenticate bypasses sessions: the client holds no session cookie, so the
+    # send remembers nothing in a session and the verify carries the handle.
+    handle = _sent_handle(api)
+    assert settings.SESSION_COOKIE_NAME not in api.cookies
+    data = {"phone_number": NUMBER, "code": code_of(sms_outbox), "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 200
     assert PhoneVerification.objects.get().user == user
 
@@ -602,16 +630,17 @@ def test_verify_code_fails_closed_when_the_limit_store_is_down(
     api, sms_outbox, settings, failing_store
 ):
     tf(settings, RATELIMIT_STORE="database")  # the code goes out while the store works
-    assert api.post(SEND, {"phone_number": NUMBER}, format="json").status_code == 200
+    handle = _sent_handle(api)
     code = code_of(sms_outbox)
     tf(settings, RATELIMIT_STORE="cache")  # then the store goes down
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["code"] == "service_unavailable"
     row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("pending", 0)  # nothing checked, nothing spent
     tf(settings, RATELIMIT_STORE="database")  # back: the same code still verifies
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    response = api.post(VERIFY, data, format="json")
     assert response.status_code == 200, response.content
 
 
@@ -680,13 +709,15 @@ def test_wrong_codes_count_under_atomic_requests(api, sms_outbox, monkeypatch):
     from django.db import connections
 
     monkeypatch.setitem(connections["default"].settings_dict, "ATOMIC_REQUESTS", True)
-    assert api.post(SEND, {"phone_number": NUMBER}, format="json").status_code == 200
+    handle = _sent_handle(api)
     code = code_of(sms_outbox)
     wrong = wrong_for(code)
     for left in (4, 3, 2, 1, 0):
-        response = api.post(VERIFY, {"phone_number": NUMBER, "code": wrong}, format="json")
+        data = {"phone_number": NUMBER, "code": wrong, "verification_id": handle}
+        response = api.post(VERIFY, data, format="json")
         assert (response.status_code, response.json()["attempts_left"]) == (400, left)
-    response = api.post(VERIFY, {"phone_number": NUMBER, "code": code}, format="json")
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
     assert (response.status_code, response.json()["code"]) == (429, "too_many_attempts")
     row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("locked", 5)
@@ -728,7 +759,7 @@ def test_parallel_wrong_codes_check_no_more_than_the_cap(settings, sms_outbox, s
 
 def test_a_send_that_may_have_gone_out_keeps_the_sessions_handle(settings, textflow_live):
     """SessionMiddleware saves no session on a 5xx: the view saves it, so a client that
-    relies on its session can still verify the code that arrives after a 503."""
+    holds a session and relies on it can still verify the code that arrives after a 503."""
     tf(
         settings,
         BACKEND="textflow_django.backends.textflow.TextFlowBackend",
@@ -736,7 +767,7 @@ def test_a_send_that_may_have_gone_out_keeps_the_sessions_handle(settings, textf
         BREAKER_THRESHOLD=0,
     )
     textflow_live.fault("delay", path="/send-sms", delay=1.0)
-    client = APIClient()
+    client = session_client(settings)  # only a client that holds a session relies on it
     response = client.post(SEND, {"phone_number": NUMBER}, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["code_may_arrive"] is True
@@ -746,3 +777,54 @@ def test_a_send_that_may_have_gone_out_keeps_the_sessions_handle(settings, textf
     # No verification_id passed: the session remembered it.
     done = client.post(VERIFY, {"phone_number": NUMBER, "code": late}, format="json")
     assert done.status_code == 200, done.content
+
+
+# -- the session remembers a code only for a client that holds one --------------------------
+
+
+def session_client(settings) -> APIClient:
+    """An APIClient that holds a session already: a saved session and its cookie, as a
+    browser that visited the site before."""
+    from importlib import import_module
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store.save()
+    client = APIClient()
+    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    return client
+
+
+def test_a_client_without_a_session_gets_none_and_needs_the_verification_id(
+    settings, api, sms_outbox
+):
+    """A fresh client's send-code creates no session (no row, no cookie): the answer's
+    verification_id is its only handle on the code."""
+    from django.contrib.sessions.models import Session
+
+    assert settings.SESSION_ENGINE == "django.contrib.sessions.backends.db"  # rows to count
+    response = _send(api)
+    assert response.status_code == 200, response.content
+    handle = response.json()["verification_id"]
+    assert Session.objects.count() == 0
+    assert settings.SESSION_COOKIE_NAME not in response.cookies
+    assert settings.SESSION_COOKIE_NAME not in api.cookies
+    code = code_of(sms_outbox)
+    data = {"phone_number": NUMBER, "code": code}
+    response = api.post(VERIFY, data, format="json")
+    assert (response.status_code, response.json()) == (400, WRONG_CODE)
+    response = api.post(VERIFY, {**data, "verification_id": handle}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["verified"] is True
+
+
+def test_a_client_holding_a_session_verifies_without_the_verification_id(settings, sms_outbox):
+    client = session_client(settings)
+    response = _send(client)
+    assert response.status_code == 200, response.content
+    assert "verification_id" in response.json()
+    response = client.post(
+        VERIFY, {"phone_number": NUMBER, "code": code_of(sms_outbox)}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["verified"] is True
+    assert PhoneVerification.objects.get().status == "verified"
