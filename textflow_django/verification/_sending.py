@@ -98,8 +98,11 @@ def send_code(
         raise RateLimited(retry_after=refusal.retry_after)
     mode = conf.VERIFY_MODE
     handle, _digest = new_secret()
+    # Made before the send, so a send that may have gone out is recorded with its code's hash.
+    code = generate_code(conf.CODE_LENGTH) if mode == PhoneVerification.Mode.LOCAL else None
+    code_hash = "" if code is None else hash_code(number, code, secrets.token_hex(8))
     try:
-        code_hash = _deliver(number, mode)
+        _deliver(number, code)
     except TextFlowError as err:
         answer = provider_error(err, number, "send")
         if not err.maybe_sent:
@@ -108,7 +111,7 @@ def send_code(
             raise answer from err
         # It may have gone out: it keeps what it took, and is recorded so that the code,
         # if it arrives, verifies (TextFlow holds it, or we hold its hash).
-        _record(number, mode, getattr(err, "code_hash", ""), handle, ip, user, request, session)
+        _record(number, mode, code_hash, handle, ip, user, request, session)
         if isinstance(answer, VerificationError):
             answer.message = MAYBE_SENT_MESSAGE
             answer.extra.update(code_may_arrive=True, verification_id=handle)
@@ -131,28 +134,16 @@ def send_code(
     return CodeSent(number, verification.expires_at, claim[1] if claim else 0, verification, handle)
 
 
-def _deliver(number: str, mode: str) -> str:
-    """Have the code sent, by TextFlow (``"textflow"`` mode) or by us with a code of our own
-    (``"local"``). Returns the code's hash to keep: ``""`` when TextFlow holds the code.
-
-    Raises the backend's ``TextFlowError`` with the code's hash attached as ``code_hash``
-    (``""`` in textflow mode), so that a send that may have gone out can still be recorded
-    with the code it carried.
-    """
+def _deliver(number: str, code: str | None) -> None:
+    """Have the code sent: ``code`` (ours, ``"local"`` mode) as a plain SMS, or with ``None``
+    a code TextFlow makes and holds (``"textflow"`` mode). Raises the backend's
+    ``TextFlowError``."""
     service = conf.SERVICE_NAME
     backend = get_backend()
-    code_hash = ""
-    try:
-        if mode == PhoneVerification.Mode.LOCAL:
-            code = generate_code(conf.CODE_LENGTH)
-            code_hash = hash_code(number, code, secrets.token_hex(8))
-            backend.send_sms(number, code_sms_text(code, service))
-            return code_hash
+    if code is not None:
+        backend.send_sms(number, code_sms_text(code, service))
+    else:
         backend.send_code(number, service_name=service or None, seconds=conf.CODE_TTL)
-        return ""
-    except TextFlowError as err:
-        err.code_hash = code_hash  # type: ignore[attr-defined]
-        raise
 
 
 def _record(
