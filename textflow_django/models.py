@@ -68,8 +68,10 @@ class PhoneVerification(models.Model):
         verbose_name_plural = _("phone verifications")
         ordering = ["-created_at", "-id"]
         indexes = [
+            # Also serves the lookup by handle: a number has a handful of live rows, and a
+            # handle is only ever looked up with its number (an index of random digests
+            # would cost every send a write at a random place, for nothing).
             models.Index(fields=["phone_number", "status"], name="textflow_pv_number_status"),
-            models.Index(fields=["handle_hash"], name="textflow_pv_handle"),
         ]
         constraints = [
             # Unique among the tokens handed out (and the index a consume looks them up by).

@@ -31,10 +31,6 @@ class Migration(migrations.Migration):
             name="token_used_at",
             field=models.DateTimeField(blank=True, null=True, verbose_name="token used"),
         ),
-        migrations.AddIndex(
-            model_name="phoneverification",
-            index=models.Index(fields=["handle_hash"], name="textflow_pv_handle"),
-        ),
         migrations.AddConstraint(
             model_name="phoneverification",
             constraint=models.UniqueConstraint(
