@@ -16,7 +16,8 @@ from typing import Final
 
 __all__ = ["CODE_LENGTH", "code_sms_text", "generate_code"]
 
-#: Digits of a code we generate (NIST SP 800-63B asks for at least 6).
+#: Digits of a code we generate by default (NIST SP 800-63B asks for at least 6); also the
+#: default of ``TEXTFLOW["CODE_LENGTH"]`` (``conf`` reads it from here).
 CODE_LENGTH: Final = 6
 
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from django.conf import settings
 
+from ._codes import CODE_LENGTH
 from ._rates import Rate, parse_rate
 
 __all__ = ["DEFAULTS", "Settings", "conf"]
@@ -38,7 +39,7 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "BLOCKED_COUNTRIES": (),
     # Verification rules.
     "VERIFY_MODE": "local",
-    "CODE_LENGTH": 6,
+    "CODE_LENGTH": CODE_LENGTH,
     "MAX_ATTEMPTS": 5,
     "RESEND_COOLDOWN": 30,
     "SEND_LIMITS": {

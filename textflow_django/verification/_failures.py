@@ -17,7 +17,6 @@ from ..exceptions import (
     TextFlowRejectedNumber,
     TextFlowServerError,
     TextFlowUnavailable,
-    VerificationError,
 )
 
 __all__ = ["provider_error", "store_calls"]
@@ -56,8 +55,6 @@ def store_calls(settled: bool = False) -> Iterator[None]:
     a failed send, a wrong code's count); its failure is logged and the outcome stands."""
     try:
         yield
-    except VerificationError:
-        raise
     except Exception as err:
         # No traceback: a store error's message names its server or a key (a key holds a
         # phone number: personal data, not a secret), and never a code or the API key.
