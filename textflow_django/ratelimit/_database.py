@@ -13,22 +13,42 @@ refusing), so exactly as many are allowed as fit.
 Expired rows are purged now and then as new ones are written (``purge_one_in``), which keeps
 the table small without a scheduled job. "Expired" is always judged against the store's clock,
 read in Python and sent as a parameter, never the database server's ``NOW()``.
+
+One round trip per request. On PostgreSQL and SQLite (3.35+: ``RETURNING``), :meth:`acquire`
+takes the claim and every cap of a request in one statement, whatever the number of scopes:
+an ``INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE ... WHERE ... RETURNING key`` over all
+the rows, each row's room computed in the statement from its previous window's row (the
+rule of :func:`._base._room`, in integer SQL) and the claim taken over only when its deadline
+has passed. The rows the statement returns are the ones it took; a missing one is a refusal,
+and what was taken is then given back (all or nothing, as before: a refusal costs a read of
+the refused rows and the undo). :meth:`give_back` is one ``UPDATE`` on every database. The
+rows go in key order, so two requests sharing rows (one address, two numbers) lock them in
+the same order and cannot deadlock. MySQL and MariaDB have no ``RETURNING`` on an upsert:
+there the single-key operations run one after the other (a claim, then per cap a ``SELECT``
+of its two windows and an ``UPDATE`` or ``INSERT``), all or nothing by undoing.
+
+Two rates of one scope with the same window share a row (``<key>:<window>:<index>``); one
+request counts in it once, against the tighter of the two, which is what counting one event
+against both means.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import random
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Case, F, Q, Value, When
 
 from .._rates import Rate
-from ._base import _MS, Clock, _OneByOne, _Position, _position, _room, _wait
+from ._base import _MS, Clock, Refusal, _OneByOne, _Position, _position, _room, _wait
 
 if TYPE_CHECKING:
     from ..models import RateLimitCounter
@@ -64,11 +84,15 @@ class DatabaseStore(_OneByOne):
         """``moment`` (epoch seconds) as :meth:`_now` gives a clock's reading."""
         return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
 
+    def _maybe_purge(self) -> None:
+        """Now and then (one write in ``purge_one_in``), delete the rows that have expired."""
+        if random.randrange(self.purge_one_in) == 0:  # noqa: S311 - not security
+            self._model.objects.using(self.using).filter(expires_at__lte=self._now()).delete()
+
     def _insert(self, key: str, count: int, expires_at: dt.datetime) -> bool:
         """Insert a fresh row; False when another writer holds the key."""
         model = self._model
-        if random.randrange(self.purge_one_in) == 0:  # noqa: S311 - not security
-            model.objects.using(self.using).filter(expires_at__lte=self._now()).delete()
+        self._maybe_purge()
         try:
             with transaction.atomic(using=self.using):
                 model.objects.using(self.using).create(key=key, count=count, expires_at=expires_at)
@@ -131,3 +155,156 @@ class DatabaseStore(_OneByOne):
     def peek(self, key: str, rate: Rate) -> int | None:
         at = _position(rate, self.clock())
         return _wait(rate, at, *self._counts(key, rate, at))
+
+    # -- one round trip for a whole request (PostgreSQL, SQLite) ---------------------------
+
+    def _one_statement(self) -> bool:
+        """Whether this database takes a request's rows in one upsert with ``RETURNING``."""
+        connection = connections[self.using]
+        return connection.vendor in ("postgresql", "sqlite") and bool(
+            connection.features.can_return_columns_from_insert
+        )
+
+    def acquire(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> Refusal | None:
+        if not self._one_statement():
+            return super().acquire(claim, hits, now)
+        caps = _rows(hits, now)
+        if claim is None and not caps:
+            return None
+        connection = connections[self.using]
+        adapt = connection.ops.adapt_datetimefield_value
+        params: list[object] = []
+        if claim is not None:
+            params += [claim[0], adapt(self._now_at(now + claim[1])), None, 0, 0, 1]
+        for row in caps:
+            params += [row.key, adapt(self._expiry(row.at)), row.previous]
+            params += [row.rate.limit * row.at.span, row.at.overlap, row.at.span]
+        if claim is not None:
+            params += [claim[0], claim[0], claim[0], adapt(self._now_at(now))]
+        sql = _acquire_sql(self.using, self._model._meta.db_table, len(caps), claim is not None)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            taken = {key for (key,) in cursor.fetchall()}
+        if len(taken) == len(caps) + (claim is not None):
+            self._maybe_purge()
+            return None
+        # Refused somewhere: give back what was taken, then say why (a held claim first, as
+        # the single-key operations would have stopped there).
+        claim_taken = claim is not None and claim[0] in taken
+        self._give_back_rows(
+            claim[0] if claim_taken and claim is not None else None,
+            [row.key for row in caps if row.key in taken],
+            now,
+        )
+        if claim is not None and not claim_taken:
+            return Refusal("claim", self._held(claim[0], now))
+        refused = [row for row in caps if row.key not in taken]
+        rows = self._model.objects.using(self.using)
+        keys = [key for row in refused for key in (row.key, row.previous)]
+        counts = dict(rows.filter(key__in=keys).values_list("key", "count"))
+        waits = []
+        for row in refused:
+            prev = counts.get(row.previous, 0)
+            room = _room(row.rate, row.at, prev)
+            # Refused: the row was at its room when the statement looked, whatever is read now.
+            wait = _wait(row.rate, row.at, prev, max(counts.get(row.key, 0), room))
+            waits.append(row.rate.window if wait is None else wait)
+        return Refusal("hit", max(waits))
+
+    def _held(self, key: str, now: float) -> int:
+        """The whole seconds a held claim has left at ``now`` (at least 1)."""
+        rows = self._model.objects.using(self.using)
+        held = rows.filter(key=key).values_list("expires_at", flat=True).first()
+        if held is None:
+            return 1
+        return max(1, math.ceil((held - self._now_at(now)).total_seconds()))
+
+    def give_back(
+        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+    ) -> None:
+        """Undo a successful :meth:`acquire` in one ``UPDATE``: each hit's row (in the
+        window of ``now``, the acquire's) loses one, and the claim ends at once."""
+        self._give_back_rows(
+            None if claim is None else claim[0], [row.key for row in _rows(hits, now)], now
+        )
+
+    def _give_back_rows(self, claim: str | None, keys: Sequence[str], now: float) -> None:
+        if claim is None and not keys:
+            return
+        rows = self._model.objects.using(self.using)
+        if claim is None:
+            rows.filter(key__in=keys, count__gt=0).update(count=F("count") - 1)
+            return
+        # One UPDATE for both: the claim ends (its deadline set to the store's present, so
+        # the next claim takes it over), the counts each lose one.
+        ended = self._now_at(min(now, self.clock()))
+        is_claim = Q(key=claim)
+        rows.filter(is_claim | Q(key__in=keys, count__gt=0)).update(
+            count=Case(When(is_claim, then=F("count")), default=F("count") - 1),
+            expires_at=Case(When(is_claim, then=Value(ended)), default=F("expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One cap's row for a request: its current window's key and its previous one's."""
+
+    key: str
+    previous: str
+    rate: Rate
+    at: _Position
+
+
+def _rows(hits: Sequence[tuple[str, Rate]], now: float) -> list[_Row]:
+    """The distinct rows ``hits`` count in at ``now``, in key order (the order the statement
+    locks them in); of two rates on one row, the tighter one."""
+    rows: dict[str, _Row] = {}
+    for key, rate in hits:
+        at = _position(rate, now)
+        row = _Row(
+            f"{key}:{rate.window}:{at.index}", f"{key}:{rate.window}:{at.index - 1}", rate, at
+        )
+        known = rows.get(row.key)
+        if known is None or rate.limit < known.rate.limit:
+            rows[row.key] = row
+    return [rows[key] for key in sorted(rows)]
+
+
+@functools.cache
+def _acquire_sql(alias: str, table: str, caps: int, claim: bool) -> str:
+    """The one statement of :meth:`DatabaseStore.acquire` for ``caps`` rows and maybe a claim
+    (PostgreSQL and SQLite), built once per shape.
+
+    ``v`` lists the rows: key, expiry, previous window's key (NULL for the claim), and the
+    room's integers ``limit * span``, ``overlap``, ``span`` (:func:`._base._room`: room =
+    ``(limit * span - prev * overlap) // span``; SQL's division truncates where Python's
+    floors, which differs only below zero, where both refuse). ``r`` adds each row's room.
+    A row is inserted when its room is at least one (a claim always), or, when it exists,
+    counted when below its room (a claim: taken over when its deadline has passed). The
+    claim's four parameters come last: its key three times and the present."""
+    qn = connections[alias].ops.quote_name
+    t, key, count, expires = qn(table), qn("key"), qn("count"), qn("expires_at")
+    value = "(%s, %s, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))"
+    # Names from the model, quoted; every value is a parameter.
+    below_room = f"{t}.{count} < (SELECT r.room FROM r WHERE r.k = {t}.{key})"  # noqa: S608
+    values = ", ".join([value] * (caps + claim))
+    if claim:
+        set_count = f"CASE WHEN {t}.{key} = %s THEN 1 ELSE {t}.{count} + 1 END"
+        set_expires = f"CASE WHEN {t}.{key} = %s THEN excluded.{expires} ELSE {t}.{expires} END"
+        room_ok = f"CASE WHEN {t}.{key} = %s THEN {t}.{expires} <= %s ELSE {below_room} END"
+    else:
+        set_count = f"{t}.{count} + 1"
+        set_expires = f"{t}.{expires}"
+        room_ok = below_room
+    return (
+        f"WITH v(k, e, p, ls, ov, sp) AS (VALUES {values}), "  # noqa: S608
+        f"r(k, e, room) AS (SELECT v.k, v.e, CASE WHEN v.p IS NULL THEN 1 ELSE "
+        f"(v.ls - COALESCE((SELECT c.{count} FROM {t} c WHERE c.{key} = v.p), 0) * v.ov) / v.sp "
+        f"END FROM v) "
+        f"INSERT INTO {t} ({key}, {count}, {expires}) "
+        f"SELECT r.k, 1, r.e FROM r WHERE r.room >= 1 ORDER BY r.k "
+        f"ON CONFLICT ({key}) DO UPDATE SET {count} = {set_count}, {expires} = {set_expires} "
+        f"WHERE {room_ok} RETURNING {key}"
+    )

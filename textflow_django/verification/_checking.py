@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import router, transaction
-from django.db.models import F
+from django.db import connections, router, transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .. import ratelimit, signals
@@ -175,27 +175,22 @@ def _check(
         # No handle: look one up that cannot exist (handles are random), so the answer
         # takes the same queries as for a caller whose code is gone.
         handle = ""
-    # 1. under the row lock, take one attempt (an attempt is spent before it is tried, so
-    #    parallel guesses cannot exceed MAX_ATTEMPTS between them);
-    with transaction.atomic(using=router.db_for_write(PhoneVerification)):
-        found = rows.select_for_update().filter(
-            phone_number=number, status__in=[pending, Status.LOCKED]
-        )
-        if bound:
-            assert handle is not None
-            found = found.filter(handle_hash=digest(handle))
-        # The newest code: the rule _supersede_older() keeps.
-        verification = found.order_by("-id").first()
+    # 1. take one attempt of the newest live code (an attempt is spent before it is tried,
+    #    so parallel guesses cannot exceed MAX_ATTEMPTS between them);
+    handle_hash = digest(handle) if bound and handle is not None else None
+    verification = _take_attempt(number, handle_hash, max_attempts)
+    if verification is not None:
+        outcome = "checking"
+    else:
+        verification = _newest(number, handle_hash)
         if verification is None:
             outcome = "no_code" if bound else "expired"
         elif verification.expires_at <= timezone.now():
             outcome = "expired"
-        elif verification.status != pending or verification.attempts >= max_attempts:
-            outcome = "too_many_attempts"
         else:
-            rows.filter(pk=verification.pk).update(attempts=F("attempts") + 1)
-            verification.attempts += 1
-            outcome = "checking"
+            # Locked, or out of attempts (a live code with attempts left was taken just
+            # now by _take_attempt, but for a refund landing in between: as good as spent).
+            outcome = "too_many_attempts"
     if outcome == "no_code":
         _code_is_right(None, number, code_text)  # the same work as a real wrong code
     if outcome != "checking":
@@ -216,21 +211,101 @@ def _check(
         changes: dict[str, Any] = {
             "status": Status.VERIFIED,
             "verified_at": timezone.now(),
-            "attempts": F("attempts") - 1,  # a right code is not a wrong guess
             **token_fields_,
         }
         if user is not None and verification.user_id is None:
             changes["user"] = user
-        if rows.filter(pk=verification.pk, status=pending).update(**changes):
-            verification.refresh_from_db()
+        # A right code is not a wrong guess: its attempt is given back in the same UPDATE.
+        if rows.filter(pk=verification.pk, status=pending).update(
+            attempts=F("attempts") - 1, **changes
+        ):
+            # What the UPDATE wrote, without reading the row back (attempts as this check
+            # left it: a parallel wrong guess's own attempt is not counted here).
+            for name, value in changes.items():
+                setattr(verification, name, value)
+            verification.attempts -= 1
             return "verified", verification, token
         # Verified by a parallel check, or replaced by a new code meanwhile.
         refund.update(attempts=F("attempts") - 1)
         return ("no_code" if bound else "expired"), verification, None
-    rows.filter(pk=verification.pk, status=pending, attempts__gte=max_attempts).update(
-        status=Status.LOCKED
-    )
+    if verification.attempts >= max_attempts:
+        # This guess spent the last attempt (the count _take_attempt returned is exact: it
+        # was read under the row's lock), and it was wrong: the code is locked.
+        rows.filter(pk=verification.pk, status=pending).update(status=Status.LOCKED)
     return "invalid_code", verification, None
+
+
+def _live(number: str, handle_hash: str | None) -> QuerySet[PhoneVerification]:
+    """The codes of ``number`` a check may reach (pending or locked), only the one of
+    ``handle_hash`` when given. Served by the (phone_number, status) index."""
+    Status = PhoneVerification.Status
+    found = PhoneVerification.objects.filter(
+        phone_number=number, status__in=[Status.PENDING, Status.LOCKED]
+    )
+    return found if handle_hash is None else found.filter(handle_hash=handle_hash)
+
+
+def _newest(number: str, handle_hash: str | None) -> PhoneVerification | None:
+    """The newest code a check may reach: the rule _supersede_older() keeps."""
+    return _live(number, handle_hash).order_by("-id").first()
+
+
+def _take_attempt(
+    number: str, handle_hash: str | None, max_attempts: int
+) -> PhoneVerification | None:
+    """Spend one attempt of the newest code a check may reach, if it is pending, live and
+    has attempts left; return it (with the attempt counted), else None and change nothing.
+
+    Atomic: the conditions are checked under the row's lock, so of parallel guesses no
+    more than ``max_attempts`` get an attempt. One ``UPDATE ... RETURNING`` on PostgreSQL and
+    SQLite 3.35+; elsewhere a ``SELECT ... FOR UPDATE`` and an ``UPDATE`` in a transaction.
+    """
+    alias = router.db_for_write(PhoneVerification)
+    connection = connections[alias]
+    now = timezone.now()
+    if (
+        connection.vendor in ("postgresql", "sqlite")
+        and connection.features.can_return_columns_from_insert
+    ):
+        sql, params = _take_attempt_sql(alias, number, handle_hash, max_attempts, now)
+        found = list(PhoneVerification.objects.using(alias).raw(sql, params))
+        return found[0] if found else None
+    with transaction.atomic(using=alias):
+        verification = _live(number, handle_hash).select_for_update().order_by("-id").first()
+        if (
+            verification is None
+            or verification.status != PhoneVerification.Status.PENDING
+            or verification.expires_at <= now
+            or verification.attempts >= max_attempts
+        ):
+            return None
+        PhoneVerification.objects.filter(pk=verification.pk).update(attempts=F("attempts") + 1)
+        verification.attempts += 1
+        return verification
+
+
+def _take_attempt_sql(
+    alias: str, number: str, handle_hash: str | None, max_attempts: int, now: dt.datetime
+) -> tuple[str, list[Any]]:
+    """The single statement of :func:`_take_attempt`: the newest reachable code's id found
+    by the index, updated only while pending, live and below ``max_attempts``."""
+    connection = connections[alias]
+    newest = _live(number, handle_hash).using(alias).order_by("-id").values("pk")[:1]
+    inner, inner_params = newest.query.get_compiler(connection=connection).as_sql()
+    qn = connection.ops.quote_name
+    meta = PhoneVerification._meta
+    table, pk = qn(meta.db_table), qn(str(meta.pk.column))
+    status, attempts = qn("status"), qn("attempts")
+    expires = qn(str(meta.get_field("expires_at").column))
+    columns = ", ".join(qn(str(field.column)) for field in meta.concrete_fields)
+    sql = (
+        f"UPDATE {table} SET {attempts} = {attempts} + 1 "  # noqa: S608 - names from the model
+        f"WHERE {pk} = ({inner}) AND {status} = %s AND {attempts} < %s AND {expires} > %s "
+        f"RETURNING {columns}"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [*inner_params, PhoneVerification.Status.PENDING, max_attempts, adapt(now)]
+    return sql, params
 
 
 #: Compared against when the caller has no code, so that answer costs what a wrong one does.
