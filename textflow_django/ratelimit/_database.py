@@ -41,12 +41,13 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, F, Q, Value, When
 
+from .. import _sql
 from .._rates import Rate
 from ._base import _MS, Clock, Refusal, _OneByOne, _Position, _position, _room, _wait
 
@@ -158,24 +159,17 @@ class DatabaseStore(_OneByOne):
 
     # -- one round trip for a whole request (PostgreSQL, SQLite) ---------------------------
 
-    def _one_statement(self) -> bool:
-        """Whether this database takes a request's rows in one upsert with ``RETURNING``."""
-        connection = connections[self.using]
-        return connection.vendor in ("postgresql", "sqlite") and bool(
-            connection.features.can_return_columns_from_insert
-        )
-
     def acquire(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> Refusal | None:
-        if not self._one_statement():
+        if not _sql.returning(self.using):
             return super().acquire(claim, hits, now)
         caps = _rows(hits, now)
         if claim is None and not caps:
             return None
         connection = connections[self.using]
         adapt = connection.ops.adapt_datetimefield_value
-        params: list[object] = []
+        params: list[Any] = []
         if claim is not None:
             params += [claim[0], adapt(self._now_at(now + claim[1])), None, 0, 0, 1]
         for row in caps:

@@ -13,7 +13,7 @@ from django.db import connections, router, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from .. import ratelimit, signals
+from .. import _sql, ratelimit, signals
 from .._client_ip import client_ip
 from .._e164 import is_code
 from ..backends import get_backend
@@ -261,12 +261,8 @@ def _take_attempt(
     SQLite 3.35+; elsewhere a ``SELECT ... FOR UPDATE`` and an ``UPDATE`` in a transaction.
     """
     alias = router.db_for_write(PhoneVerification)
-    connection = connections[alias]
     now = timezone.now()
-    if (
-        connection.vendor in ("postgresql", "sqlite")
-        and connection.features.can_return_columns_from_insert
-    ):
+    if _sql.returning(alias):
         sql, params = _take_attempt_sql(alias, number, handle_hash, max_attempts, now)
         found = list(PhoneVerification.objects.using(alias).raw(sql, params))
         return found[0] if found else None
