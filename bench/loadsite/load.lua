@@ -1,21 +1,34 @@
 -- wrk script of bench/load.py. One script for every endpoint, steered by the environment:
---   LOAD_MODE     hello | naive | send | verify
+--   LOAD_MODE     hello | naive | send | register | verify | pverify
+--                 send: the app's send-code; register: the peer's (django-phone-verify);
+--                 verify: the app's verify-code, pverify: the peer's verify, each with the
+--                 right code of a pre-sent pool (LOAD_NUMBERS), each code once.
 --   LOAD_OFFSET   first number index of this run (each run gets numbers of its own)
---   LOAD_NUMBERS  verify: a file of E.164 numbers (one a line) that have a pending code
+--   LOAD_NUMBERS  verify, pverify: a file of lines "number<TAB>handle<TAB>code" (handle: the
+--                 app's verification_id or the peer's session_token), one per request
+--   LOAD_RECORD   send, register: append every 200 answer's body, one a line, to this file
+--                 (a file per wrk thread: LOAD_RECORD.<thread>), to build a pool from
+--   LOAD_XFF      none | one | many: no X-Forwarded-For (the site sees 127.0.0.1), the same
+--                 address on every request, or a distinct address (and /24) per request
 --   LOAD_THREADS  wrk's -t, so that thread t sends numbers t, t + T, t + 2T, ...
--- Every request carries a distinct, valid US number (send, naive, hello); verify cycles
--- through LOAD_NUMBERS with a wrong 8-digit code. done() prints one JSON line for load.py.
+-- Every send-like request carries a distinct, valid US number. done() prints one JSON line
+-- for load.py.
 
 local mode = os.getenv("LOAD_MODE") or "hello"
 local offset = tonumber(os.getenv("LOAD_OFFSET") or "0")
 local nthreads = tonumber(os.getenv("LOAD_THREADS") or "1")
+local xff = os.getenv("LOAD_XFF") or "none"
+local record_path = os.getenv("LOAD_RECORD")
 local paths = {
   hello = "/bench/hello/",
   naive = "/bench/naive-send/",
   send = "/api/phone/send-code/",
+  register = "/api/phone/register",
   verify = "/api/phone/verify-code/",
+  pverify = "/api/phone/verify",
 }
-local path = paths[mode]
+local path = assert(paths[mode], "unknown LOAD_MODE")
+local pooled = mode == "verify" or mode == "pverify"
 local headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json" }
 local areas = { 202, 212, 305, 312, 415, 617, 713, 206 }
 
@@ -27,6 +40,12 @@ local function number(i)
   return string.format("+1%d%d%04d", area, exchange, line)
 end
 
+-- The i-th of 200 * 250 * 250 client addresses, each in a /24 of its own.
+local function address(i)
+  return string.format("%d.%d.%d.%d", 11 + math.floor(i / 62500) % 200,
+    math.floor(i / 250) % 250, i % 250, 7)
+end
+
 local threads = {}
 local next_id = 0
 
@@ -36,31 +55,49 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local numbers = {}
+local pool = {}
 local counter = 0
--- Answers by kind, copied to the main state by done(): ok (the expected answer), and every
--- other status by number.
+local record = nil
+-- Answers by kind, copied to the main state by done(): expected (the expected answer), every
+-- other status by number, and overrun: requests past the end of the pool (an error: the pool
+-- was too small for the run, and load.py sizes the next one larger).
 statuses = {}
 expected = 0
+overrun = 0
 
 function init(args)
-  if mode == "verify" then
+  if pooled then
     local file = assert(io.open(os.getenv("LOAD_NUMBERS"), "r"))
     for line in file:lines() do
-      if #line > 0 then table.insert(numbers, line) end
+      local n, h, c = string.match(line, "^([^\t]+)\t([^\t]+)\t([^\t]+)$")
+      if n then table.insert(pool, { n, h, c }) end
     end
     file:close()
-    assert(#numbers > 0, "no numbers to verify")
+    assert(#pool > 0, "no codes to verify")
   end
+  if record_path and record_path ~= "" then
+    record = assert(io.open(record_path .. "." .. tid, "a"))
+    -- Flushed line by line: wrk never closes a thread's script state.
+    record:setvbuf("line")
+  end
+  if xff == "one" then headers["X-Forwarded-For"] = "203.0.113.7" end
 end
 
 function request()
   local i = offset + counter * nthreads + tid
   counter = counter + 1
+  if xff == "many" then headers["X-Forwarded-For"] = address(i) end
   local body
-  if mode == "verify" then
-    -- 8 digits: a plausible code (so the app asks TextFlow) that the 4-digit codes never match.
-    body = string.format('{"phone_number": "%s", "code": "12345678"}', numbers[i % #numbers + 1])
+  if pooled then
+    if i >= #pool then overrun = overrun + 1 end
+    local entry = pool[i % #pool + 1]
+    if mode == "verify" then
+      body = string.format('{"phone_number": "%s", "verification_id": "%s", "code": "%s"}',
+        entry[1], entry[2], entry[3])
+    else
+      body = string.format('{"phone_number": "%s", "session_token": "%s", "security_code": "%s"}',
+        entry[1], entry[2], entry[3])
+    end
   else
     body = string.format('{"phone_number": "%s"}', number(i))
   end
@@ -68,14 +105,9 @@ function request()
 end
 
 function response(status, hdrs, body)
-  local ok
-  if mode == "verify" then
-    ok = status == 400 and body ~= nil and string.find(body, '"invalid_code"', 1, true) ~= nil
-  else
-    ok = status == 200
-  end
-  if ok then
+  if status == 200 then
     expected = expected + 1
+    if record and body then record:write(body, "\n") end
   else
     local key = tostring(status)
     statuses[key] = (statuses[key] or 0) + 1
@@ -83,9 +115,10 @@ function response(status, hdrs, body)
 end
 
 function done(summary, latency, requests)
-  local ok, others = 0, {}
+  local ok, past, others = 0, 0, {}
   for _, thread in ipairs(threads) do
     ok = ok + (thread:get("expected") or 0)
+    past = past + (thread:get("overrun") or 0)
     local s = thread:get("statuses") or {}
     for k, v in pairs(s) do others[k] = (others[k] or 0) + v end
   end
@@ -95,7 +128,8 @@ function done(summary, latency, requests)
   io.write(string.format(
     'LOADJSON {"requests": %d, "duration_us": %d, "expected": %d, "p50_us": %d, "p99_us": %d, '
       .. '"max_us": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d, "status": %d, '
-      .. '"unexpected": {%s}}\n',
+      .. '"overrun": %d, "unexpected": {%s}}\n',
     summary.requests, summary.duration, ok, latency:percentile(50), latency:percentile(99),
-    latency.max, e.connect, e.read, e.write, e.timeout, e.status, table.concat(parts, ", ")))
+    latency.max, e.connect, e.read, e.write, e.timeout, e.status, past,
+    table.concat(parts, ", ")))
 end

@@ -1,21 +1,36 @@
-"""Settings of the load benchmark: the example project's, made fit for several gunicorn workers.
+"""Settings of the load benchmark: the example project's, made fit for several gunicorn workers,
+with django-phone-verify (the peer) mounted beside the app.
 
-Needs ``example_project/`` on ``sys.path`` (``bench/load.py`` passes ``--pythonpath``). Read
+Needs ``example_project/`` on ``sys.path`` (``bench/load.py`` puts it on ``PYTHONPATH``). Read
 from the environment (``bench/load.py`` sets them):
 
-- ``LOAD_DATABASE``: a throw-away SQLite file (WAL mode, ``BEGIN IMMEDIATE``, a long busy
-  timeout: several worker processes write to it at once without "database is locked").
-- ``LOAD_REDIS_URL``: the Redis holding the cache, and with it the rate-limit counters
-  (``RATELIMIT_STORE = "cache"``) every worker shares.
+- ``LOAD_DB_ENGINE``: ``sqlite`` (the default) or ``postgres``.
+- ``LOAD_DATABASE``: the SQLite file (WAL mode, ``BEGIN IMMEDIATE``, a long busy timeout:
+  several worker processes write to it at once without "database is locked"), or the name of
+  the throw-away PostgreSQL database (reached with the usual ``PGHOST``/``PGPORT``/``PGUSER``/
+  ``PGPASSWORD``).
+- ``LOAD_STORE``: where the app's rate-limit counters live: ``database`` (the default store,
+  ``RATELIMIT_STORE = "database"``: the main comparison) or ``redis`` (``RATELIMIT_STORE =
+  "cache"`` on Django's ``RedisCache``).
+- ``LOAD_VERIFY_MODE``: the app's ``VERIFY_MODE``, ``local`` (the default) or ``textflow``.
+- ``LOAD_REDIS_URL``: the Redis of the cache (and so of the counters with ``LOAD_STORE=redis``).
 - ``LOAD_EMULATOR_URL``: the TextFlow emulator's API root.
 
-Not a production configuration (the secret key is public); the caps are set so that every
-rule is checked on every request and none trips.
+Both apps share the database, the middleware and the DRF defaults; each speaks to the emulator
+as TextFlow (the peer through ``bench.loadsite.peer.TextFlowPeerBackend``).
+
+Not a production configuration (the secret key is public). Every rule of the app is on with
+its default value, except the caps: set so high that none trips, yet every default scope
+(number, ip and network for sends; ip and network for failed checks) is counted on every
+request. ``NUM_PROXIES = 1``: the load generator gives each request its client address in
+``X-Forwarded-For`` (one address for all, or one per request); without that header the
+address is ``REMOTE_ADDR``, 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from demo.settings import *  # noqa: F403
 from demo.settings import INSTALLED_APPS
@@ -29,17 +44,37 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "bench.loadsite.urls"
 WSGI_APPLICATION = "bench.loadsite.wsgi.application"
 
-# The schema views are not measured; fewer apps, same middleware as the example.
+# The schema views are not measured; fewer apps, same middleware as the example. The peer's
+# app (its model, migrations and admin) is added.
 INSTALLED_APPS = [a for a in INSTALLED_APPS if not a.startswith("drf_spectacular")]
+INSTALLED_APPS.append("phone_verify")
 HAS_SPECTACULAR = False
 HAS_SPECTACULAR_SIDECAR = False
 
-DATABASES = {
-    "default": {
+LOAD_DB_ENGINE = os.environ.get("LOAD_DB_ENGINE", "sqlite")
+LOAD_STORE = os.environ.get("LOAD_STORE", "database")
+LOAD_VERIFY_MODE = os.environ.get("LOAD_VERIFY_MODE", "local")
+if LOAD_DB_ENGINE not in {"sqlite", "postgres"}:
+    raise ValueError(f"LOAD_DB_ENGINE must be sqlite or postgres, not {LOAD_DB_ENGINE!r}")
+if LOAD_STORE not in {"database", "redis"}:
+    raise ValueError(f"LOAD_STORE must be database or redis, not {LOAD_STORE!r}")
+if LOAD_VERIFY_MODE not in {"local", "textflow"}:
+    raise ValueError(f"LOAD_VERIFY_MODE must be local or textflow, not {LOAD_VERIFY_MODE!r}")
+
+_DATABASE: dict[str, Any]
+if LOAD_DB_ENGINE == "postgres":
+    _DATABASE = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("LOAD_DATABASE", "textflow_load"),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+    }
+else:
+    _DATABASE = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("LOAD_DATABASE", "/tmp/textflow-load.sqlite3"),  # noqa: S108
-        # Kept open by each worker thread, as a production site would with CONN_MAX_AGE.
-        "CONN_MAX_AGE": None,
         "OPTIONS": {
             # Take the write lock at BEGIN: no deadlock-prone lock upgrade between workers.
             "transaction_mode": "IMMEDIATE",
@@ -47,7 +82,9 @@ DATABASES = {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
     }
-}
+# Kept open by each worker thread, as a production site would with CONN_MAX_AGE.
+_DATABASE["CONN_MAX_AGE"] = None
+DATABASES = {"default": _DATABASE}
 
 CACHES = {
     "default": {
@@ -64,17 +101,30 @@ TEXTFLOW = {
     "BASE_URL": os.environ.get("LOAD_EMULATOR_URL", "http://127.0.0.1:8025/api"),
     "TIMEOUT": 10.0,
     "SERVICE_NAME": "Demo",
-    "VERIFY_MODE": "textflow",
-    # Every number is sent to once, so the 30 s cooldown is claimed on every send (one
-    # Redis round trip) and never refuses one.
+    "VERIFY_MODE": LOAD_VERIFY_MODE,
+    # The default cooldown: every number is sent to once, so it is claimed on every send and
+    # never refuses one.
     "RESEND_COOLDOWN": 30,
-    # All the load comes from 127.0.0.1: the per-IP caps must be out of reach; the per-number
-    # ones too, since verify-code checks the same numbers again and again.
-    "SEND_LIMITS": {"number": _HIGH, "ip": _HIGH},
-    "FAILED_CHECK_LIMITS": {"number": _HIGH, "ip": _HIGH},
-    "MAX_ATTEMPTS": 1_000_000_000,
-    "RATELIMIT_STORE": "cache",
+    # Every default scope, each out of reach: the verify runs check numbers the send runs
+    # left, and the "one address" run sends everything from one IP.
+    "SEND_LIMITS": {"number": _HIGH, "ip": _HIGH, "network": _HIGH},
+    "FAILED_CHECK_LIMITS": {"ip": _HIGH, "network": _HIGH},
+    "RATELIMIT_STORE": "cache" if LOAD_STORE == "redis" else "database",
     "RATELIMIT_CACHE": "default",
+    # The load generator's X-Forwarded-For is the one proxy's view of the client.
+    "NUM_PROXIES": 1,
+}
+
+# The peer: django-phone-verify 3.3 with a TextFlow backend of the bench's own; its defaults
+# otherwise (6-digit codes, 10 minutes, each code verifies once).
+PHONE_VERIFICATION = {
+    "BACKEND": "bench.loadsite.peer.TextFlowPeerBackend",
+    "OPTIONS": {"BASE_URL": TEXTFLOW["BASE_URL"], "API_KEY": EMULATOR_API_KEY, "TIMEOUT": 10.0},
+    "TOKEN_LENGTH": 6,
+    "MESSAGE": "Welcome to {app}, use session code {security_code} for authentication.",
+    "APP_NAME": "Demo",
+    "SECURITY_CODE_EXPIRATION_SECONDS": 600,
+    "VERIFY_SECURITY_CODE_ONLY_ONCE": True,
 }
 
 # Quiet: gunicorn's error log carries warnings and errors only.
