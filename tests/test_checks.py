@@ -298,6 +298,8 @@ def test_e011_the_largest_batch_size_passes():
         ("SEND_LIMITS", {"phone": ["5/h"]}),
         ("SEND_LIMITS", {"number": ["5 per hour"]}),
         ("FAILED_CHECK_LIMITS", {"ip": [5]}),
+        # Two rates of one window would share one counter.
+        ("SEND_LIMITS", {"number": ["5/h", "3/60m"]}),
     ],
 )
 def test_e012_limits(key, value):

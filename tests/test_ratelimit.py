@@ -40,7 +40,7 @@ from textflow_django.ratelimit import (
     get_store,
     parse_rate,
 )
-from textflow_django.ratelimit._base import _wait
+from textflow_django.ratelimit._base import _OneByOne, _wait
 
 from .conftest import race, requires_postgres, requires_redis
 
@@ -175,10 +175,27 @@ def model_wait(rate: Rate, counts: dict[int, int], t_ms: int) -> int | None:
     return high
 
 
-@pytest.fixture(params=["database", "locmem", pytest.param("redis", marks=requires_redis)])
+class OneByOneDatabaseStore(DatabaseStore):
+    """The database store as it runs on MySQL and MariaDB (no ``RETURNING`` on an upsert):
+    a request's claim and caps taken by the single-key operations one after the other."""
+
+    acquire = _OneByOne.acquire
+    give_back = _OneByOne.give_back
+
+
+@pytest.fixture(
+    params=[
+        "database",
+        "database-one-by-one",
+        "locmem",
+        pytest.param("redis", marks=requires_redis),
+    ]
+)
 def store(request: pytest.FixtureRequest, db: None, clock: FakeClock) -> Iterator[Store]:
     if request.param == "database":
         yield DatabaseStore(clock=clock)
+    elif request.param == "database-one-by-one":
+        yield OneByOneDatabaseStore(clock=clock)
     else:
         alias = "default" if request.param == "locmem" else "redis"
         caches[alias].clear()
@@ -629,6 +646,10 @@ def _concurrent_store_cases() -> list[Any]:
         pytest.param(
             "database", marks=[requires_postgres, pytest.mark.django_db(transaction=True)]
         ),
+        pytest.param(
+            "database-one-by-one",
+            marks=[requires_postgres, pytest.mark.django_db(transaction=True)],
+        ),
         pytest.param("redis", marks=requires_redis),
     ]
 
@@ -643,6 +664,8 @@ def _shared_store(kind: str, clock: FakeClock) -> Store:
     """A store for threads to share (the tests' locmem cache is one per process)."""
     if kind == "database":
         return DatabaseStore(clock=clock)
+    if kind == "database-one-by-one":
+        return OneByOneDatabaseStore(clock=clock)
     alias = "default" if kind == "locmem" else "redis"
     caches[alias].clear()
     return (
@@ -815,3 +838,87 @@ def test_a_count_re_created_by_another_hit_in_between_is_incremented(
     assert cache_store.hit("k", rate) is None  # the rival's 1, then this one's 2
     assert cache_store.hit("k", rate) is None  # 3
     assert cache_store.hit("k", rate) == 80
+
+
+# -- the database store: one round trip per request (issue 12) -------------------------------
+
+
+def _every_scope() -> list[tuple[str, Rate]]:
+    """A send's caps on five scopes, two rates each: what the Fraud Guard's scopes add."""
+    scopes = ["number:+12025550143", "ip:1.2.3.4", "network:1.2.3.0/24", "global:*", "country:US"]
+    return [(f"send:{s}", rate) for s in scopes for rate in (Rate(5, 3600), Rate(20, 86400))]
+
+
+def test_database_acquire_is_one_statement_whatever_the_scopes(
+    db: None, clock: FakeClock, django_assert_num_queries: Any
+) -> None:
+    """Finding: a send-code issued 12 statements, 2 per cap. Now the claim and every cap of
+    a request are one statement on PostgreSQL and SQLite, however many scopes count, and the
+    refund one more."""
+    store = DatabaseStore(clock=clock)
+    store.purge_one_in = 10**9  # the occasional purge has its own test
+    hits = _every_scope()
+    with django_assert_num_queries(1):
+        assert store.acquire(("cooldown:+12025550143", 30), hits, clock()) is None
+    assert RateLimitCounter.objects.count() == 11  # the claim and ten windows' rows
+    with django_assert_num_queries(1):
+        store.give_back(("cooldown:+12025550143", 30), hits, clock())
+    assert set(
+        RateLimitCounter.objects.exclude(key__startswith="cooldown:").values_list(
+            "count", flat=True
+        )
+    ) == {0}
+    with django_assert_num_queries(1):
+        assert store.acquire(("cooldown:+12025550143", 30), hits, clock()) is None
+
+
+def test_database_acquire_refused_takes_nothing_and_says_why(db: None, clock: FakeClock) -> None:
+    """All or nothing in one statement: a refused cap undoes the claim and the other caps."""
+    store = DatabaseStore(clock=clock)
+    tight = ("send:ip:1.2.3.4", Rate(1, 3600))
+    assert store.acquire(None, [tight], clock()) is None
+    hits = [*_every_scope(), tight]
+    assert store.acquire(("cooldown:+1", 30), hits, clock()) == Refusal("hit", 7200)
+    counted = RateLimitCounter.objects.filter(key__startswith="send:", count__gt=0)
+    assert list(counted.values_list("key", flat=True)) == [
+        "send:ip:1.2.3.4:3600:" + str(int(clock() // 3600))
+    ]
+    assert store.claim("cooldown:+1", 30) is None  # the claim was given back too
+    assert store.acquire(("cooldown:+1", 30), _every_scope(), clock()) == Refusal("claim", 30)
+    # The refused claim counted nothing either.
+    assert set(
+        RateLimitCounter.objects.filter(key__startswith="send:number").values_list(
+            "count", flat=True
+        )
+    ) == {0}
+
+
+def test_two_rates_of_one_window_share_a_row_once(db: None, clock: FakeClock) -> None:
+    """Settings cannot give a scope two rates of one window (textflow.E012); a caller that
+    does gets one row counted once per request, against the tighter rate (one statement
+    cannot write a row twice)."""
+    store = DatabaseStore(clock=clock)
+    hits = [("send:number:+1", Rate(5, 3600)), ("send:number:+1", Rate(3, 3600))]
+    assert [store.acquire(None, hits, clock()) for _ in range(3)] == [None] * 3
+    assert store.acquire(None, hits, clock()) == Refusal("hit", 4800)
+
+
+@pytest.mark.parametrize("kind", _concurrent_store_cases())
+def test_concurrent_acquires_sharing_rows_in_any_order_never_deadlock(
+    kind: str, clock: FakeClock
+) -> None:
+    """One address, many numbers, caps listed in either order: the rows are locked in key
+    order, so no two requests wait on each other (PostgreSQL would abort one as a deadlock)."""
+    store = _shared_store(kind, clock)
+    ip = ("send:ip:9.9.9.9", Rate(12, 3600))
+    orders = iter(range(20))
+
+    def send() -> Refusal | None:
+        i = next(orders)
+        number = (f"send:number:+1202555{i:04d}", Rate(5, 3600))
+        hits = [number, ip] if i % 2 else [ip, number]
+        return store.acquire((f"cooldown:{i}", 30), hits, clock())
+
+    results = race(send, n=20)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert results.count(None) == 12

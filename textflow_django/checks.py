@@ -315,10 +315,16 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     problem = f"unknown scope {scope!r}"
                     break
                 try:
-                    for rate in [rates] if isinstance(rates, str) else list(rates):
-                        parse_rate(rate)
+                    windows = [
+                        parse_rate(rate).window
+                        for rate in ([rates] if isinstance(rates, str) else list(rates))
+                    ]
                 except (TypeError, ValueError) as err:
                     problem = str(err)
+                    break
+                if len(set(windows)) < len(windows):
+                    # They would share one counter (a counter is per scope and window).
+                    problem = f"two rates of {scope!r} have the same window; keep the tighter"
                     break
         if problem:
             errors.append(
