@@ -87,7 +87,7 @@ def app_rows(count: int, now: Any) -> int:
 
 def peer_rows(count: int) -> int:
     """``count`` old ``SMSVerification`` rows, one per number; returns how many were written."""
-    from phone_verify.models import SMSVerification as SV
+    from phone_verify.models import SMSVerification as SV  # type: ignore[import-untyped]
 
     rng = random.Random(13)
     alphabet = string.ascii_letters + string.digits + "-_"

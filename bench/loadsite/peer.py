@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from phone_verify.backends.base import BaseBackend
+from phone_verify.backends.base import BaseBackend  # type: ignore[import-untyped]
 from requests.adapters import HTTPAdapter
 
 __all__ = ["TextFlowPeerBackend", "TextFlowPeerError"]
