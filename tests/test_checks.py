@@ -21,6 +21,8 @@ GOOD = {
     "API_KEY": "k" * 64,
     "BACKEND": "textflow_django.backends.textflow.TextFlowBackend",
 }
+#: The Fraud Guard's budgets, which a SEND_LIMITS dict must list (or textflow.W007 says so).
+BUDGETS = {"global": ("1000/h",), "country": ("300/h",)}
 
 
 def ids(**textflow: object) -> list[str]:
@@ -199,6 +201,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E013": lambda: _settings_messages(**GOOD, RATELIMIT_STORE="redis"),
     "textflow.E014": lambda: _settings_messages(**GOOD, THROTTLE_CLASSES=["nope.Nope"]),
     "textflow.E015": lambda: _settings_messages(**GOOD, MAX_TEXT_LENGTH=0),
+    "textflow.E016": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"MIN_CONVERSION": 2}),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -211,6 +214,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.W006": lambda: _settings_messages(
         **GOOD, FAILED_CHECK_LIMITS={"number": ("20/d",), "ip": ("60/h",)}
     ),
+    "textflow.W007": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"ENABLED": False}),
 }
 
 
@@ -307,7 +311,7 @@ def test_e012_limits(key, value):
 
 
 def test_e012_accepts_a_single_rate_string():
-    assert ids(**GOOD, SEND_LIMITS={"number": "5/h"}) == []
+    assert ids(**GOOD, SEND_LIMITS={"number": "5/h", **BUDGETS}) == []
 
 
 def test_e013_ratelimit_store():
@@ -354,9 +358,9 @@ def test_w005_states_the_guessing_odds_of_textflows_codes_under_the_caps():
     # The defaults: at most 20 codes in any 24 h to one number x 5 attempts / 10**4.
     assert message.id == "textflow.W005"
     assert "1.00% a day" in message.msg and "4 digits" in message.msg
-    [tighter] = _run(**GOOD, VERIFY_MODE="textflow", SEND_LIMITS={"number": ("1/d",)})
+    [tighter] = _run(**GOOD, VERIFY_MODE="textflow", SEND_LIMITS={"number": ("1/d",), **BUDGETS})
     assert "0.10% a day" in tighter.msg
-    [unbounded] = _run(**GOOD, VERIFY_MODE="textflow", SEND_LIMITS={"ip": ("20/h",)})
+    [unbounded] = _run(**GOOD, VERIFY_MODE="textflow", SEND_LIMITS={"ip": ("20/h",), **BUDGETS})
     assert "no bound" in unbounded.msg
     # Local codes (the default): no warning.
     assert ids(**GOOD) == [] and ids(**GOOD, VERIFY_MODE="local") == []
@@ -379,5 +383,53 @@ def test_e011_accepts_code_lengths_6_to_10(value):
 
 def test_e012_knows_the_network_scope():
     limits = {"number": ("5/h",), "ip": ("20/h",), "network": ("60/h", "300/d")}
-    assert ids(**GOOD, SEND_LIMITS=limits) == []
+    assert ids(**GOOD, SEND_LIMITS={**limits, **BUDGETS}) == []
     assert ids(**GOOD, SEND_LIMITS={"subnet": ("60/h",)}) == ["textflow.E012"]
+
+
+# -- the Fraud Guard (issue 13) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        ["ENABLED"],
+        {"ENABLE": True},
+        {"PREFIX_DIGITS": 0},
+        {"WINDOW": "1h"},
+        {"GRACE": True},
+        {"MIN_SENDS": 0},
+        {"MIN_CONVERSION": -0.1},
+        {"BLOCK_SECONDS": 10},
+        {"ALLOW_PREFIXES": ["1202555"]},
+        {"ALLOW_PREFIXES": "+12O2"},
+        {"NEW_COUNTRY_LIMIT": "10 an hour"},
+        {"ENABLED": "yes"},
+    ],
+)
+def test_e016_fraud_guard(guard):
+    assert ids(**GOOD, FRAUD_GUARD=guard) == ["textflow.E016"]
+
+
+def test_the_fraud_guard_takes_the_keys_it_changes():
+    assert ids(**GOOD, FRAUD_GUARD={"MIN_SENDS": 50, "ALLOW_PREFIXES": ["+1202555"]}) == []
+
+
+@pytest.mark.parametrize(
+    "settings_",
+    [
+        {"FRAUD_GUARD": {"ENABLED": False}},
+        {"SEND_LIMITS": {"number": ("5/h",), "ip": ("20/h",), "country": ("300/h",)}},
+        {"SEND_LIMITS": {"number": ("5/h",), "global": ("1000/h",)}},
+    ],
+)
+def test_w007_a_protection_against_pumping_turned_off(settings_):
+    messages = _run(**GOOD, **settings_)
+    assert [m.id for m in messages] == ["textflow.W007"]
+    assert messages[0].hint
+
+
+def test_send_limits_take_the_budget_scopes_and_checks_do_not():
+    budgets = {"number": ("5/h",), "global": ("1000/h",), "country": ("300/h",)}
+    assert ids(**GOOD, SEND_LIMITS=budgets) == []
+    assert ids(**GOOD, FAILED_CHECK_LIMITS={"global": ("60/h",)}) == ["textflow.E012"]

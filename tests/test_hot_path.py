@@ -281,7 +281,7 @@ def full_scans(text: str) -> list[str]:
     found = []
     for line in (raw.strip() for raw in text.splitlines()):
         if "Seq Scan on textflow_" in line or (
-            line.startswith("SCAN ") and not re.match(r"SCAN (v|r|\d+ CONSTANT ROWS)$", line)
+            line.startswith("SCAN ") and not re.match(r"SCAN (v|w|r|\d+ CONSTANT ROWS)$", line)
         ):
             found.append(line)
     return found

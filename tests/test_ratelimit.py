@@ -922,3 +922,56 @@ def test_concurrent_acquires_sharing_rows_in_any_order_never_deadlock(
     results = race(send, n=20)
     assert not [r for r in results if isinstance(r, Exception)], results
     assert results.count(None) == 12
+
+
+# -- what the Fraud Guard asks of acquire: blocks, waivers, counts (issue 13) ---------------
+
+
+def test_a_held_block_refuses_and_takes_nothing(store: Store, clock: FakeClock) -> None:
+    hits = [("send:number:+1", Rate(5, 3600))]
+    assert store.held("block:prefix:+1202555") is None
+    store.hold("block:prefix:+1202555", 600)
+    assert store.held("block:prefix:+1202555") == 600
+    blocks = ["block:prefix:+1202555", "block:country:US"]
+    refused = store.acquire(("cooldown:+1", 30), hits, clock(), blocks=blocks)
+    assert refused == Refusal("blocked", 600)
+    assert store.claim("cooldown:+1", 30) is None  # the cooldown was not spent
+    assert store.peek_all(hits) is None  # nor any cap
+    clock.advance(600)
+    assert store.held("block:prefix:+1202555") is None
+    assert store.acquire(None, hits, clock(), blocks=blocks) is None
+    store.hold("block:country:US", 60)
+    assert store.acquire(None, hits, clock(), blocks=blocks) == Refusal("blocked", 60)
+    store.release("block:country:US")
+    assert store.acquire(None, hits, clock(), blocks=blocks) is None
+
+
+def test_a_waived_hit_is_neither_checked_nor_counted(store: Store, clock: FakeClock) -> None:
+    new_country = ("guard:new:CU", Rate(1, 3600))
+    waivers = {"guard:new:CU": "guard:known:CU"}
+    assert store.acquire(None, [new_country], clock(), waivers=waivers) is None
+    refused = store.acquire(None, [new_country], clock(), waivers=waivers)
+    assert refused == Refusal("hit", 7200)
+    store.hold("guard:known:CU", 30 * 86400)  # a number of the country was verified
+    for _ in range(3):
+        assert store.acquire(None, [new_country], clock(), waivers=waivers) is None
+    assert store.peek(*new_country) == 7200  # the waived ones counted nothing
+
+
+def test_counts_answer_each_hits_current_window(store: Store, clock: FakeClock) -> None:
+    sends = ("guard:sends:+1202555", Rate(10**9, 3600))
+    new_country = ("guard:new:US", Rate(100, 3600))
+    waivers = {"guard:new:US": "guard:known:US"}
+    for expected in (1, 2, 3):
+        counts: dict[tuple[str, int], int] = {}
+        hits = [sends, ("send:number:+1", Rate(10, 86400)), new_country]
+        assert store.acquire(None, hits, clock(), waivers=waivers, counts=counts) is None
+        # Hits with a waiver are not reported, waived or not.
+        assert counts == {
+            ("guard:sends:+1202555", 3600): expected,
+            ("send:number:+1", 86400): expected,
+        }
+    clock.advance(3600)  # a new window
+    counts = {}
+    assert store.acquire(None, [sends], clock(), counts=counts) is None
+    assert counts == {("guard:sends:+1202555", 3600): 1}

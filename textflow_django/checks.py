@@ -20,13 +20,15 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E011``: ``MAX_ATTEMPTS``, ``RESEND_COOLDOWN``, ``NUM_PROXIES``,
   ``TOKEN_MAX_AGE``, ``CODE_LENGTH`` (6 to 10), ``BULK_BATCH_SIZE`` or
   ``BREAKER_THRESHOLD`` is not a whole number in its range.
-- ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of
-  ``"number"``/``"ip"``/``"network"`` to rates like ``"5/h"``.
+- ``textflow.E012``: ``SEND_LIMITS``/``FAILED_CHECK_LIMITS`` is not a dict of scopes
+  (``"number"``/``"ip"``/``"network"``, and for sends ``"global"``/``"country"``) to rates
+  like ``"5/h"``, two of one scope with different windows.
 - ``textflow.E013``: ``RATELIMIT_STORE`` is not ``"database"`` or ``"cache"``, or
   ``RATELIMIT_CACHE`` names no configured cache.
 - ``textflow.E014``: an ``AUTHENTICATION_CLASSES``/``PERMISSION_CLASSES``/``THROTTLE_CLASSES``
   entry cannot be imported.
 - ``textflow.E015``: ``MAX_TEXT_LENGTH`` is not a whole number of SMS segments from 1 to 255.
+- ``textflow.E016``: ``FRAUD_GUARD`` is not a dict of its keys with values in range.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
@@ -37,6 +39,8 @@ ID ledger (an ID is never reused, even when its check is removed):
   chance of guessing a targeted number's code under the configured caps, per day and year.
 - ``textflow.W006``: ``FAILED_CHECK_LIMITS`` has a ``"number"`` scope, which anyone can spend
   to lock the number's owner out.
+- ``textflow.W007``: a Fraud Guard protection is off: ``FRAUD_GUARD["ENABLED"]`` is False,
+  or ``SEND_LIMITS`` has no ``"global"`` or no ``"country"`` budget.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from ._rates import parse_rate
 from ._sms import MAX_SEGMENTS
 from .client import api_key_problem
 from .conf import (
@@ -62,6 +67,9 @@ from .conf import (
 from .exceptions import TextFlowConfigurationError
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+#: The scopes a send cap may count per, and a failed-check cap.
+SEND_SCOPES = ("number", "ip", "network", "global", "country")
+CHECK_SCOPES = ("number", "ip", "network")
 
 
 def _is_number(value: object) -> bool:
@@ -270,10 +278,29 @@ def _check_bulk(raw: Mapping[str, Any]) -> list[CheckMessage]:
     ]
 
 
+def _limits_problem(key: str, value: object) -> str | None:
+    """What is wrong with ``SEND_LIMITS`` or ``FAILED_CHECK_LIMITS`` (E012), or None."""
+    if not isinstance(value, Mapping):
+        return "it is not a dict"
+    scopes = SEND_SCOPES if key == "SEND_LIMITS" else CHECK_SCOPES
+    for scope, rates in value.items():
+        if scope not in scopes:
+            return f"unknown scope {scope!r}"
+        try:
+            windows = [
+                parse_rate(rate).window
+                for rate in ([rates] if isinstance(rates, str) else list(rates))
+            ]
+        except (TypeError, ValueError) as err:
+            return str(err)
+        if len(set(windows)) < len(windows):
+            # They would share one counter (a counter is per scope and window).
+            return f"two rates of {scope!r} have the same window; keep the tighter"
+    return None
+
+
 def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
     from django.utils.module_loading import import_string
-
-    from ._rates import parse_rate
 
     errors: list[CheckMessage] = []
     mode = raw.get("VERIFY_MODE", DEFAULTS["VERIFY_MODE"])
@@ -305,27 +332,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 )
             )
     for key in ("SEND_LIMITS", "FAILED_CHECK_LIMITS"):
-        value = raw.get(key, DEFAULTS[key])
-        problem = None
-        if not isinstance(value, Mapping):
-            problem = "it is not a dict"
-        else:
-            for scope, rates in value.items():
-                if scope not in ("number", "ip", "network"):
-                    problem = f"unknown scope {scope!r}"
-                    break
-                try:
-                    windows = [
-                        parse_rate(rate).window
-                        for rate in ([rates] if isinstance(rates, str) else list(rates))
-                    ]
-                except (TypeError, ValueError) as err:
-                    problem = str(err)
-                    break
-                if len(set(windows)) < len(windows):
-                    # They would share one counter (a counter is per scope and window).
-                    problem = f"two rates of {scope!r} have the same window; keep the tighter"
-                    break
+        problem = _limits_problem(key, raw.get(key, DEFAULTS[key]))
         if problem:
             errors.append(
                 Error(
@@ -336,6 +343,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 )
             )
     errors.extend(_check_guessing())
+    errors.extend(_check_fraud_guard(raw))
     store = raw.get("RATELIMIT_STORE", DEFAULTS["RATELIMIT_STORE"])
     alias = raw.get("RATELIMIT_CACHE", DEFAULTS["RATELIMIT_CACHE"])
     if store not in ("database", "cache"):
@@ -420,6 +428,81 @@ def _check_guessing() -> list[CheckMessage]:
                 hint="Guessing is bounded per verification (MAX_ATTEMPTS) and per client; "
                 "remove the 'number' scope unless that lockout is what you want.",
                 id="textflow.W006",
+            )
+        )
+    return found
+
+
+_GUARD_INTS = {  # key: (least, most)
+    "PREFIX_DIGITS": (1, 15),
+    "WINDOW": (60, 30 * 86400),
+    "GRACE": (10, 86400),
+    "MIN_SENDS": (1, 1_000_000),
+    "BLOCK_SECONDS": (60, 365 * 86400),
+}
+
+
+def _check_fraud_guard(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """E016 (the guard's settings) and W007 (a protection the settings turned off)."""
+    value = raw.get("FRAUD_GUARD", DEFAULTS["FRAUD_GUARD"])
+    problems: list[str] = []
+    if not isinstance(value, Mapping):
+        problems.append("it is not a dict")
+        value = {}
+    unknown = sorted(set(value) - set(DEFAULTS["FRAUD_GUARD"]))
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    guard = {**DEFAULTS["FRAUD_GUARD"], **value}
+    for key, (least, most) in _GUARD_INTS.items():
+        number = guard[key]
+        if not isinstance(number, int) or isinstance(number, bool) or not least <= number <= most:
+            problems.append(f"{key} must be a whole number from {least} to {most}")
+    share = guard["MIN_CONVERSION"]
+    if not _is_number(share) or not 0 <= share <= 1:
+        problems.append("MIN_CONVERSION must be a share from 0 to 1")
+    if not isinstance(guard["ENABLED"], bool):
+        problems.append("ENABLED must be True or False")
+    allow = guard["ALLOW_PREFIXES"]
+    prefixes = [allow] if isinstance(allow, str) else allow
+    if not isinstance(prefixes, list | tuple) or not all(
+        isinstance(p, str) and p[:1] == "+" and p[1:].isdigit() for p in prefixes
+    ):
+        problems.append("ALLOW_PREFIXES must be a list of prefixes like '+1202555'")
+    try:
+        parse_rate(guard["NEW_COUNTRY_LIMIT"])
+    except (TypeError, ValueError) as err:
+        problems.append(f"NEW_COUNTRY_LIMIT: {err}")
+    found: list[CheckMessage] = []
+    if problems:
+        found.append(
+            Error(
+                f"TEXTFLOW['FRAUD_GUARD'] is not valid: {'; '.join(problems)}.",
+                hint=f"Keys and defaults: {dict(DEFAULTS['FRAUD_GUARD'])!r}; give only the "
+                "keys you change.",
+                id="textflow.E016",
+            )
+        )
+        return found
+    off = []
+    if guard["ENABLED"] is False:
+        off.append(
+            "FRAUD_GUARD['ENABLED'] is False: destinations whose codes are never used "
+            "are not blocked"
+        )
+    send_limits = raw.get("SEND_LIMITS", DEFAULTS["SEND_LIMITS"])
+    if _limits_problem("SEND_LIMITS", send_limits) is None:  # else E012 says what is wrong
+        off += [
+            f"SEND_LIMITS has no {scope!r} budget"
+            for scope in ("global", "country")
+            if not send_limits.get(scope)
+        ]
+    if off:
+        found.append(
+            Warning(
+                "A Fraud Guard protection against SMS pumping is off: " + "; ".join(off) + ".",
+                hint="Keep the defaults (README: Fraud Guard) unless another layer stops "
+                "pumping; a SEND_LIMITS dict replaces the defaults' scopes, so list them all.",
+                id="textflow.W007",
             )
         )
     return found

@@ -11,14 +11,15 @@ and the README documents every key (a test keeps the two in step).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
 
 from django.conf import settings
 
 from ._codes import CODE_LENGTH
 from ._rates import Rate, parse_rate
 
-__all__ = ["DEFAULTS", "Settings", "conf"]
+__all__ = ["DEFAULTS", "FraudGuardSettings", "Settings", "conf"]
 
 #: Every key textflow-django reads, with its default. Keys not listed here are typos
 #: (system check ``textflow.W002``).
@@ -46,12 +47,28 @@ DEFAULTS: Final[Mapping[str, Any]] = {
         "number": ("5/h", "10/d"),
         "ip": ("20/h", "100/d"),
         "network": ("60/h", "300/d"),
+        # Budgets no botnet rotates around: every code the site sends, and per destination
+        # country. A normal site never meets them; they cap a disaster (README: sizing).
+        "global": ("1000/h", "10000/d"),
+        "country": ("300/h",),
     },
     # No "number" scope: anyone could spend it, and lock the number's owner out.
     "FAILED_CHECK_LIMITS": {"ip": ("60/h",), "network": ("200/h",)},
     "RATELIMIT_STORE": "database",
     "RATELIMIT_CACHE": "default",
     "NUM_PROXIES": 0,
+    # The Fraud Guard (textflow_django.fraud): a dict; keys left out keep these defaults.
+    "FRAUD_GUARD": {
+        "ENABLED": True,
+        "PREFIX_DIGITS": 7,
+        "WINDOW": 3600,
+        "GRACE": 300,
+        "MIN_SENDS": 20,
+        "MIN_CONVERSION": 0.2,
+        "BLOCK_SECONDS": 86400,
+        "ALLOW_PREFIXES": (),
+        "NEW_COUNTRY_LIMIT": "10/h",
+    },
     "TOKEN_MAX_AGE": 3600,
     "TOKEN_SESSION_BINDING": False,
     # Bulk SMS.
@@ -72,6 +89,49 @@ MAX_CODE_TTL: Final = 86400
 #: TextFlow documents no limit; this keeps a request body around 200 kB, and a batch whose
 #: outcome is unknown to a bounded number of recipients.
 MAX_BATCH_SIZE: Final = 10_000
+
+
+@dataclass(frozen=True)
+class FraudGuardSettings:
+    """``TEXTFLOW["FRAUD_GUARD"]`` merged over its defaults (see the README's Fraud Guard)."""
+
+    #: Whether the guard judges and blocks destinations (the budgets of ``SEND_LIMITS``
+    #: apply either way).
+    enabled: bool
+    #: Digits of the E.164 number after ``+`` that make a prefix (7: ``+1202555``).
+    prefix_digits: int
+    #: Seconds of sends a judgement looks back over.
+    window: int
+    #: Seconds a code may take to be verified: younger codes are not judged yet.
+    grace: int
+    #: Codes judged to a prefix before it may be blocked; also the most codes a prefix may
+    #: have in their grace period (the guard cannot judge them yet).
+    min_sends: int
+    #: Share of judged codes verified below which a prefix is blocked.
+    min_conversion: float
+    #: Seconds a block lasts.
+    block_seconds: int
+    #: Prefixes never blocked nor slowed (``+`` and digits).
+    allow_prefixes: tuple[str, ...]
+    #: Codes per hour (a rate) to a country with no verified number in 30 days.
+    new_country_limit: Rate
+
+    #: A country is judged on this many times ``min_sends`` codes, and blocked below this
+    #: share of ``min_conversion``: a country is many prefixes, its judgement is slower.
+    COUNTRY_SENDS_FACTOR: ClassVar[int] = 2
+    COUNTRY_CONVERSION_FACTOR: ClassVar[float] = 0.5
+
+    @property
+    def country_min_sends(self) -> int:
+        return self.min_sends * self.COUNTRY_SENDS_FACTOR
+
+    @property
+    def country_min_conversion(self) -> float:
+        return self.min_conversion * self.COUNTRY_CONVERSION_FACTOR
+
+    def prefix_of(self, number: str) -> str:
+        """The prefix of an E.164 number: ``+`` and its first ``prefix_digits`` digits."""
+        return number[: 1 + self.prefix_digits]
 
 
 class Settings:
@@ -192,6 +252,23 @@ class Settings:
     def NUM_PROXIES(self) -> int:
         """Reverse proxies in front of the site that append to ``X-Forwarded-For``."""
         return int(self.get("NUM_PROXIES"))
+
+    @property
+    def FRAUD_GUARD(self) -> FraudGuardSettings:
+        """The Fraud Guard's settings, ``TEXTFLOW["FRAUD_GUARD"]`` over the defaults."""
+        value = {**DEFAULTS["FRAUD_GUARD"], **(self.get("FRAUD_GUARD") or {})}
+        allow = value["ALLOW_PREFIXES"]
+        return FraudGuardSettings(
+            enabled=bool(value["ENABLED"]),
+            prefix_digits=int(value["PREFIX_DIGITS"]),
+            window=int(value["WINDOW"]),
+            grace=int(value["GRACE"]),
+            min_sends=int(value["MIN_SENDS"]),
+            min_conversion=float(value["MIN_CONVERSION"]),
+            block_seconds=int(value["BLOCK_SECONDS"]),
+            allow_prefixes=tuple(str(p) for p in ([allow] if isinstance(allow, str) else allow)),
+            new_country_limit=parse_rate(str(value["NEW_COUNTRY_LIMIT"])),
+        )
 
     @property
     def TOKEN_MAX_AGE(self) -> int:

@@ -16,7 +16,15 @@ from django.utils.translation import gettext_lazy as _
 
 from .fields import PhoneNumberField
 
-__all__ = ["BulkBatch", "BulkRecipient", "BulkSMSJob", "PhoneVerification", "RateLimitCounter"]
+__all__ = [
+    "BulkBatch",
+    "BulkRecipient",
+    "BulkSMSJob",
+    "FraudAllowedPrefix",
+    "FraudBlock",
+    "PhoneVerification",
+    "RateLimitCounter",
+]
 
 
 class PhoneVerification(models.Model):
@@ -50,6 +58,9 @@ class PhoneVerification(models.Model):
         related_name="phone_verifications",
     )
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
+    #: The number's ISO 3166-1 region (``"US"``): the Fraud Guard judges and the insights
+    #: page counts by country ("" on rows older than the field).
+    country = models.CharField(_("country"), max_length=3, blank=True, default="")
     #: SHA-256 of the opaque ``verification_id`` the client that asked for the code holds
     #: (only that client's guesses reach this verification); "" for a site's own call.
     handle_hash = models.CharField(max_length=64, blank=True, editable=False)
@@ -72,6 +83,9 @@ class PhoneVerification(models.Model):
             # handle is only ever looked up with its number (an index of random digests
             # would cost every send a write at a random place, for nothing).
             models.Index(fields=["phone_number", "status"], name="textflow_pv_number_status"),
+            # The Fraud Guard's judgement of a country, and the insights page's figures by
+            # day and country (appended to in time order: cheap to keep up).
+            models.Index(fields=["country", "created_at"], name="textflow_pv_country_created"),
         ]
         constraints = [
             # Unique among the tokens handed out (and the index a consume looks them up by).
@@ -103,6 +117,54 @@ class RateLimitCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.count}"
+
+
+class FraudBlock(models.Model):
+    """A destination the Fraud Guard stopped sending codes to: a number prefix (``+1202555``)
+    or a whole country (``CU``), with the figures it judged on. Active while ``until`` is
+    ahead and it was not lifted; the rate-limit store holds the same block for the send path
+    (``textflow_django.fraud``), this row is its record for people (the admin, alerts)."""
+
+    class Scope(models.TextChoices):
+        PREFIX = "prefix", _("number prefix")
+        COUNTRY = "country", _("country")
+
+    scope = models.CharField(_("scope"), max_length=16, choices=Scope.choices)
+    #: The prefix (``+`` and digits) or the ISO region.
+    value = models.CharField(_("destination"), max_length=16)
+    reason = models.CharField(_("reason"), max_length=200)
+    #: Codes sent to the destination in the judged window, and how many of them were verified.
+    sends = models.PositiveIntegerField(_("codes judged"), default=0)
+    conversions = models.PositiveIntegerField(_("codes verified"), default=0)
+    created_at = models.DateTimeField(_("since"), auto_now_add=True)
+    until = models.DateTimeField(_("until"))
+    lifted_at = models.DateTimeField(_("lifted"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("fraud block")
+        verbose_name_plural = _("fraud blocks")
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["scope", "value"], name="textflow_block_destination")]
+
+    def __str__(self) -> str:
+        return f"{self.value} ({self.get_scope_display()})"
+
+
+class FraudAllowedPrefix(models.Model):
+    """A number prefix the Fraud Guard never blocks nor slows (beside ``ALLOW_PREFIXES``):
+    added from the admin, by hand or from a block judged wrong."""
+
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True)
+    note = models.CharField(_("note"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("added"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("allowed prefix")
+        verbose_name_plural = _("allowed prefixes")
+        ordering = ["prefix"]
+
+    def __str__(self) -> str:
+        return self.prefix
 
 
 class BulkSMSJob(models.Model):

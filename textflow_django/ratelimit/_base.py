@@ -33,7 +33,24 @@ to the window of that ``now``, which is the one the hit was counted in.
 ``acquire``/``give_back`` do a claim and several hits all or nothing, and undo them (a failed
 SMS send consumes nothing); ``peek_all``/``hit_all`` read or count several caps at once.
 :class:`_OneByOne` builds these four from the single-key operations; a store that can do
-them in one round trip (``RedisCacheStore``) overrides them.
+them in one round trip (``RedisCacheStore``, ``DatabaseStore`` on PostgreSQL and SQLite)
+overrides them.
+
+The Fraud Guard asks three more things of ``acquire``, in the same round trip:
+
+- ``blocks``: keys held like claims (by :meth:`hold`, until a deadline); when any of them is
+  held, nothing is taken and the refusal is ``Refusal("blocked", seconds left)``, checked
+  before the claim (a blocked destination spends no cooldown).
+- ``waivers``: ``{hit key: waiver key}``; such a hit is neither checked nor counted while its
+  waiver key is held (the new-country cap, waived for a country verified in). A waived hit
+  given back takes one from its window all the same: harmless, as the cap it belongs to is
+  waived in that window (a key turns held or free for good, not back and forth).
+- ``counts``: a dict the acquire fills, on success, with the current window's count of each
+  hit that has no waiver, keyed ``(key, window)`` (the guard judges a destination once its
+  count says so).
+
+``hold(key, seconds)`` holds a key until ``seconds`` from now, whatever held it before;
+``held(key)`` answers the whole seconds it is still held, or None; ``release`` frees it.
 
 Time: every store reads the time from the ``clock`` it was built with (``time.time`` unless
 given; epoch seconds), and a ``now`` argument is a reading of that clock. That clock decides
@@ -47,16 +64,18 @@ clock, not when the server's clock gets there.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from .._rates import Rate
 
-__all__ = ["Clock", "RateLimitStore", "Refusal"]
+__all__ = ["Clock", "Counts", "RateLimitStore", "Refusal"]
 
 #: What a store reads the time from: epoch seconds, like ``time.time`` (the default).
 Clock: TypeAlias = Callable[[], float]
+#: What ``acquire(counts=...)`` fills: ``(key, window)`` -> the current window's count.
+Counts: TypeAlias = dict[tuple[str, int], int]
 
 
 class RateLimitStore(Protocol):
@@ -76,8 +95,19 @@ class RateLimitStore(Protocol):
     def peek(self, key: str, rate: Rate) -> int | None: ...
 
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+        self,
+        claim: tuple[str, int] | None,
+        hits: Sequence[tuple[str, Rate]],
+        now: float,
+        *,
+        blocks: Sequence[str] = (),
+        waivers: Mapping[str, str] | None = None,
+        counts: Counts | None = None,
     ) -> Refusal | None: ...
+
+    def hold(self, key: str, seconds: int) -> None: ...
+
+    def held(self, key: str) -> int | None: ...
 
     def give_back(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
@@ -90,7 +120,8 @@ class RateLimitStore(Protocol):
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why :meth:`acquire` refused: ``"claim"`` (held) or ``"hit"`` (a limit), and the wait."""
+    """Why :meth:`acquire` refused: ``"blocked"`` (a block key is held), ``"claim"`` (held)
+    or ``"hit"`` (a limit), and the wait."""
 
     kind: str
     retry_after: int
@@ -115,11 +146,34 @@ class _OneByOne(ABC):
     @abstractmethod
     def peek(self, key: str, rate: Rate) -> int | None: ...
 
+    @abstractmethod
+    def hold(self, key: str, seconds: int) -> None: ...
+
+    @abstractmethod
+    def held(self, key: str) -> int | None: ...
+
+    @abstractmethod
+    def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:
+        """The current window's count of each hit at ``now`` (a read)."""
+
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+        self,
+        claim: tuple[str, int] | None,
+        hits: Sequence[tuple[str, Rate]],
+        now: float,
+        *,
+        blocks: Sequence[str] = (),
+        waivers: Mapping[str, str] | None = None,
+        counts: Counts | None = None,
     ) -> Refusal | None:
         """All or nothing: take ``claim`` and count every hit in the windows of ``now`` (a
-        reading of the store's clock), or change nothing."""
+        reading of the store's clock), or change nothing (see the module docstring for
+        ``blocks``, ``waivers`` and ``counts``)."""
+        waits = [wait for key in blocks if (wait := self.held(key)) is not None]
+        if waits:
+            return Refusal("blocked", max(waits))
+        waived = {key for key, waiver in (waivers or {}).items() if self.held(waiver) is not None}
+        hits = [(key, rate) for key, rate in hits if key not in waived]
         if claim is not None:
             wait = self.claim(*claim)
             if wait is not None:
@@ -131,6 +185,8 @@ class _OneByOne(ABC):
                 self.give_back(claim, counted, now)
                 return Refusal("hit", wait)
             counted.append((key, rate))
+        if counts is not None:
+            counts.update(self._current([h for h in counted if h[0] not in (waivers or {})], now))
         return None
 
     def give_back(

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 from django.core.cache import caches
 
 from .._rates import Rate
-from ._base import Clock, _OneByOne, _position, _room, _wait
+from ._base import Clock, Counts, _OneByOne, _position, _room, _wait
 
 __all__ = ["CacheStore"]
 
@@ -57,6 +58,25 @@ class CacheStore(_OneByOne):
 
     def release(self, key: str) -> None:
         self.cache.delete(_PREFIX + key)
+
+    def hold(self, key: str, seconds: int) -> None:
+        # A whole second, as a claim's deadline on Redis (its script reads integers).
+        self.cache.set(_PREFIX + key, math.ceil(self.clock() + seconds), timeout=seconds + 1)
+
+    def held(self, key: str) -> int | None:
+        deadline = self.cache.get(_PREFIX + key)
+        now = self.clock()
+        if deadline is None or float(deadline) <= now:
+            return None
+        return max(1, math.ceil(float(deadline) - now))
+
+    def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:
+        keys = {
+            (key, rate.window): self._key(key, rate, _position(rate, now).index)
+            for key, rate in hits
+        }
+        found = self.cache.get_many(list(keys.values()))
+        return {name: int(found.get(full) or 0) for name, full in keys.items()}
 
     def _key(self, key: str, rate: Rate, index: int) -> str:
         return f"{_PREFIX}{key}:{rate.window}:{index}"

@@ -39,7 +39,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from django.db.models import Case, F, Q, Value, When
 
 from .. import _sql
 from .._rates import Rate
-from ._base import _MS, Clock, Refusal, _OneByOne, _Position, _position, _room, _wait
+from ._base import _MS, Clock, Counts, Refusal, _OneByOne, _Position, _position, _room, _wait
 
 if TYPE_CHECKING:
     from ..models import RateLimitCounter
@@ -166,30 +166,52 @@ class DatabaseStore(_OneByOne):
     # -- one round trip for a whole request (PostgreSQL, SQLite) ---------------------------
 
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+        self,
+        claim: tuple[str, int] | None,
+        hits: Sequence[tuple[str, Rate]],
+        now: float,
+        *,
+        blocks: Sequence[str] = (),
+        waivers: Mapping[str, str] | None = None,
+        counts: Counts | None = None,
     ) -> Refusal | None:
         if not _sql.returning(self.using):
-            return super().acquire(claim, hits, now)
+            return super().acquire(claim, hits, now, blocks=blocks, waivers=waivers, counts=counts)
         caps = _rows(hits, now)
         if claim is None and not caps:
-            return None
+            return super().acquire(None, (), now, blocks=blocks)  # only the blocks to read
         connection = connections[self.using]
         adapt = connection.ops.adapt_datetimefield_value
+        present = adapt(self._now_at(now))
+        waivers = waivers or {}
         params: list[Any] = []
         if claim is not None:
-            params += [claim[0], adapt(self._now_at(now + claim[1])), None, 0, 0, 1]
+            params += [claim[0], adapt(self._now_at(now + claim[1])), None, None, 0, 0, 1]
         for row in caps:
-            params += [row.key, adapt(self._expiry(row.at)), row.previous]
+            params += [row.key, adapt(self._expiry(row.at)), row.previous, waivers.get(row.hit)]
             params += [row.rate.limit * row.at.span, row.at.overlap, row.at.span]
+        params += [present, *blocks, present] if blocks else [present]
         if claim is not None:
-            params += [claim[0], claim[0], claim[0], adapt(self._now_at(now))]
-        sql = _acquire_sql(self.using, self._model._meta.db_table, len(caps), claim is not None)
+            params += [claim[0], claim[0], claim[0], present]
+        sql = _acquire_sql(
+            self.using, self._model._meta.db_table, len(caps), claim is not None, len(blocks)
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            taken = {key for (key,) in cursor.fetchall()}
+            taken = dict(cursor.fetchall())
         if len(taken) == len(caps) + (claim is not None):
             self._maybe_purge()
+            if counts is not None:
+                # A waived row is returned too (its count unchanged): only hits without a
+                # waiver are reported (module docstring of ._base).
+                counts.update(
+                    {(r.hit, r.rate.window): taken[r.key] for r in caps if r.hit not in waivers}
+                )
             return None
+        if not taken and blocks:
+            waits = [wait for key in blocks if (wait := self.held(key)) is not None]
+            if waits:
+                return Refusal("blocked", max(waits))
         # Refused somewhere: give back what was taken, then say why (a held claim first, as
         # the single-key operations would have stopped there).
         claim_taken = claim is not None and claim[0] in taken
@@ -203,15 +225,37 @@ class DatabaseStore(_OneByOne):
         refused = [row for row in caps if row.key not in taken]
         rows = self._model.objects.using(self.using)
         keys = [key for row in refused for key in (row.key, row.previous)]
-        counts = dict(rows.filter(key__in=keys).values_list("key", "count"))
+        found = dict(rows.filter(key__in=keys).values_list("key", "count"))
         waits = []
         for row in refused:
-            prev = counts.get(row.previous, 0)
+            prev = found.get(row.previous, 0)
             room = _room(row.rate, row.at, prev)
             # Refused: the row was at its room when the statement looked, whatever is read now.
-            wait = _wait(row.rate, row.at, prev, max(counts.get(row.key, 0), room))
+            wait = _wait(row.rate, row.at, prev, max(found.get(row.key, 0), room))
             waits.append(row.rate.window if wait is None else wait)
         return Refusal("hit", max(waits))
+
+    def hold(self, key: str, seconds: int) -> None:
+        until = self._now_at(self.clock() + seconds)
+        rows = self._model.objects.using(self.using)
+        if not rows.filter(key=key).update(count=1, expires_at=until):
+            if not self._insert(key, 1, until):
+                rows.filter(key=key).update(count=1, expires_at=until)
+
+    def held(self, key: str) -> int | None:
+        now = self._now()
+        rows = self._model.objects.using(self.using).filter(key=key, expires_at__gt=now)
+        until = next(iter(rows.values_list("expires_at", flat=True)[:1]), None)  # no ORDER BY
+        return None if until is None else max(1, math.ceil((until - now).total_seconds()))
+
+    def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:
+        rows = {(key, rate.window): _rows([(key, rate)], now)[0].key for key, rate in hits}
+        found = dict(
+            self._model.objects.using(self.using)
+            .filter(key__in=list(rows.values()))
+            .values_list("key", "count")
+        )
+        return {name: found.get(full, 0) for name, full in rows.items()}
 
     def _held(self, key: str, now: float) -> int:
         """The whole seconds a held claim has left at ``now`` (at least 1)."""
@@ -255,6 +299,8 @@ class _Row:
     previous: str
     rate: Rate
     at: _Position
+    #: The hit's own key (without window and index), as the caller named it.
+    hit: str
 
 
 def _rows(hits: Sequence[tuple[str, Rate]], now: float) -> list[_Row]:
@@ -263,9 +309,8 @@ def _rows(hits: Sequence[tuple[str, Rate]], now: float) -> list[_Row]:
     rows: dict[str, _Row] = {}
     for key, rate in hits:
         at = _position(rate, now)
-        row = _Row(
-            f"{key}:{rate.window}:{at.index}", f"{key}:{rate.window}:{at.index - 1}", rate, at
-        )
+        window = f"{key}:{rate.window}"
+        row = _Row(f"{window}:{at.index}", f"{window}:{at.index - 1}", rate, at, key)
         known = rows.get(row.key)
         if known is None or rate.limit < known.rate.limit:
             rows[row.key] = row
@@ -273,38 +318,55 @@ def _rows(hits: Sequence[tuple[str, Rate]], now: float) -> list[_Row]:
 
 
 @functools.cache
-def _acquire_sql(alias: str, table: str, caps: int, claim: bool) -> str:
-    """The one statement of :meth:`DatabaseStore.acquire` for ``caps`` rows and maybe a claim
-    (PostgreSQL and SQLite), built once per shape.
+def _acquire_sql(alias: str, table: str, caps: int, claim: bool, blocks: int) -> str:
+    """The one statement of :meth:`DatabaseStore.acquire` for ``caps`` rows, maybe a claim
+    and ``blocks`` block keys (PostgreSQL and SQLite), built once per shape.
 
-    ``v`` lists the rows: key, expiry, previous window's key (NULL for the claim), and the
-    room's integers ``limit * span``, ``overlap``, ``span`` (:func:`._base._room`: room =
-    ``(limit * span - prev * overlap) // span``; SQL's division truncates where Python's
-    floors, which differs only below zero, where both refuse). ``r`` adds each row's room.
-    A row is inserted when its room is at least one (a claim always), or, when it exists,
-    counted when below its room (a claim: taken over when its deadline has passed). The
-    claim's four parameters come last: its key three times and the present."""
+    ``v`` lists the rows: key, expiry, previous window's key (NULL for the claim), waiver
+    key (or NULL), and the room's integers ``limit * span``, ``overlap``, ``span``
+    (:func:`._base._room`: room = ``(limit * span - prev * overlap) // span``; SQL's division
+    truncates where Python's floors, which differs only below zero, where both refuse).
+    ``w`` marks the rows whose waiver is held (``n``: they add 0, their room is unbounded);
+    ``r`` adds each row's room. A row is inserted when its room is at least one (a claim
+    always), or, when it exists, counted when below its room (a claim: taken over when its
+    deadline has passed); nothing at all when a block key is held. ``RETURNING`` answers
+    each written row's key and count. Parameters, in order: the rows' seven values each,
+    the present (for the waivers), the block keys and the present again (when there are
+    blocks), then for a claim its key three times and the present."""
     qn = connections[alias].ops.quote_name
     t, key, count, expires = qn(table), qn("key"), qn("count"), qn("expires_at")
-    value = "(%s, %s, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))"
-    # Names from the model, quoted; every value is a parameter.
-    below_room = f"{t}.{count} < (SELECT r.room FROM r WHERE r.k = {t}.{key})"  # noqa: S608
+    value = "(%s, %s, %s, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))"
     values = ", ".join([value] * (caps + claim))
+    # Names from the model, quoted; every value is a parameter.
+    room_of = f"(SELECT r.room FROM r WHERE r.k = {t}.{key})"  # noqa: S608
+    add_of = f"(SELECT r.n FROM r WHERE r.k = {t}.{key})"  # noqa: S608
+    below_room = f"{t}.{count} < {room_of}"
     if claim:
-        set_count = f"CASE WHEN {t}.{key} = %s THEN 1 ELSE {t}.{count} + 1 END"
+        set_count = f"CASE WHEN {t}.{key} = %s THEN 1 ELSE {t}.{count} + {add_of} END"
         set_expires = f"CASE WHEN {t}.{key} = %s THEN excluded.{expires} ELSE {t}.{expires} END"
         room_ok = f"CASE WHEN {t}.{key} = %s THEN {t}.{expires} <= %s ELSE {below_room} END"
     else:
-        set_count = f"{t}.{count} + 1"
+        set_count = f"{t}.{count} + {add_of}"
         set_expires = f"{t}.{expires}"
         room_ok = below_room
+    unblocked = ""
+    if blocks:
+        held = ", ".join(["%s"] * blocks)
+        unblocked = (
+            f" AND NOT EXISTS (SELECT 1 FROM {t} b WHERE b.{key} IN ({held}) "  # noqa: S608
+            f"AND b.{expires} > %s)"
+        )
     return (
-        f"WITH v(k, e, p, ls, ov, sp) AS (VALUES {values}), "  # noqa: S608
-        f"r(k, e, room) AS (SELECT v.k, v.e, CASE WHEN v.p IS NULL THEN 1 ELSE "
-        f"(v.ls - COALESCE((SELECT c.{count} FROM {t} c WHERE c.{key} = v.p), 0) * v.ov) / v.sp "
-        f"END FROM v) "
+        f"WITH v(k, e, p, wk, ls, ov, sp) AS (VALUES {values}), "  # noqa: S608
+        f"w(k, e, p, ls, ov, sp, waived) AS (SELECT v.k, v.e, v.p, v.ls, v.ov, v.sp, "
+        f"CASE WHEN v.wk IS NOT NULL AND EXISTS (SELECT 1 FROM {t} h WHERE h.{key} = v.wk "
+        f"AND h.{expires} > %s) THEN 1 ELSE 0 END FROM v), "
+        f"r(k, e, room, n) AS (SELECT w.k, w.e, CASE WHEN w.p IS NULL THEN 1 "
+        f"WHEN w.waived = 1 THEN 9223372036854775807 ELSE "
+        f"(w.ls - COALESCE((SELECT c.{count} FROM {t} c WHERE c.{key} = w.p), 0) * w.ov) / w.sp "
+        f"END, 1 - w.waived FROM w) "
         f"INSERT INTO {t} ({key}, {count}, {expires}) "
-        f"SELECT r.k, 1, r.e FROM r WHERE r.room >= 1 ORDER BY r.k "
+        f"SELECT r.k, r.n, r.e FROM r WHERE r.room >= 1{unblocked} ORDER BY r.k "
         f"ON CONFLICT ({key}) DO UPDATE SET {count} = {set_count}, {expires} = {set_expires} "
-        f"WHERE {room_ok} RETURNING {key}"
+        f"WHERE {room_ok} RETURNING {key}, {count}"
     )

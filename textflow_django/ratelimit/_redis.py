@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.core.cache import caches
 
 from .._rates import Rate
-from ._base import Refusal, _Position, _position, _wait
+from ._base import Counts, Refusal, _Position, _position, _wait
 from ._cache import _PREFIX, CacheStore
 
 if TYPE_CHECKING:
@@ -30,14 +30,19 @@ if TYPE_CHECKING:
 __all__ = ["RedisCacheStore"]
 
 
-# One round trip for a whole send: the cooldown and every cap. KEYS: the claim key (when
-# ARGV[1] is 1), then for each cap its current window's key and its previous window's key;
-# ARGV: has_claim, claim ttl, claim deadline, now, all_or_nothing, then (limit, span, overlap,
-# keep) for each cap (see _base._Position: milliseconds, integers, and the seconds a count is
-# kept).
+# One round trip for a whole send: the blocks, the cooldown and every cap. KEYS: the claim key
+# (when ARGV[1] is 1), then the block keys (ARGV[6] of them), then for each cap its current
+# window's key, its previous window's key and its waiver key (its own current key when it
+# has none); ARGV: has_claim, claim ttl, claim deadline, now, all_or_nothing, block count,
+# then (limit, span, overlap, keep, has_waiver) for each cap (see _base._Position:
+# milliseconds, integers, and the seconds a count is kept).
+# A block or waiver key is held while its value, a deadline in epoch seconds, is past now
+# (CacheStore.hold writes whole seconds); a held block answers {3, seconds left} and takes
+# nothing. A cap whose waiver is held is skipped (neither checked nor counted).
 # all_or_nothing = 1 (acquire, hit): the first cap without room undoes every count made and
 # the claim, and answers {2, its position among the caps, prev, curr}. 0 (hit_all): a cap
 # without room is left as it is, the others are counted.
+# Success answers {0, 0, then each cap's current count after it, or -1 when waived}.
 # A cap's rule is _base._room's: a hit fits while prev * overlap + (curr + 1) * span <=
 # limit * span (integers below 2**53: exact in Lua's doubles). It counts (INCR) and takes
 # itself back (DECR) when it did not fit, as CacheStore.hit does.
@@ -51,7 +56,15 @@ _HITS_LUA = """
 local has_claim = ARGV[1] == '1'
 local now = tonumber(ARGV[4])
 local all_or_nothing = ARGV[5] == '1'
+local nblocks = tonumber(ARGV[6])
 local first = 1
+if has_claim then first = 2 end
+local longest = 0
+for b = first, first + nblocks - 1 do
+  local held = tonumber(redis.call('GET', KEYS[b]))
+  if held ~= nil and held > now then longest = math.max(longest, math.ceil(held - now)) end
+end
+if longest > 0 then return {3, longest} end
 if has_claim then
   if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[2]) then
     local held = tonumber(redis.call('GET', KEYS[1]))
@@ -59,28 +72,41 @@ if has_claim then
     if held > now then return {1, math.min(math.ceil(held - now), tonumber(ARGV[2]))} end
     redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
   end
-  first = 2
 end
-local a = 6
+local a = 7
 local cap = 0
-for i = first, #KEYS, 2 do
+local counted = {}
+local answer = {0, 0}
+for i = first + nblocks, #KEYS, 3 do
   local limit, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local overlap, keep = tonumber(ARGV[a + 2]), ARGV[a + 3]
-  a = a + 4
+  local has_waiver = ARGV[a + 4] == '1'
+  a = a + 5
   cap = cap + 1
-  local prev = tonumber(redis.call('GET', KEYS[i + 1])) or 0
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], keep) end
-  if prev * overlap + n * span > limit * span then
-    if all_or_nothing then
-      for j = first, i, 2 do redis.call('DECR', KEYS[j]) end
-      if has_claim then redis.call('DEL', KEYS[1]) end
-      return {2, cap, prev, n - 1}
+  local waiver = nil
+  if has_waiver then waiver = tonumber(redis.call('GET', KEYS[i + 2])) end
+  if waiver ~= nil and waiver > now then
+    table.insert(answer, -1)
+  else
+    local prev = tonumber(redis.call('GET', KEYS[i + 1])) or 0
+    local n = redis.call('INCR', KEYS[i])
+    if n == 1 then redis.call('EXPIRE', KEYS[i], keep) end
+    if prev * overlap + n * span > limit * span then
+      if all_or_nothing then
+        redis.call('DECR', KEYS[i])
+        for _, key in ipairs(counted) do redis.call('DECR', key) end
+        if has_claim then redis.call('DEL', KEYS[1]) end
+        return {2, cap, prev, n - 1}
+      end
+      redis.call('DECR', KEYS[i])
+      n = n - 1
+    else
+      table.insert(counted, KEYS[i])
     end
-    redis.call('DECR', KEYS[i])
+    table.insert(answer, n)
   end
 end
-return {0, 0}
+return answer
 """
 
 
@@ -165,21 +191,37 @@ class RedisCacheStore(CacheStore):
         now: float,
         *,
         all_or_nothing: bool,
+        blocks: Sequence[str] = (),
+        waivers: Mapping[str, str] | None = None,
+        counts: Counts | None = None,
     ) -> Refusal | None:
         """The hits script: see ``_HITS_LUA``."""
+        waivers = waivers or {}
         keys: list[str] = []
         args: list[int | float] = [1 if claim else 0, claim[1] if claim else 0, 0, now]
-        args.append(1 if all_or_nothing else 0)
+        args += [1 if all_or_nothing else 0, len(blocks)]
         if claim is not None:
             keys.append(self.cache.make_key(_PREFIX + claim[0]))
             args[2] = math.ceil(now + claim[1])  # an int: RedisCache reads it back as such
+        keys += [self.cache.make_key(_PREFIX + block) for block in blocks]
         caps = self._caps(hits, now)
-        for current, previous, rate, at in caps:
-            keys += [current, previous]
-            args += [rate.limit, at.span, at.overlap, at.keep]
+        for (key, _rate), (current, previous, rate, at) in zip(hits, caps, strict=True):
+            waiver = waivers.get(key)
+            keys += [
+                current,
+                previous,
+                current if waiver is None else self.cache.make_key(_PREFIX + waiver),
+            ]
+            args += [rate.limit, at.span, at.overlap, at.keep, 0 if waiver is None else 1]
         answer = self._redis().hits(keys=keys, args=args)
         if answer[0] == 0:
+            if counts is not None:
+                for (key, rate), count in zip(hits, answer[2:], strict=True):
+                    if key not in waivers:
+                        counts[key, rate.window] = int(count)
             return None
+        if answer[0] == 3:
+            return Refusal("blocked", max(1, int(answer[1])))
         if answer[0] == 1:
             return Refusal("claim", max(1, int(answer[1])))
         _current, _previous, rate, at = caps[int(answer[1]) - 1]
@@ -188,9 +230,24 @@ class RedisCacheStore(CacheStore):
         return Refusal("hit", _wait(rate, at, int(answer[2]), int(answer[3])) or rate.window)
 
     def acquire(
-        self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
+        self,
+        claim: tuple[str, int] | None,
+        hits: Sequence[tuple[str, Rate]],
+        now: float,
+        *,
+        blocks: Sequence[str] = (),
+        waivers: Mapping[str, str] | None = None,
+        counts: Counts | None = None,
     ) -> Refusal | None:
-        return self._run_hits(claim, hits, now, all_or_nothing=True)
+        return self._run_hits(
+            claim,
+            hits,
+            now,
+            all_or_nothing=True,
+            blocks=blocks,
+            waivers=waivers,
+            counts=counts,
+        )
 
     def hit(self, key: str, rate: Rate, now: float | None = None) -> int | None:
         """One hit in one round trip: the script reads both windows and counts atomically."""
