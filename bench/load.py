@@ -589,9 +589,12 @@ class Bench:
         self.offset += BLOCK
         return self.offset
 
-    def run(self, section: str, mode: str, seconds: float, xff: str = "many") -> Result:
+    def run(
+        self, section: str, mode: str, seconds: float, xff: str = "many", key: str = ""
+    ) -> Result:
+        """One measured run of ``mode``, kept as ``(section, key or mode)``."""
         result = wrk(self.url, mode, seconds, self.connections, self.block(), xff=xff)
-        self.results.setdefault((section, mode), []).append(result)
+        self.results.setdefault((section, key or mode), []).append(result)
         return result
 
     def pool(self, send_mode: str, seconds: float) -> tuple[Path, Result]:
@@ -618,7 +621,10 @@ class Bench:
         pool = self.tmp / "pool.txt"
         pool.write_text("".join(lines))
         if not lines:
-            raise RuntimeError(f"no codes to verify after {send_mode} ({sent.expected} sent)")
+            raise RuntimeError(
+                f"no codes to verify after {send_mode}: {sent.expected} answered 200, "
+                f"{sent.socket_errors} socket errors, unexpected answers {sent.unexpected}"
+            )
         return pool, sent
 
     def verify(self, section: str, mode: str, seconds: float, warmup: bool = False) -> Result:
@@ -694,7 +700,7 @@ LABELS = {
 }
 
 
-def main() -> int:
+def parse_args() -> Plan:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="CI mode: brief runs, errors only")
     parser.add_argument("--duration", type=float, default=None,
@@ -750,191 +756,240 @@ def main() -> int:
         help="after the database-store section, profile a send-code run with py-spy into DIR",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench/load.py needs wrk: apt-get install wrk", file=sys.stderr)
-        return 2
-    rounds = args.rounds or (1 if args.short else 4)
-    duration = args.duration or (2.0 if args.short else 5.0)
-    warmup = 1.0 if args.short else 2.0
     args.conns = args.conns or 2 * args.threads
+    sections = {name.strip() for name in args.sections.split(",") if name.strip()}
+    if sections - set(SECTIONS):
+        parser.error(f"--sections: unknown {', '.join(sorted(sections - set(SECTIONS)))}")
     old_rows = args.old_rows if args.old_rows is not None else (2000 if args.short else 100_000)
-    engine = args.database or ("postgres" if os.environ.get("PGHOST") else "sqlite")
-    args.sections = {name.strip() for name in args.sections.split(",") if name.strip()}
-    if args.sections - set(SECTIONS):
-        parser.error(f"--sections: unknown {', '.join(sorted(args.sections - set(SECTIONS)))}")
     if args.no_slow:
-        args.sections.discard("slow")
+        sections.discard("slow")
     if not old_rows:
-        args.sections.discard("old")
-    want = args.sections.__contains__
-    started = time.monotonic()
+        sections.discard("old")
+    return Plan(
+        args=args,
+        rounds=args.rounds or (1 if args.short else 4),
+        duration=args.duration or (2.0 if args.short else 5.0),
+        warmup=1.0 if args.short else 2.0,
+        old_rows=old_rows,
+        engine=args.database or ("postgres" if os.environ.get("PGHOST") else "sqlite"),
+        sections=sections,
+    )
 
-    slow: list[tuple[str, Result]] = []
-    slow_threads = 0
-    slow_note = ""
-    profile: list[str] = []
-    gunicorn_log = ""
-    old_line = ""
-    #: Seconds each part took, printed at the end (the CI stage has a time limit).
-    took: dict[str, float] = {}
-    mark = [time.monotonic()]
 
-    def lap(name: str) -> None:
+@dataclass
+class Plan:
+    """What to run, from the command line."""
+
+    args: argparse.Namespace
+    rounds: int
+    duration: float
+    warmup: float
+    old_rows: int
+    engine: str
+    sections: set[str]
+
+    @property
+    def short(self) -> bool:
+        return bool(self.args.short)
+
+    def want(self, section: str) -> bool:
+        return section in self.sections
+
+
+@dataclass
+class SlowRun:
+    """A send-code run with TextFlow slowed: ``threads`` per worker, ``connections`` in all."""
+
+    threads: int
+    connections: int
+    result: Result
+
+
+@dataclass
+class Outcome:
+    """Everything the runs produced, for the report."""
+
+    bench: Bench
+    db: Database
+    slow: list[SlowRun] = field(default_factory=list)
+    #: Threads per worker of the sized slow run, the send rate they were sized for, and why
+    #: fewer ("" unless PostgreSQL's max_connections capped them).
+    slow_threads: int = 0
+    slow_rate: float = 0.0
+    slow_note: str = ""
+    profile: list[str] = field(default_factory=list)
+    #: What bench/loadsite/oldrows.py printed.
+    old_line: str = ""
+    #: Seconds each part took (the CI stage has a time limit).
+    took: dict[str, float] = field(default_factory=dict)
+    gunicorn_log: str = ""
+    _mark: float = field(default_factory=time.monotonic, repr=False)
+
+    def lap(self, name: str) -> None:
+        """Record the seconds since the previous lap as ``name``'s."""
         now = time.monotonic()
-        took[name] = now - mark[0]
-        mark[0] = now
+        self.took[name] = now - self._mark
+        self._mark = now
 
-    with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="textflow-load-")))
-        db = stack.enter_context(database(engine, tmp))
-        redis_url = stack.enter_context(redis_server(tmp))
-        # SMS are recorded (each pool's codes are read from them; the emulator is reset before
-        # each pool, so they never pile up); requests are only counted.
-        emu_args = ["--credits", "1e15", "--no-record-requests"]
-        ca_bundle = None
-        if args.tls:
-            tls_args, ca_bundle = tls_files(tmp)
-            emu_args += tls_args
-        emulator_url = stack.enter_context(emulator(*emu_args))
-        bench = Bench(args, tmp, Control(emulator_url, ca_bundle))
 
-        def env_for(store: str = "database", verify_mode: str = "local") -> dict[str, str]:
-            return site_env(db, redis_url, emulator_url, args.settings, store=store,
-                            verify_mode=verify_mode, ca_bundle=ca_bundle)  # fmt: skip
+def measure(plan: Plan, tmp: Path, stack: ExitStack) -> Outcome:
+    """Every section of ``plan``, in order, on processes ``stack`` stops."""
+    args = plan.args
+    db = stack.enter_context(database(plan.engine, tmp))
+    redis_url = stack.enter_context(redis_server(tmp))
+    # SMS are recorded (each pool's codes are read from them; the emulator is reset before each
+    # pool, so they never pile up); requests are only counted.
+    emu_args = ["--credits", "1e15", "--no-record-requests"]
+    ca_bundle = None
+    if args.tls:
+        tls_args, ca_bundle = tls_files(tmp)
+        emu_args += tls_args
+    emulator_url = stack.enter_context(emulator(*emu_args))
+    bench = Bench(args, tmp, Control(emulator_url, ca_bundle))
+    out = Outcome(bench, db)
+    rounds, duration, warmup, want = plan.rounds, plan.duration, plan.warmup, plan.want
 
-        def serve(env: dict[str, str], name: str) -> AbstractContextManager[str]:
-            log = tmp / f"gunicorn-{name}.log"
-            return gunicorn(env, args.workers, args.threads, args.conns, log)
+    def env_for(store: str = "database", verify_mode: str = "local") -> dict[str, str]:
+        return site_env(db, redis_url, emulator_url, args.settings, store=store,
+                        verify_mode=verify_mode, ca_bundle=ca_bundle)  # fmt: skip
 
-        base_env = env_for()
-        manage(base_env, "migrate", "--verbosity", "0")
-        send_pairs = [("send", "register")]
-        verify_pairs = [("verify", "pverify")]
-        lap("setup")
+    def serve(env: dict[str, str], name: str) -> AbstractContextManager[str]:
+        return gunicorn(env, args.workers, args.threads, args.conns, tmp / f"gunicorn-{name}.log")
 
-        # 1. The defaults: database store, local mode.
-        with ExitStack() as site:
-            if want("db") or want("hot") or want("old"):
-                bench.url = site.enter_context(serve(base_env, "db"))
+    base_env = env_for()
+    manage(base_env, "migrate", "--verbosity", "0")
+    pairs = [("send", "register"), ("verify", "pverify")]
+    out.lap("setup")
+
+    # 1. The defaults: database store, local mode; one address vs many; old rows.
+    if want("db") or want("hot") or want("old"):
+        with serve(base_env, "db") as bench.url:
             if want("db"):
                 bench.warm(["hello", "naive", "send", "register", "verify", "pverify"], warmup)
-                bench.rounds("db", send_pairs + verify_pairs, rounds, duration,
-                             solo=("hello", "naive"))  # fmt: skip
-            elif want("hot") or want("old"):
+                bench.rounds("db", pairs, rounds, duration, solo=("hello", "naive"))
+            else:
                 bench.warm(["send"], warmup)
-            for r in range((max(1, rounds // 2) if not args.short else 1) if want("hot") else 0):
-                for xff in ("one", "many") if r % 2 == 0 else ("many", "one"):
-                    result = wrk(bench.url, "send", duration, bench.connections, bench.block(),
-                                 xff=xff)  # fmt: skip
-                    bench.results.setdefault(("hot", xff), []).append(result)
-            lap("defaults")
-            if args.profile is not None and bench.url:
+            if want("hot"):
+                for r in range(1 if plan.short else max(1, rounds // 2)):
+                    for xff in ("one", "many") if r % 2 == 0 else ("many", "one"):
+                        bench.run("hot", "send", duration, xff=xff, key=xff)
+            out.lap("defaults")
+            if args.profile is not None:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                profile = profile_send(bench, METER.groups["site"], duration, args.profile)
+                master = METER.groups["site"]
+                out.profile = profile_send(bench, master, duration, args.profile)
             if want("old"):
                 manage(base_env, "flush", "--no-input")
-                old_line = manage(base_env, "-m", "bench.loadsite.oldrows", str(old_rows))
+                out.old_line = manage(base_env, "-m", "bench.loadsite.oldrows", str(plan.old_rows))
                 bench.warm(["send", "register"], warmup)
-                bench.rounds("old", send_pairs + verify_pairs, rounds, duration)
-                lap("old rows")
+                bench.rounds("old", pairs, rounds, duration)
+                out.lap("old rows")
 
-        # 2. The Redis store; 3. textflow mode.
-        for name, env in (("redis", env_for(store="redis")),
-                          ("textflow", env_for(verify_mode="textflow"))):  # fmt: skip
-            if not want(name):
-                continue
+    # 2. The Redis store; 3. textflow mode.
+    for name, env in (("redis", env_for(store="redis")),
+                      ("textflow", env_for(verify_mode="textflow"))):  # fmt: skip
+        if want(name):
             manage(base_env, "flush", "--no-input")
             with serve(env, name) as bench.url:
                 bench.warm(["send", "register", "verify", "pverify"], warmup)
-                bench.rounds(name, send_pairs + verify_pairs, rounds, duration)
-            lap(name)
-        for log in tmp.glob("gunicorn-*.log"):
-            gunicorn_log += log.read_text()
+                bench.rounds(name, pairs, rounds, duration)
+            out.lap(name)
 
-        # 4. TextFlow made slow: every send holds a worker thread for 200 ms more. Threads
-        # needed ~ rate x latency: sized for the rate measured (25 % headroom), within what
-        # PostgreSQL's max_connections allows (a connection per thread, 10 kept spare).
-        send = bench.median("db", "send")
-        send_rate = send.rate if send is not None else 400.0  # a guess, when db was not run
-        sized = math.ceil(send_rate * SLOW_DELAY * 1.25 / args.workers)
-        if db.max_connections is not None and sized * args.workers > db.max_connections - 10:
-            sized = (db.max_connections - 10) // args.workers
-            slow_note = f", capped by PostgreSQL's max_connections {db.max_connections}"
-        slow_threads = args.slow_threads or max(args.threads + 1, sized)
-        runs = [args.threads, slow_threads] if not args.short else [slow_threads]
-        if not want("slow"):
-            runs = []
-        if runs:
-            slow_url = stack.enter_context(emulator(*emu_args, "--delay", str(SLOW_DELAY)))
-            slow_env = site_env(db, redis_url, slow_url, args.settings, ca_bundle=ca_bundle)
+    # 4. TextFlow made slow: every send holds a worker thread for 200 ms more. Threads needed
+    # ~ rate x latency: sized for the rate measured (25 % headroom), within what PostgreSQL's
+    # max_connections allows (a connection per thread, 10 kept spare).
+    send = bench.median("db", "send")
+    out.slow_rate = send.rate if send is not None else 400.0  # a guess, when db was not run
+    sized = math.ceil(out.slow_rate * SLOW_DELAY * 1.25 / args.workers)
+    if db.max_connections is not None and sized * args.workers > db.max_connections - 10:
+        sized = (db.max_connections - 10) // args.workers
+        out.slow_note = f", capped by PostgreSQL's max_connections {db.max_connections}"
+    out.slow_threads = args.slow_threads or max(args.threads + 1, sized)
+    runs = [out.slow_threads] if plan.short else [args.threads, out.slow_threads]
+    if want("slow"):
+        slow_url = stack.enter_context(emulator(*emu_args, "--delay", str(SLOW_DELAY)))
+        slow_env = site_env(db, redis_url, slow_url, args.settings, ca_bundle=ca_bundle)
         for threads in runs:
             # Every worker holds threads + 1 connections, so every thread always has work.
             log = tmp / f"gunicorn-slow-{threads}.log"
             total = args.workers * (threads + 1)
             with gunicorn(slow_env, args.workers, threads, threads + 1, log) as url:
                 bench.side.append(wrk(url, "send", warmup, total, bench.block()))
-                label = f"{args.workers}x{threads} threads, {total} conns"
-                slow.append((label, wrk(url, "send", duration * rounds, total, bench.block())))
-            gunicorn_log += log.read_text()
-        if runs:
-            lap("slow")
-    lap("teardown")
+                result = wrk(url, "send", duration * rounds, total, bench.block())
+                out.slow.append(SlowRun(threads, total, result))
+        out.lap("slow")
+    return out
 
-    report = Report(bench, args, db, rounds, duration, old_rows)
+
+def main() -> int:
+    plan = parse_args()
+    if shutil.which("wrk") is None:
+        print("bench/load.py needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="textflow-load-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            with ExitStack() as stack:
+                out = measure(plan, tmp, stack)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            # A site that does not answer as it should (a half-done change, say): say what
+            # broke and what gunicorn logged, rather than a bare traceback.
+            print(f"bench/load.py stopped: {exc}", file=sys.stderr)
+            for log in sorted(tmp.glob("gunicorn-*.log")):
+                text = log.read_text().strip()
+                if text:
+                    print(f"{log.name} (tail):\n{text[-3000:]}", file=sys.stderr)
+            return 1
+        out.gunicorn_log = "".join(log.read_text() for log in sorted(tmp.glob("gunicorn-*.log")))
+    out.lap("teardown")
+
+    report = Report(plan, out)
     report.header()
-    report.sections(old_line.strip())
-    if slow:
-        print(
-            f"TextFlow slow (emulator delay {SLOW_DELAY * 1000:.0f} ms), app send-code; "
-            f"threads sized: {slow_threads}/worker ~ {send_rate:.0f} req/s x {SLOW_DELAY} s x "
-            f"1.25 / {args.workers} workers{slow_note}"
-        )
-    for label, result in slow:
-        threads = int(label.split("x", 1)[1].split(" ", 1)[0]) * args.workers
-        print(row(label, result) + f"   (threads / latency = {threads / SLOW_DELAY:.0f} req/s)")
-    checks = report.checks([r for _label, r in slow])
+    report.sections()
+    report.slow()
+    checks = report.checks()
     for text, ok in checks:
         print(f"  {'PASS' if ok else 'MISS'}  {text}")
-    parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in took.items())
+    parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in out.took.items())
     print(f"(bench/load.py took {time.monotonic() - started:.0f} s: {parts})")
-    for line in profile:
+    for line in out.profile:
         print(line)
-    gated = bench.all_results() + [r for _label, r in slow]
-    if any(r.errors for r in gated) and gunicorn_log.strip():
-        print("gunicorn error log (tail):\n" + gunicorn_log[-3000:])
+    if any(r.errors for r in report.gated()) and out.gunicorn_log.strip():
+        print("gunicorn error log (tail):\n" + out.gunicorn_log[-3000:])
     return 0 if all(ok for _text, ok in checks) else 1
 
 
 class Report:
     """What is printed after the runs: figures, ratios, CPU, and the checks."""
 
-    def __init__(self, bench: Bench, args: argparse.Namespace, db: Database, rounds: int,
-                 duration: float, old_rows: int) -> None:  # fmt: skip
-        self.bench = bench
-        self.args = args
-        self.db = db
-        self.rounds = rounds
-        self.duration = duration
-        self.old_rows = old_rows
+    def __init__(self, plan: Plan, out: Outcome) -> None:
+        self.plan = plan
+        self.out = out
+        self.bench = out.bench
 
     def m(self, section: str, mode: str) -> Result | None:
         return self.bench.median(section, mode)
 
+    def gated(self) -> list[Result]:
+        """Every run whose errors count: the measured ones, warm-ups, pools, slow runs."""
+        return self.bench.all_results() + [run.result for run in self.out.slow]
+
     def header(self) -> None:
-        args = self.args
-        mode_name = "short: errors only" if args.short else "full"
+        args, plan = self.plan.args, self.plan
+        mode_name = "short: errors only" if plan.short else "full"
         print(
             f"bench/load.py [{mode_name}]: gunicorn {args.workers} gthread workers x "
             f"{args.threads} threads ({args.conns} connections each), wrk "
-            f"{self.bench.connections} keep-alive connections, {self.duration:.0f} s per run"
-            f"{f' x {self.rounds} alternating rounds (median)' if self.rounds > 1 else ''}; "
-            f"{self.db.label}; Redis and the TextFlow emulator"
+            f"{self.bench.connections} keep-alive connections, {plan.duration:.0f} s per run"
+            f"{f' x {plan.rounds} alternating rounds (median)' if plan.rounds > 1 else ''}; "
+            f"{self.out.db.label}; Redis and the TextFlow emulator"
             f"{' over HTTPS' if args.tls else ''} on loopback; {os.cpu_count()} cores for "
             "everything. Every request from a client address of its own (X-Forwarded-For, "
             "NUM_PROXIES = 1) unless said; every cap of the app counted, none reached."
         )
 
-    def sections(self, old_line: str) -> None:
+    def sections(self) -> None:
         cpu: list[tuple[str, Result]] = []
         for section in ("db", "hot", "old", "redis", "textflow"):
             modes = ("one", "many") if section == "hot" else tuple(LABELS)[:6]
@@ -942,16 +997,31 @@ class Report:
             shown = [(mode, r) for mode, r in found if r is not None]
             if not shown:
                 continue
-            print(SECTION_TITLES[section].format(old=f"{self.old_rows:,}") + ":")
-            if section == "old" and old_line:
-                print(f"  ({old_line})")
+            print(SECTION_TITLES[section].format(old=f"{self.plan.old_rows:,}") + ":")
+            if section == "old" and self.out.old_line:
+                print(f"  ({self.out.old_line.strip()})")
             for mode, result in shown:
                 print(row(LABELS[mode], result))
                 cpu.append((f"{section}: {LABELS[mode]}", result))
             print("  " + "   ".join(self.ratios(section)))
-        print("CPU per served request, ms, by process (site = gunicorn master and workers):")
+        if cpu:
+            print("CPU per served request, ms, by process (site = gunicorn master and workers):")
         for label, result in cpu:
             print(cpu_row(label, result))
+
+    def slow(self) -> None:
+        out, workers = self.out, self.plan.args.workers
+        if not out.slow:
+            return
+        print(
+            f"TextFlow slow (emulator delay {SLOW_DELAY * 1000:.0f} ms), app send-code; "
+            f"threads sized: {out.slow_threads}/worker ~ {out.slow_rate:.0f} req/s x "
+            f"{SLOW_DELAY} s x 1.25 / {workers} workers{out.slow_note}"
+        )
+        for run in out.slow:
+            label = f"{workers}x{run.threads} threads, {run.connections} conns"
+            ceiling = run.threads * workers / SLOW_DELAY
+            print(row(label, run.result) + f"   (threads / latency = {ceiling:.0f} req/s)")
 
     def ratios(self, section: str) -> list[str]:
         m = self.m
@@ -982,19 +1052,18 @@ class Report:
                 )
         return ["ratios:"] + out if out else []
 
-    def checks(self, slow: list[Result]) -> list[tuple[str, bool]]:
-        gated = self.bench.all_results() + slow
-        errors = sum(r.errors for r in gated)
+    def checks(self) -> list[tuple[str, bool]]:
+        errors = sum(r.errors for r in self.gated())
         checks = [(f"zero errors on every run, pool sends, warm-ups and slow TextFlow included "
                    f"({errors} errors)", errors == 0)]  # fmt: skip
-        if self.args.short:
+        if self.plan.short:
             return checks
         m = self.m
 
         def target(text: str, a: Result | None, b: Result | None, floor: float) -> None:
             if a is None or b is None:
                 # A section left out by --sections has no check; one that ran must have it.
-                if text.split(":", 1)[0] in self.args.sections:
+                if self.plan.want(text.split(":", 1)[0]):
                     checks.append((f"{text} (not measured)", False))
                 return
             value = ratio(a, b)
@@ -1008,19 +1077,20 @@ class Report:
                m("db", "pverify"), VERIFY_VS_PEER_LOCAL)  # fmt: skip
         target("textflow: verify-code vs peer verify, textflow mode", m("textflow", "verify"),
                m("textflow", "pverify"), VERIFY_VS_PEER_TEXTFLOW)  # fmt: skip
-        if "old" in self.args.sections and "db" in self.args.sections:
+        old_rows = self.plan.old_rows
+        if self.plan.want("old") and self.plan.want("db"):
             for app, peer, floor in (("send", "register", SEND_VS_PEER_DATABASE),
                                      ("verify", "pverify", VERIFY_VS_PEER_LOCAL)):  # fmt: skip
                 a, b = m("old", app), m("old", peer)
                 base_a, base_b = m("db", app), m("db", peer)
                 if not (a and b and base_a and base_b):
-                    text = f"old: {app} ratio with {self.old_rows:,} old rows (not measured)"
+                    text = f"old: {app} ratio with {old_rows:,} old rows (not measured)"
                     checks.append((text, False))
                     continue
                 value, base = ratio(a, b), ratio(base_a, base_b)
                 hold = max(floor, OLD_ROWS_HOLD * base)
                 checks.append((
-                    f"old: {app} vs peer with {self.old_rows:,} old rows holds: >= {floor}x and >= "
+                    f"old: {app} vs peer with {old_rows:,} old rows holds: >= {floor}x and >= "
                     f"{OLD_ROWS_HOLD:.0%} of {base:.2f}x ({value:.2f}x)", value >= hold,
                 ))  # fmt: skip
         send, naive, hello = m("db", "send"), m("db", "naive"), m("db", "hello")
