@@ -54,9 +54,9 @@ connections, so that p99 measures the service rather than the queue in front of 
 closed-loop generator, latency ~ connections / rate). gunicorn's gthread worker accepts every
 connection it can, so with keep-alive one worker would take nearly all of wrk's connections:
 each worker is capped at ``--conns`` connections (``--worker-connections``) and wrk opens
-exactly workers x conns. The CPU time of every
-process involved (gunicorn, emulator, Redis, PostgreSQL, wrk) is read from /proc and printed
-per served request: on a shared 2-core machine it explains the rates.
+exactly workers x conns. The CPU time of every process involved (gunicorn, PostgreSQL, the
+emulator, Redis, wrk) is read from /proc and printed per served request: on a shared 2-core
+machine it explains the rates.
 
 Targets (full mode, medians): send-code >= 1.2x the peer's register with the database store,
 >= 1.5x with the Redis store, and with the old rows stored the ratio holds (>= 1.2x, and at
@@ -638,9 +638,11 @@ class Bench:
             result = wrk(self.url, mode, seconds, self.connections, 0, numbers=pool)
             if sent.rate:
                 self.pool_ratio[key] = self.pool_ratio[("", mode)] = result.rate / sent.rate
-            if not (result.overrun and result.errors):
+            # Past its pool, a run's requests reuse codes and are refused: if every error can
+            # be one of those, the pool was too small: a larger one, again. More errors than
+            # that are the site's, and are kept.
+            if not (result.overrun and 0 < result.errors <= result.overrun):
                 break
-            # Outran the pool (its used codes answered as errors): a larger pool, again.
             self.pool_ratio[key] = max(self.pool_ratio.get(key, 0.0), estimate) * 2
         if warmup:
             self.side.append(result)
