@@ -16,8 +16,8 @@ connections:
   request (a new connection each time), no validation, no limits, no record.
 - send:     ``POST /api/phone/send-code/``: the app's full work: normalise and classify the
   number, claim the resend cooldown and count the send against every default cap (number,
-  IP, network), make the code, send it through TextFlow (pooled connection), record the
-  verification, fire the signal.
+  IP, network, the global and country budgets, the Fraud Guard's counters), make the code,
+  send it through TextFlow (pooled connection), record the verification, fire the signal.
 - register: ``POST /api/phone/register``: the peer's send (its code and session token stored,
   the SMS posted to TextFlow's ``/send-sms``; no limits).
 - verify:   ``POST /api/phone/verify-code/`` with the right code and its ``verification_id``;
@@ -27,9 +27,9 @@ connections:
   A run that outruns its pool is redone with a larger one.
 
 Every send-like request carries a distinct valid number and, in ``X-Forwarded-For`` (the site
-has ``NUM_PROXIES = 1``), a client address (and /24) of its own. The caps are set high, so
-every rule is checked and none trips: anything but the expected answer (a 429 included) is an
-error.
+has ``NUM_PROXIES = 1``), a client address (and /24) of its own. The caps (and the Fraud
+Guard's thresholds) are set high, so every rule is checked and none trips: anything but the
+expected answer (a 429 included) is an error.
 
 Sections, each a gunicorn run of the site with its settings (``LOAD_STORE``,
 ``LOAD_VERIFY_MODE``) and a flushed database; app and peer are measured in alternating rounds

@@ -20,11 +20,11 @@ Both apps share the database, the middleware and the DRF defaults; each speaks t
 as TextFlow (the peer through ``bench.loadsite.peer.TextFlowPeerBackend``).
 
 Not a production configuration (the secret key is public). Every rule of the app is on with
-its default value, except the caps: set so high that none trips, yet every default scope
-(number, ip and network for sends; ip and network for failed checks) is counted on every
-request. ``NUM_PROXIES = 1``: the load generator gives each request its client address in
-``X-Forwarded-For`` (one address for all, or one per request); without that header the
-address is ``REMOTE_ADDR``, 127.0.0.1.
+its default value, except the caps and the Fraud Guard's thresholds: set so high that none
+trips, yet every default scope (number, ip, network and the global and country budgets for
+sends; ip and network for failed checks) is counted on every request. ``NUM_PROXIES = 1``:
+the load generator gives each request its client address in ``X-Forwarded-For`` (one address
+for all, or one per request); without that header the address is ``REMOTE_ADDR``, 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 from demo.settings import *  # noqa: F403
 from demo.settings import INSTALLED_APPS
 
+from textflow_django.conf import DEFAULTS as TEXTFLOW_DEFAULTS
 from textflow_django.testing import EMULATOR_API_KEY
 
 SECRET_KEY = "bench-load-not-secret"  # noqa: S105 - a throw-away benchmark site
@@ -105,15 +106,25 @@ TEXTFLOW = {
     # The default cooldown: every number is sent to once, so it is claimed on every send and
     # never refuses one.
     "RESEND_COOLDOWN": 30,
-    # Every default scope, each out of reach: the verify runs check numbers the send runs
-    # left, and the "one address" run sends everything from one IP.
-    "SEND_LIMITS": {"number": _HIGH, "ip": _HIGH, "network": _HIGH},
-    "FAILED_CHECK_LIMITS": {"ip": _HIGH, "network": _HIGH},
+    # Every default scope (number, ip, network, and the global and country budgets), each out
+    # of reach: all the load comes from one site, and the "one address" run from one IP. A
+    # SEND_LIMITS dict replaces the defaults' scopes, so they are all listed, from the defaults.
+    "SEND_LIMITS": {scope: _HIGH for scope in TEXTFLOW_DEFAULTS["SEND_LIMITS"]},
+    "FAILED_CHECK_LIMITS": {scope: _HIGH for scope in TEXTFLOW_DEFAULTS["FAILED_CHECK_LIMITS"]},
     "RATELIMIT_STORE": "cache" if LOAD_STORE == "redis" else "database",
     "RATELIMIT_CACHE": "default",
     # The load generator's X-Forwarded-For is the one proxy's view of the client.
     "NUM_PROXIES": 1,
 }
+
+# The Fraud Guard stays on, its thresholds out of reach like the caps: the send runs never
+# verify their codes (a conversion of 0 that the guard would block at once), and every prefix
+# gets thousands of codes in seconds. Only keys the guard knows are given (E016 refuses others).
+_GUARD = {"MIN_SENDS": 1_000_000, "NEW_COUNTRY_LIMIT": "1000000000/h"}
+if "FRAUD_GUARD" in TEXTFLOW_DEFAULTS:
+    TEXTFLOW["FRAUD_GUARD"] = {
+        k: v for k, v in _GUARD.items() if k in TEXTFLOW_DEFAULTS["FRAUD_GUARD"]
+    }
 
 # The peer: django-phone-verify 3.3 with a TextFlow backend of the bench's own; its defaults
 # otherwise (6-digit codes, 10 minutes, each code verifies once).
