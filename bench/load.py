@@ -988,7 +988,8 @@ class Report:
             f"{self.out.db.label}; Redis and the TextFlow emulator"
             f"{' over HTTPS' if args.tls else ''} on loopback; {os.cpu_count()} cores for "
             "everything. Every request from a client address of its own (X-Forwarded-For, "
-            "NUM_PROXIES = 1) unless said; every cap of the app counted, none reached."
+            "NUM_PROXIES = 1) unless said; every cap of the app (and the Fraud Guard's "
+            "thresholds) counted, none reached."
         )
 
     def sections(self) -> None:
