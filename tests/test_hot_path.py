@@ -33,26 +33,39 @@ from rest_framework.test import APIClient
 from textflow_django import _sql, verification
 from textflow_django.models import PhoneVerification
 from textflow_django.ratelimit import DatabaseStore
+from textflow_django.verification import _checking
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 NUMBER = "+12025550143"
 SEND = "/api/phone/send-code/"
 VERIFY = "/api/phone/verify-code/"
-#: Every default scope counted, and a second rate on each: still one statement.
+#: Every scope counted, a second rate on most, and the Fraud Guard's counters (on by
+#: default): still one statement.
 EVERY_SCOPE = {
-    "SEND_LIMITS": {"number": ("5/h", "10/d"), "ip": ("20/h", "50/d"), "network": ("60/h",)},
+    "SEND_LIMITS": {
+        "number": ("5/h", "10/d"),
+        "ip": ("20/h", "50/d"),
+        "network": ("60/h",),
+        "global": ("1000/h", "10000/d"),
+        "country": ("300/h",),
+    },
     "FAILED_CHECK_LIMITS": {"ip": ("60/h", "300/d"), "network": ("200/h",)},
 }
 
 
 @pytest.fixture(autouse=True)
-def _worst_case(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def _worst_case(settings: Any, monkeypatch: pytest.MonkeyPatch, transactional_db: None) -> None:
     """Every scope counted, the purge of expired counters on every write (it runs one
     write in 50), sessions in a signed cookie (no query of their own)."""
     settings.TEXTFLOW = {**settings.TEXTFLOW, **EVERY_SCOPE, "RATELIMIT_STORE": "database"}
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     monkeypatch.setattr(DatabaseStore, "purge_one_in", 1)
+    # This process has marked the country known to the Fraud Guard today (the once-a-day
+    # statement has a test of its own).
+    monkeypatch.setattr(_checking, "_marked", {"US": DatabaseStore().clock()})
+    # A site that has verified US numbers: the new-country cap is waived for them.
+    DatabaseStore().hold("fraud:known:US", 30 * 86400)
 
 
 def kinds(context: CaptureQueriesContext) -> list[str]:
@@ -70,6 +83,8 @@ def kinds(context: CaptureQueriesContext) -> list[str]:
             names.append("purge")
         elif sql.startswith('UPDATE "textflow_ratelimitcounter"'):
             names.append("refund")
+        elif sql.startswith('INSERT INTO "textflow_ratelimitcounter"'):
+            names.append("known")
         elif sql.startswith('SELECT "textflow_ratelimitcounter"'):
             names.append("held")
         elif sql.startswith('INSERT INTO "textflow_phoneverification"'):
@@ -166,6 +181,20 @@ def test_verify_code_right(
     assert kinds(context) == ["counters", "purge", "attempt", "verified", "refund"]
     row = PhoneVerification.objects.get()
     assert (row.status, row.attempts) == ("verified", 0)
+
+
+def test_the_first_verification_of_a_country_today_marks_it_known(
+    monkeypatch: pytest.MonkeyPatch, sms_outbox: Any, django_assert_max_num_queries: Any
+) -> None:
+    """Once a day per country and process, a right code also renews the country's "verified
+    here" mark for the Fraud Guard's new-country cap: one more statement."""
+    monkeypatch.setattr(_checking, "_marked", {})
+    handle, code = sent(APIClient(), sms_outbox)
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    with django_assert_max_num_queries(6) as context:
+        assert APIClient().post(VERIFY, data, format="json").status_code == 200
+    assert kinds(context) == ["counters", "purge", "attempt", "verified", "refund", "known"]
+    assert DatabaseStore().held("fraud:known:US") == 30 * 86400
 
 
 def test_verify_code_wrong_then_locked(sms_outbox: Any, django_assert_max_num_queries: Any) -> None:
@@ -288,8 +317,8 @@ def full_scans(text: str) -> list[str]:
 
 
 def test_every_statement_of_the_hot_path_uses_an_index(sms_outbox: Any) -> None:
-    for i in range(50):  # old rows of other numbers
-        verification.send_code(f"+1202555{1000 + i:04d}")
+    for i in range(50):  # old rows of other numbers, in other prefixes
+        verification.send_code(f"+1202{300 + i:03d}0143")
     with statements() as seen:
         api = session_client()
         handle, code = sent(api, sms_outbox)

@@ -44,6 +44,7 @@ StrOrPromise: TypeAlias = str | Promise
 __all__ = [
     "ClientConfigurationError",
     "CountryNotAllowed",
+    "DestinationBlocked",
     "InsufficientBalance",
     "InvalidCode",
     "InvalidToken",
@@ -180,6 +181,16 @@ class CountryNotAllowed(VerificationError):
 
     code = "country_not_allowed"
     default_message: StrOrPromise = _("Phone numbers from this country are not accepted.")
+
+
+class DestinationBlocked(VerificationError):
+    """The Fraud Guard stopped sending codes to this number's prefix or country (its codes
+    were sent and not used: the mark of SMS pumping). Nothing was sent; the message does not
+    accuse the user, who may well be legitimate."""
+
+    code = "destination_blocked"
+    status_code = 403
+    default_message: StrOrPromise = _("We cannot send codes to this number right now.")
 
 
 #: The answer to a send that failed after it may have reached TextFlow: it counted, and the

@@ -15,6 +15,7 @@ from django.dispatch import Signal
 __all__ = [
     "bulk_job_finished",
     "code_sent",
+    "destination_blocked",
     "phone_verified",
     "rate_limited",
     "verification_failed",
@@ -46,6 +47,11 @@ verification_failed = Signal()
 #: A ``"send"`` refused by the ``"number"`` scope is what a stranger can still do to a
 #: number's owner: spend its codes, and make the owner wait.
 rate_limited = Signal()
+
+#: The Fraud Guard blocked a destination (for alerting). Arguments: ``sender`` (the
+#: ``FraudBlock`` class), ``block`` (the row: ``scope`` ``"prefix"`` or ``"country"``,
+#: ``value``, ``reason``, ``sends``, ``conversions``, ``until``).
+destination_blocked = Signal()
 
 #: A bulk SMS job ended. Arguments: ``sender`` (the ``BulkSMSJob`` class), ``job``.
 bulk_job_finished = Signal()

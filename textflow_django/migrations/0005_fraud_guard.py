@@ -5,57 +5,78 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('textflow', '0004_verification_handles_and_tokens'),
+        ("textflow", "0004_verification_handles_and_tokens"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FraudAllowedPrefix',
+            name="FraudAllowedPrefix",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prefix', models.CharField(max_length=16, unique=True, verbose_name='prefix')),
-                ('note', models.CharField(blank=True, max_length=200, verbose_name='note')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='added')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("prefix", models.CharField(max_length=16, unique=True, verbose_name="prefix")),
+                ("note", models.CharField(blank=True, max_length=200, verbose_name="note")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="added")),
             ],
             options={
-                'verbose_name': 'allowed prefix',
-                'verbose_name_plural': 'allowed prefixes',
-                'ordering': ['prefix'],
+                "verbose_name": "allowed prefix",
+                "verbose_name_plural": "allowed prefixes",
+                "ordering": ["prefix"],
             },
         ),
         migrations.CreateModel(
-            name='FraudBlock',
+            name="FraudBlock",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(choices=[('prefix', 'number prefix'), ('country', 'country')], max_length=16, verbose_name='scope')),
-                ('value', models.CharField(max_length=16, verbose_name='destination')),
-                ('reason', models.CharField(max_length=200, verbose_name='reason')),
-                ('sends', models.PositiveIntegerField(default=0, verbose_name='codes judged')),
-                ('conversions', models.PositiveIntegerField(default=0, verbose_name='codes verified')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='since')),
-                ('until', models.DateTimeField(verbose_name='until')),
-                ('lifted_at', models.DateTimeField(blank=True, null=True, verbose_name='lifted')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[("prefix", "number prefix"), ("country", "country")],
+                        max_length=16,
+                        verbose_name="scope",
+                    ),
+                ),
+                ("value", models.CharField(max_length=16, verbose_name="destination")),
+                ("reason", models.CharField(max_length=200, verbose_name="reason")),
+                ("sends", models.PositiveIntegerField(default=0, verbose_name="codes judged")),
+                (
+                    "conversions",
+                    models.PositiveIntegerField(default=0, verbose_name="codes verified"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="since")),
+                ("until", models.DateTimeField(verbose_name="until")),
+                ("lifted_at", models.DateTimeField(blank=True, null=True, verbose_name="lifted")),
             ],
             options={
-                'verbose_name': 'fraud block',
-                'verbose_name_plural': 'fraud blocks',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name": "fraud block",
+                "verbose_name_plural": "fraud blocks",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='phoneverification',
-            name='country',
-            field=models.CharField(blank=True, default='', max_length=3, verbose_name='country'),
+            model_name="phoneverification",
+            name="country",
+            field=models.CharField(blank=True, default="", max_length=3, verbose_name="country"),
         ),
         migrations.AddIndex(
-            model_name='phoneverification',
-            index=models.Index(fields=['country', 'created_at'], name='textflow_pv_country_created'),
+            model_name="phoneverification",
+            index=models.Index(
+                fields=["country", "created_at"], name="textflow_pv_country_created"
+            ),
         ),
         migrations.AddIndex(
-            model_name='fraudblock',
-            index=models.Index(fields=['scope', 'value'], name='textflow_block_destination'),
+            model_name="fraudblock",
+            index=models.Index(fields=["scope", "value"], name="textflow_block_destination"),
         ),
     ]

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from .._rates import Rate, parse_rate
 from ..conf import conf
-from ._base import RateLimitStore, Refusal
+from ._base import Counts, RateLimitStore, Refusal
 from ._base import _position as _position  # for tests that compute a window's key
 from ._cache import CacheStore
 from ._database import DatabaseStore
@@ -61,6 +61,7 @@ from ._redis import RedisCacheStore, _single_redis
 
 __all__ = [
     "CacheStore",
+    "Counts",
     "DatabaseStore",
     "Rate",
     "RateLimitStore",

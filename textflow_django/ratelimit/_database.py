@@ -238,7 +238,17 @@ class DatabaseStore(_OneByOne):
     def hold(self, key: str, seconds: int) -> None:
         until = self._now_at(self.clock() + seconds)
         rows = self._model.objects.using(self.using)
-        if not rows.filter(key=key).update(count=1, expires_at=until):
+        if _sql.returning(self.using):  # an upsert: one statement
+            connection = connections[self.using]
+            qn = connection.ops.quote_name
+            t, k, c, e = qn(self._model._meta.db_table), qn("key"), qn("count"), qn("expires_at")
+            sql = (
+                f"INSERT INTO {t} ({k}, {c}, {e}) VALUES (%s, 1, %s) "  # noqa: S608
+                f"ON CONFLICT ({k}) DO UPDATE SET {c} = 1, {e} = excluded.{e}"
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [key, connection.ops.adapt_datetimefield_value(until)])
+        elif not rows.filter(key=key).update(count=1, expires_at=until):
             if not self._insert(key, 1, until):
                 rows.filter(key=key).update(count=1, expires_at=until)
 

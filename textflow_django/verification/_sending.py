@@ -12,23 +12,24 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, router
 from django.utils import timezone
 
-from .. import ratelimit, signals
+from .. import fraud, ratelimit, signals
 from .._client_ip import client_ip
 from .._codes import code_sms_text, generate_code
 from ..backends import get_backend
-from ..conf import conf
+from ..conf import FraudGuardSettings, conf
 from ..exceptions import (
     MAYBE_SENT_MESSAGE,
+    DestinationBlocked,
     RateLimited,
     ResendTooSoon,
     TextFlowError,
     VerificationError,
 )
 from ..models import PhoneVerification
-from ..ratelimit import Rate
+from ..ratelimit import Counts, Rate, RateLimitStore, Refusal
 from ._failures import provider_error, store_calls
 from ._secrets import digest, new_secret
-from ._service import caller, caps, hash_code, normalize, remember, report_refusal
+from ._service import caller, caps, destination, hash_code, remember, report_refusal
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -49,12 +50,12 @@ class CodeSent:
 
 
 def _send_limits(
-    number: str, ip: str | None
+    number: str, ip: str | None, region: str
 ) -> tuple[tuple[str, int] | None, list[tuple[str, Rate]]]:
     """The cooldown claim and the cap hits one send must take."""
     cooldown = conf.RESEND_COOLDOWN
     claim = (f"cooldown:{number}", cooldown) if cooldown > 0 else None
-    return claim, caps("send", conf.SEND_LIMITS, number, ip)
+    return claim, caps("send", conf.SEND_LIMITS, number, ip, region)
 
 
 def send_code(
@@ -73,6 +74,7 @@ def send_code(
     yet: it has the id in the answer, and a session row per send would be pure cost).
 
     Raises ``InvalidPhoneNumberError`` (a ``ValidationError``), ``CountryNotAllowed``,
+    ``DestinationBlocked`` (the Fraud Guard: nothing is sent, nothing spent),
     ``ResendTooSoon``, ``RateLimited``, ``SMSProviderError``, ``SMSProviderUnavailable`` or
     ``LimitsUnavailable`` (the rate-limit store is down: nothing is sent).
     A failure that certainly sent nothing (refused, a 4xx, the breaker open) consumes
@@ -81,21 +83,40 @@ def send_code(
     so the code verifies if it arrives: the ``SMSProviderError``/``SMSProviderUnavailable``
     then says so (``extra["code_may_arrive"]``) and carries the ``verification_id``.
     """
-    number = normalize(phone_number)
+    number, region = destination(phone_number)
     ip = client_ip(request)
     user = caller(request, user)
     store = ratelimit.get_store()
-    claim, hits = _send_limits(number, ip)
+    claim, limits = _send_limits(number, ip, region)
+    guard = conf.FRAUD_GUARD
+    shield = fraud.plan(number, region, guard)
     # The store's clock: a refund must come off the windows the send was counted in.
     taken_at = store.clock()
-    # The cooldown and every cap in one go (one round trip on Redis), all or nothing.
-    with store_calls():
-        refusal = store.acquire(claim, hits, taken_at)
+    # The Fraud Guard's blocks, the cooldown and every cap in one round trip, all or nothing.
+    hits = [*limits, *shield.hits]
+    refusal, counts = _acquire(store, claim, hits, shield, taken_at)
+    if refusal is not None and refusal.kind == "hit" and _prefix_capped(store, shield):
+        # The prefix has as many codes in their grace period as the guard needs to judge
+        # it: judge it now. A prefix allowed from the admin is not held to that cap.
+        with store_calls():
+            if fraud.judge_prefix(shield.prefix, guard, store, taken_at) is not None:
+                raise DestinationBlocked()
+            allowed = fraud.is_allowed(shield.prefix, guard)
+        if allowed:
+            shield = shield.without_prefix_cap()
+            hits = [*limits, *shield.hits]
+            refusal, counts = _acquire(store, claim, hits, shield, taken_at)
     if refusal is not None:
+        if refusal.kind == "blocked":
+            raise DestinationBlocked()
         if refusal.kind == "claim":
             raise ResendTooSoon(retry_after=refusal.retry_after)
         report_refusal("send", number, store, hits, refusal.retry_after, request)
         raise RateLimited(retry_after=refusal.retry_after)
+    if _judged_blocked(shield, counts, guard, store, taken_at):
+        with store_calls(settled=True):
+            store.give_back(claim, hits, taken_at)  # refused: nothing was sent
+        raise DestinationBlocked()
     mode = conf.VERIFY_MODE
     handle, _digest = new_secret()
     # Made before the send, so a send that may have gone out is recorded with its code's hash.
@@ -111,7 +132,7 @@ def send_code(
             raise answer from err
         # It may have gone out: it keeps what it took, and is recorded so that the code,
         # if it arrives, verifies (TextFlow holds it, or we hold its hash).
-        _record(number, mode, code_hash, handle, ip, user, request, session)
+        _record(number, region, mode, code_hash, handle, ip, user, request, session)
         if isinstance(answer, VerificationError):
             answer.message = MAYBE_SENT_MESSAGE
             answer.extra.update(code_may_arrive=True, verification_id=handle)
@@ -123,7 +144,7 @@ def send_code(
             store.give_back(claim, hits, taken_at)  # a failed send consumes nothing
         raise
     # Past this point the SMS is out: whatever fails now keeps the cooldown and caps taken.
-    verification = _record(number, mode, code_hash, handle, ip, user, request, session)
+    verification = _record(number, region, mode, code_hash, handle, ip, user, request, session)
     signals.code_sent.send(
         sender=PhoneVerification,
         verification=verification,
@@ -132,6 +153,59 @@ def send_code(
         request=request,
     )
     return CodeSent(number, verification.expires_at, claim[1] if claim else 0, verification, handle)
+
+
+def _acquire(
+    store: RateLimitStore,
+    claim: tuple[str, int] | None,
+    hits: list[tuple[str, Rate]],
+    shield: fraud.Plan,
+    now: float,
+) -> tuple[Refusal | None, Counts]:
+    """The store's one round trip for a send: the guard's blocks, the claim, every cap."""
+    counts: Counts = {}
+    with store_calls():
+        refusal = store.acquire(
+            claim, hits, now, blocks=shield.blocks, waivers=shield.waivers, counts=counts
+        )
+    return refusal, counts
+
+
+def _prefix_capped(store: RateLimitStore, shield: fraud.Plan) -> bool:
+    """After a cap's refusal: whether the prefix's grace-period cap is the one full."""
+    if shield.fresh is None:
+        return False
+    with store_calls(settled=True):
+        return store.peek(*shield.fresh) is not None
+
+
+def _judged_blocked(
+    shield: fraud.Plan,
+    counts: Counts,
+    guard: FraudGuardSettings,
+    store: RateLimitStore,
+    now: float,
+) -> bool:
+    """Judge the destination when the counts just taken call for it (a prefix with a
+    quarter of ``MIN_SENDS`` codes in their grace period, then every quarter more; a
+    country at every ``MIN_SENDS``-th code of a window once it has enough to judge);
+    whether this send's destination is blocked now. Rare: normal traffic never calls for
+    the prefix's judgement, and calls for its country's once in ``MIN_SENDS`` codes."""
+    step = max(2, guard.min_sends // 4)
+    blocked = False
+    with store_calls():
+        fresh = shield.fresh
+        prefix = 0 if fresh is None else counts.get((fresh[0], fresh[1].window), 0)
+        if prefix and prefix % step == 0:
+            blocked = fraud.judge_prefix(shield.prefix, guard, store, now) is not None
+        sends = shield.country_sends
+        country = 0 if sends is None else counts.get(sends, 0)
+        if country >= guard.country_min_sends and country % guard.min_sends == 0:
+            judged = fraud.judge_country(shield.region, guard, store, now)
+            blocked = blocked or any(
+                block.value in (shield.prefix, shield.region) for block in judged
+            )
+    return blocked
 
 
 def _deliver(number: str, code: str | None) -> None:
@@ -148,6 +222,7 @@ def _deliver(number: str, code: str | None) -> None:
 
 def _record(
     number: str,
+    region: str,
     mode: str,
     code_hash: str,
     handle: str,
@@ -162,6 +237,7 @@ def _record(
     older one, as TextFlow replaces a number's code."""
     verification = PhoneVerification.objects.create(
         phone_number=number,
+        country=region,
         mode=mode,
         code_hash=code_hash,
         handle_hash=digest(handle),

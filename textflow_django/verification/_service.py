@@ -35,6 +35,7 @@ __all__ = [
     "caller",
     "caps",
     "code_validator",
+    "destination",
     "hash_code",
     "matches_hash",
     "normalize",
@@ -65,10 +66,17 @@ def caller(request: HttpRequest | None, user: Any) -> Any:
 
 
 def normalize(phone_number: object) -> str:
+    return destination(phone_number)[0]
+
+
+def destination(phone_number: object) -> tuple[str, str]:
+    """The number in E.164 and its ISO region; raises ``InvalidPhoneNumberError`` or
+    ``CountryNotAllowed``."""
     try:
-        return phone.normalize(phone_number)
+        parsed = phone.parse(phone_number)
     except phone.CountryNotAllowedError as err:
         raise CountryNotAllowed() from err
+    return parsed.e164, parsed.region
 
 
 def hash_code(number: str, code: str, salt: str) -> str:
@@ -83,14 +91,21 @@ def matches_hash(stored: str, number: str, code: str) -> bool:
 
 
 def caps(
-    kind: str, limits: Mapping[str, Sequence[Rate]], number: str, ip: str | None
+    kind: str,
+    limits: Mapping[str, Sequence[Rate]],
+    number: str,
+    ip: str | None,
+    region: str | None = None,
 ) -> list[tuple[str, Rate]]:
     """The store key and rate of every ``kind`` cap ("send" or "fail") on this number, the
-    client's address (an IPv6 /64) and its network (an IPv4 /24, an IPv6 /48)."""
+    client's address (an IPv6 /64) and its network (an IPv4 /24, an IPv6 /48), and for
+    sends the site's budgets: every code (``"global"``) and per destination ``region``."""
     subjects = (
         ("number", number),
         ("ip", ip and ip_scope(ip)),
         ("network", ip and network_scope(ip)),
+        ("global", "*"),
+        ("country", region),
     )
     return [
         (f"{kind}:{scope}:{subject}", rate)
@@ -101,7 +116,8 @@ def caps(
 
 
 def capped_scopes(store: RateLimitStore, hits: Sequence[tuple[str, Rate]]) -> list[str]:
-    """The scopes (``"number"``, ``"ip"``, ``"network"``) whose cap refused, read back after
+    """The scopes (``"number"``, ``"ip"``, ``"network"``, ``"global"``, ``"country"``, and
+    the Fraud Guard's ``"prefix"`` and ``"new_country"``) whose cap refused, read back after
     a refusal (the refusal itself does not say which)."""
     capped = []
     for key, rate in hits:

@@ -1,0 +1,206 @@
+"""The Fraud Guard's judgement: a destination whose codes are sent and not used is blocked.
+
+A destination (a number prefix, or a whole country) is judged on the codes sent to it in the
+``WINDOW`` seconds before the last ``GRACE`` seconds: only codes old enough to have been
+used count, as sent and as verified (a younger code is neither yet). It is blocked when
+enough of them were sent (``MIN_SENDS``; for a country, ``COUNTRY_SENDS_FACTOR`` times that)
+and too few were verified (below ``MIN_CONVERSION``; for a country,
+``COUNTRY_CONVERSION_FACTOR`` times that). Judging a country also judges its busiest
+prefixes, which catches a slow attack spread over time that never crowds one prefix.
+
+The figures are the ``PhoneVerification`` rows themselves (a code sent is a row, a code used
+a verified row): exact, paired send to use, and read through indexes (the number's, and
+``(country, created_at)``). Judgements are rare: the send path asks for one only when a
+prefix fills its grace-period cap or a country's count reaches a multiple of
+``MIN_SENDS`` (``textflow_django.verification``).
+
+A block is a ``FraudBlock`` row (for people: the admin, the ``destination_blocked`` signal,
+one WARNING log line naming the destination, never a full number) and a key held in the
+rate-limit store (for the send path, which checks it in its one round trip).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Substr
+
+from .. import signals
+from ..conf import FraudGuardSettings
+from ..models import FraudAllowedPrefix, FraudBlock, PhoneVerification
+from ..ratelimit import RateLimitStore
+from ._plan import block_key
+
+__all__ = ["allow_prefix", "is_allowed", "judge_country", "judge_prefix", "lift"]
+
+logger = logging.getLogger("textflow_django")
+
+
+def _at(moment: float) -> dt.datetime:
+    """A store clock's reading as the ORM's datetimes (aware UTC under ``USE_TZ``)."""
+    return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
+
+
+def _judged(guard: FraudGuardSettings, now: float) -> QuerySet[PhoneVerification]:
+    """The codes old enough to judge: sent in the ``window`` before the last ``grace``."""
+    end = now - guard.grace
+    return PhoneVerification.objects.filter(
+        created_at__gte=_at(end - guard.window), created_at__lt=_at(end)
+    )
+
+
+def _of_prefix(rows: QuerySet[PhoneVerification], prefix: str) -> QuerySet[PhoneVerification]:
+    # A range, not LIKE: the number's btree index serves a range in any collation. Numbers of
+    # the prefix are the prefix and more digits, and every collation puts letters after
+    # digits: they all fall in [prefix, prefix + "Z").
+    return rows.filter(phone_number__gte=prefix, phone_number__lt=prefix + "Z")
+
+
+_FIGURES = {
+    "sends": Count("pk"),
+    "conversions": Count("pk", filter=Q(status=PhoneVerification.Status.VERIFIED)),
+}
+
+
+def is_allowed(prefix: str, guard: FraudGuardSettings) -> bool:
+    """Whether a prefix may not be blocked: it is in, or contains, an allowed prefix
+    (``ALLOW_PREFIXES`` or a ``FraudAllowedPrefix`` row)."""
+    if any(prefix.startswith(a) or a.startswith(prefix) for a in guard.allow_prefixes):
+        return True
+    leading = [prefix[:end] for end in range(2, len(prefix) + 1)]
+    rows = FraudAllowedPrefix.objects.filter(Q(prefix__in=leading) | Q(prefix__startswith=prefix))
+    return rows.exists()
+
+
+def _active(scope: str, value: str, now: float) -> FraudBlock | None:
+    return (
+        FraudBlock.objects.filter(scope=scope, value=value, lifted_at=None, until__gt=_at(now))
+        .order_by("-until")
+        .first()
+    )
+
+
+def _block(
+    scope: str,
+    value: str,
+    sends: int,
+    conversions: int,
+    guard: FraudGuardSettings,
+    store: RateLimitStore,
+    now: float,
+) -> FraudBlock:
+    found = _active(scope, value, now)
+    if found is not None:  # judged by another request meanwhile
+        return found
+    share = conversions / sends if sends else 0.0
+    least = guard.min_conversion if scope == "prefix" else guard.country_min_conversion
+    block = FraudBlock.objects.create(
+        scope=scope,
+        value=value,
+        reason=(
+            f"{sends} codes sent in {guard.window // 60} min, {conversions} verified "
+            f"({share:.0%}, below {least:.0%})"
+        ),
+        sends=sends,
+        conversions=conversions,
+        until=_at(now + guard.block_seconds),
+    )
+    store.hold(block_key(scope, value), guard.block_seconds)
+    logger.warning(
+        "textflow: the Fraud Guard blocked the %s %s for %s s: %s codes, %s verified",
+        scope,
+        value,
+        guard.block_seconds,
+        sends,
+        conversions,
+    )
+    signals.destination_blocked.send(sender=FraudBlock, block=block)
+    return block
+
+
+def _failing(sends: int, conversions: int, least: int, share: float) -> bool:
+    return sends >= least and conversions < share * sends
+
+
+def judge_prefix(
+    prefix: str, guard: FraudGuardSettings, store: RateLimitStore, now: float
+) -> FraudBlock | None:
+    """Judge one prefix now (a store clock's reading); its block, if it is or gets one."""
+    figures = _of_prefix(_judged(guard, now), prefix).aggregate(**_FIGURES)
+    sends, conversions = figures["sends"], figures["conversions"]
+    if not _failing(sends, conversions, guard.min_sends, guard.min_conversion):
+        return None
+    if is_allowed(prefix, guard):
+        return None
+    return _block("prefix", prefix, sends, conversions, guard, store, now)
+
+
+def judge_country(
+    region: str, guard: FraudGuardSettings, store: RateLimitStore, now: float
+) -> list[FraudBlock]:
+    """Judge a country and its prefixes now; the blocks it made or found."""
+    rows = _judged(guard, now).filter(country=region)
+    figures = rows.aggregate(**_FIGURES)
+    blocks = []
+    if _failing(
+        figures["sends"],
+        figures["conversions"],
+        guard.country_min_sends,
+        guard.country_min_conversion,
+    ):
+        blocks.append(
+            _block("country", region, figures["sends"], figures["conversions"], guard, store, now)
+        )
+    # The country's prefixes with enough codes to judge, worst first.
+    prefixes = (
+        rows.annotate(prefix=Substr("phone_number", 1, 1 + guard.prefix_digits))
+        .values("prefix")
+        .annotate(sends=_FIGURES["sends"], conversions=_FIGURES["conversions"])
+        .filter(sends__gte=guard.min_sends)
+        .order_by("conversions")
+    )
+    row: dict[str, Any]
+    for row in prefixes[:50]:  # type: ignore[assignment]  # values() rows, annotated
+        if _failing(row["sends"], row["conversions"], guard.min_sends, guard.min_conversion):
+            if not is_allowed(row["prefix"], guard):
+                blocks.append(
+                    _block(
+                        "prefix",
+                        row["prefix"],
+                        row["sends"],
+                        row["conversions"],
+                        guard,
+                        store,
+                        now,
+                    )
+                )
+    return blocks
+
+
+def lift(block: FraudBlock, store: RateLimitStore, now: float) -> None:
+    """End a block now: its row says when, and the store lets sends through at once."""
+    if block.lifted_at is None:
+        block.lifted_at = _at(now)
+        block.save(update_fields=["lifted_at"])
+    store.release(block_key(block.scope, block.value))
+
+
+def allow_prefix(
+    prefix: str, store: RateLimitStore, now: float, note: str = ""
+) -> FraudAllowedPrefix:
+    """Never block ``prefix`` again, and lift its blocks (and those of the prefixes it
+    contains or is contained in)."""
+    allowed, _created = FraudAllowedPrefix.objects.get_or_create(
+        prefix=prefix, defaults={"note": note}
+    )
+    active = FraudBlock.objects.filter(
+        scope=FraudBlock.Scope.PREFIX, lifted_at=None, until__gt=_at(now)
+    )
+    for block in active:
+        if block.value.startswith(prefix) or prefix.startswith(block.value):
+            lift(block, store, now)
+    return allowed
