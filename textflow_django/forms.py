@@ -26,7 +26,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import verification
-from .exceptions import CountryNotAllowed, InvalidCode, VerificationError
+from .exceptions import CountryNotAllowed, DestinationBlocked, InvalidCode, VerificationError
 from .fields import PhoneNumberFormField
 from .phone import InvalidPhoneNumberError
 from .verification import CodeSent, Verified, code_validator
@@ -40,7 +40,7 @@ _T = TypeVar("_T")
 
 
 #: Refusals that are about the number the user typed, shown on the ``phone_number`` field.
-_PHONE_FIELD_ERRORS: tuple[type[VerificationError], ...] = (CountryNotAllowed,)
+_PHONE_FIELD_ERRORS: tuple[type[VerificationError], ...] = (CountryNotAllowed, DestinationBlocked)
 
 
 def _phone_number_field() -> forms.Field:

@@ -201,7 +201,8 @@ def _describe(request: Any, response: Any, errors: dict[int, str]) -> Callable[[
         401: "authentication_failed or not_authenticated, when the project's first "
         "DEFAULT_AUTHENTICATION_CLASSES entry answers with WWW-Authenticate",
         403: "authentication_failed (wrong credentials), not_authenticated or "
-        "permission_denied (PERMISSION_CLASSES)",
+        "permission_denied (PERMISSION_CLASSES)"
+        + "".join(f", or {text}" for text in [errors.pop(403, "")] if text),
         415: "unsupported_media_type",
     }
     for code, description in errors.items():
@@ -221,6 +222,8 @@ class SendCodeView(TextFlowAPIView):
         SendCodeResponseSerializer,
         {
             400: "country_not_allowed",
+            403: "destination_blocked: the Fraud Guard stopped sending codes to this number's "
+            "prefix or country; nothing was sent",
             429: "resend_too_soon or rate_limited (with Retry-After)",
             502: "sms_provider_error (with code_may_arrive and verification_id when the SMS "
             "may have gone out)",

@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import Substr
 
 from .. import signals
@@ -45,11 +45,18 @@ def _at(moment: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
 
 
-def _judged(guard: FraudGuardSettings, now: float) -> QuerySet[PhoneVerification]:
-    """The codes old enough to judge: sent in the ``window`` before the last ``grace``."""
+def _judged(
+    guard: FraudGuardSettings, now: float, scope: str, value: str
+) -> QuerySet[PhoneVerification]:
+    """The codes old enough to judge: sent in the ``window`` before the last ``grace``, and
+    after the destination's last block was lifted by hand (a person judged that evidence:
+    the guard does not block again on it)."""
     end = now - guard.grace
+    start = _at(end - guard.window)
+    lifted = FraudBlock.objects.filter(scope=scope, value=value, lifted_at__gt=start)
+    last_lift = lifted.aggregate(last=Max("lifted_at"))["last"]
     return PhoneVerification.objects.filter(
-        created_at__gte=_at(end - guard.window), created_at__lt=_at(end)
+        created_at__gte=last_lift or start, created_at__lt=_at(end)
     )
 
 
@@ -130,7 +137,7 @@ def judge_prefix(
     prefix: str, guard: FraudGuardSettings, store: RateLimitStore, now: float
 ) -> FraudBlock | None:
     """Judge one prefix now (a store clock's reading); its block, if it is or gets one."""
-    figures = _of_prefix(_judged(guard, now), prefix).aggregate(**_FIGURES)
+    figures = _of_prefix(_judged(guard, now, "prefix", prefix), prefix).aggregate(**_FIGURES)
     sends, conversions = figures["sends"], figures["conversions"]
     if not _failing(sends, conversions, guard.min_sends, guard.min_conversion):
         return None
@@ -143,7 +150,7 @@ def judge_country(
     region: str, guard: FraudGuardSettings, store: RateLimitStore, now: float
 ) -> list[FraudBlock]:
     """Judge a country and its prefixes now; the blocks it made or found."""
-    rows = _judged(guard, now).filter(country=region)
+    rows = _judged(guard, now, "country", region).filter(country=region)
     figures = rows.aggregate(**_FIGURES)
     blocks = []
     if _failing(

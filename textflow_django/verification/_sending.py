@@ -99,9 +99,10 @@ def send_code(
         # The prefix has as many codes in their grace period as the guard needs to judge
         # it: judge it now. A prefix allowed from the admin is not held to that cap.
         with store_calls():
-            if fraud.judge_prefix(shield.prefix, guard, store, taken_at) is not None:
-                raise DestinationBlocked()
-            allowed = fraud.is_allowed(shield.prefix, guard)
+            judged = fraud.judge_prefix(shield.prefix, guard, store, taken_at)
+            allowed = judged is None and fraud.is_allowed(shield.prefix, guard)
+        if judged is not None:
+            raise DestinationBlocked()
         if allowed:
             shield = shield.without_prefix_cap()
             hits = [*limits, *shield.hits]
