@@ -93,6 +93,7 @@ __all__ = [
     "build_traffic",
     "checks",
     "main",
+    "modes",
     "report",
     "simulate",
 ]
@@ -382,7 +383,7 @@ class Mode:
     textflow: dict[str, Any]
 
 
-def _modes() -> list[Mode]:
+def modes() -> list[Mode]:
     """Guard on (the defaults) and caps alone (the product before the guard)."""
     from textflow_django.conf import DEFAULTS
 
@@ -727,7 +728,7 @@ def run(
     traffic = build_traffic(scenario)
     if setup is not None:
         setup()
-    return traffic, [simulate(traffic, mode) for mode in _modes()]
+    return traffic, [simulate(traffic, mode) for mode in modes()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
