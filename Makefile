@@ -76,7 +76,7 @@ fuzz: $(STAMP)
 bench:
 	$(MAKE) install EXTRAS=bench
 	@status=0; \
-	for script in bench/client.py bench/bulk.py bench/load.py; do \
+	for script in bench/client.py bench/bulk.py bench/load.py bench/pumping.py; do \
 		$(BIN)/python $$script || status=1; \
 	done; \
 	exit $$status
