@@ -184,17 +184,37 @@ class DatabaseStore(_OneByOne):
         adapt = connection.ops.adapt_datetimefield_value
         present = adapt(self._now_at(now))
         waivers = waivers or {}
-        params: list[Any] = []
+        values: list[tuple[Any, ...]] = []
         if claim is not None:
-            params += [claim[0], adapt(self._now_at(now + claim[1])), None, None, 0, 0, 1]
+            values.append((claim[0], adapt(self._now_at(now + claim[1])), None, None, 0, 0, 1))
         for row in caps:
-            params += [row.key, adapt(self._expiry(row.at)), row.previous, waivers.get(row.hit)]
-            params += [row.rate.limit * row.at.span, row.at.overlap, row.at.span]
+            values.append(
+                (
+                    row.key,
+                    adapt(self._expiry(row.at)),
+                    row.previous,
+                    waivers.get(row.hit),
+                    row.rate.limit * row.at.span,
+                    row.at.overlap,
+                    row.at.span,
+                )
+            )
+        arrays = connection.vendor == "postgresql"
+        # PostgreSQL takes the rows as seven arrays: a handful of parameters, whatever the
+        # number of rows (psycopg converts a statement of 50 parameters or more anew on
+        # every call); SQLite, as a VALUES list.
+        params: list[Any] = [list(c) for c in zip(*values, strict=True)] if arrays else []
+        if not arrays:
+            params += [value for row_values in values for value in row_values]
         params += [present, *blocks, present] if blocks else [present]
         if claim is not None:
             params += [claim[0], claim[0], claim[0], present]
         sql = _acquire_sql(
-            self.using, self._model._meta.db_table, len(caps), claim is not None, len(blocks)
+            self.using,
+            self._model._meta.db_table,
+            0 if arrays else len(values),
+            claim is not None,
+            len(blocks),
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -328,9 +348,10 @@ def _rows(hits: Sequence[tuple[str, Rate]], now: float) -> list[_Row]:
 
 
 @functools.cache
-def _acquire_sql(alias: str, table: str, caps: int, claim: bool, blocks: int) -> str:
-    """The one statement of :meth:`DatabaseStore.acquire` for ``caps`` rows, maybe a claim
-    and ``blocks`` block keys (PostgreSQL and SQLite), built once per shape.
+def _acquire_sql(alias: str, table: str, values: int, claim: bool, blocks: int) -> str:
+    """The one statement of :meth:`DatabaseStore.acquire` for ``values`` rows (the claim's
+    included; 0: the rows come as seven arrays, on PostgreSQL), maybe a claim and ``blocks``
+    block keys (PostgreSQL and SQLite), built once per shape.
 
     ``v`` lists the rows: key, expiry, previous window's key (NULL for the claim), waiver
     key (or NULL), and the room's integers ``limit * span``, ``overlap``, ``span``
@@ -345,8 +366,14 @@ def _acquire_sql(alias: str, table: str, caps: int, claim: bool, blocks: int) ->
     blocks), then for a claim its key three times and the present."""
     qn = connections[alias].ops.quote_name
     t, key, count, expires = qn(table), qn("key"), qn("count"), qn("expires_at")
-    value = "(%s, %s, %s, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))"
-    values = ", ".join([value] * (caps + claim))
+    if values:
+        value = "(%s, %s, %s, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))"
+        source = "VALUES " + ", ".join([value] * values)
+    else:
+        source = (
+            "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], "
+            "%s::bigint[], %s::bigint[], %s::bigint[])"
+        )
     # Names from the model, quoted; every value is a parameter.
     room_of = f"(SELECT r.room FROM r WHERE r.k = {t}.{key})"  # noqa: S608
     add_of = f"(SELECT r.n FROM r WHERE r.k = {t}.{key})"  # noqa: S608
@@ -367,7 +394,7 @@ def _acquire_sql(alias: str, table: str, caps: int, claim: bool, blocks: int) ->
             f"AND b.{expires} > %s)"
         )
     return (
-        f"WITH v(k, e, p, wk, ls, ov, sp) AS (VALUES {values}), "  # noqa: S608
+        f"WITH v(k, e, p, wk, ls, ov, sp) AS ({source}), "  # noqa: S608
         f"w(k, e, p, ls, ov, sp, waived) AS (SELECT v.k, v.e, v.p, v.ls, v.ov, v.sp, "
         f"CASE WHEN v.wk IS NOT NULL AND EXISTS (SELECT 1 FROM {t} h WHERE h.{key} = v.wk "
         f"AND h.{expires} > %s) THEN 1 ELSE 0 END FROM v), "
