@@ -12,6 +12,15 @@ from textflow_django.client import TextFlowClient
 from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_memory() -> None:
+    """Every test starts with no country known to the Fraud Guard's process memory: the
+    store of one test is not the next one's."""
+    from textflow_django import fraud
+
+    fraud.forget()
+
+
 @pytest.fixture
 def client_for(textflow_emulator: TextFlowEmulator):  # type: ignore[no-untyped-def]
     """Build TextFlowClients against the emulator; closes them afterwards."""

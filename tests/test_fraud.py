@@ -29,7 +29,6 @@ from textflow_django.exceptions import DestinationBlocked, RateLimited
 from textflow_django.forms import SendCodeForm
 from textflow_django.models import FraudAllowedPrefix, FraudBlock, PhoneVerification
 from textflow_django.ratelimit import DatabaseStore, RateLimitStore, RedisCacheStore
-from textflow_django.verification import _checking
 
 from .conftest import requires_redis
 from .test_ratelimit import T0, FakeClock
@@ -63,7 +62,6 @@ def store(
     else:
         made = DatabaseStore(clock=clock)
     monkeypatch.setattr("textflow_django.ratelimit.get_store", lambda: made)
-    monkeypatch.setattr(_checking, "_marked", {})
     # The site has verified US numbers before: the new-country cap has its own tests.
     made.hold(fraud.known_key("US"), fraud.KNOWN_SECONDS)
     yield made

@@ -30,10 +30,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from textflow_django import _sql, verification
+from textflow_django import _sql, fraud, verification
 from textflow_django.models import PhoneVerification
 from textflow_django.ratelimit import DatabaseStore
-from textflow_django.verification import _checking
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -61,11 +60,9 @@ def _worst_case(settings: Any, monkeypatch: pytest.MonkeyPatch, transactional_db
     settings.TEXTFLOW = {**settings.TEXTFLOW, **EVERY_SCOPE, "RATELIMIT_STORE": "database"}
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     monkeypatch.setattr(DatabaseStore, "purge_one_in", 1)
-    # This process has marked the country known to the Fraud Guard today (the once-a-day
-    # statement has a test of its own).
-    monkeypatch.setattr(_checking, "_marked", {"US": DatabaseStore().clock()})
-    # A site that has verified US numbers: the new-country cap is waived for them.
-    DatabaseStore().hold("fraud:known:US", 30 * 86400)
+    # A site that has verified US numbers, and a process that has marked it today and knows
+    # it (the once-a-day mark and the once-a-process read have tests of their own).
+    fraud.mark_known(DatabaseStore(), "US")
 
 
 def kinds(context: CaptureQueriesContext) -> list[str]:
@@ -168,6 +165,7 @@ def test_verify_code_right(
 ) -> None:
     if mode == "textflow":
         emulator = request.getfixturevalue("textflow_live")
+        fraud.mark_known(DatabaseStore(), "US")  # the fixture reset the process's memory
         settings.TEXTFLOW = {**settings.TEXTFLOW, "VERIFY_MODE": "textflow"}
         api = APIClient()
         response = api.post(SEND, {"phone_number": NUMBER}, format="json")
@@ -188,13 +186,27 @@ def test_the_first_verification_of_a_country_today_marks_it_known(
 ) -> None:
     """Once a day per country and process, a right code also renews the country's "verified
     here" mark for the Fraud Guard's new-country cap: one more statement."""
-    monkeypatch.setattr(_checking, "_marked", {})
+    fraud.forget()
     handle, code = sent(APIClient(), sms_outbox)
     data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
     with django_assert_max_num_queries(6) as context:
         assert APIClient().post(VERIFY, data, format="json").status_code == 200
     assert kinds(context) == ["counters", "purge", "attempt", "verified", "refund", "known"]
     assert DatabaseStore().held("fraud:known:US") == 30 * 86400
+
+
+def test_the_first_send_to_a_country_in_a_process_reads_whether_it_is_known(
+    sms_outbox: Any, django_assert_max_num_queries: Any
+) -> None:
+    """Once per country and process (and a minute at most for an unknown one): a send to a
+    known country then adds nothing to its round trip."""
+    fraud.forget()
+    with django_assert_max_num_queries(5) as context:
+        sent(APIClient(), sms_outbox)
+    assert kinds(context) == ["held", "counters", "purge", "record"]
+    with django_assert_max_num_queries(4) as context:
+        sent(APIClient(), sms_outbox, "+12025550144")
+    assert kinds(context) == ["counters", "purge", "record"]
 
 
 def test_verify_code_wrong_then_locked(sms_outbox: Any, django_assert_max_num_queries: Any) -> None:

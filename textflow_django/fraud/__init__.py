@@ -24,6 +24,7 @@ prefixes from the admin (:func:`lift`, :func:`allow_prefix`).
 from __future__ import annotations
 
 from ._judge import allow_prefix, is_allowed, judge_country, judge_prefix, lift
+from ._known import forget, is_known, mark_known
 from ._plan import KNOWN_SECONDS, Plan, block_key, known_key, plan
 
 __all__ = [
@@ -31,10 +32,13 @@ __all__ = [
     "Plan",
     "allow_prefix",
     "block_key",
+    "forget",
     "is_allowed",
+    "is_known",
     "judge_country",
     "judge_prefix",
     "known_key",
     "lift",
+    "mark_known",
     "plan",
 ]

@@ -27,9 +27,14 @@ _LOCMEM = "textflow_django.backends.locmem"
 
 
 def _reset_breakers() -> None:
+    """Forget what the process remembers between requests: the circuit breakers, and the
+    Fraud Guard's memory of which countries are known (a test's store is not the last's)."""
     backend = sys.modules.get("textflow_django.backends.textflow")
     if backend is not None:
         backend.reset_breakers()
+    fraud = sys.modules.get("textflow_django.fraud")
+    if fraud is not None:
+        fraud.forget()
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,6 @@ from ..exceptions import (
     VerificationExpired,
 )
 from ..models import PhoneVerification
-from ..ratelimit import RateLimitStore
 from ._failures import provider_error, store_calls
 from ._secrets import MAX_SECRET_LENGTH, digest
 from ._service import caller, caps, matches_hash, normalize, recall, report_refusal
@@ -124,7 +123,8 @@ def check_code(
             store.give_back(None, fail_caps, taken_at)  # a right code, or none compared
     if outcome == "verified":
         assert verification is not None and token is not None
-        _mark_known(store, verification.country)
+        with store_calls(settled=True):
+            fraud.mark_known(store, verification.country)
         signals.phone_verified.send(
             sender=PhoneVerification,
             verification=verification,
@@ -151,23 +151,6 @@ def check_code(
             retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
         )
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
-
-
-#: When this process last marked each country known to the Fraud Guard (a store clock's
-#: reading): the mark lasts 30 days, so renewing it once a day is plenty, and a
-#: verification pays for the store write once a day per country and process, not each time.
-_marked: dict[str, float] = {}
-_MARK_EVERY = 86400
-
-
-def _mark_known(store: RateLimitStore, region: str) -> None:
-    """A number of ``region`` was verified: the country is not new to the Fraud Guard."""
-    now = store.clock()
-    if not region or now - _marked.get(region, -_MARK_EVERY) < _MARK_EVERY:
-        return
-    with store_calls(settled=True):
-        store.hold(fraud.known_key(region), fraud.KNOWN_SECONDS)
-        _marked[region] = now
 
 
 def _check(

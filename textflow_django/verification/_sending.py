@@ -89,7 +89,9 @@ def send_code(
     store = ratelimit.get_store()
     claim, limits = _send_limits(number, ip, region)
     guard = conf.FRAUD_GUARD
-    shield = fraud.plan(number, region, guard)
+    with store_calls():
+        known = guard.enabled and fraud.is_known(store, region)
+    shield = fraud.plan(number, region, guard, limits, known)
     # The store's clock: a refund must come off the windows the send was counted in.
     taken_at = store.clock()
     # The Fraud Guard's blocks, the cooldown and every cap in one round trip, all or nothing.
@@ -199,7 +201,7 @@ def _judged_blocked(
         prefix = 0 if fresh is None else counts.get((fresh[0], fresh[1].window), 0)
         if prefix and prefix % step == 0:
             blocked = fraud.judge_prefix(shield.prefix, guard, store, now) is not None
-        sends = shield.country_sends
+        sends = shield.country_count
         country = 0 if sends is None else counts.get(sends, 0)
         if country >= guard.country_min_sends and country % guard.min_sends == 0:
             judged = fraud.judge_country(shield.region, guard, store, now)
