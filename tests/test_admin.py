@@ -10,18 +10,28 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from textflow_django import verification
-from textflow_django.admin import PhoneVerificationAdmin
+from textflow_django import fraud, verification
+from textflow_django.admin import (
+    FraudAllowedPrefixAdmin,
+    FraudBlockAdmin,
+    PhoneVerificationAdmin,
+)
 from textflow_django.backends import locmem
-from textflow_django.exceptions import InvalidCode
-from textflow_django.models import PhoneVerification, RateLimitCounter
+from textflow_django.exceptions import DestinationBlocked, InvalidCode
+from textflow_django.models import (
+    FraudAllowedPrefix,
+    FraudBlock,
+    PhoneVerification,
+    RateLimitCounter,
+)
+from textflow_django.ratelimit import get_store
 
 pytestmark = pytest.mark.django_db
 
@@ -348,3 +358,364 @@ def test_a_bulk_job_started_after_the_confirmation_is_kept(rf, admin_user):
     request.user = admin_user
     BulkSMSJobAdmin(BulkSMSJob, admin.site).delete_queryset(request, confirmed)
     assert list(BulkSMSJob.objects.values_list("pk", flat=True)) == [resumed.pk]
+
+
+# -- the Fraud Guard's blocks ---------------------------------------------------------------
+
+BLOCKS = "admin:textflow_fraudblock_changelist"
+INSIGHTS = "admin:textflow_fraudblock_insights"
+ALLOWED_ADD = "admin:textflow_fraudallowedprefix_add"
+PREFIX = "+1202555"  # NUMBER's prefix
+REASON = "20 codes sent in 60 min, 0 verified (0%, below 20%)"
+
+
+def fraud_block(
+    value: str = PREFIX, scope: str = "prefix", *, hold: bool = True, **fields: Any
+) -> FraudBlock:
+    """A block as the guard makes one: its row, and its key held in the rate-limit store."""
+    fields.setdefault("until", timezone.now() + dt.timedelta(days=1))
+    block = FraudBlock.objects.create(
+        scope=scope, value=value, reason=REASON, sends=20, conversions=0, **fields
+    )
+    if hold:
+        get_store().hold(fraud.block_key(scope, value), 86400)
+    return block
+
+
+def sends(number: str = NUMBER) -> bool:
+    """Whether a code to ``number`` goes out now (False: the guard refuses the destination)."""
+    before = len(locmem.outbox)
+    try:
+        verification.send_code(number)
+    except DestinationBlocked:
+        assert len(locmem.outbox) == before
+        return False
+    assert len(locmem.outbox) == before + 1
+    return True
+
+
+def action_choices(response: Any) -> list[str]:
+    action_form = response.context["action_form"]  # None when no action is available
+    return [name for name, _label in action_form.fields["action"].choices] if action_form else []
+
+
+def staff_with(client: Client, *codenames: str) -> Any:
+    user = get_user_model().objects.create_user("staff", password="pw", is_staff=True)  # noqa: S106
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return user
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_fraud_admins_are_registered_and_pass_admin_checks() -> None:
+    for model, cls in (
+        (FraudBlock, FraudBlockAdmin),
+        (FraudAllowedPrefix, FraudAllowedPrefixAdmin),
+    ):
+        model_admin = admin.site._registry[model]
+        assert isinstance(model_admin, cls)
+        assert model_admin.check() == []
+
+
+def test_blocks_are_listed_read_only_with_a_link_to_the_insights(admin_client: Client) -> None:
+    in_force = fraud_block()
+    lifted = fraud_block("+4474001", lifted_at=timezone.now())
+    response = admin_client.get(reverse(BLOCKS))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert PREFIX in html and REASON in html
+    assert f'href="{reverse(INSIGHTS)}"' in html
+    in_force_column = {b.value: b.in_force_now for b in response.context["cl"].result_list}
+    assert in_force_column == {PREFIX: True, "+4474001": False}
+    # Nobody adds, edits or deletes a block (a deleted row would leave its key held).
+    assert sorted(action_choices(response)) == ["", "allow_prefixes", "lift_blocks"]
+    assert admin_client.get(reverse("admin:textflow_fraudblock_add")).status_code == 403
+    change = reverse("admin:textflow_fraudblock_change", args=[in_force.pk])
+    page = admin_client.get(change)
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert admin_client.post(change, {"until": "2000-01-01"}).status_code == 403
+    delete = reverse("admin:textflow_fraudblock_delete", args=[lifted.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert FraudBlock.objects.count() == 2
+
+
+def test_blocks_filter_by_scope_and_in_force_and_search_by_value(admin_client: Client) -> None:
+    fraud_block(hold=False)
+    fraud_block("CU", "country", hold=False)
+    fraud_block("+4474001", hold=False, until=timezone.now() - dt.timedelta(seconds=1))
+    url = reverse(BLOCKS)
+
+    def values(**query: str) -> list[str]:
+        return sorted(b.value for b in admin_client.get(url, query).context["cl"].result_list)
+
+    assert values(scope__exact="country") == ["CU"]
+    assert values(active="yes") == [PREFIX, "CU"]
+    assert values(active="no") == ["+4474001"]
+    assert values(q="+1 (202) 555") == [PREFIX]  # typed as people write numbers
+    assert values(q="cu") == ["CU"]
+
+
+def test_lifting_a_block_lets_codes_through_at_once(admin_client: Client) -> None:
+    block = fraud_block()
+    ended = fraud_block("+4474001", hold=False, lifted_at=timezone.now() - dt.timedelta(hours=1))
+    assert not sends()
+
+    response = admin_client.post(
+        reverse(BLOCKS),
+        {"action": "lift_blocks", "_selected_action": [block.pk, ended.pk]},
+        follow=True,
+    )
+
+    assert messages_of(response) == [
+        "1 block was lifted.",
+        "1 selected block had already ended and was left as it is.",
+    ]
+    block.refresh_from_db()
+    assert block.lifted_at is not None
+    assert FraudBlock.objects.get(pk=ended.pk).lifted_at == ended.lifted_at
+    assert sends()
+    assert LogEntry.objects.filter(object_id=str(block.pk), action_flag=CHANGE).count() == 1
+
+
+def test_lifting_an_ended_block_keeps_a_newer_block_of_its_destination(
+    admin_client: Client,
+) -> None:
+    """The store holds one key per destination: lifting an old, expired block must not free
+    the key of the block in force now."""
+    old = fraud_block(hold=False, until=timezone.now() - dt.timedelta(days=1))
+    fraud_block()
+    response = admin_client.post(
+        reverse(BLOCKS), {"action": "lift_blocks", "_selected_action": [old.pk]}, follow=True
+    )
+    assert messages_of(response) == [
+        "0 blocks were lifted.",
+        "1 selected block had already ended and was left as it is.",
+    ]
+    assert not sends()
+
+
+def test_allowing_a_prefix_lifts_it_for_good_and_skips_countries(admin_client: Client) -> None:
+    block = fraud_block()
+    again = fraud_block(hold=False, lifted_at=timezone.now())  # the same prefix, judged before
+    country = fraud_block("CU", "country")
+    assert not sends()
+
+    response = admin_client.post(
+        reverse(BLOCKS),
+        {"action": "allow_prefixes", "_selected_action": [block.pk, again.pk, country.pk]},
+        follow=True,
+    )
+
+    assert messages_of(response) == [
+        f"1 prefix is allowed now, and its blocks were lifted: {PREFIX}.",
+        "1 country block was skipped: a country cannot be allowed, only lifted.",
+    ]
+    allowed = FraudAllowedPrefix.objects.get()
+    assert allowed.prefix == PREFIX
+    assert allowed.note.startswith("Allowed from the admin by admin after block #")
+    block.refresh_from_db()
+    country.refresh_from_db()
+    assert block.lifted_at is not None and country.lifted_at is None
+    assert sends()
+    assert LogEntry.objects.filter(object_id=str(allowed.pk), action_flag=ADDITION).count() == 1
+
+    # Allowing it again changes nothing and logs nothing more.
+    admin_client.post(reverse(BLOCKS), {"action": "allow_prefixes", "_selected_action": [block.pk]})
+    assert FraudAllowedPrefix.objects.count() == 1
+    assert LogEntry.objects.filter(action_flag=ADDITION).count() == 1
+
+
+def test_the_actions_need_their_permissions(client: Client) -> None:
+    block = fraud_block()
+    staff_with(client, "view_fraudblock")
+    response = client.get(reverse(BLOCKS))
+    assert response.status_code == 200
+    assert action_choices(response) == []
+    client.post(reverse(BLOCKS), {"action": "lift_blocks", "_selected_action": [block.pk]})
+    block.refresh_from_db()
+    assert block.lifted_at is None and not sends()
+
+
+def test_allowing_needs_the_add_permission_of_allowed_prefixes(client: Client) -> None:
+    block = fraud_block()
+    user = staff_with(client, "view_fraudblock", "change_fraudblock")
+    assert sorted(action_choices(client.get(reverse(BLOCKS)))) == ["", "lift_blocks"]
+    client.post(reverse(BLOCKS), {"action": "allow_prefixes", "_selected_action": [block.pk]})
+    assert not FraudAllowedPrefix.objects.exists()
+
+    user.user_permissions.add(Permission.objects.get(codename="add_fraudallowedprefix"))
+    client.force_login(get_user_model().objects.get(pk=user.pk))  # fresh permission cache
+    choices = action_choices(client.get(reverse(BLOCKS)))
+    assert sorted(choices) == ["", "allow_prefixes", "lift_blocks"]
+
+
+# -- allowed prefixes -----------------------------------------------------------------------
+
+
+def test_adding_an_allowed_prefix_lifts_its_blocks(admin_client: Client) -> None:
+    block = fraud_block()
+    response = admin_client.post(
+        reverse(ALLOWED_ADD), {"prefix": " +1 202 555 ", "note": "our call centre"}
+    )
+    assert response.status_code == 302
+    allowed = FraudAllowedPrefix.objects.get()
+    assert (allowed.prefix, allowed.note) == (PREFIX, "our call centre")
+    block.refresh_from_db()
+    assert block.lifted_at is not None
+    assert sends()
+    # Its prefix is fixed from then on; its note may change.
+    change = reverse("admin:textflow_fraudallowedprefix_change", args=[allowed.pk])
+    assert 'name="prefix"' not in admin_client.get(change).content.decode()
+    admin_client.post(change, {"note": "the call centre", "prefix": "+44"})
+    allowed.refresh_from_db()
+    assert (allowed.prefix, allowed.note) == (PREFIX, "the call centre")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "error"),
+    [
+        ("1202555", "A prefix is + and 1 to 15 digits, such as +1202555."),
+        ("+", "A prefix is + and 1 to 15 digits, such as +1202555."),
+        ("+1202a55", "A prefix is + and 1 to 15 digits, such as +1202555."),
+        ("+١٢٠٢", "A prefix is + and 1 to 15 digits, such as +1202555."),  # Arabic-Indic digits
+        ("+1234567890123456", "Ensure this value has at most 16 characters (it has 17)."),
+        ("", "This field is required."),
+    ],
+)
+def test_a_bad_allowed_prefix_is_a_form_error(
+    admin_client: Client, prefix: str, error: str
+) -> None:
+    response = admin_client.post(reverse(ALLOWED_ADD), {"prefix": prefix, "note": ""})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["prefix"] == [error]
+    assert not FraudAllowedPrefix.objects.exists()
+
+
+def test_an_allowed_prefix_is_added_once(admin_client: Client) -> None:
+    FraudAllowedPrefix.objects.create(prefix=PREFIX)
+    response = admin_client.post(reverse(ALLOWED_ADD), {"prefix": "+1 202 555", "note": ""})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["prefix"] == [
+        "Allowed prefix with this Prefix already exists."
+    ]
+
+
+def test_allowed_prefixes_are_searched(admin_client: Client) -> None:
+    FraudAllowedPrefix.objects.create(prefix=PREFIX, note="call centre")
+    FraudAllowedPrefix.objects.create(prefix="+4474001", note="test numbers")
+    url = reverse("admin:textflow_fraudallowedprefix_changelist")
+    found = admin_client.get(url, {"q": "test"}).context["cl"].result_list
+    assert [a.prefix for a in found] == ["+4474001"]
+
+
+# -- the insights page ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def at_noon(monkeypatch: pytest.MonkeyPatch) -> dt.datetime:
+    """The page's clock (``timezone.now``) at a fixed instant, far from any midnight."""
+    from .test_insights import NOW
+
+    monkeypatch.setattr(timezone, "now", lambda: NOW)
+    return NOW
+
+
+def test_the_insights_page_is_for_staff_with_the_view_permission(client: Client) -> None:
+    url = reverse(INSIGHTS)
+    login = reverse("admin:login")
+    anonymous = client.get(url)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith(login)
+
+    member = get_user_model().objects.create_user("member", password="pw")  # noqa: S106
+    client.force_login(member)
+    refused = client.get(url)
+    assert refused.status_code == 302 and refused["Location"].startswith(login)
+
+    user = staff_with(client)  # staff, no permission
+    assert client.get(url).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_fraudblock"))
+    client.force_login(get_user_model().objects.get(pk=user.pk))
+    assert client.get(url).status_code == 200
+
+
+def test_the_insights_page_shows_the_figures_and_charts(
+    admin_client: Client, at_noon: dt.datetime
+) -> None:
+    from .test_insights import seed
+
+    seed(at_noon, n=3)
+    seed(at_noon, n=1, status=Status.VERIFIED)
+    seed(at_noon - dt.timedelta(days=1), OTHER, n=2, status=Status.VERIFIED, country="GB")
+    made = fraud_block(hold=False, until=at_noon + dt.timedelta(hours=1))
+
+    response = admin_client.get(reverse(INSIGHTS))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<svg id="tf-daily"' in html
+    days = re.findall(r'<g class="tf-day" data-date="([\d-]+)" data-sent="(\d+)"', html)
+    assert len(days) == 30
+    assert days[-1] == ("2025-03-12", "4") and days[-2] == ("2025-03-11", "2")
+    assert re.search(r'<polyline class="tf-line" points="[\d., ]+"', html)
+    assert re.search(r'<dd id="tf-total-sent">6</dd>', html)
+    assert re.search(r'<dd id="tf-total-verified">3</dd>', html)
+    assert re.search(r'<dd id="tf-total-conversion">50.0&nbsp;%</dd>', html)
+    countries = re.findall(r'<tr data-country="(\w*)">', html)
+    assert countries == ["US", "GB"]
+    assert re.findall(r'<tr data-prefix="([^"]+)">', html) == [PREFIX]
+    change = reverse("admin:textflow_fraudblock_change", args=[made.pk])
+    assert f'<a href="{change}">{PREFIX}</a>' in html
+
+    week = admin_client.get(reverse(INSIGHTS), {"days": "7"}).content.decode()
+    assert week.count('<g class="tf-day"') == 7
+
+
+@pytest.mark.parametrize("days", ["0", "366", "soon"])
+def test_a_bad_period_shows_the_default_and_says_so(
+    admin_client: Client, at_noon: dt.datetime, days: str
+) -> None:
+    response = admin_client.get(reverse(INSIGHTS), {"days": days})
+    assert response.status_code == 200
+    assert response.context["figures"].days == 30
+    assert messages_of(response) == ["The period must be 1 to 365 days; showing 30."]
+
+
+def test_the_chart_coordinates_are_not_localised(
+    admin_client: Client, at_noon: dt.datetime, settings: Any
+) -> None:
+    """SVG wants "12.5" in every locale; German formats numbers as "12,5"."""
+    from .test_insights import seed
+
+    settings.LANGUAGE_CODE = "de"
+    seed(at_noon, n=3)
+    html = admin_client.get(reverse(INSIGHTS), {"days": "7"}).content.decode()
+    assert re.search(r'<rect class="tf-sent" x="[\d.]+" y="[\d.]+" width="\d+\.\d+"', html)
+    assert not re.search(r'(x|y|cx|cy|width|height)="[^"]*,', html)
+    points = re.search(r'<polyline class="tf-line" points="([^"]*)"', html)
+    assert points and re.fullmatch(r"[\d.]+,[\d.]+( [\d.]+,[\d.]+)*", points.group(1))
+
+
+def test_the_insights_page_costs_the_same_queries_whatever_the_traffic(
+    admin_client: Client, at_noon: dt.datetime, django_assert_max_num_queries: Any
+) -> None:
+    """Its figures are grouped by the database: more days, countries, prefixes or blocks
+    do not add a query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from .test_insights import seed
+
+    url = reverse(INSIGHTS)
+    admin_client.get(url)  # the session and user, as on any admin page
+    with CaptureQueriesContext(connection) as empty:
+        admin_client.get(url, {"days": "1"})
+    for n in range(30):
+        seed(at_noon - dt.timedelta(days=n * 11), f"+1202{n:03d}0000", n=2, country=f"C{n:02d}")
+        fraud_block(f"+1{n:03d}", hold=False, until=at_noon + dt.timedelta(hours=1))
+    with django_assert_max_num_queries(8), CaptureQueriesContext(connection) as busy:
+        response = admin_client.get(url, {"days": "365"})
+    assert response.context["figures"].totals.sent == 60
+    assert len(busy) == len(empty)
