@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F
 
 from .. import _sql
 from .._rates import Rate
@@ -305,20 +305,36 @@ class DatabaseStore(_OneByOne):
         )
 
     def _give_back_rows(self, claim: str | None, keys: Sequence[str], now: float) -> None:
+        """One UPDATE: each of ``keys`` loses one (not below zero), and ``claim`` ends (its
+        deadline set to the store's present, so the next claim takes it over)."""
         if claim is None and not keys:
             return
-        rows = self._model.objects.using(self.using)
-        if claim is None:
-            rows.filter(key__in=keys, count__gt=0).update(count=F("count") - 1)
-            return
-        # One UPDATE for both: the claim ends (its deadline set to the store's present, so
-        # the next claim takes it over), the counts each lose one.
-        ended = self._now_at(min(now, self.clock()))
-        is_claim = Q(key=claim)
-        rows.filter(is_claim | Q(key__in=keys, count__gt=0)).update(
-            count=Case(When(is_claim, then=F("count")), default=F("count") - 1),
-            expires_at=Case(When(is_claim, then=Value(ended)), default=F("expires_at")),
-        )
+        connection = connections[self.using]
+        params: list[Any] = []
+        if claim is not None:
+            ended = connection.ops.adapt_datetimefield_value(self._now_at(min(now, self.clock())))
+            params += [claim, claim, ended, claim]
+        params += keys
+        sql = _give_back_sql(self.using, self._model._meta.db_table, len(keys), claim is not None)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+@functools.cache
+def _give_back_sql(alias: str, table: str, keys: int, claim: bool) -> str:
+    """The UPDATE of :meth:`DatabaseStore._give_back_rows` (plain SQL: the ORM's query
+    building cost more than the statement), built once per shape. Parameters: for a claim
+    its key twice, the present and its key again; then the keys."""
+    qn = connections[alias].ops.quote_name
+    t, k, c, e = qn(table), qn("key"), qn("count"), qn("expires_at")
+    counted = f"({c} > 0 AND {k} IN ({', '.join(['%s'] * keys)}))" if keys else ""
+    if not claim:
+        return f"UPDATE {t} SET {c} = {c} - 1 WHERE {counted}"  # noqa: S608
+    return (
+        f"UPDATE {t} SET {c} = CASE WHEN {k} = %s THEN {c} ELSE {c} - 1 END, "  # noqa: S608
+        f"{e} = CASE WHEN {k} = %s THEN %s ELSE {e} END "
+        f"WHERE {k} = %s" + (f" OR {counted}" if counted else "")
+    )
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,14 @@ are ``_service``'s)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import connections, router, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Field, QuerySet
 from django.utils import timezone
 
 from .. import _sql, fraud, ratelimit, signals
@@ -218,9 +219,7 @@ def _check(
         if user is not None and verification.user_id is None:
             changes["user"] = user
         # A right code is not a wrong guess: its attempt is given back in the same UPDATE.
-        if rows.filter(pk=verification.pk, status=pending).update(
-            attempts=F("attempts") - 1, **changes
-        ):
+        if _mark_verified(verification, changes):
             # What the UPDATE wrote, without reading the row back (attempts as this check
             # left it: a parallel wrong guess's own attempt is not counted here).
             for name, value in changes.items():
@@ -235,6 +234,40 @@ def _check(
         # was read under the row's lock), and it was wrong: the code is locked.
         rows.filter(pk=verification.pk, status=pending).update(status=Status.LOCKED)
     return "invalid_code", verification, None
+
+
+def _mark_verified(verification: PhoneVerification, changes: dict[str, Any]) -> bool:
+    """Turn the pending ``verification`` into a verified one with ``changes`` (status,
+    verified_at, the token's fields, maybe user), giving its attempt back, in one UPDATE
+    that only a pending row takes (of many right codes checked at once, one wins)."""
+    alias = verification._state.db or router.db_for_write(PhoneVerification)
+    connection = connections[alias]
+    meta = PhoneVerification._meta
+    columns, params = [], []
+    for name, value in changes.items():
+        field = meta.get_field(name)
+        assert isinstance(field, Field)  # concrete fields only, never a relation's reverse
+        columns.append(str(field.column))
+        # The field's own conversion to the database (a datetime, a user's pk).
+        db_value = value.pk if name == "user" else value
+        params.append(field.get_db_prep_save(db_value, connection))
+    params += [verification.pk, PhoneVerification.Status.PENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(_verified_sql(alias, tuple(columns)), params)
+        return bool(cursor.rowcount)
+
+
+@functools.cache
+def _verified_sql(alias: str, columns: tuple[str, ...]) -> str:
+    """:func:`_mark_verified`'s UPDATE, built once per database and set of columns."""
+    qn = connections[alias].ops.quote_name
+    meta = PhoneVerification._meta
+    table, pk, attempts = qn(meta.db_table), qn(str(meta.pk.column)), qn("attempts")
+    sets = ", ".join(f"{qn(column)} = %s" for column in columns)
+    return (
+        f"UPDATE {table} SET {attempts} = {attempts} - 1, {sets} "  # noqa: S608 - names from the model
+        f"WHERE {pk} = %s AND {qn('status')} = %s"
+    )
 
 
 def _live(number: str, handle_hash: str | None) -> QuerySet[PhoneVerification]:
@@ -285,25 +318,40 @@ def _take_attempt(
 def _take_attempt_sql(
     alias: str, number: str, handle_hash: str | None, max_attempts: int, now: dt.datetime
 ) -> tuple[str, list[Any]]:
-    """The single statement of :func:`_take_attempt`: the newest reachable code's id found
-    by the index, updated only while pending, live and below ``max_attempts``."""
-    connection = connections[alias]
-    newest = _live(number, handle_hash).using(alias).order_by("-id").values("pk")[:1]
-    inner, inner_params = newest.query.get_compiler(connection=connection).as_sql()
-    qn = connection.ops.quote_name
+    """The single statement of :func:`_take_attempt` and its parameters: the newest
+    reachable code's id found by the (phone_number, status) index, updated only while
+    pending, live and below ``max_attempts``."""
+    Status = PhoneVerification.Status
+    params: list[Any] = [number, Status.PENDING, Status.LOCKED]
+    if handle_hash is not None:
+        params.append(handle_hash)
+    adapt = connections[alias].ops.adapt_datetimefield_value
+    params += [Status.PENDING, max_attempts, adapt(now)]
+    return _attempt_sql(alias, handle_hash is not None), params
+
+
+@functools.cache
+def _attempt_sql(alias: str, one_handle: bool) -> str:
+    """:func:`_take_attempt_sql`'s statement, built once per database and shape (plain SQL:
+    compiling the ORM's subquery cost more than running the statement)."""
+    qn = connections[alias].ops.quote_name
     meta = PhoneVerification._meta
     table, pk = qn(meta.db_table), qn(str(meta.pk.column))
-    status, attempts = qn("status"), qn("attempts")
+    number, status = qn(str(meta.get_field("phone_number").column)), qn("status")
+    attempts, handle = qn("attempts"), qn(str(meta.get_field("handle_hash").column))
     expires = qn(str(meta.get_field("expires_at").column))
     columns = ", ".join(qn(str(field.column)) for field in meta.concrete_fields)
-    sql = (
+    # _live()'s rule, as SQL: the number's pending or locked codes, the handle's only.
+    newest = (
+        f"SELECT {pk} FROM {table} WHERE {number} = %s AND {status} IN (%s, %s)"  # noqa: S608
+        + (f" AND {handle} = %s" if one_handle else "")
+        + f" ORDER BY {pk} DESC LIMIT 1"
+    )
+    return (
         f"UPDATE {table} SET {attempts} = {attempts} + 1 "  # noqa: S608 - names from the model
-        f"WHERE {pk} = ({inner}) AND {status} = %s AND {attempts} < %s AND {expires} > %s "
+        f"WHERE {pk} = ({newest}) AND {status} = %s AND {attempts} < %s AND {expires} > %s "
         f"RETURNING {columns}"
     )
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [*inner_params, PhoneVerification.Status.PENDING, max_attempts, adapt(now)]
-    return sql, params
 
 
 #: Compared against when the caller has no code, so that answer costs what a wrong one does.
