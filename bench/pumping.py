@@ -483,28 +483,13 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _forget_known() -> None:
-    """Drop the process's memory of which countries the guard knows (``fraud.forget``;
-    before it, ``_checking._marked`` held the marks)."""
-    from textflow_django import fraud
-
-    forget: Callable[[], None] | None = getattr(fraud, "forget", None)
-    if forget is not None:
-        forget()
-        return
-    from textflow_django.verification import _checking
-
-    marked: dict[str, float] = getattr(_checking, "_marked", {})
-    marked.clear()
-
-
 def simulate(traffic: Traffic, mode: Mode) -> RunResult:
     """Run the day through the real service in ``mode``. Needs Django set up and a migrated,
     empty database; leaves it as it found it (the run is one transaction, rolled back)."""
     from django.db import transaction
     from django.test import RequestFactory, override_settings
 
-    from textflow_django import ratelimit
+    from textflow_django import fraud, ratelimit
     from textflow_django.backends import locmem
     from textflow_django.exceptions import VerificationError
     from textflow_django.models import FraudBlock, PhoneVerification
@@ -535,8 +520,8 @@ def simulate(traffic: Traffic, mode: Mode) -> RunResult:
         stack.enter_context(mock.patch("django.utils.timezone.now", clock.aware))
         # What the process remembers of the countries known to the guard belongs to the
         # last database and clock: forget it before the run, and after (the rollback).
-        stack.callback(_forget_known)
-        _forget_known()
+        stack.callback(fraud.forget)
+        fraud.forget()
         stack.enter_context(_quiet())
         stack.enter_context(transaction.atomic())
         if PhoneVerification.objects.exists():
