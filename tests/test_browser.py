@@ -60,6 +60,8 @@ def _missing() -> str | None:
 class Site:
     url: str
     emulator: TextFlowEmulator
+    #: The environment the site runs in (its settings and database), for manage.py commands.
+    env: dict[str, str]
 
 
 def _free_port() -> int:
@@ -113,7 +115,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     if time.monotonic() > deadline:
                         pytest.fail("the example's server did not answer in 30 s")
                     time.sleep(0.1)
-            yield Site(url, emulator)
+            yield Site(url, emulator, env)
         finally:
             server.terminate()
             try:
@@ -262,3 +264,77 @@ def test_a_send_textflow_did_not_confirm_in_a_browser(
     page.get_by_role("button", name="Resend code").click()
     expect(page.locator(".alert.error")).to_contain_text("before asking for a new code.")
     shot("2-resend-waits", page)
+
+
+#: Traffic for the insights page, written straight into the example's database: France
+#: converts (120 codes, 90 verified, over four weeks), a Nigerian prefix is pumped and blocked.
+INSIGHTS_SEED = """
+import datetime as dt
+from django.utils import timezone
+from textflow_django.models import FraudBlock, PhoneVerification
+
+now = timezone.now()
+
+def seed(days, number, country, sent, verified):
+    rows = PhoneVerification.objects.bulk_create(
+        PhoneVerification(
+            phone_number=number,
+            country=country,
+            mode="local",
+            status="verified" if n < verified else "pending",
+            expires_at=now,
+        )
+        for n in range(sent)
+    )
+    ids = [row.pk for row in rows]
+    PhoneVerification.objects.filter(pk__in=ids).update(created_at=now - dt.timedelta(days=days))
+
+for days in range(0, 28, 3):
+    seed(days, "+33612345678", "FR", 12, 9)
+seed(1, "+447400123456", "GB", 30, 2)
+seed(2, "+2348031234567", "NG", 40, 1)
+FraudBlock.objects.create(
+    scope="prefix",
+    value="+2348031",
+    reason="40 codes sent in 60 min, 1 verified (2%, below 20%)",
+    sends=40,
+    conversions=1,
+    until=now + dt.timedelta(hours=20),
+)
+"""
+
+
+def test_the_fraud_guard_insights_in_the_admin(
+    page: Any, site: Site, shot: Callable[..., None]
+) -> None:
+    """A staff member signs in to the admin, opens the Fraud Guard's blocks and their
+    traffic insights: the charts are drawn (inline SVG, nothing fetched) with the figures."""
+    from playwright.sync_api import expect
+
+    for command in (["demo_admin"], ["shell", "-c", INSIGHTS_SEED]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=EXAMPLE,
+            env=site.env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+    page.goto(site.url + "/admin/textflow/fraudblock/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill("admin")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#result_list")).to_contain_text("+2348031")
+    page.get_by_role("link", name="Traffic insights").click()
+
+    expect(page.get_by_role("heading", name="Traffic insights")).to_be_visible()
+    chart = page.locator("svg#tf-daily")
+    expect(chart).to_be_visible()
+    expect(chart.locator("g.tf-day")).to_have_count(30)
+    assert chart.bounding_box()["height"] > 100  # drawn, not collapsed
+    france = page.locator('#tf-countries tr[data-country="FR"] td')
+    expect(france).to_have_text(["FR", "120", "90", "75.0\u00a0%", ""])
+    expect(page.locator('#tf-countries tr[data-country="FR"] svg rect')).to_have_count(2)
+    expect(page.locator('#tf-prefixes tr[data-prefix="+2348031"] td').nth(3)).to_have_text("39")
+    expect(page.locator('#tf-blocks tr[data-block="+2348031"]')).to_contain_text("below 20%")
+    shot("1-insights", page)
