@@ -53,7 +53,7 @@ per country, and in the countries no attack touched), and the guard's blocks; th
 targets (guard on): B <= 60 SMS, C <= 100, D <= 60 in the day, legitimate users refused
 <= 1 % and none in a country no attack touched, each PASS or MISS. Exit status 1 on a MISS.
 
-    python bench/pumping.py [--seed N] [--legit N] [--quiet]
+    python bench/pumping.py [--seed N] [--legit N] [--c-span SECONDS]
 """
 
 from __future__ import annotations
