@@ -351,3 +351,15 @@ def test_every_statement_of_the_hot_path_uses_an_index(sms_outbox: Any) -> None:
     assert full_scans(plan(unindexed, ["x"]))
     scans = {sql[:120]: full_scans(plan(sql, p)) for sql, p in ours}
     assert {sql: s for sql, s in scans.items() if s} == {}
+
+
+def test_the_counter_table_keeps_only_the_indexes_its_queries_use() -> None:
+    """Every new counter row pays for each index, and a send writes about ten: the primary
+    key, the key's uniqueness (the upsert's arbiter) and the expiry (the purge), no more
+    (``unique=True`` added a pattern-matching index on PostgreSQL that nothing used)."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, "textflow_ratelimitcounter")
+    indexed = {tuple(c["columns"]) for c in found.values() if c["index"] or c["unique"]}
+    # (SQLite's introspection does not list the rowid primary key: it is the table itself.)
+    assert indexed - {("id",)} == {("expires_at",), ("key",)}
+    assert len([c for c in found.values() if c["index"] or c["unique"]]) == len(indexed)
