@@ -391,9 +391,9 @@ def test_report_of_an_empty_site(at_now: None) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--days", "0"], "--days: days must be 1..365, not 0."),
-        (["--days", "366"], "--days: days must be 1..365, not 366."),
-        (["--days", "-3"], "--days: days must be 1..365, not -3."),
+        (["--days", "0"], "--days must be 1..365, not 0."),
+        (["--days", "366"], "--days must be 1..365, not 366."),
+        (["--days", "-3"], "--days must be 1..365, not -3."),
         (["--days", "week"], "argument --days: invalid int value: 'week'"),
         (["--format", "xml"], "argument --format: invalid choice: 'xml'"),
     ],

@@ -508,7 +508,7 @@ class FraudBlockAdmin(_BlockAdmin):
         return TemplateResponse(request, "textflow_django/admin/insights.html", context)
 
 
-class FraudAllowedPrefixForm(_AllowedForm):
+class _AllowedPrefixForm(_AllowedForm):
     """An allowed prefix: ``+`` and 1 to 15 digits (separators people type are dropped)."""
 
     class Meta:
@@ -532,7 +532,7 @@ class FraudAllowedPrefixAdmin(_AllowedAdmin):
     prefix cannot be changed afterwards (delete it and add another), its note can.
     """
 
-    form = FraudAllowedPrefixForm
+    form = _AllowedPrefixForm
     list_display = ("prefix", "note", "created_at")
     search_fields = ("prefix", "note")
     ordering = ("prefix",)

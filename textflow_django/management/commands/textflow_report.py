@@ -72,7 +72,10 @@ class Command(BaseCommand):
         try:
             days = insights.check_days(options["days"])
         except ValueError as err:
-            raise CommandError(f"--days: {err}.") from err
+            raise CommandError(
+                _("--days must be 1..%(max)d, not %(days)d.")
+                % {"max": insights.MAX_DAYS, "days": options["days"]}
+            ) from err
         figures = insights.compute(days)
         if options["format"] == "json":
             self.stdout.write(json.dumps(figures.as_dict(), indent=2))
