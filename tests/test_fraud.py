@@ -298,6 +298,35 @@ def test_a_new_country_gets_ten_codes_an_hour_until_a_number_verifies(
     assert verification.send_code("+5351234567")
 
 
+def test_a_new_country_whose_codes_are_never_used_is_blocked_within_hours(
+    store: RateLimitStore, sms_outbox: Any, blocked: list[FraudBlock]
+) -> None:
+    """Attack C of bench/pumping.py: a trickle to a country nobody verified in. The cap lets
+    10 an hour through, too few to judge in WINDOW; its refusals judge the country over a
+    day, which blocks it once 40 of its codes (2 x MIN_SENDS) went unused."""
+    answers: list[Any] = []
+    for hour in range(6):
+        for i in range(15):  # 15 asked for, 10 an hour let through
+            try:
+                answers.append(verification.send_code(f"+535{hour:02d}{i:05d}"))
+            except (DestinationBlocked, RateLimited) as err:
+                answers.append(err)
+            advance(store, 240)
+    delivered = len(sms_outbox)
+    assert 40 <= delivered <= 50  # caps alone: all 90; the cap alone: 60
+    block = FraudBlock.objects.get()
+    assert (block.scope, block.value, block.conversions) == ("country", "CU", 0)
+    assert blocked == [block]
+    assert isinstance(answers[-1], DestinationBlocked)
+
+
+def test_refusals_judge_a_destination_at_most_every_judge_every_seconds() -> None:
+    assert fraud.due("prefix", PREFIX, 1000.0)
+    assert not fraud.due("prefix", PREFIX, 1000.0 + fraud.JUDGE_EVERY - 1)
+    assert fraud.due("country", "US", 1001.0)  # each destination on its own
+    assert fraud.due("prefix", PREFIX, 1000.0 + fraud.JUDGE_EVERY)
+
+
 # -- the budgets ------------------------------------------------------------------------
 
 

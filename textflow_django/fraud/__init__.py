@@ -23,15 +23,27 @@ prefixes from the admin (:func:`lift`, :func:`allow_prefix`).
 
 from __future__ import annotations
 
-from ._judge import allow_prefix, is_allowed, judge_country, judge_prefix, lift
+from ._judge import (
+    JUDGE_EVERY,
+    NEW_COUNTRY_WINDOW,
+    allow_prefix,
+    due,
+    is_allowed,
+    judge_country,
+    judge_prefix,
+    lift,
+)
 from ._known import forget, is_known, mark_known
 from ._plan import KNOWN_SECONDS, Plan, block_key, known_key, plan
 
 __all__ = [
+    "JUDGE_EVERY",
     "KNOWN_SECONDS",
+    "NEW_COUNTRY_WINDOW",
     "Plan",
     "allow_prefix",
     "block_key",
+    "due",
     "forget",
     "is_allowed",
     "is_known",

@@ -35,7 +35,16 @@ from ..models import FraudAllowedPrefix, FraudBlock, PhoneVerification
 from ..ratelimit import RateLimitStore
 from ._plan import block_key
 
-__all__ = ["allow_prefix", "is_allowed", "judge_country", "judge_prefix", "lift"]
+__all__ = [
+    "JUDGE_EVERY",
+    "NEW_COUNTRY_WINDOW",
+    "allow_prefix",
+    "due",
+    "is_allowed",
+    "judge_country",
+    "judge_prefix",
+    "lift",
+]
 
 logger = logging.getLogger("textflow_django")
 
@@ -45,14 +54,32 @@ def _at(moment: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
 
 
+#: The window a country the new-country cap holds back is judged over: the cap lets too
+#: few codes through in ``WINDOW`` to judge it.
+NEW_COUNTRY_WINDOW = 86400
+#: A destination is judged after a refusal at most this often per process (:func:`due`).
+JUDGE_EVERY = 30
+
+#: (scope, value) -> when this process last judged it after a refusal (a store clock's reading).
+_judged_at: dict[tuple[str, str], float] = {}
+
+
+def due(scope: str, value: str, now: float) -> bool:
+    """Whether a refusal may judge this destination now (and it is noted as judged)."""
+    if now - _judged_at.get((scope, value), now - JUDGE_EVERY) < JUDGE_EVERY:
+        return False
+    _judged_at[scope, value] = now
+    return True
+
+
 def _judged(
-    guard: FraudGuardSettings, now: float, scope: str, value: str
+    guard: FraudGuardSettings, now: float, scope: str, value: str, window: int | None = None
 ) -> QuerySet[PhoneVerification]:
-    """The codes old enough to judge: sent in the ``window`` before the last ``grace``, and
-    after the destination's last block was lifted by hand (a person judged that evidence:
-    the guard does not block again on it)."""
+    """The codes old enough to judge: sent in the ``window`` (``WINDOW`` unless given)
+    before the last ``grace``, and after the destination's last block was lifted by hand (a
+    person judged that evidence: the guard does not block again on it)."""
     end = now - guard.grace
-    start = _at(end - guard.window)
+    start = _at(end - (guard.window if window is None else window))
     lifted = FraudBlock.objects.filter(scope=scope, value=value, lifted_at__gt=start)
     last_lift = lifted.aggregate(last=Max("lifted_at"))["last"]
     return PhoneVerification.objects.filter(
@@ -147,10 +174,16 @@ def judge_prefix(
 
 
 def judge_country(
-    region: str, guard: FraudGuardSettings, store: RateLimitStore, now: float
+    region: str,
+    guard: FraudGuardSettings,
+    store: RateLimitStore,
+    now: float,
+    *,
+    window: int | None = None,
 ) -> list[FraudBlock]:
-    """Judge a country and its prefixes now; the blocks it made or found."""
-    rows = _judged(guard, now, "country", region).filter(country=region)
+    """Judge a country and its prefixes now, over ``window`` seconds (``WINDOW`` unless
+    given); the blocks it made or found."""
+    rows = _judged(guard, now, "country", region, window).filter(country=region)
     figures = rows.aggregate(**_FIGURES)
     blocks = []
     if _failing(

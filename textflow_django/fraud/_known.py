@@ -17,6 +17,7 @@ fixtures do).
 from __future__ import annotations
 
 from ..ratelimit import RateLimitStore
+from ._judge import _judged_at
 from ._plan import KNOWN_SECONDS, known_key
 
 __all__ = ["forget", "is_known", "mark_known"]
@@ -55,6 +56,8 @@ def mark_known(store: RateLimitStore, region: str) -> None:
 
 
 def forget() -> None:
-    """Drop what this process remembers (tests that switch stores or clocks)."""
+    """Drop what this process remembers (tests that switch stores or clocks): the known
+    countries, and when it last judged each destination after a refusal."""
     _known.clear()
     _marked.clear()
+    _judged_at.clear()

@@ -62,6 +62,11 @@ class Plan:
         """The prefix's grace-period cap, when the guard applies it."""
         return next((hit for hit in self.hits if hit[0].startswith("fraud:prefix:")), None)
 
+    @property
+    def new_country(self) -> tuple[str, Rate] | None:
+        """The new-country cap, when the plan has it (the country is not known)."""
+        return next((h for h in self.hits if h[0].startswith("fraud:new_country:")), None)
+
     def without_prefix_cap(self) -> Plan:
         """This plan for a prefix allowed from the admin: no grace-period cap."""
         hits = [hit for hit in self.hits if hit != self.fresh]

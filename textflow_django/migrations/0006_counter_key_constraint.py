@@ -4,19 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('textflow', '0005_fraud_guard'),
+        ("textflow", "0005_fraud_guard"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='ratelimitcounter',
-            name='key',
+            model_name="ratelimitcounter",
+            name="key",
             field=models.CharField(max_length=200),
         ),
         migrations.AddConstraint(
-            model_name='ratelimitcounter',
-            constraint=models.UniqueConstraint(fields=('key',), name='textflow_counter_key_unique'),
+            model_name="ratelimitcounter",
+            constraint=models.UniqueConstraint(fields=("key",), name="textflow_counter_key_unique"),
         ),
     ]

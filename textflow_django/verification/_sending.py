@@ -97,15 +97,12 @@ def send_code(
     # The Fraud Guard's blocks, the cooldown and every cap in one round trip, all or nothing.
     hits = [*limits, *shield.hits]
     refusal, counts = _acquire(store, claim, hits, shield, taken_at)
-    if refusal is not None and refusal.kind == "hit" and _prefix_capped(store, shield):
-        # The prefix has as many codes in their grace period as the guard needs to judge
-        # it: judge it now. A prefix allowed from the admin is not held to that cap.
-        with store_calls():
-            judged = fraud.judge_prefix(shield.prefix, guard, store, taken_at)
-            allowed = judged is None and fraud.is_allowed(shield.prefix, guard)
-        if judged is not None:
+    if refusal is not None and refusal.kind == "hit":
+        # A cap of the guard's may be the one full: judge what it guards now.
+        judged, allowed = _judge_refused(store, shield, guard, taken_at)
+        if judged:
             raise DestinationBlocked()
-        if allowed:
+        if allowed:  # a prefix allowed from the admin is not held to the prefix's cap
             shield = shield.without_prefix_cap()
             hits = [*limits, *shield.hits]
             refusal, counts = _acquire(store, claim, hits, shield, taken_at)
@@ -174,12 +171,32 @@ def _acquire(
     return refusal, counts
 
 
-def _prefix_capped(store: RateLimitStore, shield: fraud.Plan) -> bool:
-    """After a cap's refusal: whether the prefix's grace-period cap is the one full."""
-    if shield.fresh is None:
-        return False
-    with store_calls(settled=True):
-        return store.peek(*shield.fresh) is not None
+def _judge_refused(
+    store: RateLimitStore, shield: fraud.Plan, guard: FraudGuardSettings, now: float
+) -> tuple[bool, bool]:
+    """After a cap's refusal: when the guard's own cap is the one full, judge what it
+    guards; ``(blocked now, the prefix is allowed)``.
+
+    The prefix's grace-period cap full: it has as many unjudged codes as the guard needs to
+    judge it. The new-country cap full: the country has had codes all along and nobody
+    verified one; it is judged over a day (``fraud.NEW_COUNTRY_WINDOW``), since the cap lets
+    too few through in an hour to judge. Each destination is judged on a refusal at most
+    once in ``fraud.JUDGE_EVERY`` seconds per process: refused requests cost a read, not
+    one each."""
+    blocked = allowed = False
+    with store_calls():
+        if shield.fresh is not None and store.peek(*shield.fresh) is not None:
+            if fraud.due("prefix", shield.prefix, now):
+                blocked = fraud.judge_prefix(shield.prefix, guard, store, now) is not None
+            allowed = not blocked and fraud.is_allowed(shield.prefix, guard)
+        new = shield.new_country
+        if not blocked and new is not None and store.peek(*new) is not None:
+            if fraud.due("country", shield.region, now):
+                made = fraud.judge_country(
+                    shield.region, guard, store, now, window=fraud.NEW_COUNTRY_WINDOW
+                )
+                blocked = any(b.value in (shield.prefix, shield.region) for b in made)
+    return blocked, allowed
 
 
 def _judged_blocked(
