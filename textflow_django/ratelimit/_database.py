@@ -27,6 +27,10 @@ the same order and cannot deadlock. MySQL and MariaDB have no ``RETURNING`` on a
 there the single-key operations run one after the other (a claim, then per cap a ``SELECT``
 of its two windows and an ``UPDATE`` or ``INSERT``), all or nothing by undoing.
 
+Why one module of over 400 lines: its one job is the database store, and it holds the
+store's portable single-key operations next to the one-statement forms that must decide
+exactly as they do (the same rows, keys and room), and the SQL of those statements.
+
 Two rates of one scope with the same window share a row (``<key>:<window>:<index>``); one
 request counts in it once, against the tighter of the two, which is what counting one event
 against both means.
