@@ -328,17 +328,27 @@ class DatabaseStore(_OneByOne):
 def _give_back_sql(alias: str, table: str, keys: int, claim: bool) -> str:
     """The UPDATE of :meth:`DatabaseStore._give_back_rows` (plain SQL: the ORM's query
     building cost more than the statement), built once per shape. Parameters: for a claim
-    its key twice, the present and its key again; then the keys."""
-    qn = connections[alias].ops.quote_name
-    t, k, c, e = qn(table), qn("key"), qn("count"), qn("expires_at")
+    its key twice, the present and its key again; then the keys.
+
+    On PostgreSQL the rows are locked in key order first (``SELECT ... ORDER BY key FOR
+    UPDATE``), the order :meth:`DatabaseStore.acquire`'s upsert takes them in: an UPDATE
+    alone locks rows in the order it finds them, and a refund crossing a send that shares
+    its rows (one address, one number, the site's budget) would deadlock with it."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    t, pk, k, c, e = qn(table), qn("id"), qn("key"), qn("count"), qn("expires_at")
     counted = f"({c} > 0 AND {k} IN ({', '.join(['%s'] * keys)}))" if keys else ""
-    if not claim:
-        return f"UPDATE {t} SET {c} = {c} - 1 WHERE {counted}"  # noqa: S608
-    return (
-        f"UPDATE {t} SET {c} = CASE WHEN {k} = %s THEN {c} ELSE {c} - 1 END, "  # noqa: S608
-        f"{e} = CASE WHEN {k} = %s THEN %s ELSE {e} END "
-        f"WHERE {k} = %s" + (f" OR {counted}" if counted else "")
-    )
+    if claim:
+        sets = (
+            f"{c} = CASE WHEN {k} = %s THEN {c} ELSE {c} - 1 END, "
+            f"{e} = CASE WHEN {k} = %s THEN %s ELSE {e} END"
+        )
+        which = f"{k} = %s" + (f" OR {counted}" if counted else "")
+    else:
+        sets, which = f"{c} = {c} - 1", counted
+    if connection.vendor == "postgresql":
+        which = f"{pk} IN (SELECT {pk} FROM {t} WHERE {which} ORDER BY {k} FOR UPDATE)"  # noqa: S608
+    return f"UPDATE {t} SET {sets} WHERE {which}"  # noqa: S608
 
 
 @dataclass(frozen=True)
