@@ -33,8 +33,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The bench extra's django-phone-verify (the load benchmark's peer) pulls phonenumberslite,
+# which writes its files over phonenumbers' (the same package name): put phonenumbers' own
+# files back, at the version pip chose, so the tests keep the metadata they were written for.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" $(if $(DJANGO),"$(DJANGO)")
+	@if $(BIN)/python -m pip show --quiet phonenumberslite >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
+	    "phonenumbers==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("phonenumbers"))')"; \
+	fi
 	touch $@
 
 install: $(STAMP)
