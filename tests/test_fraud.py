@@ -418,3 +418,26 @@ def test_the_same_attack_with_caps_alone_gets_every_code(
         advance(store, 20)
     assert statuses == [200] * 120
     assert len(textflow_live.calls("/send-sms")) == 120
+
+
+def test_a_judgement_that_fails_sends_nothing_and_spends_nothing(
+    store: RateLimitStore, sms_outbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails while the guard judges: 503 (LimitsUnavailable), no SMS, and the
+    cooldown and caps the send took are given back."""
+    from django.db import DatabaseError
+
+    from textflow_django.exceptions import LimitsUnavailable
+
+    for i in range(MIN_SENDS // 4 - 1):
+        send(i)
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise DatabaseError("the database went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fraud, "judge_prefix", failing)
+        with pytest.raises(LimitsUnavailable):
+            verification.send_code(number(99))  # the prefix's 5th code calls for a judgement
+    assert len(sms_outbox) == MIN_SENDS // 4 - 1
+    assert verification.send_code(number(99))  # its cooldown was not spent

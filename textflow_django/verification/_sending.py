@@ -113,7 +113,13 @@ def send_code(
             raise ResendTooSoon(retry_after=refusal.retry_after)
         report_refusal("send", number, store, hits, refusal.retry_after, request)
         raise RateLimited(retry_after=refusal.retry_after)
-    if _judged_blocked(shield, counts, guard, store, taken_at):
+    try:
+        blocked = _judged_blocked(shield, counts, guard, store, taken_at)
+    except BaseException:
+        with store_calls(settled=True):
+            store.give_back(claim, hits, taken_at)  # the judgement failed: nothing is sent
+        raise
+    if blocked:
         with store_calls(settled=True):
             store.give_back(claim, hits, taken_at)  # refused: nothing was sent
         raise DestinationBlocked()
