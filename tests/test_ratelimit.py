@@ -978,7 +978,9 @@ def test_counts_answer_each_hits_current_window(store: Store, clock: FakeClock) 
 
 
 @pytest.mark.parametrize("kind", _concurrent_store_cases())
-def test_concurrent_refunds_crossing_sends_on_shared_rows_never_deadlock(kind: str, clock: FakeClock) -> None:
+def test_concurrent_refunds_crossing_sends_on_shared_rows_never_deadlock(
+    kind: str, clock: FakeClock
+) -> None:
     """Sends and refunds of sends that share rows (one address, the site's budgets), all at
     once: a refund locks its rows in the key order the send's upsert takes them in. (Found
     by the suite: PostgreSQL aborted one of twenty parallel sends to one number as a
