@@ -436,7 +436,7 @@ def test_a_judgement_that_fails_sends_nothing_and_spends_nothing(
         raise DatabaseError("the database went away")
 
     with monkeypatch.context() as patch:
-        patch.setattr(fraud, "judge_prefix", failing)
+        patch.setattr("textflow_django.fraud._judge.judge_prefix", failing)
         with pytest.raises(LimitsUnavailable):
             verification.send_code(number(99))  # the prefix's 5th code calls for a judgement
     assert len(sms_outbox) == MIN_SENDS // 4 - 1

@@ -209,6 +209,17 @@ def test_the_first_send_to_a_country_in_a_process_reads_whether_it_is_known(
     assert kinds(context) == ["counters", "purge", "record"]
 
 
+def test_a_send_the_fraud_guard_does_not_apply_to_reads_nothing_of_it(
+    settings: Any, sms_outbox: Any, django_assert_max_num_queries: Any
+) -> None:
+    """A number in ALLOW_PREFIXES: no read of whether its country is known."""
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "FRAUD_GUARD": {"ALLOW_PREFIXES": ["+1202"]}}
+    fraud.forget()
+    with django_assert_max_num_queries(4) as context:
+        sent(APIClient(), sms_outbox)
+    assert kinds(context) == ["counters", "purge", "record"]
+
+
 def test_verify_code_wrong_then_locked(sms_outbox: Any, django_assert_max_num_queries: Any) -> None:
     handle, code = sent(APIClient(), sms_outbox)
     wrong = {"phone_number": NUMBER, "code": "000000" if code != "000000" else "111111"}

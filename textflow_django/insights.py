@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import BooleanField, CharField, Count, ExpressionWrapper, Q, QuerySet
-from django.db.models.functions import Substr, TruncDate
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from . import fraud
 from .conf import conf
 from .models import FraudBlock, PhoneVerification
 
@@ -82,8 +83,8 @@ def check_days(days: int) -> int:
 
 
 def active(now: dt.datetime) -> Q:
-    """The blocks in force at ``now``: not lifted, and ``until`` still ahead."""
-    return Q(lifted_at=None, until__gt=now)
+    """The blocks in force at ``now`` (the rule is ``FraudBlock.in_force``)."""
+    return FraudBlock.in_force(now)
 
 
 def is_active(now: dt.datetime) -> ExpressionWrapper[Q]:
@@ -247,7 +248,7 @@ def compute(days: int = DEFAULT_DAYS, *, now: dt.datetime | None = None) -> Insi
         verified=totals.verified - sum(c.verified for c in countries),
     )
 
-    prefix = Substr("phone_number", 1, 1 + digits, output_field=CharField())
+    prefix = fraud.prefix_sql(digits)
     prefixes = tuple(
         Prefix(prefix=row["prefix"], sent=row["sent"], verified=row["verified"])
         for row in rows.order_by()

@@ -10,6 +10,8 @@ SHA-256 hashes only (they are random 192-bit secrets: no salt or key is needed).
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -155,6 +157,11 @@ class FraudBlock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.value} ({self.get_scope_display()})"
+
+    @staticmethod
+    def in_force(now: datetime.datetime) -> models.Q:
+        """The blocks in force at ``now``: not lifted, and ``until`` still ahead."""
+        return models.Q(lifted_at=None, until__gt=now)
 
 
 class FraudAllowedPrefix(models.Model):

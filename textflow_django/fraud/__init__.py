@@ -29,9 +29,12 @@ from ._judge import (
     allow_prefix,
     due,
     is_allowed,
+    judge_counted,
     judge_country,
     judge_prefix,
+    judge_refused,
     lift,
+    prefix_sql,
 )
 from ._known import forget, is_known, mark_known
 from ._plan import KNOWN_SECONDS, Plan, block_key, known_key, plan
@@ -47,10 +50,13 @@ __all__ = [
     "forget",
     "is_allowed",
     "is_known",
+    "judge_counted",
     "judge_country",
     "judge_prefix",
+    "judge_refused",
     "known_key",
     "lift",
     "mark_known",
     "plan",
+    "prefix_sql",
 ]

@@ -21,19 +21,17 @@ rate-limit store (for the send path, which checks it in its one round trip).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
-from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import CharField, Count, Max, Q, QuerySet
 from django.db.models.functions import Substr
 
 from .. import signals
 from ..conf import FraudGuardSettings
 from ..models import FraudAllowedPrefix, FraudBlock, PhoneVerification
-from ..ratelimit import RateLimitStore
-from ._plan import block_key
+from ..ratelimit import Counts, RateLimitStore, epoch_datetime
+from ._plan import Plan, block_key
 
 __all__ = [
     "JUDGE_EVERY",
@@ -41,17 +39,15 @@ __all__ = [
     "allow_prefix",
     "due",
     "is_allowed",
+    "judge_counted",
     "judge_country",
     "judge_prefix",
+    "judge_refused",
     "lift",
+    "prefix_sql",
 ]
 
 logger = logging.getLogger("textflow_django")
-
-
-def _at(moment: float) -> dt.datetime:
-    """A store clock's reading as the ORM's datetimes (aware UTC under ``USE_TZ``)."""
-    return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
 
 
 #: The window a country the new-country cap holds back is judged over: the cap lets too
@@ -79,12 +75,18 @@ def _judged(
     before the last ``grace``, and after the destination's last block was lifted by hand (a
     person judged that evidence: the guard does not block again on it)."""
     end = now - guard.grace
-    start = _at(end - (guard.window if window is None else window))
+    start = epoch_datetime(end - (guard.window if window is None else window))
     lifted = FraudBlock.objects.filter(scope=scope, value=value, lifted_at__gt=start)
     last_lift = lifted.aggregate(last=Max("lifted_at"))["last"]
     return PhoneVerification.objects.filter(
-        created_at__gte=last_lift or start, created_at__lt=_at(end)
+        created_at__gte=last_lift or start, created_at__lt=epoch_datetime(end)
     )
+
+
+def prefix_sql(digits: int) -> Substr:
+    """A number's prefix in SQL (``+`` and ``digits`` digits): ``FraudGuardSettings.prefix_of``
+    for the database to group by."""
+    return Substr("phone_number", 1, 1 + digits, output_field=CharField())
 
 
 def _of_prefix(rows: QuerySet[PhoneVerification], prefix: str) -> QuerySet[PhoneVerification]:
@@ -112,7 +114,9 @@ def is_allowed(prefix: str, guard: FraudGuardSettings) -> bool:
 
 def _active(scope: str, value: str, now: float) -> FraudBlock | None:
     return (
-        FraudBlock.objects.filter(scope=scope, value=value, lifted_at=None, until__gt=_at(now))
+        FraudBlock.objects.filter(
+            FraudBlock.in_force(epoch_datetime(now)), scope=scope, value=value
+        )
         .order_by("-until")
         .first()
     )
@@ -141,7 +145,7 @@ def _block(
         ),
         sends=sends,
         conversions=conversions,
-        until=_at(now + guard.block_seconds),
+        until=epoch_datetime(now + guard.block_seconds),
     )
     store.hold(block_key(scope, value), guard.block_seconds)
     logger.warning(
@@ -197,7 +201,7 @@ def judge_country(
         )
     # The country's prefixes with enough codes to judge, worst first.
     prefixes = (
-        rows.annotate(prefix=Substr("phone_number", 1, 1 + guard.prefix_digits))
+        rows.annotate(prefix=prefix_sql(guard.prefix_digits))
         .values("prefix")
         .annotate(sends=_FIGURES["sends"], conversions=_FIGURES["conversions"])
         .filter(sends__gte=guard.min_sends)
@@ -224,7 +228,7 @@ def judge_country(
 def lift(block: FraudBlock, store: RateLimitStore, now: float) -> None:
     """End a block now: its row says when, and the store lets sends through at once."""
     if block.lifted_at is None:
-        block.lifted_at = _at(now)
+        block.lifted_at = epoch_datetime(now)
         block.save(update_fields=["lifted_at"])
     store.release(block_key(block.scope, block.value))
 
@@ -238,9 +242,56 @@ def allow_prefix(
         prefix=prefix, defaults={"note": note}
     )
     active = FraudBlock.objects.filter(
-        scope=FraudBlock.Scope.PREFIX, lifted_at=None, until__gt=_at(now)
+        FraudBlock.in_force(epoch_datetime(now)), scope=FraudBlock.Scope.PREFIX
     )
     for block in active:
         if block.value.startswith(prefix) or prefix.startswith(block.value):
             lift(block, store, now)
     return allowed
+
+
+def judge_refused(
+    plan: Plan, guard: FraudGuardSettings, store: RateLimitStore, now: float
+) -> tuple[bool, bool]:
+    """After a cap refused a send: when the guard's own cap is the one full, judge what it
+    guards; ``(the send's destination is blocked now, its prefix is allowed)``.
+
+    The prefix's grace-period cap full: it has as many unjudged codes as the guard needs to
+    judge it. The new-country cap full: the country has had codes all along and nobody
+    verified one; it is judged over a day (``NEW_COUNTRY_WINDOW``), since the cap lets too
+    few through in an hour to judge. Each destination is judged on a refusal at most once
+    in ``JUDGE_EVERY`` seconds per process: refused requests cost a read, not one each."""
+    blocked = allowed = False
+    if plan.fresh is not None and store.peek(*plan.fresh) is not None:
+        if due("prefix", plan.prefix, now):
+            blocked = judge_prefix(plan.prefix, guard, store, now) is not None
+        allowed = not blocked and is_allowed(plan.prefix, guard)
+    new = plan.new_country
+    if not blocked and new is not None and store.peek(*new) is not None:
+        if due("country", plan.region, now):
+            made = judge_country(plan.region, guard, store, now, window=NEW_COUNTRY_WINDOW)
+            blocked = any(block.value in (plan.prefix, plan.region) for block in made)
+    return blocked, allowed
+
+
+def judge_counted(
+    plan: Plan, counts: Counts, guard: FraudGuardSettings, store: RateLimitStore, now: float
+) -> bool:
+    """After a send's counters were taken: judge its destination when their ``counts``
+    call for it (a prefix with a quarter of ``MIN_SENDS`` codes in their grace period, then
+    every quarter more; a country at every ``MIN_SENDS``-th code of a window once it has
+    enough to judge); whether the send's destination is blocked now. Rare: normal traffic
+    never calls for a prefix's judgement, and calls for its country's once in
+    ``MIN_SENDS`` codes."""
+    step = max(2, guard.min_sends // 4)
+    blocked = False
+    fresh = plan.fresh
+    prefix = 0 if fresh is None else counts.get((fresh[0], fresh[1].window), 0)
+    if prefix and prefix % step == 0:
+        blocked = judge_prefix(plan.prefix, guard, store, now) is not None
+    sends = plan.country_count
+    country = 0 if sends is None else counts.get(sends, 0)
+    if country >= guard.country_min_sends and country % guard.min_sends == 0:
+        made = judge_country(plan.region, guard, store, now)
+        blocked = blocked or any(block.value in (plan.prefix, plan.region) for block in made)
+    return blocked

@@ -17,7 +17,7 @@ The keys, all in the rate-limit store (``RATELIMIT_STORE``), shared by every pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._rates import Rate
@@ -78,14 +78,15 @@ def plan(
     region: str,
     guard: FraudGuardSettings,
     limits: Sequence[tuple[str, Rate]],
-    known: bool,
+    known: Callable[[], bool],
 ) -> Plan:
     """The guard's part of a send of a code to ``number`` (E.164) in ``region``, beside the
     send's ``limits`` (its caps' hits). Empty when the guard is off or the number is in
     ``ALLOW_PREFIXES`` (those are never blocked nor slowed; a prefix allowed from the admin
-    is checked when the guard judges it). ``known``: the country had a number verified in
-    the last 30 days, as this process knows (``_known``); if it says no, the new-country cap
-    is added with the country's mark as its waiver, so the store has the last word.
+    is checked when the guard judges it). ``known()``: whether the country had a number
+    verified in the last 30 days, as this process knows (``_known``), asked only when the
+    guard applies; if it says no, the new-country cap is added with the country's mark as
+    its waiver, so the store has the last word.
 
     The country's count is its budget's (``SEND_LIMITS["country"]``) when one of its rates
     counts over ``WINDOW``: one counter, not two, for every send."""
@@ -98,7 +99,7 @@ def plan(
         count = f"fraud:country_sends:{region}"
         hits.append((count, _uncapped(guard.window)))
     waivers = {}
-    if not known:
+    if not known():
         new = f"fraud:new_country:{region}"
         hits.append((new, guard.new_country_limit))
         waivers[new] = known_key(region)

@@ -56,7 +56,7 @@ from ..conf import conf
 from ._base import Counts, RateLimitStore, Refusal
 from ._base import _position as _position  # for tests that compute a window's key
 from ._cache import CacheStore
-from ._database import DatabaseStore
+from ._database import DatabaseStore, epoch_datetime
 from ._redis import RedisCacheStore, _single_redis
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "RateLimitStore",
     "RedisCacheStore",
     "Refusal",
+    "epoch_datetime",
     "get_store",
     "parse_rate",
 ]

@@ -58,7 +58,13 @@ from ._base import _MS, Clock, Counts, Refusal, _OneByOne, _Position, _position,
 if TYPE_CHECKING:
     from ..models import RateLimitCounter
 
-__all__ = ["DatabaseStore"]
+__all__ = ["DatabaseStore", "epoch_datetime"]
+
+
+def epoch_datetime(moment: float) -> dt.datetime:
+    """A store clock's reading (epoch seconds) as ``timezone.now()`` gives the time: aware
+    in UTC under ``USE_TZ``, naive local time otherwise (what the ORM stores and compares)."""
+    return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
 
 
 class DatabaseStore(_OneByOne):
@@ -81,13 +87,8 @@ class DatabaseStore(_OneByOne):
         return RateLimitCounter
 
     def _now(self) -> dt.datetime:
-        """The clock's reading as ``timezone.now()`` would give it: aware in UTC under
-        ``USE_TZ``, naive local time otherwise."""
-        return self._now_at(self.clock())
-
-    def _now_at(self, moment: float) -> dt.datetime:
-        """``moment`` (epoch seconds) as :meth:`_now` gives a clock's reading."""
-        return dt.datetime.fromtimestamp(moment, tz=dt.UTC if settings.USE_TZ else None)
+        """The clock's reading as ``timezone.now()`` would give it."""
+        return epoch_datetime(self.clock())
 
     def _maybe_purge(self) -> None:
         """Now and then (one write in ``purge_one_in``), delete the rows that have expired."""
@@ -123,8 +124,7 @@ class DatabaseStore(_OneByOne):
             return None
         if rows.filter(key=key, expires_at__lte=now).update(count=1, expires_at=until):
             return None
-        held = rows.filter(key=key).values_list("expires_at", flat=True).first()
-        return 1 if held is None else max(1, math.ceil((held - now).total_seconds()))
+        return self._left(key, self.clock()) or 1
 
     def release(self, key: str) -> None:
         self._model.objects.using(self.using).filter(key=key).delete()
@@ -155,7 +155,7 @@ class DatabaseStore(_OneByOne):
 
     def _expiry(self, at: _Position) -> dt.datetime:
         """When a count of ``at``'s window is needed no more: the end of the next window."""
-        return self._now_at((at.index + 2) * at.span / _MS)
+        return epoch_datetime((at.index + 2) * at.span / _MS)
 
     def unhit(self, key: str, rate: Rate, now: float | None = None) -> None:
         at = _position(rate, self.clock() if now is None else now)
@@ -186,11 +186,11 @@ class DatabaseStore(_OneByOne):
             return super().acquire(None, (), now, blocks=blocks)  # only the blocks to read
         connection = connections[self.using]
         adapt = connection.ops.adapt_datetimefield_value
-        present = adapt(self._now_at(now))
+        present = adapt(epoch_datetime(now))
         waivers = waivers or {}
         values: list[tuple[Any, ...]] = []
         if claim is not None:
-            values.append((claim[0], adapt(self._now_at(now + claim[1])), None, None, 0, 0, 1))
+            values.append((claim[0], adapt(epoch_datetime(now + claim[1])), None, None, 0, 0, 1))
         for row in caps:
             values.append(
                 (
@@ -245,7 +245,7 @@ class DatabaseStore(_OneByOne):
             now,
         )
         if claim is not None and not claim_taken:
-            return Refusal("claim", self._held(claim[0], now))
+            return Refusal("claim", self._left(claim[0], now) or 1)
         refused = [row for row in caps if row.key not in taken]
         rows = self._model.objects.using(self.using)
         keys = [key for row in refused for key in (row.key, row.previous)]
@@ -260,7 +260,7 @@ class DatabaseStore(_OneByOne):
         return Refusal("hit", max(waits))
 
     def hold(self, key: str, seconds: int) -> None:
-        until = self._now_at(self.clock() + seconds)
+        until = epoch_datetime(self.clock() + seconds)
         rows = self._model.objects.using(self.using)
         if _sql.returning(self.using):  # an upsert: one statement
             connection = connections[self.using]
@@ -277,10 +277,7 @@ class DatabaseStore(_OneByOne):
                 rows.filter(key=key).update(count=1, expires_at=until)
 
     def held(self, key: str) -> int | None:
-        now = self._now()
-        rows = self._model.objects.using(self.using).filter(key=key, expires_at__gt=now)
-        until = next(iter(rows.values_list("expires_at", flat=True)[:1]), None)  # no ORDER BY
-        return None if until is None else max(1, math.ceil((until - now).total_seconds()))
+        return self._left(key, self.clock(), alive=True)
 
     def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:
         rows = {(key, rate.window): _rows([(key, rate)], now)[0].key for key, rate in hits}
@@ -291,13 +288,16 @@ class DatabaseStore(_OneByOne):
         )
         return {name: found.get(full, 0) for name, full in rows.items()}
 
-    def _held(self, key: str, now: float) -> int:
-        """The whole seconds a held claim has left at ``now`` (at least 1)."""
+    def _left(self, key: str, now: float, *, alive: bool = False) -> int | None:
+        """The whole seconds (at least 1) ``key``'s row holds past ``now``; None without a
+        row (or, with ``alive``, without one still held at ``now``). One SELECT."""
         rows = self._model.objects.using(self.using).filter(key=key)
-        held = next(iter(rows.values_list("expires_at", flat=True)[:1]), None)  # no ORDER BY
-        if held is None:
-            return 1
-        return max(1, math.ceil((held - self._now_at(now)).total_seconds()))
+        if alive:
+            rows = rows.filter(expires_at__gt=epoch_datetime(now))
+        until = next(iter(rows.values_list("expires_at", flat=True)[:1]), None)  # no ORDER BY
+        if until is None:
+            return None
+        return max(1, math.ceil((until - epoch_datetime(now)).total_seconds()))
 
     def give_back(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
@@ -316,7 +316,7 @@ class DatabaseStore(_OneByOne):
         connection = connections[self.using]
         params: list[Any] = []
         if claim is not None:
-            ended = connection.ops.adapt_datetimefield_value(self._now_at(min(now, self.clock())))
+            ended = connection.ops.adapt_datetimefield_value(epoch_datetime(min(now, self.clock())))
             params += [claim, claim, ended, claim]
         params += keys
         sql = _give_back_sql(self.using, self._model._meta.db_table, len(keys), claim is not None)

@@ -16,7 +16,7 @@ from .. import fraud, ratelimit, signals
 from .._client_ip import client_ip
 from .._codes import code_sms_text, generate_code
 from ..backends import get_backend
-from ..conf import FraudGuardSettings, conf
+from ..conf import conf
 from ..exceptions import (
     MAYBE_SENT_MESSAGE,
     DestinationBlocked,
@@ -89,9 +89,8 @@ def send_code(
     store = ratelimit.get_store()
     claim, limits = _send_limits(number, ip, region)
     guard = conf.FRAUD_GUARD
-    with store_calls():
-        known = guard.enabled and fraud.is_known(store, region)
-    shield = fraud.plan(number, region, guard, limits, known)
+    with store_calls():  # the plan may read whether the country is known (once a process)
+        shield = fraud.plan(number, region, guard, limits, lambda: fraud.is_known(store, region))
     # The store's clock: a refund must come off the windows the send was counted in.
     taken_at = store.clock()
     # The Fraud Guard's blocks, the cooldown and every cap in one round trip, all or nothing.
@@ -99,7 +98,8 @@ def send_code(
     refusal, counts = _acquire(store, claim, hits, shield, taken_at)
     if refusal is not None and refusal.kind == "hit":
         # A cap of the guard's may be the one full: judge what it guards now.
-        judged, allowed = _judge_refused(store, shield, guard, taken_at)
+        with store_calls():
+            judged, allowed = fraud.judge_refused(shield, guard, store, taken_at)
         if judged:
             raise DestinationBlocked()
         if allowed:  # a prefix allowed from the admin is not held to the prefix's cap
@@ -114,7 +114,8 @@ def send_code(
         report_refusal("send", number, store, hits, refusal.retry_after, request)
         raise RateLimited(retry_after=refusal.retry_after)
     try:
-        blocked = _judged_blocked(shield, counts, guard, store, taken_at)
+        with store_calls():
+            blocked = fraud.judge_counted(shield, counts, guard, store, taken_at)
     except BaseException:
         with store_calls(settled=True):
             store.give_back(claim, hits, taken_at)  # the judgement failed: nothing is sent
@@ -175,63 +176,6 @@ def _acquire(
             claim, hits, now, blocks=shield.blocks, waivers=shield.waivers, counts=counts
         )
     return refusal, counts
-
-
-def _judge_refused(
-    store: RateLimitStore, shield: fraud.Plan, guard: FraudGuardSettings, now: float
-) -> tuple[bool, bool]:
-    """After a cap's refusal: when the guard's own cap is the one full, judge what it
-    guards; ``(blocked now, the prefix is allowed)``.
-
-    The prefix's grace-period cap full: it has as many unjudged codes as the guard needs to
-    judge it. The new-country cap full: the country has had codes all along and nobody
-    verified one; it is judged over a day (``fraud.NEW_COUNTRY_WINDOW``), since the cap lets
-    too few through in an hour to judge. Each destination is judged on a refusal at most
-    once in ``fraud.JUDGE_EVERY`` seconds per process: refused requests cost a read, not
-    one each."""
-    blocked = allowed = False
-    with store_calls():
-        if shield.fresh is not None and store.peek(*shield.fresh) is not None:
-            if fraud.due("prefix", shield.prefix, now):
-                blocked = fraud.judge_prefix(shield.prefix, guard, store, now) is not None
-            allowed = not blocked and fraud.is_allowed(shield.prefix, guard)
-        new = shield.new_country
-        if not blocked and new is not None and store.peek(*new) is not None:
-            if fraud.due("country", shield.region, now):
-                made = fraud.judge_country(
-                    shield.region, guard, store, now, window=fraud.NEW_COUNTRY_WINDOW
-                )
-                blocked = any(b.value in (shield.prefix, shield.region) for b in made)
-    return blocked, allowed
-
-
-def _judged_blocked(
-    shield: fraud.Plan,
-    counts: Counts,
-    guard: FraudGuardSettings,
-    store: RateLimitStore,
-    now: float,
-) -> bool:
-    """Judge the destination when the counts just taken call for it (a prefix with a
-    quarter of ``MIN_SENDS`` codes in their grace period, then every quarter more; a
-    country at every ``MIN_SENDS``-th code of a window once it has enough to judge);
-    whether this send's destination is blocked now. Rare: normal traffic never calls for
-    the prefix's judgement, and calls for its country's once in ``MIN_SENDS`` codes."""
-    step = max(2, guard.min_sends // 4)
-    blocked = False
-    with store_calls():
-        fresh = shield.fresh
-        prefix = 0 if fresh is None else counts.get((fresh[0], fresh[1].window), 0)
-        if prefix and prefix % step == 0:
-            blocked = fraud.judge_prefix(shield.prefix, guard, store, now) is not None
-        sends = shield.country_count
-        country = 0 if sends is None else counts.get(sends, 0)
-        if country >= guard.country_min_sends and country % guard.min_sends == 0:
-            judged = fraud.judge_country(shield.region, guard, store, now)
-            blocked = blocked or any(
-                block.value in (shield.prefix, shield.region) for block in judged
-            )
-    return blocked
 
 
 def _deliver(number: str, code: str | None) -> None:
