@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_example_project import run_example_site
 from textflow_django.testing import TextFlowEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,66 +62,12 @@ class Site:
     env: dict[str, str]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The example's dev server on a free port, its own database, against an emulator."""
     tmp = tmp_path_factory.mktemp("example-site")
-    with TextFlowEmulator() as emulator:
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE="demo.settings",  # not this suite's, which is in os.environ
-            DEMO_DATABASE=str(tmp / "db.sqlite3"),
-            TEXTFLOW_EMULATOR_URL=emulator.url,
-            PYTHONUNBUFFERED="1",
-        )
-        env.pop("TEXTFLOW_API_KEY", None)  # the emulator, never TextFlow
-        manage = [sys.executable, "manage.py"]
-        subprocess.run(
-            [*manage, "migrate", "--noinput", "--verbosity", "0"],
-            cwd=EXAMPLE,
-            env=env,
-            check=True,
-            timeout=120,
-        )
-        port = _free_port()
-        log = (tmp / "runserver.log").open("w")
-        server = subprocess.Popen(
-            [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
-            cwd=EXAMPLE,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if server.poll() is not None:
-                    pytest.fail(
-                        f"the example's server exited:\n{(tmp / 'runserver.log').read_text()}"
-                    )
-                try:
-                    urllib.request.urlopen(url + "/", timeout=1).close()  # noqa: S310 - loopback
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail("the example's server did not answer in 30 s")
-                    time.sleep(0.1)
-            yield Site(url, emulator, env)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            log.close()
+    with TextFlowEmulator() as emulator, run_example_site(tmp, emulator.url) as running:
+        yield Site(running.url, emulator, running.env)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 # set. A real site sets all of them.
 
 INSTALLED_APPS = [
+    # First: its runserver (a longer listen queue) overrides the staticfiles app's.
+    "accounts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -42,7 +44,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "textflow_django",
-    "accounts",
 ]
 
 #: The OpenAPI schema and its browsable page, when drf-spectacular is installed; the page's
@@ -88,10 +89,21 @@ TEMPLATES = [
 # SQLite next to this file (git-ignored); DEMO_DATABASE points elsewhere (the browser test
 # uses a throw-away file). Fine for a demo; not for production, where SQLite's one writer at a
 # time serialises every send and check: a production site uses PostgreSQL or similar.
+#
+# Set up for a web server, whose threads write at once (Django 5.1+): with SQLite's defaults,
+# a transaction that reads and then writes is refused at once with "database is locked" (a
+# 500) when another one writes, without waiting. IMMEDIATE takes the write lock when the
+# transaction begins, so it waits its turn instead; "timeout" is how long it waits (seconds);
+# WAL lets readers read while a writer writes (the journal mode is kept in the file).
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DEMO_DATABASE") or BASE_DIR / "db.sqlite3",
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL;",
+        },
     }
 }
 
