@@ -112,6 +112,40 @@ def test_field_errors_are_drf_400s(api, sms_outbox):
     assert sms_outbox == []
 
 
+def test_a_national_number_with_no_region_is_told_to_add_the_country_code(
+    settings, api, sms_outbox
+):
+    tf(settings, DEFAULT_REGION=None)
+    response = api.post(SEND, {"phone_number": "(202) 555-0143"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "phone_number": ["Enter the number with + and the country code, e.g. +1 202 555 0143."]
+    }
+    assert sms_outbox == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "message"),
+    [
+        ("local", "12345", "Enter the 6-digit code you received."),
+        ("local", "1234567", "Enter the 6-digit code you received."),
+        ("local", "12ab56", "Enter the code you received, digits only."),
+        ("textflow", "123", "Enter the code you received: 4 to 10 digits."),
+        ("textflow", "12 34", "Enter the code you received, digits only."),
+    ],
+)
+def test_a_malformed_code_says_what_a_code_is_and_costs_no_attempt(
+    settings, api, sms_outbox, mode, code, message
+):
+    tf(settings, VERIFY_MODE=mode)
+    handle = _sent_handle(api)
+    data = {"phone_number": NUMBER, "code": code, "verification_id": handle}
+    response = api.post(VERIFY, data, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"code": [message]}
+    assert PhoneVerification.objects.get().attempts == 0
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -13,9 +13,10 @@ from django.test.utils import isolate_apps
 
 import textflow_django.checks
 import textflow_django.fields
-from textflow_django.checks import check_settings
+from textflow_django.checks import check_deploy, check_settings
 from textflow_django.client import api_key_problem
 from textflow_django.fields import PhoneNumberField
+from textflow_django.testing import EMULATOR_API_KEY
 
 GOOD = {
     "API_KEY": "k" * 64,
@@ -150,6 +151,63 @@ def test_w003_plain_http_to_a_remote_host():
     assert ids(**GOOD, BASE_URL="http://localhost:8025/api") == []
 
 
+def test_e002_a_missing_key_is_a_check_error_not_a_traceback():
+    """The README's settings read the key with os.environ.get: without it, manage.py stops
+    with textflow.E002 (naming the setting and how to try without an account), no KeyError."""
+    [message] = [m for m in _run(BACKEND=GOOD["BACKEND"], API_KEY="") if m.id == "textflow.E002"]
+    assert "os.environ.get('TEXTFLOW_API_KEY', '')" in message.hint
+    assert "without an account" in message.hint
+
+
+@pytest.mark.parametrize(
+    "base_url", ["https://textflow.me/api", "https://textflow.me/api/", "https://api.textflow.me/"]
+)
+def test_e017_the_emulators_key_with_textflows_own_url(base_url):
+    [message] = _run(API_KEY=EMULATOR_API_KEY, BASE_URL=base_url)
+    assert message.id == "textflow.E017" and isinstance(message, Error)
+    assert "python -m textflow_django.testing" in message.hint
+    assert EMULATOR_API_KEY not in message.msg + message.hint  # never the key itself
+    # The default BASE_URL is TextFlow's: the key alone is enough to be told.
+    assert ids(API_KEY=EMULATOR_API_KEY) == ["textflow.E017"]
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:8025/api", "http://localhost:9/api", "http://emu.internal/api"]
+)
+def test_e017_not_raised_with_the_emulators_url(base_url):
+    assert "textflow.E017" not in ids(API_KEY=EMULATOR_API_KEY, BASE_URL=base_url)
+
+
+def _deploy(debug: bool, **textflow: object) -> list[CheckMessage]:
+    with override_settings(DEBUG=debug, TEXTFLOW=textflow):
+        return check_deploy()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "says"),
+    [
+        ("http://127.0.0.1:8025/api", ["loopback", "plain http"]),
+        ("https://localhost:8025/api", ["loopback"]),
+        ("https://127.0.0.2/api", ["loopback"]),
+        ("http://sms-proxy.internal/api", ["plain http"]),
+    ],
+)
+def test_w008_deploy_warns_on_a_loopback_or_http_base_url_without_debug(base_url, says):
+    [message] = _deploy(False, **GOOD, BASE_URL=base_url)
+    assert message.id == "textflow.W008" and isinstance(message, Warning)
+    assert all(word in message.msg for word in says)
+    assert _deploy(True, **GOOD, BASE_URL=base_url) == []  # development: no warning
+
+
+def test_w008_only_with_check_deploy():
+    from django.core.checks import registry
+
+    assert check_deploy in registry.registry.get_checks(include_deployment_checks=True)
+    assert check_deploy not in registry.registry.get_checks()
+    assert _deploy(False, **GOOD) == []  # the default BASE_URL is fine
+    assert _deploy(False, **GOOD, BASE_URL="ftp://x") == []  # E006's to report
+
+
 def _ledger() -> set[str]:
     return set(re.findall(r"``(textflow\.[EW]\d{3})``", textflow_django.checks.__doc__ or ""))
 
@@ -202,6 +260,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E014": lambda: _settings_messages(**GOOD, THROTTLE_CLASSES=["nope.Nope"]),
     "textflow.E015": lambda: _settings_messages(**GOOD, MAX_TEXT_LENGTH=0),
     "textflow.E016": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"MIN_CONVERSION": 2}),
+    "textflow.E017": lambda: _settings_messages(API_KEY=EMULATOR_API_KEY),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -215,6 +274,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
         **GOOD, FAILED_CHECK_LIMITS={"number": ("20/d",), "ip": ("60/h",)}
     ),
     "textflow.W007": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"ENABLED": False}),
+    "textflow.W008": lambda: _deploy(False, **GOOD, BASE_URL="http://127.0.0.1:8025/api"),
 }
 
 

@@ -78,10 +78,13 @@ def test_national_format_with_region(value: str, region: str, expected: str) -> 
     assert normalize(value, region=region) == expected
 
 
-def test_national_format_without_any_region_is_invalid() -> None:
+def test_national_format_without_any_region_says_to_add_the_country_code() -> None:
     with pytest.raises(InvalidPhoneNumberError) as exc:
         normalize("(202) 555-0143")
-    assert exc.value.code == "invalid"
+    assert exc.value.code == "no_country_code"
+    assert exc.value.messages == [
+        "Enter the number with + and the country code, e.g. +1 202 555 0143."
+    ]
 
 
 def test_default_region_is_read_at_call_time() -> None:
@@ -134,7 +137,9 @@ REFUSED = [
     ("+0 1234567", "invalid"),
     ("++12025550143", "invalid"),
     ("+1 202 555 0143 / 0144", "invalid"),  # two numbers
-    ("2025550143", "invalid"),  # national, and no region
+    # National format, and no region to read it in: the message says to add + and the code.
+    ("2025550143", "no_country_code"),
+    ("(202) 555-0143", "no_country_code"),
     # Extensions.
     ("+1 202 555 0143 ext. 12", "extension"),
     ("+1 202 555 0143 ext 12", "extension"),

@@ -29,6 +29,8 @@ ID ledger (an ID is never reused, even when its check is removed):
   entry cannot be imported.
 - ``textflow.E015``: ``MAX_TEXT_LENGTH`` is not a whole number of SMS segments from 1 to 255.
 - ``textflow.E016``: ``FRAUD_GUARD`` is not a dict of its keys with values in range.
+- ``textflow.E017``: ``API_KEY`` is the bundled emulator's key while ``BASE_URL`` points at
+  TextFlow itself, which refuses that key.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
@@ -39,6 +41,9 @@ ID ledger (an ID is never reused, even when its check is removed):
   chance of guessing a targeted number's code under the configured caps, per day and year.
 - ``textflow.W006``: ``FAILED_CHECK_LIMITS`` has a ``"number"`` scope, which anyone can spend
   to lock the number's owner out.
+- ``textflow.W008`` (``check --deploy``): ``BASE_URL`` is a loopback host or plain http
+  while ``DEBUG`` is False: production would be talking to an emulator, or sending the key
+  unencrypted.
 - ``textflow.W007``: a Fraud Guard protection is off: ``FRAUD_GUARD["ENABLED"]`` is False,
   or ``SEND_LIMITS`` has no ``"global"`` or no ``"country"`` budget.
 """
@@ -130,8 +135,9 @@ def _check_backend() -> list[CheckMessage]:
             Error(
                 "TEXTFLOW['API_KEY'] is not set, and the TextFlow backend needs it.",
                 hint="Set it from the environment, e.g. "
-                "TEXTFLOW = {'API_KEY': os.environ['TEXTFLOW_API_KEY']}; for development "
-                "use BACKEND 'textflow_django.backends.console.ConsoleBackend'.",
+                "TEXTFLOW = {'API_KEY': os.environ.get('TEXTFLOW_API_KEY', '')}; to try "
+                "without an account, use the bundled emulator (README: Try it without an "
+                "account), or BACKEND 'textflow_django.backends.console.ConsoleBackend'.",
                 id="textflow.E002",
             )
         )
@@ -196,6 +202,17 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 id="textflow.W003",
             )
         )
+    if parts is not None and _is_textflow_itself(parts.hostname) and _is_emulator_key(raw):
+        errors.append(
+            Error(
+                "TEXTFLOW['API_KEY'] is the bundled emulator's key, but BASE_URL is TextFlow "
+                f"itself ({base_url}), which refuses it.",
+                hint="To try without an account, start the emulator (python -m "
+                "textflow_django.testing) and set BASE_URL to 'http://127.0.0.1:8025/api'; "
+                "to use TextFlow, set API_KEY to your key from textflow.me.",
+                id="textflow.E017",
+            )
+        )
     for key in ("API_KEY", "SERVICE_NAME"):
         value = raw.get(key, DEFAULTS[key])
         if not isinstance(value, str):
@@ -220,6 +237,46 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _is_textflow_itself(host: str | None) -> bool:
+    return host is not None and (host == "textflow.me" or host.endswith(".textflow.me"))
+
+
+def _is_emulator_key(raw: Mapping[str, Any]) -> bool:
+    # Imported here: the emulator is loaded only by a project that checks its settings.
+    from .testing import EMULATOR_API_KEY
+
+    return raw.get("API_KEY") == EMULATOR_API_KEY
+
+
+@register(Tags.compatibility, deploy=True)
+def check_deploy(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """What ``manage.py check --deploy`` adds for ``settings.TEXTFLOW`` (``DEBUG`` False)."""
+    raw = getattr(settings, "TEXTFLOW", {})
+    if settings.DEBUG or not isinstance(raw, Mapping):
+        return []
+    base_url = raw.get("BASE_URL", DEFAULTS["BASE_URL"])
+    parts = urlsplit(base_url) if isinstance(base_url, str) else None
+    if parts is None or not parts.hostname:  # textflow.E006 says what is wrong
+        return []
+    problems = []
+    if parts.hostname in _LOOPBACK_HOSTS or parts.hostname.startswith("127."):
+        problems.append("a loopback host, where only the bundled emulator listens")
+    if parts.scheme == "http":
+        problems.append("plain http, so the API key and every number travel unencrypted")
+    if not problems:
+        return []
+    return [
+        Warning(
+            f"TEXTFLOW['BASE_URL'] is {base_url}: {'; and '.join(problems)}, while DEBUG is False.",
+            hint="In production leave BASE_URL at its default, https://textflow.me/api, "
+            "and set API_KEY to your TextFlow key.",
+            id="textflow.W008",
+        )
+    ]
 
 
 def _check_phone_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:

@@ -96,6 +96,8 @@ REFUSED_NUMBER_TYPES: Final[frozenset[int]] = frozenset(
 ERROR_MESSAGES: Final[Mapping[str, _StrPromise]] = {
     "invalid": _("Enter a valid phone number."),
     "empty": _("Enter a phone number."),
+    # National format ("202 555 0143") with no region to read it in (no DEFAULT_REGION).
+    "no_country_code": _("Enter the number with + and the country code, e.g. +1 202 555 0143."),
     "extension": _("Enter the phone number without an extension."),
     "premium": _("Premium-rate, shared-cost and other special-service numbers are not accepted."),
     "country_not_allowed": _("Phone numbers from this country are not accepted."),
@@ -278,8 +280,8 @@ def _e164_from_formatted(text: str, region: str | None) -> str:
     if "+" not in text:
         region = (region or conf.DEFAULT_REGION or "").upper() or None
         if region is None:
-            # National format needs a region to know the country.
-            raise InvalidPhoneNumberError()
+            # National format needs a region to know the country: say how to give one.
+            raise InvalidPhoneNumberError(code="no_country_code")
     try:
         numobj = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as err:

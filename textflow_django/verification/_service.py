@@ -13,14 +13,17 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
 from django.utils.crypto import salted_hmac
+from django.utils.deconstruct import deconstructible
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from .. import phone, signals
 from .._client_ip import ip_scope, network_scope
 from .._codes import CODE_LENGTH
 from .._e164 import CODE_RE
+from ..conf import conf
 from ..exceptions import CountryNotAllowed
 from ..models import PhoneVerification
 from ..ratelimit import Rate, RateLimitStore
@@ -52,10 +55,46 @@ LOCAL_CODE_LENGTH = CODE_LENGTH
 SESSION_KEY = "textflow_verifications"
 #: Numbers a session remembers at most (the oldest is forgotten first).
 SESSION_NUMBERS = 5
-#: A code as a user may type it (the one rule forms and serializers validate with).
-code_validator = RegexValidator(
-    rf"\A{CODE_RE.pattern}\Z", _("Enter the code you received, digits only."), code="invalid"
-)
+
+
+@deconstructible
+class CodeValidator:
+    """A code as a user may type it: the one rule forms and serializers validate with.
+
+    ASCII digits only (code ``invalid``), as many as the codes in force have (code
+    ``length``): ``CODE_LENGTH`` in "local" mode, read at call time; 4 to 10 in "textflow"
+    mode, whose codes TextFlow makes. A code of the wrong length can never be right, so it
+    is refused here, with a message saying how long a code is, and costs no attempt. (A code
+    sent before ``CODE_LENGTH`` changed is refused too, until it expires.)
+    """
+
+    def __call__(self, value: object) -> None:
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+            raise ValidationError(_("Enter the code you received, digits only."), code="invalid")
+        if conf.VERIFY_MODE == "local":
+            length = conf.CODE_LENGTH
+            if len(value) != length:
+                raise ValidationError(
+                    ngettext_lazy(
+                        "Enter the %(length)d-digit code you received.",
+                        "Enter the %(length)d-digit code you received.",
+                        "length",
+                    ),
+                    code="length",
+                    params={"length": length},
+                )
+        elif CODE_RE.fullmatch(value) is None:
+            raise ValidationError(_("Enter the code you received: 4 to 10 digits."), code="length")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CodeValidator)
+
+    def __hash__(self) -> int:
+        return hash(CodeValidator)
+
+
+#: The validator instance forms and serializers use.
+code_validator = CodeValidator()
 _HASH_SALT = "textflow_django.verification.code"
 
 
