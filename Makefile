@@ -26,7 +26,7 @@ help:
 	@echo "make check        lint, typecheck and coverage: what CI runs before the other legs"
 	@echo "make fuzz         fuzz the API (FUZZ_EXAMPLES=10000 for a longer run) and property tests"
 	@echo "make bench        run the benchmarks under bench/ and print their figures (bench/README.md)"
-	@echo "make install      only install into $(VENV) (EXTRAS=test|dev|bench)"
+	@echo "make install      only install into $(VENV) (EXTRAS=test|dev|bench|demo)"
 	@echo "make clean        remove the venvs and caches"
 
 $(BIN)/python:
@@ -100,7 +100,10 @@ typecheck:
 
 check: lint typecheck coverage
 
-demo: $(STAMP)
+# Only what the demo needs (the package and its `demo` extra), not the test tools: a fresh
+# clone's first `make demo` answers without installing Playwright, schemathesis or psycopg.
+demo:
+	@$(MAKE) --no-print-directory install EXTRAS=demo
 	@PYTHON="$(abspath $(BIN))/python" PORT="$(or $(PORT),8000)" \
 		EMULATOR_PORT="$(or $(EMULATOR_PORT),8025)" exec bash example_project/run-demo.sh
 
