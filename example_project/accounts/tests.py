@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import runpy
 import secrets
 import shutil
 import signal
@@ -28,6 +29,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -52,7 +54,9 @@ JSON = "application/json"
 
 @pytest.fixture(autouse=True)
 def _demo_settings(settings) -> None:  # type: ignore[no-untyped-def]
-    # As with no TEXTFLOW_API_KEY in the environment; bulk jobs run inline, not in a thread.
+    # As the demo runs: DEBUG on (pytest-django turns it off) and no TEXTFLOW_API_KEY in the
+    # environment; bulk jobs run inline, not in a thread.
+    settings.DEBUG = True
     settings.DEMO_USES_EMULATOR = True
     settings.DEMO_BULK_IN_BACKGROUND = False
 
@@ -529,6 +533,50 @@ def test_dev_inbox_is_not_there_against_textflow(client: Client, db: None) -> No
         assert client.get(reverse("dev-inbox")).status_code == 404
     with textflow(API_KEY="a-real-key"):
         assert client.get(reverse("dev-inbox")).status_code == 404
+
+
+def test_dev_inbox_is_there_only_with_debug_on(client: Client, emulator: TextFlowEmulator) -> None:
+    send(client)
+    page = client.get(reverse("dev-inbox"))
+    assert page.status_code == 200
+    assert "only while DEBUG is on and the project runs against the emulator" in body(page)
+    assert 'href="/dev/inbox/"' in body(client.get(reverse("home")))
+    with override_settings(DEBUG=False):
+        assert client.get(reverse("dev-inbox")).status_code == 404
+        assert 'href="/dev/inbox/"' not in body(client.get(reverse("home")))
+        assert 'href="/dev/inbox/"' not in body(client.get(reverse("code")))
+
+
+SETTINGS_FILE = Path(__file__).resolve().parent.parent / "demo" / "settings.py"
+
+
+@pytest.mark.parametrize(
+    ("value", "debug"),
+    [
+        (None, True),
+        ("1", True),
+        ("true", True),
+        ("On", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
+def test_debug_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, debug: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("DJANGO_DEBUG", raising=False)
+    else:
+        monkeypatch.setenv("DJANGO_DEBUG", value)
+    assert runpy.run_path(str(SETTINGS_FILE))["DEBUG"] is debug
+
+
+def test_an_unreadable_django_debug_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DJANGO_DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="DJANGO_DEBUG"):
+        runpy.run_path(str(SETTINGS_FILE))
 
 
 def test_dev_inbox_says_when_the_emulator_is_not_running(client: Client, db: None) -> None:

@@ -50,9 +50,16 @@ SESSION_PHONE = "demo_phone"
 SESSION_TOKEN = "demo_token"  # noqa: S105 - a session key, not a secret
 
 
+def dev_inbox_enabled() -> bool:
+    """Whether the dev inbox (a page showing every code sent) exists: only while DEBUG is on
+    AND the project runs against the emulator, with the emulator's key. Anywhere else, a
+    page that shows the codes would let anyone verify any number."""
+    return bool(settings.DEBUG and settings.DEMO_USES_EMULATOR and conf.API_KEY == EMULATOR_API_KEY)
+
+
 def site_context(request: HttpRequest) -> dict[str, Any]:
-    """Template context for the navigation bar."""
-    return {"uses_emulator": settings.DEMO_USES_EMULATOR}
+    """Template context for the navigation bar: ``dev_inbox`` is whether to link the inbox."""
+    return {"dev_inbox": dev_inbox_enabled()}
 
 
 def code_may_arrive(error: VerificationError | None) -> bool:
@@ -211,10 +218,13 @@ _CODE_SMS = re.compile(r"\AYour verification code (?:for .* )?is: ([0-9]{4,10})\
 
 
 def dev_inbox(request: HttpRequest) -> HttpResponse:
-    """The SMS the emulator received, newest first, codes visible. Only when the project runs
-    against the emulator: a page that shows codes must never exist next to a real key."""
-    if not settings.DEMO_USES_EMULATOR or conf.API_KEY != EMULATOR_API_KEY:
-        raise Http404("The dev inbox exists only when the project runs against the emulator.")
+    """The SMS the emulator received, newest first, codes visible. A 404 unless
+    :func:`dev_inbox_enabled`: a page that shows codes must never exist next to a real key,
+    nor on a site running with DEBUG off."""
+    if not dev_inbox_enabled():
+        raise Http404(
+            "The dev inbox exists only while DEBUG is on and the project runs against the emulator."
+        )
     control = conf.BASE_URL.rstrip("/") + "/_emulator/messages"
     try:
         answer = requests.get(control, params={"limit": 50}, timeout=3)

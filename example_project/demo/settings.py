@@ -11,6 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
 from textflow_django.testing import EMULATOR_API_KEY
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # example_project/
@@ -19,8 +20,27 @@ BASE_DIR = Path(__file__).resolve().parent.parent  # example_project/
 # DJANGO_SECRET_KEY to a long random value anywhere the site is reachable by others.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-dev-key-do-not-deploy")
 
+
+def _env_flag(name: str, default: bool) -> bool:
+    """An on/off setting from the environment: 1/true/yes/on or 0/false/no/off (any case);
+    ``default`` when unset. Anything else is an error, not a guess."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    word = value.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r}: use 1/true/yes/on or 0/false/no/off.")
+
+
+# On by default, for the demo; DJANGO_DEBUG=0 (or false, no, off) turns it off, e.g.
+# `DJANGO_DEBUG=0 make demo`. With it off the dev inbox answers 404 (it exists only while
+# DEBUG is on), errors show Django's plain pages, and runserver no longer serves the admin's
+# CSS and JavaScript (`runserver --insecure` would).
 # UNSAFE for production: debug pages show settings, SQL and source code to anyone.
-DEBUG = True
+DEBUG = _env_flag("DJANGO_DEBUG", default=True)
 
 # The dev server listens on loopback only; a deployed site lists its real host names.
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -151,7 +171,8 @@ if HAS_SPECTACULAR:
 TEXTFLOW_API_KEY = os.environ.get("TEXTFLOW_API_KEY", "")
 
 #: True when the project talks to the bundled emulator rather than to TextFlow. The dev
-#: inbox (/dev/inbox/, which shows every code sent) exists only then.
+#: inbox (/dev/inbox/, which shows every code sent) exists only then, and only while DEBUG
+#: is on (accounts.views.dev_inbox_enabled).
 #: UNSAFE for production: True turns that page on, and a page showing the codes lets anyone
 #: verify any number. It follows the key, so a deployment with TEXTFLOW_API_KEY set is False.
 DEMO_USES_EMULATOR = not TEXTFLOW_API_KEY
