@@ -100,7 +100,7 @@ class Output:
         deadline = time.monotonic() + seconds
         while text not in "".join(self.lines):
             stopped = self.process.poll() is not None
-            assert not stopped, f"{self.process.args} stopped:\n{''.join(self.lines)}"
+            assert not stopped, f"{self.process.args!r} stopped:\n{''.join(self.lines)}"
             assert time.monotonic() < deadline, f"no {text!r} in {seconds} s: {self.lines}"
             time.sleep(0.05)
 
