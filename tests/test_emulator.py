@@ -1247,3 +1247,206 @@ def test_a_fault_path_that_is_not_a_string_is_refused(
     assert "path must be a str" in response.text
     # Nothing was queued: the API answers normally.
     assert post(api, emu, "/send-sms", {"phone_number": NUMBER, "text": "hi"}).status_code == 200
+
+
+# -- outages: the whole API misbehaving until lifted ---------------------------------------
+
+
+def control_url(emu: TextFlowEmulator) -> str:
+    return emu.url.removesuffix("/api") + "/_emulator"
+
+
+def refused(emu: TextFlowEmulator) -> bool:
+    """Whether a new connection to the emulator's port is refused right now."""
+    try:
+        socket.create_connection(("127.0.0.1", emu.port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def wait_until(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_an_error_outage_fails_every_request_until_lifted(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.fault("status", status=418)  # queued: waits for the service to come back
+    emu.outage("error")
+    for _ in range(3):
+        r = post(api, emu, "/send-sms", SMS)
+        assert r.status_code == 500
+        assert r.json() == {"ok": False, "status": 500, "message": "Internal server error"}
+    assert api.get(emu.url + "/balance", timeout=5).status_code == 500
+    assert emu.messages == [] and emu.credits == 1000.0  # nothing processed
+    assert [r.fault for r in emu.requests] == ["status"] * 4
+    assert [f.status for f in emu.pending_faults] == [418]  # neither applied nor used up
+    state = requests.get(control_url(emu) + "/state", timeout=5).json()  # control unaffected
+    assert state["outage"] == {"mode": "error", "status": 500, "ends_in": None}
+
+    emu.outage(None)
+    assert emu.current_outage is None
+    assert post(api, emu, "/send-sms", SMS).status_code == 418  # the queued fault's turn
+    assert post(api, emu, "/send-sms", SMS).status_code == 200
+
+
+def test_a_rate_limited_outage_answers_429_with_retry_after(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.outage("rate_limited", retry_after=7)
+    r = post(api, emu, "/send-code", {"phone_number": NUMBER})
+    assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+    assert r.json()["ok"] is False and emu.last_code(NUMBER) is None
+    emu.outage("rate_limited")
+    assert post(api, emu, "/send-sms", SMS).headers["Retry-After"] == "10"
+    emu.outage("error", status=503)  # one outage replaces the other
+    assert post(api, emu, "/send-sms", SMS).status_code == 503
+
+
+def test_a_slow_outage_sends_the_sms_and_answers_late(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    assert emu.outage("slow") is None and emu.current_outage is not None
+    assert emu.current_outage.delay == 10.0  # past a typical 5 s client timeout
+    emu.outage("slow", delay=0.5)
+    with pytest.raises(requests.ReadTimeout):
+        post(api, emu, "/send-sms", SMS, timeout=0.1)
+    wait_until(lambda: emu.messages == [SentSMS(NUMBER, "x", "sms")])  # it went out all the same
+    started = time.monotonic()
+    assert post(api, emu, "/send-sms", SMS).status_code == 200
+    assert time.monotonic() - started >= 0.5
+
+
+def test_a_down_outage_refuses_connections_until_lifted(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    from textflow_django.client import TextFlowClient, TextFlowConnectionError
+
+    url = emu.url
+    assert post(api, emu, "/send-sms", SMS).ok  # a pooled connection, open
+    emu.outage("down")
+    assert refused(emu)
+    with pytest.raises(requests.ConnectionError):  # the pooled connection was dropped too
+        post(api, emu, "/send-sms", SMS)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(control_url(emu) + "/state", timeout=5)
+    # What a stopped TextFlow looks like to the client: it knows nothing was sent.
+    with TextFlowClient(api_key=EMULATOR_API_KEY, base_url=url, timeout=5) as client:
+        with pytest.raises(TextFlowConnectionError) as info:
+            client.send_sms(NUMBER, "Hello")
+    assert info.value.maybe_sent is False
+    assert emu.messages == [SentSMS(NUMBER, "x", "sms")]  # only the one before
+
+    emu.outage(None)
+    assert emu.url == url and not refused(emu)
+    assert post(api, emu, "/send-sms", SMS).status_code == 200
+
+
+def test_reset_and_stop_lift_a_down_outage(emu: TextFlowEmulator, api: requests.Session) -> None:
+    emu.outage("down")
+    emu.reset()
+    assert emu.current_outage is None and post(api, emu, "/send-sms", SMS).ok
+    emu.outage("down", duration=60)
+    emu.stop()
+    assert emu.current_outage is None
+    emu.start()
+    assert post(api, emu, "/send-sms", SMS).ok
+    emu.outage("down")
+    emu.outage("down")  # already down: stays down
+    assert refused(emu)
+    emu.outage("slow", delay=0)  # up again, and slow
+    assert post(api, emu, "/send-sms", SMS).ok
+
+
+def test_an_outage_with_a_duration_lifts_itself(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.outage("error", duration=60)
+    view = requests.get(control_url(emu) + "/state", timeout=5).json()["outage"]
+    assert view["mode"] == "error" and 55 < view["ends_in"] <= 60
+    emu.outage("error", duration=0.2)
+    wait_until(lambda: emu.current_outage is None)
+    assert post(api, emu, "/send-sms", SMS).ok
+    emu.outage("down", duration=0.2)
+    assert refused(emu)
+    wait_until(lambda: not refused(emu))
+    assert emu.current_outage is None and post(api, emu, "/send-sms", SMS).ok
+
+
+def test_an_outage_timer_does_not_lift_the_outage_that_replaced_it(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    emu.outage("error", duration=60)
+    first = emu.current_outage
+    assert first is not None
+    emu.outage("rate_limited")
+    emu._outage_over(first)  # the first one's timer, had it fired before its cancel
+    assert emu.current_outage is not None and emu.current_outage.mode == "rate_limited"
+    emu.stop()
+    emu._outage_over(first)  # a late timer on a stopped emulator does nothing
+    assert emu.current_outage is None
+
+
+def test_an_outage_refuses_bad_arguments(emu: TextFlowEmulator) -> None:
+    for kwargs in (
+        {"mode": "nope"},
+        {"mode": "error", "delay": 1},
+        {"mode": "slow", "status": 500},
+        {"mode": "down", "retry_after": 1},
+        {"mode": "slow", "delay": -1},
+        {"mode": "slow", "delay": True},
+        {"mode": "error", "status": 404},
+        {"mode": "rate_limited", "retry_after": 1.5},
+        {"mode": "down", "duration": 0},
+        {"mode": None, "duration": 5},
+    ):
+        mode = kwargs.pop("mode")
+        with pytest.raises(ValueError):
+            emu.outage(mode, **kwargs)
+    assert emu.current_outage is None
+    with pytest.raises(RuntimeError, match="start"):
+        TextFlowEmulator().outage("error")
+
+
+def test_the_outage_control_endpoint(emu: TextFlowEmulator, api: requests.Session) -> None:
+    outage = control_url(emu) + "/outage"
+    answers = [
+        ({"mode": "slow", "delay": 12.5}, {"mode": "slow", "delay": 12.5, "ends_in": None}),
+        ({"mode": "error"}, {"mode": "error", "status": 500, "ends_in": None}),
+        ({"mode": "rate_limited"}, {"mode": "rate_limited", "retry_after": 10, "ends_in": None}),
+    ]
+    for body, shown in answers:
+        r = requests.post(outage, json=body, timeout=5)
+        assert r.status_code == 200 and r.json() == {"outage": shown}
+        assert requests.get(control_url(emu) + "/state", timeout=5).json()["outage"] == shown
+    assert post(api, emu, "/send-sms", SMS).status_code == 429
+    r = requests.post(outage, json={"mode": None}, timeout=5)
+    assert r.json() == {"outage": None}
+    assert post(api, emu, "/send-sms", SMS).status_code == 200
+
+    for body, message in (
+        ({}, "mode is required"),
+        ({"mode": 3}, "mode must be a str or null"),
+        ({"mode": "error", "times": 2}, "Unknown outage options: times"),
+        ({"mode": "down"}, "needs a duration"),
+        ({"mode": "error", "delay": 3}, "only for the 'slow' outage"),
+    ):
+        r = requests.post(outage, json=body, timeout=5)
+        assert r.status_code == 400 and message in r.json()["message"], (body, r.text)
+    assert requests.get(outage, timeout=5).status_code == 405
+    assert emu.current_outage is None
+
+
+def test_a_down_outage_over_http_answers_then_closes_the_port(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    r = api.post(control_url(emu) + "/outage", json={"mode": "down", "duration": 0.3}, timeout=5)
+    assert r.status_code == 200 and r.headers["Connection"] == "close"
+    assert r.json()["outage"]["mode"] == "down"
+    assert refused(emu)
+    wait_until(lambda: not refused(emu))
+    assert requests.get(control_url(emu) + "/state", timeout=5).json()["outage"] is None

@@ -5,6 +5,13 @@
 (``textflow_django.testing.pytest_plugin``, registered automatically) exposes it as fixtures.
 """
 
-from ._emulator import EMULATOR_API_KEY, Fault, RecordedRequest, SentSMS, TextFlowEmulator
+from ._emulator import (
+    EMULATOR_API_KEY,
+    Fault,
+    Outage,
+    RecordedRequest,
+    SentSMS,
+    TextFlowEmulator,
+)
 
-__all__ = ["EMULATOR_API_KEY", "Fault", "RecordedRequest", "SentSMS", "TextFlowEmulator"]
+__all__ = ["EMULATOR_API_KEY", "Fault", "Outage", "RecordedRequest", "SentSMS", "TextFlowEmulator"]

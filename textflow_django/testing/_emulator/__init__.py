@@ -3,7 +3,8 @@
 The emulator answers ``/send-sms``, ``/send-code``, ``/verify-code``, ``/bulk-sms``,
 ``/bulk-count`` and ``/balance`` under ``/api`` the way ``textflow-api.md`` describes, keeps
 codes, credits and bulk counts, records every request, and can be told to misbehave
-(:meth:`TextFlowEmulator.fault`). Tests, benchmarks and the demo talk to it over real sockets
+(:meth:`TextFlowEmulator.fault`) or be out of order until told otherwise
+(:meth:`TextFlowEmulator.outage`). Tests, benchmarks and the demo talk to it over real sockets
 instead of mocking ``requests``, so connection pooling, timeouts and resets are exercised for
 real. Control endpoints under ``/_emulator/...`` inspect and steer a separately-run one.
 
@@ -17,6 +18,7 @@ One module per job, each importing only those listed after it:
 - ``_server``: :class:`TextFlowEmulator`, the object a test holds: lifecycle (socket,
   thread, TLS), clock, request record, fault queue; it wires the others together.
 - ``_control``: the ``/_emulator/...`` endpoints (listed in its docstring).
+- ``_outage``: :class:`Outage`, the modes of a whole-API outage and their options.
 - ``_faults``: :class:`Fault`, checking and queueing faults, acting each kind out.
 - ``_http``: the HTTP/1.1 server: connections, threads, framing, writing answers.
 - ``_api``: the API's behaviour: routing, the key, the endpoints, credits, codes, bulk
@@ -27,6 +29,14 @@ One module per job, each importing only those listed after it:
 
 from ._api import SentSMS
 from ._faults import Fault
+from ._outage import Outage
 from ._server import EMULATOR_API_KEY, RecordedRequest, TextFlowEmulator
 
-__all__ = ["EMULATOR_API_KEY", "Fault", "RecordedRequest", "SentSMS", "TextFlowEmulator"]
+__all__ = [
+    "EMULATOR_API_KEY",
+    "Fault",
+    "Outage",
+    "RecordedRequest",
+    "SentSMS",
+    "TextFlowEmulator",
+]

@@ -11,6 +11,9 @@ faulted, and are served both at ``/_emulator/...`` and ``/api/_emulator/...``:
 - ``POST /_emulator/reset``
 - ``POST /_emulator/fault`` with the keyword arguments of :meth:`TextFlowEmulator.fault` as JSON
 - ``POST /_emulator/deliver-bulk`` with ``{"n": int | null}``
+- ``POST /_emulator/outage`` with ``{"mode": "down" | "slow" | "error" | "rate_limited" | null}``
+  and the options of :meth:`TextFlowEmulator.outage` (``"down"`` needs ``duration`` here:
+  nothing could reach the emulator to lift it) -> ``{"outage": {...} | null}``
 
 Each one is a thin HTTP face on a method of the emulator (:class:`Steerable` lists them).
 """
@@ -37,10 +40,12 @@ _ROUTES: Final[dict[str, str]] = {
     "/reset": "POST",
     "/fault": "POST",
     "/deliver-bulk": "POST",
+    "/outage": "POST",
 }
 _FAULT_OPTIONS: Final = frozenset(
     {"path", "times", "status", "retry_after", "delay", "body", "content_type"}
 )
+_OUTAGE_OPTIONS: Final = frozenset({"delay", "status", "retry_after", "duration"})
 
 
 class Steerable(Protocol):
@@ -62,6 +67,16 @@ class Steerable(Protocol):
     ) -> None: ...
 
     def deliver_bulk(self, n: int | None = None) -> None: ...
+
+    def outage(
+        self,
+        mode: str | None,
+        *,
+        delay: float | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+        duration: float | None = None,
+    ) -> None: ...
 
     def last_code(self, phone_number: str) -> str | None: ...
 
@@ -131,11 +146,29 @@ def answer(emulator: Steerable, method: str, sub: str, query: str, body: bytes) 
                 return error(400, f"Unknown fault options: {', '.join(sorted(unknown))}")
             emulator.fault(kind, **data)
             return ok({"ok": True, "pending": len(emulator.pending_faults)})
+        if sub == "/outage":
+            return _outage(emulator, data)
         # /deliver-bulk
         emulator.deliver_bulk(data.get("n"))
         return ok(emulator._state())
     except (ValueError, TypeError) as exc:
         return error(400, str(exc))
+
+
+def _outage(emulator: Steerable, data: dict[str, Any]) -> Response:
+    if "mode" not in data:
+        return error(400, "mode is required (null lifts the outage)")
+    mode = data.pop("mode")
+    if mode is not None and not isinstance(mode, str):
+        return error(400, "mode must be a str or null")
+    unknown = set(data) - _OUTAGE_OPTIONS
+    if unknown:
+        return error(400, f"Unknown outage options: {', '.join(sorted(unknown))}")
+    if mode == "down" and data.get("duration") is None:
+        # Down means the port is closed: no later request could reach the emulator to lift it.
+        return error(400, "a 'down' outage needs a duration (seconds) over HTTP")
+    emulator.outage(mode, **data)
+    return ok({"outage": emulator._state()["outage"]})
 
 
 def _messages(emulator: Steerable, params: Mapping[str, str]) -> Response:

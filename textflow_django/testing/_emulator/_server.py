@@ -2,14 +2,17 @@
 
 :class:`TextFlowEmulator` owns what a test steers and asserts on: the server's lifecycle
 (listening socket, serving thread, TLS), its clock, the record of API requests and the queue
-of faults. It ties the other pieces together: ``_http`` moves bytes, ``_api`` answers as
-TextFlow would, ``_faults`` misbehaves on request and ``_control`` serves ``/_emulator/...``.
-All state, the API's account included, lives behind one lock.
+of faults, and the outage in force. It ties the other pieces together: ``_http`` moves bytes,
+``_api`` answers as TextFlow would, ``_faults`` misbehaves on request, ``_outage`` says what
+each outage mode does and ``_control`` serves ``/_emulator/...``. All state, the API's account
+included, lives behind one lock.
 
 Why one module of over 400 lines: :class:`TextFlowEmulator` is the one object a test holds,
-and its public surface (lifecycle, knobs, its views of what happened, and ``fault()``
-with the catalogue of fault kinds) is documented where it is called. The work behind each
-member lives in the other modules; this one records requests and delegates.
+and its public surface (lifecycle, knobs, its views of what happened, ``fault()`` with the
+catalogue of fault kinds, and ``outage()``) is documented where it is called. The work behind
+each member lives in the other modules; this one records requests and delegates. An outage
+stays here because a ``"down"`` one closes and reopens the listening socket, which is the
+lifecycle's own business.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from . import _control
 from ._api import API_ROOT, SentSMS, TextFlowAPI, normalize_path
 from ._faults import Fault, FaultQueue, make_fault, misbehave
 from ._http import Handler, Server
+from ._outage import DOWN, Outage, make_outage
 
 __all__ = ["EMULATOR_API_KEY", "RecordedRequest", "TextFlowEmulator"]
 
@@ -106,9 +111,18 @@ class TextFlowEmulator:
         self._ssl_context = ssl_context
 
         self._lock = threading.Lock()
+        # Held to change what listens (start, stop, an outage going down or up); taken before
+        # ``_lock`` when both are needed, never while holding it.
+        self._life = threading.RLock()
+        self._running = False
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
+        # Connections answering a control request right now (spared by an outage going down).
+        self._controlling: set[socket.socket] = set()
+        self._outage: Outage | None = None
+        self._outage_ends: float | None = None  # time.monotonic() when it lifts itself
+        self._outage_timer: threading.Timer | None = None
 
         self._api = TextFlowAPI(
             lock=self._lock,
@@ -134,8 +148,28 @@ class TextFlowEmulator:
         Raises ``RuntimeError`` if already running and ``OSError`` if the port is taken.
         A restarted emulator rebinds the port it had, so ``url`` stays valid.
         """
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
+        with self._life:
+            if self._running:
+                raise RuntimeError("the emulator is already running")
+            self._listen()
+            self._running = True
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections (pooled clients then see a closed socket).
+
+        Lifts an outage. Safe to call twice, or on an emulator that never started.
+        """
+        with self._life:
+            if not self._running:
+                return
+            self._running = False
+            self._end_outage_locked()
+            self._unlisten()
+            self._drop_connections(spare_control=False)
+
+    def _listen(self) -> None:
+        """Bind the port (the one it had, once picked) and serve it from a daemon thread."""
         server = Server((self._host, self._port), self, self._ssl_context)
         self._port = int(server.server_address[1])
         self._server = server
@@ -147,28 +181,29 @@ class TextFlowEmulator:
             daemon=True,
         )
         self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop serving and drop open connections (pooled clients then see a closed socket).
-
-        Safe to call twice, or on an emulator that never started.
-        """
+    def _unlisten(self) -> None:
+        """Close the listening socket (connections are refused from now on); open
+        connections stay. Nothing to do when not listening."""
         server, thread = self._server, self._thread
         if server is None:
             return
         self._server = self._thread = None
         server.shutdown()
         server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _drop_connections(self, *, spare_control: bool) -> None:
+        """Shut down every open connection, except (``spare_control``) those answering a
+        control request right now: the request that took the emulator down gets its answer."""
         with self._lock:
-            open_sockets = list(self._open)
-        for sock in open_sockets:
+            doomed = [s for s in self._open if not (spare_control and s in self._controlling)]
+        for sock in doomed:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if thread is not None:
-            thread.join(timeout=5)
 
     def __enter__(self) -> TextFlowEmulator:
         return self.start()
@@ -289,9 +324,13 @@ class TextFlowEmulator:
     def reset(self) -> None:
         """Forget requests, messages, codes, pending bulk, faults and connection counts.
 
-        Credits, ``delay`` and the clock go back to their initial values; the port, the key
-        and open connections are kept, so pooled clients keep working across tests.
+        Credits, ``delay`` and the clock go back to their initial values and an outage is
+        lifted; the port, the key and open connections are kept, so pooled clients keep
+        working across tests.
         """
+        with self._life:
+            if self._running:
+                self._set_outage_locked(None)
         with self._lock:
             self._requests = []
             self._counts = {}
@@ -358,6 +397,98 @@ class TextFlowEmulator:
         with self._lock:
             self._faults.add(made)
 
+    # -- outages ---------------------------------------------------------------------------
+
+    def outage(
+        self,
+        mode: str | None,
+        *,
+        delay: float | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Make every API request misbehave from now on, until ``outage(None)``, ``reset()``,
+        ``stop()`` or ``duration`` seconds (real time) have passed; replaces any outage in force.
+
+        - ``"down"``: the port is closed (every connection refused, open ones dropped), as if
+          TextFlow were stopped; the control endpoints are unreachable until it ends.
+        - ``"slow"``: processed at once, answered after ``delay`` seconds (default 10).
+        - ``"error"``: answered ``status`` (default 500; 500-599), not processed.
+        - ``"rate_limited"``: answered 429 with ``Retry-After: retry_after`` (default 10),
+          not processed.
+        - ``None``: lift the outage (a ``"down"`` emulator listens on its port again).
+
+        Queued faults are neither applied nor used up during an outage; control requests are
+        never affected. Raises ``ValueError`` for a bad mode or option (each option belongs
+        to one mode), ``RuntimeError`` if the emulator is not running, and ``OSError`` if
+        the port was taken meanwhile when coming back up (it then stays down).
+        """
+        made = make_outage(
+            mode, delay=delay, status=status, retry_after=retry_after, duration=duration
+        )
+        with self._life:
+            if not self._running:
+                raise RuntimeError("start() the emulator before switching an outage")
+            self._set_outage_locked(made)
+
+    @property
+    def current_outage(self) -> Outage | None:
+        """The outage in force, or ``None``."""
+        with self._lock:
+            return self._outage
+
+    def _set_outage_locked(self, made: Outage | None) -> None:
+        """Put ``made`` in force (``None``: lift), going down or up as needed. Holds ``_life``."""
+        was_down = self._outage is not None and self._outage.mode == DOWN
+        goes_down = made is not None and made.mode == DOWN
+        self._end_outage_locked()
+        if was_down and not goes_down:
+            try:
+                self._listen()
+            except OSError:
+                with self._lock:
+                    self._outage = Outage(DOWN)  # still down, with nothing to lift it by itself
+                raise
+        with self._lock:
+            self._outage = made
+            if made is not None and made.duration is not None:
+                self._outage_ends = time.monotonic() + made.duration
+        if goes_down and not was_down:
+            self._unlisten()
+            self._drop_connections(spare_control=True)
+        if made is not None and made.duration is not None:
+            timer = threading.Timer(made.duration, self._outage_over, args=(made,))
+            timer.daemon = True
+            self._outage_timer = timer
+            timer.start()
+
+    def _end_outage_locked(self) -> None:
+        """Forget the outage in force and its timer; what listens is the caller's business."""
+        if self._outage_timer is not None:
+            self._outage_timer.cancel()
+            self._outage_timer = None
+        with self._lock:
+            self._outage = None
+            self._outage_ends = None
+
+    def _outage_over(self, outage: Outage) -> None:
+        """The timer of ``outage`` ran out: lift it, unless another replaced it meanwhile."""
+        with self._life:
+            if not self._running or self._outage is not outage:
+                return
+            try:
+                self._set_outage_locked(None)
+            except OSError as exc:
+                print(f"textflow emulator: could not listen again: {exc}", file=sys.stderr)
+
+    def _outage_view_locked(self) -> dict[str, Any] | None:
+        outage = self._outage
+        if outage is None:
+            return None
+        ends = self._outage_ends
+        return outage.describe(None if ends is None else ends - time.monotonic())
+
     # -- serving (called from server threads) ----------------------------------------------
 
     def _connection_opened(self, sock: socket.socket) -> None:
@@ -376,10 +507,21 @@ class TextFlowEmulator:
     def _serve(self, handler: Handler, raw_path: str, query: str, body: bytes) -> None:
         """Answer one request: a control request, or one to the TextFlow API."""
         sub = _control.control_path(raw_path)
-        if sub is not None:
-            handler.write_response(_control.answer(self, handler.command, sub, query, body))
-        else:
+        if sub is None:
             self._serve_api(handler, raw_path, body)
+            return
+        sock = handler.connection
+        with self._lock:
+            self._controlling.add(sock)
+        try:
+            response = _control.answer(self, handler.command, sub, query, body)
+        finally:
+            with self._lock:
+                self._controlling.discard(sock)
+                down = self._outage is not None and self._outage.mode == DOWN
+        if down:
+            handler.close_connection = True  # nothing stays connected to a stopped TextFlow
+        handler.write_response(response)
 
     def _serve_api(self, handler: Handler, raw_path: str, body: bytes) -> None:
         """Answer one TextFlow API request on ``handler``'s connection, faults included."""
@@ -418,7 +560,9 @@ class TextFlowEmulator:
         with self._lock:
             self._request_total += 1
             self._counts[path] = self._counts.get(path, 0) + 1
-            fault = self._faults.take(path)
+            outage = self._outage
+            # An outage masks the queued faults: they wait, unspent, for the service to return.
+            fault = self._faults.take(path) if outage is None else outage.fault
             if self._record_requests:
                 self._requests.append(
                     RecordedRequest(
@@ -441,6 +585,7 @@ class TextFlowEmulator:
                 "request_total": self._request_total,
                 "connection_count": self._connection_count,
                 "pending_faults": self._faults.remaining(),
+                "outage": self._outage_view_locked(),
             }
 
     def _request_totals(self) -> tuple[dict[str, int], int]:
