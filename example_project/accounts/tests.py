@@ -82,6 +82,12 @@ def verify(client: Client, code: str):  # type: ignore[no-untyped-def]
     return client.post(reverse("code"), {"code": code})
 
 
+def alerts(page: str) -> list[str]:
+    """The text of each error alert on ``page`` (role="alert"), whitespace collapsed."""
+    found = re.findall(r'<div class="alert error" role="alert">(.*?)</div>', page, re.DOTALL)
+    return [" ".join(re.sub(r"<[^>]+>", " ", text).split()) for text in found]
+
+
 def wrong(code: str) -> str:
     """A code of the same length that is certainly not ``code``."""
     return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
@@ -167,8 +173,12 @@ def test_too_many_wrong_codes_lock_the_code(client: Client, emulator: TextFlowEm
 
     response = verify(client, code)  # even the right code, now
     text = body(response)
-    assert "Too many wrong codes. Request a new code later." in text
-    assert re.search(r"This code is locked\. You can ask for a new code in \d+ s\.", text)
+    # One statement, once: not the service's "Request a new code later." besides the wait.
+    assert len(re.findall(r"Too many wrong codes", text)) == 1
+    assert re.search(
+        r"Too many wrong codes: this code is locked\. You can ask for a new code in \d+ s\.", text
+    )
+    assert "later" not in text
     assert SESSION_TOKEN not in client.session
 
 
@@ -189,6 +199,59 @@ def test_resend_inside_the_cooldown_says_how_long_to_wait(
     found = re.search(r"Wait (\d+) s before asking for a new code\.", body(response))
     assert found and 1 <= int(found.group(1)) <= 30
     assert len(emulator.calls("/send-sms")) == 1  # nothing was sent
+
+
+def test_a_second_send_inside_the_cooldown_says_how_long_once(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    send(client)
+    text = body(send(client))
+    [alert] = alerts(text)
+    assert re.fullmatch(
+        r"A code was sent a moment ago\. Wait \d+ s before asking for a new code\.", alert
+    )
+    assert "Wait before asking for another" not in text  # the service's, less precise
+
+
+def test_a_rate_limit_says_when_to_try_again_once(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    with textflow(SEND_LIMITS={"ip": ("1/h",)}, RESEND_COOLDOWN=0):
+        send(client)
+        text = body(send(client, OTHER))
+    [alert] = alerts(text)
+    assert re.fullmatch(r"Too many requests\. Try again in \d+ s\.", alert)
+
+
+def test_error_alerts_sit_under_the_heading_on_every_step(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    """Phone, code and account steps show their alerts in one place: right under the page's
+    heading, before the text and the form."""
+    under_heading = re.compile(
+        r'</h1>\s*<div class="alerts">\s*(<div class="alert[^"]*" role="alert">)?'
+    )
+
+    emulator.fault("rate_limit", path="/send-sms", retry_after=1)
+    page = body(send(client))
+    assert under_heading.search(page).group(1), page  # type: ignore[union-attr]
+
+    send(client)
+    page = body(verify(client, wrong(code_for(emulator))))
+    assert under_heading.search(page).group(1), page  # type: ignore[union-attr]
+
+    verify(client, code_for(emulator))
+    page = body(client.post(reverse("signup"), {"username": "", "password1": "", "password2": ""}))
+    assert under_heading.search(page), page
+    # The account step's errors are its fields': the form says them under each field.
+    assert alerts(page) == []
+
+    # A flash message from the view goes to the same place.
+    session = client.session
+    session[SESSION_TOKEN] = "forged"
+    session.save()
+    page = body(client.get(reverse("signup"), follow=True))
+    assert under_heading.search(page).group(1), page  # type: ignore[union-attr]
 
 
 def test_resend_after_the_cooldown_sends_a_new_code(
@@ -217,8 +280,12 @@ def test_textflow_refusing_a_send_is_explained_and_uses_nothing_up(
     response = send(client)
     assert response.status_code == 200
     text = body(response)
-    assert "The SMS service is unavailable. Try again in a moment." in text
-    assert "TextFlow, the SMS service, is not answering right now. Nothing was used up" in text
+    # Said once: the page's sentence, not the service's "unavailable, try again" before it.
+    assert alerts(text) == [
+        "TextFlow, the SMS service, is not answering right now. Nothing was used up: try "
+        "again in a moment."
+    ]
+    assert "The SMS service is unavailable" not in text
     assert SESSION_PHONE not in client.session
     assert not PhoneVerification.objects.exists()
     # No cooldown was claimed: the user can retry at once, and it works.

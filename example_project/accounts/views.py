@@ -69,30 +69,39 @@ def code_may_arrive(error: VerificationError | None) -> bool:
     return error is not None and bool(error.extra.get("code_may_arrive"))
 
 
-def error_hint(error: VerificationError | None) -> str:
-    """What the user can do about a refusal, in words, beyond the service's own message."""
-    if error is None:
-        return ""
-    if code_may_arrive(error):
-        # Something WAS used up (the cooldown, a send), and the service's message says
-        # what to do: wait for the code, or ask again later ("Resend code" says how long).
+def refusal_text(error: VerificationError | None) -> str:
+    """What a page says about a refusal, in place of the service's own message where the
+    page can say it better (how long to wait, that nothing was used up); "" to show the
+    service's message as it is.
+
+    One statement, said once: the replacement repeats nothing of the message it replaces
+    (no "Try again later." followed by "Try again in 30 s.").
+    """
+    if error is None or code_may_arrive(error):
+        # A send that may have gone out: the service's message says what to do (wait for the
+        # code, or ask again once the wait is over), and something WAS used up.
         return ""
     wait = error.retry_after
     if isinstance(error, ResendTooSoon) and wait:
-        return f"Wait {wait} s before asking for a new code."
+        return f"A code was sent a moment ago. Wait {wait} s before asking for a new code."
     if isinstance(error, RateLimited) and wait:
-        return f"Try again in {wait} s."
+        return f"Too many requests. Try again in {wait} s."
     if isinstance(error, TooManyAttempts):
         if wait:
-            return f"This code is locked. You can ask for a new code in {wait} s."
-        return "This code is locked. Ask for a new code."
+            return (
+                "Too many wrong codes: this code is locked. "
+                f"You can ask for a new code in {wait} s."
+            )
+        return "Too many wrong codes: this code is locked. Ask for a new code."
     if isinstance(error, SMSProviderError | SMSProviderUnavailable):
+        # Unreachable, slow, throttling, a 5xx or garbage (a send that may have gone out
+        # was answered above): to the user, all one thing.
         return (
             "TextFlow, the SMS service, is not answering right now. Nothing was used up: "
             "try again in a moment."
         )
     if isinstance(error, LimitsUnavailable):
-        return "Nothing was used up: try again in a moment."
+        return "The service is unavailable. Nothing was used up: try again in a moment."
     return ""
 
 
@@ -116,7 +125,8 @@ def phone_step(request: HttpRequest) -> HttpResponse:
             if sent is None:
                 _say_code_may_arrive(request, form.error)
             return redirect("code")
-    return render(request, "accounts/phone.html", {"form": form, "hint": error_hint(form.error)})
+    context = {"form": form, "refusal": refusal_text(form.error)}
+    return render(request, "accounts/phone.html", context)
 
 
 def _say_code_may_arrive(request: HttpRequest, error: VerificationError | None) -> None:
@@ -148,7 +158,7 @@ def code_step(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/code.html",
-        {"form": form, "phone": phone, "hint": error_hint(form.error)},
+        {"form": form, "phone": phone, "refusal": refusal_text(form.error)},
     )
 
 
@@ -165,12 +175,10 @@ def resend_code(request: HttpRequest) -> HttpResponse:
         # The new code replaced the old one (as a confirmed send would have), and may arrive.
         _say_code_may_arrive(request, form.error)
     else:
-        hint = error_hint(form.error)
-        if isinstance(form.error, ResendTooSoon) and hint:
-            text = "A code was sent a moment ago."  # the hint says how long to wait
-        else:
-            text = " ".join([*form.non_field_errors(), *form.errors.get("phone_number", [])])
-        messages.error(request, f"{text} {hint}".strip())
+        text = refusal_text(form.error) or " ".join(
+            [*form.non_field_errors(), *form.errors.get("phone_number", [])]
+        )
+        messages.error(request, text)
     return redirect("code")
 
 
