@@ -663,8 +663,32 @@ def test_the_bulk_page_is_for_staff_only(client: Client, db: None) -> None:
     client.force_login(User.objects.create_user("ada", password=PASSWORD))
     assert client.get(url).status_code == 403
     assert client.post(url, {"text": "Hi"}).status_code == 403
+    assert client.get(reverse("bulk-job", args=[1])).status_code == 403
     client.force_login(User.objects.create_user("boss", password=PASSWORD, is_staff=True))
     assert client.get(url).status_code == 200
+
+
+def test_a_signed_in_user_who_is_not_staff_is_told_how_to_sign_in_as_staff(
+    client: Client, db: None
+) -> None:
+    client.force_login(User.objects.create_user("ada", password=PASSWORD))
+    response = client.get(reverse("bulk"))
+    assert response.status_code == 403
+    assert "accounts/base.html" in [t.name for t in response.templates]  # the site's page
+    text = " ".join(re.sub(r"<[^>]+>", "", body(response)).split())
+    assert "Bulk SMS is for staff only. You are signed in as ada, who is not staff." in text
+    assert "log out, then log in as admin (password admin)" in text
+    # One button does both: log out, then the login page, back to the bulk page after.
+    next_url = f"{reverse('login')}?next={reverse('bulk')}"
+    assert re.search(
+        rf'<form method="post" action="{reverse("logout")}">.*?'
+        rf'name="next" value="{re.escape(next_url)}"',
+        body(response),
+        re.DOTALL,
+    )
+    response = client.post(reverse("logout"), {"next": next_url})
+    assert response.status_code == 302 and response.url == next_url
+    assert "_auth_user_id" not in client.session
 
 
 def test_the_bulk_form_needs_a_text(admin_client: Client) -> None:

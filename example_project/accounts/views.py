@@ -20,10 +20,10 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from textflow_django.conf import conf
 from textflow_django.exceptions import (
@@ -40,6 +40,7 @@ from textflow_django.forms import SendCodeForm, VerifyCodeForm
 from textflow_django.testing import EMULATOR_API_KEY
 from textflow_django.verification import phone_from_token
 
+from .management.commands.demo_admin import DEMO_ADMIN
 from .models import Profile
 from .services import create_account
 
@@ -254,13 +255,16 @@ def dev_inbox(request: HttpRequest) -> HttpResponse:
 
 
 def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Signed-out visitors go to the login page; signed-in non-staff get 403."""
+    """Signed-out visitors go to the login page; signed-in non-staff get a 403 page of the
+    site that says why and how to sign in as staff (log out, log in as the demo's admin)."""
 
     @login_required
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_staff:
-            raise PermissionDenied("Staff only.")
+            staff_login = f"{reverse('login')}?next={reverse('bulk')}"
+            context = {"staff_login": staff_login, "demo_admin": DEMO_ADMIN}
+            return render(request, "accounts/staff_only.html", context, status=403)
         return view(request, *args, **kwargs)
 
     return wrapped
