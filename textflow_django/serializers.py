@@ -13,10 +13,34 @@ from .verification import code_validator
 
 __all__ = ["SendCodeSerializer", "VerifyCodeSerializer"]
 
+#: How the endpoints' ``phone_number`` is described in the API schema, with an example.
+_PHONE_NUMBER_HELP = _(
+    "The number in international format: + and the country code, then the number. "
+    "Spaces, dots, dashes and brackets are ignored."
+)
+_PHONE_NUMBER_EXAMPLE = "+12025550143"
+
+
+class _PhoneNumberField(PhoneNumberSerializerField):
+    """The endpoints' ``phone_number``: any number, E.164 out. Country rules are the
+    service's (answered as ``country_not_allowed``, not as a field error)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(check_countries=False, help_text=_PHONE_NUMBER_HELP, **kwargs)
+
+
+try:  # Optional: an example in the API schema when drf-spectacular is installed.
+    from drf_spectacular.utils import extend_schema_field
+except ImportError:  # pragma: no cover - exercised when drf-spectacular is absent
+    pass
+else:
+    extend_schema_field(
+        {"type": "string", "description": _PHONE_NUMBER_HELP, "example": _PHONE_NUMBER_EXAMPLE}
+    )(_PhoneNumberField)
+
 
 class SendCodeSerializer(serializers.Serializer[Any]):
-    # Country rules are the service's (answered as "country_not_allowed", not a field error).
-    phone_number = PhoneNumberSerializerField(check_countries=False)
+    phone_number = _PhoneNumberField()
 
 
 class CodeField(serializers.CharField):
@@ -30,7 +54,7 @@ class CodeField(serializers.CharField):
 
 
 class VerifyCodeSerializer(serializers.Serializer[Any]):
-    phone_number = PhoneNumberSerializerField(check_countries=False)
+    phone_number = _PhoneNumberField()
     code = CodeField(max_length=10, validators=[code_validator])
     verification_id = serializers.CharField(
         max_length=200,

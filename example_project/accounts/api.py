@@ -83,6 +83,53 @@ class SignupSerializer(serializers.Serializer):  # type: ignore[type-arg]
             raise serializers.ValidationError({"token": [str(err.message)]}, code=err.code) from err
 
 
+def _messages(help_text: str) -> serializers.ListField:
+    return serializers.ListField(child=serializers.CharField(), required=False, help_text=help_text)
+
+
+class SignupRefusedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A refused signup (400): each field at fault with its messages; ``detail`` instead when
+    the body does not parse. Describes the API schema only."""
+
+    username = _messages("Taken, or not a valid username.")
+    password = _messages("Refused by the password validators (AUTH_PASSWORD_VALIDATORS).")
+    token = _messages(
+        "Forged, expired, never verified, already used, or (with TOKEN_SESSION_BINDING) "
+        "from another session."
+    )
+    detail = serializers.CharField(required=False, help_text="The body is not valid JSON.")
+
+
+class DetailSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """``{"detail": "..."}``: DRF's answer to a request it does not take."""
+
+    detail = serializers.CharField()
+
+
+def _describe_signup(view: type[generics.CreateAPIView]) -> type[generics.CreateAPIView]:  # type: ignore[type-arg]
+    """Every answer of the signup endpoint in the API schema (when drf-spectacular is
+    installed): the account, field errors, and DRF's refusals of a wrong method or body."""
+    try:
+        from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+    except ImportError:  # the schema is optional, like drf-spectacular
+        return view
+    answers = {
+        201: OpenApiResponse(SignupSerializer, description="The account, with its number."),
+        400: OpenApiResponse(
+            SignupRefusedSerializer,
+            description="Field errors (a bad username, password or token), or a body that "
+            "does not parse. Nothing was created, and the token was not spent.",
+        ),
+        405: OpenApiResponse(DetailSerializer, description="Any method but POST."),
+        415: OpenApiResponse(
+            DetailSerializer,
+            description="A body that is not JSON, a form or multipart form data.",
+        ),
+    }
+    return extend_schema_view(post=extend_schema(operation_id="signup", responses=answers))(view)
+
+
+@_describe_signup
 class SignupView(generics.CreateAPIView):  # type: ignore[type-arg]
     """Answers 201 with the new user and their verified number; 400 on a bad token (forged,
     expired, never verified, or already used: a token makes one account)."""

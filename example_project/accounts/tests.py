@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import runpy
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -578,6 +580,84 @@ def test_the_api_is_described(client: Client, db: None) -> None:
         assert docs.status_code == 200
         assert "drf_spectacular_sidecar/redoc" in body(docs)  # served locally, no CDN
         assert 'href="/api/docs/"' in home
+
+
+def _schema(client: Client) -> dict[str, Any]:
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema: dict[str, Any] = json.loads(response.content)
+    return schema
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node``, or the component its ``$ref`` names."""
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def test_the_api_docs_need_nothing_from_another_site(client: Client, db: None) -> None:
+    """/api/docs/ works offline: its page refers to no http(s) URL but its own (no CDN
+    script, no web fonts); the browser test checks what the page then fetches."""
+    if not settings.HAS_SPECTACULAR_SIDECAR:
+        pytest.skip("drf-spectacular-sidecar is not installed")
+    page = body(client.get("/api/docs/"))
+    elsewhere = [
+        url
+        for url in re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+[^\s\"'<>)]*", page)
+        if not url.split("//", 1)[1].startswith("testserver")
+    ]
+    assert elsewhere == []
+    assert re.search(r"<title>textflow-django example API</title>", page)
+
+
+def test_the_api_schema_names_and_shows_its_operations(client: Client, db: None) -> None:
+    if not settings.HAS_SPECTACULAR:
+        pytest.skip("drf-spectacular is not installed")
+    schema = _schema(client)
+    assert schema["info"]["title"] == "textflow-django example API"
+    paths = schema["paths"]
+    operations = {path: paths[path]["post"]["operationId"] for path in paths}
+    assert operations == {
+        "/api/phone/send-code/": "sendCode",
+        "/api/phone/verify-code/": "verifyCode",
+        "/api/signup/": "signup",
+    }
+    for path in ("/api/phone/send-code/", "/api/phone/verify-code/"):
+        body_schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        phone = _resolve(schema, body_schema)["properties"]["phone_number"]
+        assert phone["example"] == "+12025550143"
+        assert "country code" in phone["description"]
+
+
+def test_every_answer_of_the_signup_endpoint_is_documented(client: Client, db: None) -> None:
+    if not settings.HAS_SPECTACULAR:
+        pytest.skip("drf-spectacular is not installed")
+    schema = _schema(client)
+    signup = schema["paths"]["/api/signup/"]["post"]
+    responses = signup["responses"]
+    assert set(responses) == {"201", "400", "405", "415"}
+    created = _resolve(schema, responses["201"]["content"]["application/json"]["schema"])
+    assert set(created["properties"]) == {"id", "username", "phone", "phone_verified"}
+    # A 400 is field errors, each field with its messages (the shape the tests above get),
+    # or a body that does not parse.
+    refused = _resolve(schema, responses["400"]["content"]["application/json"]["schema"])
+    assert set(refused["properties"]) == {"username", "password", "token", "detail"}
+    assert "required" not in refused  # only the fields at fault appear
+    for name in ("username", "password", "token"):
+        field = refused["properties"][name]
+        assert (field["type"], field["items"]) == ("array", {"type": "string"})
+    for status in ("400", "405", "415"):
+        assert responses[status]["description"]
+
+
+def test_the_signup_endpoint_answers_as_documented(client: Client, db: None) -> None:
+    """The answers the schema lists besides 201 and 400 are the ones it gives."""
+    assert client.get("/api/signup/").status_code == 405
+    response = client.post("/api/signup/", "username=ada", content_type="text/plain")
+    assert response.status_code == 415
+    response = client.post("/api/signup/", "{", content_type=JSON)
+    assert response.status_code == 400 and list(response.json()) == ["detail"]
 
 
 # -- the dev inbox -------------------------------------------------------------------------

@@ -160,6 +160,19 @@ if HAS_SPECTACULAR:
         ),
         "VERSION": "1",
         "SERVE_INCLUDE_SCHEMA": False,
+        # A request and its answer described apart: the answer shows no password or token.
+        "COMPONENT_SPLIT_REQUEST": True,
+        # The docs page's text in the system's fonts: Redoc's own (Montserrat, Roboto) would
+        # be fetched from Google's CDN, and the page is meant to work offline.
+        "REDOC_UI_SETTINGS": {
+            "theme": {
+                "typography": {
+                    "fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif",
+                    "headings": {"fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif"},
+                    "code": {"fontFamily": "ui-monospace, monospace"},
+                }
+            }
+        },
     }
     if HAS_SPECTACULAR_SIDECAR:
         SPECTACULAR_SETTINGS.update(
