@@ -730,7 +730,105 @@ def test_dev_inbox_says_when_the_emulator_is_not_running(client: Client, db: Non
     with textflow(BASE_URL="http://127.0.0.1:9/api"):
         response = client.get(reverse("dev-inbox"))
     assert response.status_code == 503
-    assert "is not answering" in body(response)
+    # A sentence that says what is wrong and what to do, never the exception's own text
+    # (it was urllib3's "HTTPConnectionPool(host=...): Max retries exceeded ...").
+    assert alerts(body(response)) == [
+        "The TextFlow emulator at http://127.0.0.1:9 is not answering. Start it with make "
+        "demo (with the site), or on its own with python -m textflow_django.testing --port 9."
+    ]
+    for raw in ("HTTPConnection", "Max retries", "Errno", "refused", "urllib3"):
+        assert raw not in body(response)
+
+
+def outage_switch(client: Client, outage: str):  # type: ignore[no-untyped-def]
+    return client.post(reverse("dev-inbox"), {"outage": outage}, follow=True)
+
+
+def mode_shown(page) -> str:  # type: ignore[no-untyped-def]
+    """What the dev inbox says of TextFlow's state, whitespace collapsed."""
+    found = re.search(r'<p id="textflow-mode"[^>]*>(.*?)</p>', body(page), re.DOTALL)
+    assert found, body(page)
+    return " ".join(re.sub(r"<[^>]+>", "", found.group(1)).split())
+
+
+NOT_ANSWERING = (
+    "TextFlow, the SMS service, is not answering right now. Nothing was used up: try again "
+    "in a moment."
+)
+
+
+def test_dev_inbox_switches_textflow_faults_on_and_off(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    page = client.get(reverse("dev-inbox"))
+    assert mode_shown(page) == "TextFlow (the emulator) is working normally."
+    for outage in ("down", "slow", "error", "rate_limited", "none"):
+        assert f'name="outage" value="{outage}"' in body(page)
+
+    page = outage_switch(client, "rate_limited")
+    assert mode_shown(page) == (
+        "TextFlow is rate-limiting: it refuses every request with HTTP 429 (Retry-After 30 s), "
+        "until switched back here."
+    )
+    assert emulator.current_outage is not None
+    assert emulator.current_outage.mode == "rate_limited"
+    assert alerts(body(send(client))) == [NOT_ANSWERING]
+
+    page = outage_switch(client, "error")
+    assert mode_shown(page) == (
+        "TextFlow is failing: it answers every request with HTTP 500, until switched back here."
+    )
+    page = outage_switch(client, "slow")
+    assert mode_shown(page) == (
+        "TextFlow is slow: each answer takes 10 s, and the site waits 5 s at most (TIMEOUT), "
+        "until switched back here."
+    )
+
+    page = outage_switch(client, "none")
+    assert mode_shown(page) == "TextFlow (the emulator) is working normally."
+    assert emulator.current_outage is None
+    assert send(client).url == reverse("code")  # it works again
+
+
+def test_dev_inbox_switches_textflow_down_for_a_minute(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    """Down closes the emulator's port, this page's way in too: the page knows it switched
+    it off, and says so rather than "not answering"."""
+    page = outage_switch(client, "down")
+    assert page.status_code == 200
+    assert emulator.current_outage is not None and emulator.current_outage.mode == "down"
+    assert re.fullmatch(
+        r"TextFlow is down: it refuses every connection, for (60|59) more seconds\. "
+        r"Its SMS cannot be read meanwhile\.",
+        mode_shown(page),
+    )
+    assert alerts(body(page)) == []
+    assert alerts(body(send(client, OTHER))) == [NOT_ANSWERING]
+    assert not PhoneVerification.objects.exists()  # nothing was used up
+
+    # While it is down, another switch cannot reach it: the page says when it is back.
+    page = outage_switch(client, "none")
+    assert alerts(body(page)) == [
+        "TextFlow is down on purpose and cannot be reached until it is back by itself."
+    ]
+
+    emulator.outage(None)  # back (in the real demo: when the minute is over)
+    page = client.get(reverse("dev-inbox"))
+    assert mode_shown(page) == "TextFlow (the emulator) is working normally."
+    assert send(client, OTHER).url == reverse("code")
+
+
+def test_dev_inbox_refuses_an_unknown_fault(client: Client, emulator: TextFlowEmulator) -> None:
+    response = client.post(reverse("dev-inbox"), {"outage": "flood"})
+    assert response.status_code == 400
+    assert emulator.current_outage is None
+
+
+def test_only_the_dev_inbox_switches_faults(client: Client, emulator: TextFlowEmulator) -> None:
+    with override_settings(DEBUG=False):
+        assert client.post(reverse("dev-inbox"), {"outage": "down"}).status_code == 404
+    assert emulator.current_outage is None
 
 
 # -- staff: bulk SMS -----------------------------------------------------------------------

@@ -7,13 +7,11 @@ forms, keep the flow's state in the session and turn refusals into words.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-import requests
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -21,11 +19,10 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.db import connections
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from textflow_django.conf import conf
 from textflow_django.exceptions import (
     InvalidToken,
     LimitsUnavailable,
@@ -37,9 +34,9 @@ from textflow_django.exceptions import (
     VerificationError,
 )
 from textflow_django.forms import SendCodeForm, VerifyCodeForm
-from textflow_django.testing import EMULATOR_API_KEY
 from textflow_django.verification import phone_from_token
 
+from .dev_inbox import dev_inbox_enabled
 from .management.commands.demo_admin import DEMO_ADMIN
 from .models import Profile
 from .services import create_account
@@ -49,13 +46,6 @@ logger = logging.getLogger(__name__)
 #: Session keys of the signup flow: the number a code went to, then the proof it was verified.
 SESSION_PHONE = "demo_phone"
 SESSION_TOKEN = "demo_token"  # noqa: S105 - a session key, not a secret
-
-
-def dev_inbox_enabled() -> bool:
-    """Whether the dev inbox (a page showing every code sent) exists: only while DEBUG is on
-    AND the project runs against the emulator, with the emulator's key. Anywhere else, a
-    page that shows the codes would let anyone verify any number."""
-    return bool(settings.DEBUG and settings.DEMO_USES_EMULATOR and conf.API_KEY == EMULATOR_API_KEY)
 
 
 def site_context(request: HttpRequest) -> dict[str, Any]:
@@ -126,7 +116,7 @@ def phone_step(request: HttpRequest) -> HttpResponse:
             if sent is None:
                 _say_code_may_arrive(request, form.error)
             return redirect("code")
-    context = {"form": form, "refusal": refusal_text(form.error)}
+    context = {"form": form, "error_alert": refusal_text(form.error)}
     return render(request, "accounts/phone.html", context)
 
 
@@ -159,7 +149,7 @@ def code_step(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/code.html",
-        {"form": form, "phone": phone, "refusal": refusal_text(form.error)},
+        {"form": form, "phone": phone, "error_alert": refusal_text(form.error)},
     )
 
 
@@ -217,38 +207,6 @@ def signup_step(request: HttpRequest) -> HttpResponse:
 def profile(request: HttpRequest) -> HttpResponse:
     user_profile = Profile.objects.filter(user=request.user).first()
     return render(request, "accounts/profile.html", {"profile": user_profile})
-
-
-# -- the dev inbox -------------------------------------------------------------------------
-
-#: A code SMS, as TextFlow's /send-code words it and as textflow-django words its own
-#: (the default "local" VERIFY_MODE sends them as plain SMS): the code is the last word.
-_CODE_SMS = re.compile(r"\AYour verification code (?:for .* )?is: ([0-9]{4,10})\s*\Z")
-
-
-def dev_inbox(request: HttpRequest) -> HttpResponse:
-    """The SMS the emulator received, newest first, codes visible. A 404 unless
-    :func:`dev_inbox_enabled`: a page that shows codes must never exist next to a real key,
-    nor on a site running with DEBUG off."""
-    if not dev_inbox_enabled():
-        raise Http404(
-            "The dev inbox exists only while DEBUG is on and the project runs against the emulator."
-        )
-    control = conf.BASE_URL.rstrip("/") + "/_emulator/messages"
-    try:
-        answer = requests.get(control, params={"limit": 50}, timeout=3)
-        answer.raise_for_status()
-        received = answer.json()["messages"]
-    except (requests.RequestException, ValueError, KeyError, TypeError) as err:
-        logger.warning("The emulator's inbox at %s did not answer: %s", control, err)
-        context = {"error": str(err), "control": control}
-        return render(request, "accounts/inbox.html", context, status=503)
-    sms = []
-    for item in reversed(received):
-        # Bulk texts are never codes, whatever they say.
-        found = _CODE_SMS.match(item["text"]) if item["kind"] != "bulk" else None
-        sms.append({**item, "code": found.group(1) if found else ""})
-    return render(request, "accounts/inbox.html", {"sms_list": sms, "control": control})
 
 
 # -- staff: bulk SMS to every verified user ------------------------------------------------

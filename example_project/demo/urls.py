@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from accounts import api, views
+from accounts import api, dev_inbox, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,7 +19,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("staff/bulk/", views.bulk_sms, name="bulk"),
     path("staff/bulk/<int:pk>/", views.bulk_job, name="bulk-job"),
-    path("dev/inbox/", views.dev_inbox, name="dev-inbox"),
+    path("dev/inbox/", dev_inbox.dev_inbox, name="dev-inbox"),
     path("admin/", admin.site.urls),
     # The same flow over JSON: the app's endpoints, then the project's signup.
     path("api/phone/", include("textflow_django.urls")),
