@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Run the example project: migrate, start the TextFlow emulator and the dev server, print the
 # URLs, and stop both on Ctrl-C (or SIGTERM). `make demo` calls this after installing .venv.
+# The dev server stopping stops the demo; the emulator stopping does not: to the site that is
+# TextFlow being down, which its pages explain, and the demo says how to start it again.
 #
 # Environment: PYTHON (default: .venv/bin/python of the repository), PORT (8000),
-# EMULATOR_PORT (8025). With TEXTFLOW_API_KEY set, no emulator is started and the project
-# talks to TextFlow itself: real SMS, real credit.
+# EMULATOR_PORT (8025), DJANGO_DEBUG (on unless 0/false/no/off), DEMO_DATABASE (the SQLite
+# file; default example_project/db.sqlite3). With TEXTFLOW_API_KEY set, no emulator is
+# started and the project talks to TextFlow itself: real SMS, real credit.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +23,7 @@ cd "$here"
 
 pids=()
 emulator_log=""
+emulator_pid=""
 
 stop_all() {
   # Ignore further Ctrl-C and TERM until done: an impatient second Ctrl-C must not cut the
@@ -82,15 +86,15 @@ if [ -z "${TEXTFLOW_API_KEY:-}" ] && ! port_is_free "$emulator_port"; then
   exit 1
 fi
 
-echo "== Preparing the database ($here/db.sqlite3)"
+echo "== Preparing the database (${DEMO_DATABASE:-$here/db.sqlite3})"
 "$python" manage.py migrate --noinput --verbosity 0
 "$python" manage.py demo_admin
 
+emulator_command=("$python" -m textflow_django.testing --host "$host" --port "$emulator_port")
 if [ -z "${TEXTFLOW_API_KEY:-}" ]; then
   export TEXTFLOW_EMULATOR_URL="http://$host:$emulator_port/api"
   emulator_log="$(mktemp)"
-  start "$python" -m textflow_django.testing --host "$host" --port "$emulator_port" \
-    >"$emulator_log" 2>&1
+  start "${emulator_command[@]}" >"$emulator_log" 2>&1
   emulator_pid=$!
   for _ in $(seq 1 100); do
     grep -q "listening on" "$emulator_log" && break
@@ -132,9 +136,16 @@ cat <<BANNER
 
   Site        $site/
 BANNER
+# Whether the dev inbox is served, as the settings decide it (DEBUG comes from DJANGO_DEBUG).
+debug=$("$python" -c "from django.conf import settings; print(int(settings.DEBUG))")
 if [ -z "${TEXTFLOW_API_KEY:-}" ]; then
+  if [ "$debug" = 1 ]; then
+    inbox="$site/dev/inbox/   (the SMS the emulator received, and TextFlow's fault switches)"
+  else
+    inbox="off: DEBUG is off (DJANGO_DEBUG=${DJANGO_DEBUG:-}); it exists only while DEBUG is on"
+  fi
   cat <<BANNER
-  Dev inbox   $site/dev/inbox/   (the SMS the emulator received: read your codes here)
+  Dev inbox   $inbox
   Emulator    $TEXTFLOW_EMULATOR_URL
 BANNER
 else
@@ -148,14 +159,20 @@ cat <<BANNER
 
 BANNER
 
-# Until Ctrl-C, or until one of the two stops on its own (then stop the other too).
+# Until Ctrl-C, or until the dev server stops on its own (then stop the emulator too). The
+# emulator stopping is an outage of TextFlow to the site, which goes on serving and says so:
+# the demo says it once and carries on.
 while :; do
-  for pid in "${pids[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "A demo process exited on its own; stopping the rest." >&2
-      exit 1
-    fi
-  done
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "The dev server stopped; stopping the demo." >&2
+    exit 1
+  fi
+  if [ -n "$emulator_pid" ] && ! kill -0 "$emulator_pid" 2>/dev/null; then
+    emulator_pid=""
+    echo "The TextFlow emulator stopped. The site keeps serving; its pages say TextFlow is" \
+      "not answering. To start it again, in another terminal (from $here):" \
+      "${emulator_command[*]}" >&2
+  fi
   # A background sleep and `wait`: a signal interrupts `wait` at once.
   sleep 1 &
   wait $! || true

@@ -82,7 +82,9 @@ def _control(method: str, name: str, **kwargs: Any) -> dict[str, Any]:
     try:
         answer = requests.request(method, url, timeout=3, **kwargs)
     except requests.RequestException as err:
-        logger.warning("The TextFlow emulator at %s did not answer: %s", url, err)
+        # The exception's class says enough (ConnectionError, ReadTimeout); its text is a
+        # paragraph of urllib3's.
+        logger.warning("The TextFlow emulator at %s did not answer (%s)", url, type(err).__name__)
         raise _NotAnswering() from err
     try:
         if answer.status_code != 200:

@@ -24,6 +24,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -940,13 +944,59 @@ def _demo_processes(*needles: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(
+@dataclass
+class Demo:
+    """A ``run-demo.sh`` running on free ports, in a process group of its own."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    emulator_port: int
+    output: Path
+    scratch: Path  # its TMPDIR: the emulator's log lands here
+
+    @property
+    def site(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def server_needle(self) -> str:
+        return f"127.0.0.1:{self.port} "  # runserver's args end with a space
+
+    @property
+    def emulator_needle(self) -> str:
+        return f"--port {self.emulator_port} "
+
+    def log(self) -> str:
+        return self.output.read_text()
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        """Until the demo has printed ``text`` (failing if it exits first)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.1)
+
+    def processes(self) -> list[int]:
+        return _demo_processes(self.server_needle, self.emulator_needle)
+
+    def wait_until_all_gone(self) -> None:
+        deadline = time.monotonic() + 5  # runserver's reloader child may take a moment
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert self.processes() == [], self.log()
+
+
+DEMO_SKIP = pytest.mark.skipif(
     shutil.which("bash") is None or not Path("/proc/self/cmdline").exists(),
     reason="run-demo.sh needs bash; finding its processes needs /proc",
 )
-@pytest.mark.parametrize("interrupts", [1, 2])
-def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, interrupts: int) -> None:
-    # Two Ctrl-C 20 ms apart is an impatient user: the second must not cut the cleanup short.
+
+
+@contextlib.contextmanager
+def running_demo(tmp_path: Path) -> Iterator[Demo]:
+    """``run-demo.sh`` on free ports with its own database, up and serving (its banner
+    printed); everything it started is killed on exit, whatever happened."""
     port, emulator_port = _free_ports(2)
     scratch = tmp_path / "tmp"  # run-demo.sh's mktemp (the emulator's log) lands here
     scratch.mkdir()
@@ -959,10 +1009,10 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, interrupts: in
         "TMPDIR": str(scratch),
     }
     env.pop("TEXTFLOW_API_KEY", None)  # never the real TextFlow
-    needles = (f"127.0.0.1:{port} ", f"--port {emulator_port} ")  # args end with a space
+    env.pop("DJANGO_DEBUG", None)  # the demo's default: on
     output = tmp_path / "demo.log"
     with output.open("w") as out:
-        demo = subprocess.Popen(  # noqa: S603 - our own script
+        process = subprocess.Popen(  # noqa: S603 - our own script
             # SIGINT back to its default first: under a shell without job control it is
             # ignored, and bash cannot trap a signal ignored on entry.
             [sys.executable, "-c", EXEC_WITH_SIGINT, "bash", str(RUN_DEMO)],
@@ -972,28 +1022,88 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, interrupts: in
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a group of its own for Ctrl-C, as a terminal gives
         )
+    demo = Demo(process, port, emulator_port, output, scratch)
     try:
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops" not in output.read_text():
-            assert demo.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.1)
-        assert len(_demo_processes(*needles)) >= 2, output.read_text()  # emulator, server
-
-        for _ in range(interrupts):
-            os.killpg(demo.pid, signal.SIGINT)
-            time.sleep(0.02)
-        assert demo.wait(timeout=30) == 130
-        log = output.read_text()
-        assert log.rstrip().endswith("Demo stopped."), log
-        assert list(scratch.iterdir()) == [], log  # the emulator's temp log is gone
-        deadline = time.monotonic() + 5  # runserver's reloader child may take a moment
-        while _demo_processes(*needles) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _demo_processes(*needles) == [], log
+        demo.wait_for("Ctrl-C stops")
+        assert len(demo.processes()) >= 2, demo.log()  # emulator, server
+        yield demo
     finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-        for pid in _demo_processes(*needles):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in demo.processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _post_json(url: str, data: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, json.dumps(data).encode(), {"Content-Type": JSON}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@DEMO_SKIP
+@pytest.mark.parametrize("interrupts", [1, 2])
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, interrupts: int) -> None:
+    # Two Ctrl-C 20 ms apart is an impatient user: the second must not cut the cleanup short.
+    with running_demo(tmp_path) as demo:
+        for _ in range(interrupts):
+            os.killpg(demo.process.pid, signal.SIGINT)
+            time.sleep(0.02)
+        assert demo.process.wait(timeout=30) == 130
+        log = demo.log()
+        assert log.rstrip().endswith("Demo stopped."), log
+        assert list(demo.scratch.iterdir()) == [], log  # the emulator's temp log is gone
+        demo.wait_until_all_gone()
+
+
+@DEMO_SKIP
+def test_the_demo_keeps_serving_when_the_emulator_stops(tmp_path: Path) -> None:
+    """The emulator stopping (killed, crashed) is an outage of TextFlow to the site, which
+    goes on serving and says so; the demo prints a line and carries on."""
+    with running_demo(tmp_path) as demo:
+        for pid in _demo_processes(demo.emulator_needle):
+            os.kill(pid, signal.SIGTERM)
+        demo.wait_for("The TextFlow emulator stopped")
+        assert demo.process.poll() is None, demo.log()
+
+        status, page = _get(demo.site + "/")
+        assert status == 200
+        status, page = _get(demo.site + "/dev/inbox/")
+        assert status == 503
+        assert (
+            f"The TextFlow emulator at http://127.0.0.1:{demo.emulator_port} is not answering"
+            in page
+        )
+        status, answer = _post_json(demo.site + "/api/phone/send-code/", {"phone_number": NUMBER})
+        assert (status, answer["code"]) == (503, "sms_provider_unavailable")
+
+        os.killpg(demo.process.pid, signal.SIGINT)  # Ctrl-C still stops the rest
+        assert demo.process.wait(timeout=30) == 130
+        assert demo.log().rstrip().endswith("Demo stopped."), demo.log()
+        demo.wait_until_all_gone()
+
+
+@DEMO_SKIP
+def test_the_demo_stops_when_its_dev_server_stops(tmp_path: Path) -> None:
+    with running_demo(tmp_path) as demo:
+        for pid in _demo_processes(demo.server_needle):
+            with contextlib.suppress(ProcessLookupError):  # the reloader's child goes with it
+                os.kill(pid, signal.SIGTERM)
+        assert demo.process.wait(timeout=30) == 1
+        log = demo.log()
+        assert "The dev server stopped; stopping the demo." in log, log
+        assert log.rstrip().endswith("Demo stopped."), log
+        demo.wait_until_all_gone()
