@@ -1,8 +1,11 @@
 """Tests of the TextFlow emulator itself, over real sockets with plain ``requests``.
 
-No Django here: the emulator must work in any pytest session and in a subprocess. (The last
-test runs the pytest plugin's fixtures in an inner session; only ``textflow_live`` there
-touches Django's settings.) The command line is tested in ``test_emulator_cli.py``.
+No Django here: the emulator must work in any pytest session and in a subprocess. (One test
+runs the pytest plugin's fixtures in an inner session, where only ``textflow_live`` touches
+Django's settings; one runs ``textflow_bulk_count --wait`` against a draining emulator; one
+checks with the product's client, which has no Django, that "down" means "not sent".) The
+command line is tested in ``test_emulator_cli.py``, TextFlow's own client against the
+emulator in ``test_textflowsms.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ AUTH = {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
 
 @pytest.fixture
 def emu() -> Iterator[TextFlowEmulator]:
-    with TextFlowEmulator() as emulator:
+    # Bulk jobs wait for deliver_bulk(): a test reads the count it left, however slow the run.
+    with TextFlowEmulator(bulk_rate=0) as emulator:
         yield emulator
 
 
@@ -116,12 +120,15 @@ def test_send_sms_country_name(
     "headers",
     [
         {},
-        {"Authorization": "Bearer " + "x" * 64},
         {"Authorization": EMULATOR_API_KEY},
         {"Authorization": f"Basic {EMULATOR_API_KEY}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer   "},
     ],
 )
-def test_bad_auth_is_400_invalid_api_key(emu: TextFlowEmulator, headers: dict[str, str]) -> None:
+def test_no_bearer_key_is_400_invalid_api_key(
+    emu: TextFlowEmulator, headers: dict[str, str]
+) -> None:
     r = requests.post(
         emu.url + "/send-sms",
         json={"phone_number": NUMBER, "text": "x"},
@@ -134,11 +141,29 @@ def test_bad_auth_is_400_invalid_api_key(emu: TextFlowEmulator, headers: dict[st
     assert [c.path for c in emu.requests] == ["/send-sms"]  # rejected requests are recorded
 
 
+@pytest.mark.parametrize(
+    "key", ["x" * 64, EMULATOR_API_KEY[:-1], EMULATOR_API_KEY + "0", "YOUR_API_KEY", "é"]
+)
+def test_a_key_that_is_not_the_accounts_is_404_api_key_not_found(
+    emu: TextFlowEmulator, key: str
+) -> None:
+    # What TextFlow's own clients' READMEs show for a wrong key.
+    r = requests.post(
+        emu.url + "/send-sms",
+        json={"phone_number": NUMBER, "text": "x"},
+        headers={"Authorization": f"Bearer {key}".encode()},
+        timeout=5,
+    )
+    assert r.status_code == 404
+    assert r.json() == {"ok": False, "status": 404, "message": "API key not found"}
+    assert emu.messages == []
+
+
 def test_custom_key(api: requests.Session) -> None:
     with TextFlowEmulator(api_key="k" * 64) as emu:
         assert post(api, emu, "/balance").status_code == 405  # routing before auth
         r = api.get(emu.url + "/balance", timeout=5)
-        assert r.status_code == 400
+        assert r.status_code == 404
         r = requests.get(
             emu.url + "/balance", headers={"Authorization": "Bearer " + "k" * 64}, timeout=5
         )
@@ -781,7 +806,10 @@ def test_endpoints_reject_bad_bodies(
 ) -> None:
     r = post(api, emu, path, payload)
     assert r.status_code == 400
-    assert r.json() == {"ok": False, "status": 400, "message": message}
+    refusal = {"ok": False, "status": 400, "message": message}
+    if path == "/verify-code":
+        refusal["valid"] = False  # every verify-code answer says whether the code is valid
+    assert r.json() == refusal
     # Nothing charged, sent, issued or queued, and the request is on record.
     assert emu.messages == [] and emu.credits == 1000.0 and emu.bulk_pending == 0
     assert emu.last_code(NUMBER) is None
@@ -1310,7 +1338,8 @@ def test_a_rate_limited_outage_answers_429_with_retry_after(
 def test_a_slow_outage_sends_the_sms_and_answers_late(
     emu: TextFlowEmulator, api: requests.Session
 ) -> None:
-    assert emu.outage("slow") is None and emu.current_outage is not None
+    emu.outage("slow")
+    assert emu.current_outage is not None
     assert emu.current_outage.delay == 10.0  # past a typical 5 s client timeout
     emu.outage("slow", delay=0.5)
     with pytest.raises(requests.ReadTimeout):
@@ -1392,7 +1421,7 @@ def test_an_outage_timer_does_not_lift_the_outage_that_replaced_it(
 
 
 def test_an_outage_refuses_bad_arguments(emu: TextFlowEmulator) -> None:
-    for kwargs in (
+    calls: tuple[dict[str, Any], ...] = (
         {"mode": "nope"},
         {"mode": "error", "delay": 1},
         {"mode": "slow", "status": 500},
@@ -1403,7 +1432,8 @@ def test_an_outage_refuses_bad_arguments(emu: TextFlowEmulator) -> None:
         {"mode": "rate_limited", "retry_after": 1.5},
         {"mode": "down", "duration": 0},
         {"mode": None, "duration": 5},
-    ):
+    )
+    for kwargs in calls:
         mode = kwargs.pop("mode")
         with pytest.raises(ValueError):
             emu.outage(mode, **kwargs)
@@ -1450,3 +1480,251 @@ def test_a_down_outage_over_http_answers_then_closes_the_port(
     assert refused(emu)
     wait_until(lambda: not refused(emu))
     assert requests.get(control_url(emu) + "/state", timeout=5).json()["outage"] is None
+
+
+# -- verify-code refusals say "valid": false; bulk-count by GET ----------------------------
+
+
+def test_every_verify_code_refusal_says_valid_false(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    body = {"phone_number": NUMBER, "code": "1234"}
+    refusals = [
+        requests.post(emu.url + "/verify-code", json=body, timeout=5),  # no key
+        requests.post(
+            emu.url + "/verify-code",
+            json=body,
+            headers={"Authorization": "Bearer " + "x" * 64},  # a wrong key
+            timeout=5,
+        ),
+        post(api, emu, "/verify-code", {"phone_number": "123", "code": "1234"}),
+        api.get(emu.url + "/verify-code", timeout=5),  # 405
+    ]
+    emu.fault("status", path="/verify-code", status=503)
+    emu.fault("rate_limit", path="/verify-code")
+    refusals += [post(api, emu, "/verify-code", body), post(api, emu, "/verify-code", body)]
+    assert [r.status_code for r in refusals] == [400, 404, 400, 405, 503, 429]
+    for r in refusals:
+        answer = r.json()
+        assert answer["ok"] is False and answer["valid"] is False, answer
+        assert set(answer) == {"ok", "status", "message", "valid"}
+    # Other endpoints' refusals are TextFlow's plain error body.
+    assert "valid" not in post(api, emu, "/send-code", {"phone_number": "123"}).json()
+    emu.fault("status", path="/send-sms")
+    assert "valid" not in post(api, emu, "/send-sms", SMS).json()
+    # A wrong code is not a refusal: 200, ok true, valid false (as before).
+    r = post(api, emu, "/verify-code", body)
+    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["valid"] is False
+
+
+def test_a_respond_fault_on_verify_code_is_sent_exactly(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    exact = '{"ok": false, "status": 400, "message": "Odd"}'
+    emu.fault("respond", path="/verify-code", status=400, body=exact)
+    emu.fault("html", path="/verify-code")
+    assert post(api, emu, "/verify-code", {"phone_number": NUMBER, "code": "1"}).text == exact
+    r = post(api, emu, "/verify-code", {"phone_number": NUMBER, "code": "1"})
+    assert r.status_code == 502 and r.headers["Content-Type"] == "text/html"
+
+
+def test_bulk_count_answers_get_as_well_as_post(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "x"})
+    by_get = api.get(emu.url + "/bulk-count", timeout=5)
+    by_post = api.post(emu.url + "/bulk-count", timeout=5)
+    assert by_get.status_code == by_post.status_code == 200
+    assert by_get.json() == by_post.json()
+    assert by_get.json()["data"] == {"count": 2}
+    r = api.put(emu.url + "/bulk-count", timeout=5)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"
+    assert [c.method for c in emu.calls("/bulk-count")] == ["GET", "POST", "PUT"]
+    # Without a key, by either method: refused as any endpoint refuses.
+    assert requests.get(emu.url + "/bulk-count", timeout=5).status_code == 400
+
+
+# -- bulk jobs drain by themselves at bulk_rate ---------------------------------------------
+
+
+def bulk_count(api: requests.Session, emu: TextFlowEmulator) -> int:
+    count: int = api.get(emu.url + "/bulk-count", timeout=5).json()["data"]["count"]
+    return count
+
+
+def test_a_bulk_job_drains_at_bulk_rate_on_the_emulators_clock(api: requests.Session) -> None:
+    # bulk_rate 1: the wall time a slow run adds (well under a second) never reaches a whole
+    # recipient, so the counts below hold exactly.
+    with TextFlowEmulator(bulk_rate=1) as emu:
+        numbers = [f"+1202555{i:04d}" for i in range(10)]
+        post(api, emu, "/bulk-sms", {"phone_numbers": numbers, "text": "Sale"})
+        assert emu.bulk_pending == 10 and bulk_count(api, emu) == 10
+        emu.advance_clock(3)
+        assert emu.bulk_pending == 7 and bulk_count(api, emu) == 7
+        state = requests.get(control_url(emu) + "/state", timeout=5).json()
+        assert (state["bulk_pending"], state["bulk_rate"]) == (7, 1.0)
+        emu.advance_clock(0.5)
+        emu.advance_clock(0.5)  # half-recipients add up: reading often does not slow it down
+        assert emu.bulk_pending == 6
+        post(api, emu, "/bulk-sms", {"phone_numbers": numbers[:4], "text": "Again"})
+        assert emu.bulk_pending == 10  # a new job queues behind what is left
+        emu.advance_clock(60)
+        assert emu.bulk_pending == 0 and bulk_count(api, emu) == 0
+        # Nothing is banked while nothing is pending: a new job starts from scratch.
+        post(api, emu, "/bulk-sms", {"phone_numbers": numbers, "text": "Later"})
+        assert emu.bulk_pending == 10
+
+
+def test_the_default_rate_drains_a_small_job_in_a_few_seconds(api: requests.Session) -> None:
+    with TextFlowEmulator() as emu:
+        assert emu.bulk_rate == 5.0
+        emu.bulk_rate = 0  # still: the job is counted whole, whatever the machine's speed
+        post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER] * 10, "text": "x"})
+        emu.bulk_rate = 5.0
+        assert emu.bulk_pending == 10
+        emu.advance_clock(2)
+        assert emu.bulk_pending == 0
+
+
+def test_bulk_rate_zero_only_delivers_by_hand_and_reset_restores_the_rate(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    assert emu.bulk_rate == 0
+    post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER, NUMBER], "text": "x"})
+    emu.advance_clock(3600)
+    assert emu.bulk_pending == 3
+    emu.bulk_rate = 2
+    assert emu.bulk_pending == 3  # the hour at rate 0 delivered nothing
+    emu.advance_clock(1)
+    assert emu.bulk_pending == 1
+    emu.deliver_bulk()
+    assert emu.bulk_pending == 0
+    emu.reset()
+    assert emu.bulk_rate == 0
+    with pytest.raises(ValueError):
+        emu.bulk_rate = -1
+    for bad in (-1, float("inf"), float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="bulk_rate"):
+            TextFlowEmulator(bulk_rate=bad)  # type: ignore[arg-type]
+
+
+def test_a_clock_put_back_by_reset_does_not_stall_delivery(api: requests.Session) -> None:
+    with TextFlowEmulator(bulk_rate=1) as emu:
+        emu.advance_clock(1000)
+        post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "x"})
+        emu.reset()  # the clock goes back 1000 s, the job is forgotten
+        post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "x"})
+        emu.advance_clock(1)
+        assert emu.bulk_pending == 1
+
+
+def test_textflow_bulk_count_wait_finishes_against_a_draining_emulator(
+    textflow_live: TextFlowEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``manage.py textflow_bulk_count --wait`` ends by itself: TextFlow (here the emulator)
+    delivers the job while the command polls. Each of its sleeps moves the emulator's clock
+    instead of waiting."""
+    import io
+    import types
+
+    from django.core.management import call_command
+
+    from textflow_django.management.commands import textflow_bulk_count
+
+    # The plugin's emulator does not drain (bulk_rate 0). At 1 a second, the wall time a slow
+    # run adds to the emulator's clock (under a second) cannot save a poll.
+    textflow_live.bulk_rate = 1.0
+    numbers = [f"+1202555{i:04d}" for i in range(10)]
+    r = requests.post(
+        textflow_live.url + "/bulk-sms",
+        json={"phone_numbers": numbers, "text": "Sale"},
+        headers=AUTH,
+        timeout=5,
+    )
+    assert r.ok
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        textflow_live.advance_clock(seconds)
+
+    monkeypatch.setattr(
+        textflow_bulk_count, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+    )
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "textflow_bulk_count", "--wait", "--interval", "2.5", "--timeout", "60",
+        stdout=out, stderr=err,
+    )  # fmt: skip
+    assert out.getvalue().strip() == "0 pending: every bulk recipient has been reached."
+    # 10 recipients at 1 a second: 10 s of the emulator's clock, in 2.5 s polls.
+    assert slept == [2.5] * 4
+    assert len(textflow_live.calls("/bulk-count")) == 5
+
+
+# -- last-code reads the newest code SMS, whoever made the code; on_message -----------------
+
+
+def test_last_code_reads_a_local_mode_sms_as_well_as_send_code(
+    emu: TextFlowEmulator, api: requests.Session
+) -> None:
+    last_code = control_url(emu) + "/last-code"
+
+    def read(number: str = NUMBER) -> Any:
+        r = requests.get(last_code, params={"phone_number": number}, timeout=5)
+        assert r.status_code == 200
+        assert r.json()["phone_number"] == number
+        return r.json()["code"]
+
+    assert read() is None
+    # A site in local mode makes its own code and sends it by /send-sms in TextFlow's words.
+    local = {"phone_number": NUMBER, "text": "Your verification code for Acme is: 123456"}
+    assert post(api, emu, "/send-sms", local).ok
+    assert read() == emu.last_code(NUMBER) == "123456"
+    post(api, emu, "/send-sms", {"phone_number": NUMBER, "text": "Your verification code is: 0042"})
+    assert read() == "0042"
+    emu.advance_clock(86_400 * 30)  # the site's expiry is not the emulator's to know
+    assert read() == "0042"
+    # An SMS that is not a code SMS leaves the last code alone.
+    for text in ("Welcome aboard!", "Your verification code for Acme is: 12ab", "Order 123456"):
+        post(api, emu, "/send-sms", {"phone_number": NUMBER, "text": text})
+    post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER], "text": "Your verification code is: 9"})
+    assert read() == "0042"
+    # /send-code after it: its code is the newest, until it expires.
+    sent = post(api, emu, "/send-code", {"phone_number": NUMBER, "seconds": 60}).json()
+    assert read() == sent["data"]["verification_code"]
+    post(api, emu, "/send-sms", {"phone_number": NUMBER, "text": "Your verification code is: 777"})
+    assert read() == "777"
+    assert read(OTHER) is None
+    # A service name may hold anything, ": " and digits included.
+    odd = "Your verification code for Shop 24: is: great is: 5150"
+    post(api, emu, "/send-sms", {"phone_number": OTHER, "text": odd})
+    assert read(OTHER) == "5150"
+
+
+def test_on_message_hears_every_sms_accepted(api: requests.Session) -> None:
+    heard: list[SentSMS] = []
+    with TextFlowEmulator(on_message=heard.append) as emu:
+        post(api, emu, "/send-sms", SMS)
+        code = post(api, emu, "/send-code", {"phone_number": OTHER, "service_name": "Acme"})
+        post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "Sale"})
+        post(api, emu, "/send-sms", {"phone_number": "bad", "text": "x"})  # refused: not heard
+        text = code.json()["data"]["message_text"]
+        assert heard == [
+            SentSMS(NUMBER, "x", "sms"),
+            SentSMS(OTHER, text, "code"),
+            SentSMS(NUMBER, "Sale", "bulk"),
+            SentSMS(OTHER, "Sale", "bulk"),
+        ]
+
+
+def test_a_failing_on_message_does_not_change_the_answer(
+    api: requests.Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(sms: SentSMS) -> None:
+        raise RuntimeError("listener bug")
+
+    with TextFlowEmulator(on_message=broken) as emu:
+        assert post(api, emu, "/send-sms", SMS).status_code == 200
+        assert emu.message_count == 1
+    assert "listener bug" in capsys.readouterr().err

@@ -164,7 +164,7 @@ def test_main_passes_every_option_to_the_emulator(
         with requests.Session() as api:
             # --api-key: the built-in key is refused, the given one accepted.
             r = api.get(url + "/balance", headers=AUTH, timeout=5)
-            assert (r.status_code, r.json()["message"]) == (400, "Invalid API key")
+            assert (r.status_code, r.json()["message"]) == (404, "API key not found")
             api.headers["Authorization"] = f"Bearer {key}"
             assert api.get(url + "/balance", timeout=5).json()["credits"] == "1.00000"
             # --code-length 6 and --price 0.25, taken from --credits 1.
@@ -272,6 +272,8 @@ def test_main_serves_https(
         (["--code-length", "19"], "code_length must be between 1 and 18"),
         (["--delay", "-1"], "delay must not be negative"),
         (["--price", "-0.01"], "price must not be negative"),
+        (["--bulk-rate", "-1"], "bulk_rate must be a finite number >= 0"),
+        (["--bulk-rate", "inf"], "bulk_rate must be a finite number >= 0"),
         (["--keyfile", "key.pem"], "--keyfile needs --certfile"),
         (["--certfile", "missing.pem"], "No such file or directory"),
     ],
@@ -333,6 +335,71 @@ def test_python_m_exits_with_mains_code(
     assert "code_length must be between 1 and 18" in capsys.readouterr().err
 
 
+def test_main_bulk_rate_drains_jobs_by_itself_and_defaults_to_five(
+    monkeypatch: pytest.MonkeyPatch, restore_signals: None, made: list[TextFlowEmulator]
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def client(url: str) -> None:
+        (emulator,) = made
+        numbers = [f"+1202555{i:04d}" for i in range(10)]
+        r = requests.post(
+            url + "/bulk-sms", json={"phone_numbers": numbers, "text": "x"}, headers=AUTH, timeout=5
+        )
+        assert r.ok
+        emulator.advance_clock(4)  # 4 s at --bulk-rate 2: 8 of the 10 reached
+        seen["state"] = control(url, "/state")
+
+    code, _ = run_main(monkeypatch, ["--port", "0", "--bulk-rate", "2"], client)
+    assert code == 0
+    assert (seen["state"]["bulk_pending"], seen["state"]["bulk_rate"]) == (2, 2.0)
+    assert cli._parser().parse_args([]).bulk_rate == 5.0  # 10 recipients in 2 s
+
+
+def test_main_print_messages_prints_each_sms_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, restore_signals: None, made: list[TextFlowEmulator]
+) -> None:
+    def client(url: str) -> None:
+        with requests.Session() as api:
+            api.headers.update(AUTH)
+            code = api.post(
+                url + "/send-code",
+                json={"phone_number": NUMBER, "service_name": "Acme"},
+                timeout=5,
+            ).json()["data"]["verification_code"]
+            seen["code"] = code
+            api.post(url + "/send-sms", json={"phone_number": NUMBER, "text": "a\nb\r"}, timeout=5)
+            api.post(
+                url + "/bulk-sms",
+                json={"phone_numbers": ["+447700900123", NUMBER], "text": "Sale"},
+                timeout=5,
+            )
+            api.post(url + "/send-sms", json={"phone_number": "bad", "text": "x"}, timeout=5)
+
+    seen: dict[str, str] = {}
+    code, out = run_main(monkeypatch, ["--port", "0", "--print-messages"], client)
+    assert code == 0
+    (emulator,) = made
+    assert out.splitlines() == [
+        f"TextFlow emulator listening on {emulator.url}",
+        f"SMS to {NUMBER}: Your verification code for Acme is: {seen['code']}",
+        f"SMS to {NUMBER}: a\\nb\\r",  # one SMS, one line, whatever its text holds
+        "Bulk SMS to +447700900123: Sale",
+        f"Bulk SMS to {NUMBER}: Sale",
+    ]
+    assert EMULATOR_API_KEY not in out
+
+
+def test_main_prints_no_messages_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, restore_signals: None, made: list[TextFlowEmulator]
+) -> None:
+    def client(url: str) -> None:
+        assert requests.post(url + "/send-sms", json=SMS, headers=AUTH, timeout=5).ok
+
+    code, out = run_main(monkeypatch, ["--port", "0"], client)
+    assert code == 0 and len(out.splitlines()) == 1
+
+
 # -- python -m textflow_django.testing, a real process -----------------------------------
 
 
@@ -373,6 +440,29 @@ def test_main_subprocess_serves_and_exits_cleanly_on_sigterm() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_main_subprocess_prints_each_message_as_it_arrives() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "textflow_django.testing", "--port", "0", "--print-messages"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        url = _listening_url(proc, "http")
+        assert proc.stdout is not None
+        for text in ("Your verification code for Acme is: 123456", "second"):
+            sms = {"phone_number": NUMBER, "text": text}
+            assert requests.post(url + "/send-sms", json=sms, headers=AUTH, timeout=5).ok
+            # Flushed at once: the line is there while the emulator still runs.
+            ready, _, _ = select.select([proc.stdout], [], [], 10)
+            assert ready, "no line within 10 s"
+            assert proc.stdout.readline().decode() == f"SMS to {NUMBER}: {text}\n"
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert code == 0
 
 
 def test_main_subprocess_serves_https_with_certfile_and_keyfile(tmp_path: Path) -> None:

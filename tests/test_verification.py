@@ -994,7 +994,7 @@ def _wrong_key(settings, emulator) -> None:
     [
         (_no_credit, "InsufficientBalance", 400),
         (_forbidden, "TextFlowAPIError", 403),
-        (_wrong_key, "InvalidAPIKey", 400),
+        (_wrong_key, "InvalidAPIKey", 404),
     ],
     ids=["no-credit", "forbidden", "wrong-key"],
 )

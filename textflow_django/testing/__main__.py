@@ -1,10 +1,13 @@
 """Run the TextFlow emulator as a process: ``python -m textflow_django.testing``.
 
-Prints exactly one line, ``TextFlow emulator listening on http://HOST:PORT/api`` (``https``
-with ``--certfile``), once the port is bound (so a parent process can read the URL,
-``--port 0`` included), then serves until SIGINT or SIGTERM and exits 0. The API key is
-never printed: pass ``--api-key`` or use the built-in ``EMULATOR_API_KEY``. Exits 1 if the
-address cannot be bound.
+Prints one line, ``TextFlow emulator listening on http://HOST:PORT/api`` (``https`` with
+``--certfile``), once the port is bound (so a parent process can read the URL, ``--port 0``
+included), then serves until SIGINT or SIGTERM and exits 0. With ``--print-messages`` it
+also prints one line per SMS it accepts, ``SMS to +381690156360: Your verification code is:
+4045`` (``Bulk SMS to ...`` for a bulk job's recipients), flushed at once, so the code
+"sent" to a phone can be read in the terminal; nothing else is ever printed on stdout. The
+API key is never printed: pass ``--api-key`` or use the built-in ``EMULATOR_API_KEY``.
+Exits 1 if the address cannot be bound.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import signal
 import ssl
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
-from ._emulator import EMULATOR_API_KEY, TextFlowEmulator
+from ._emulator import EMULATOR_API_KEY, SentSMS, TextFlowEmulator
 
 __all__ = ["main"]
 
@@ -64,7 +67,34 @@ def _parser() -> argparse.ArgumentParser:
         help="serve HTTPS with this PEM certificate chain (and --keyfile, unless it holds the key)",
     )
     parser.add_argument("--keyfile", help="the PEM private key of --certfile")
+    parser.add_argument(
+        "--bulk-rate",
+        type=float,
+        default=5.0,
+        help="bulk recipients delivered per second, so /bulk-count drops by itself; "
+        "0: only by POST /_emulator/deliver-bulk (default 5)",
+    )
+    parser.add_argument(
+        "--print-messages",
+        action="store_true",
+        help="print every SMS received, one line each (number and text: codes included)",
+    )
     return parser
+
+
+def _printer() -> Callable[[SentSMS], None]:
+    """Print each SMS as one line on stdout, flushed; safe from the server's threads."""
+    lock = threading.Lock()
+
+    def show(sms: SentSMS) -> None:
+        # One SMS, one line: a line break in the text would pass for another message.
+        text = sms.text.replace("\r", "\\r").replace("\n", "\\n")
+        who = "Bulk SMS" if sms.kind == "bulk" else "SMS"
+        with lock:
+            sys.stdout.write(f"{who} to {sms.phone_number}: {text}\n")
+            sys.stdout.flush()
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             record_messages=not args.no_record_messages,
             record_requests=not args.no_record_requests,
             ssl_context=context,
+            bulk_rate=args.bulk_rate,
+            on_message=_printer() if args.print_messages else None,
         ).start()
     except (OSError, ValueError) as exc:
         print(f"textflow emulator: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """pytest fixtures for projects using textflow-django (registered through ``pytest11``).
 
-- ``textflow_emulator``: a running :class:`TextFlowEmulator`, reset for each test.
+- ``textflow_emulator``: a running :class:`TextFlowEmulator`, reset for each test; its bulk
+  jobs wait for ``deliver_bulk()`` (``bulk_rate=0``) unless the test sets a rate.
 - ``textflow_live``: ``settings.TEXTFLOW`` pointed at that emulator with the real TextFlow
   backend, so the whole HTTP path runs; yields the emulator.
 - ``sms_outbox``: the locmem backend switched on; yields its (empty) outbox.
@@ -39,8 +40,12 @@ def _reset_breakers() -> None:
 
 @pytest.fixture(scope="session")
 def textflow_emulator_server() -> Iterator[TextFlowEmulator]:
-    """One emulator for the whole session (tests get it reset via ``textflow_emulator``)."""
-    with TextFlowEmulator() as emulator:
+    """One emulator for the whole session (tests get it reset via ``textflow_emulator``).
+
+    Its bulk jobs do not drain by themselves (``bulk_rate=0``), so a test reads the exact
+    count it left: ``deliver_bulk()`` delivers, or set ``bulk_rate`` and ``advance_clock()``
+    (``reset()`` puts the rate back to 0 for the next test)."""
+    with TextFlowEmulator(bulk_rate=0) as emulator:
         yield emulator
 
 

@@ -23,6 +23,7 @@ One module per job, each importing only those listed after it:
 - ``_http``: the HTTP/1.1 server: connections, threads, framing, writing answers.
 - ``_api``: the API's behaviour: routing, the key, the endpoints, credits, codes, bulk
   counts, with TextFlow's own code generator and code SMS text.
+- ``_bulk``: bulk recipients delivered at ``bulk_rate`` per second of the emulator's clock.
 - ``_countries``: TextFlow's country names.
 - ``_responses``: an answer, and TextFlow's error body.
 """

@@ -2,9 +2,12 @@
 
 :class:`TextFlowAPI` answers ``/send-sms``, ``/send-code``, ``/verify-code``, ``/bulk-sms``,
 ``/bulk-count`` and ``/balance`` the way ``textflow-api.md`` describes: routing, the bearer
-key, validation, credits, codes and their expiry, bulk counts, and the country names TextFlow
-reports. It knows nothing of sockets or faults; the server hands it one parsed request at a
-time and writes what it returns.
+key (400 ``Invalid API key`` when none is given, 404 ``API key not found`` for another
+one), validation, credits, codes and their expiry, bulk counts (delivered over time by
+``_bulk``), and the country names TextFlow reports. It knows nothing of sockets or faults;
+the server hands it one parsed request at a time and writes what it returns. It also reads
+the codes a site in local mode sends by ``/send-sms`` in TextFlow's wording, so that
+``last_code()`` finds them, and tells a listener (``on_message``) of each SMS it accepts.
 
 This module stands for TextFlow, not for the app. It keeps its own code generator and its
 own code SMS text (``"Your verification code for {service} is: {code}"``) on purpose, although
@@ -14,14 +17,17 @@ independent copy tests it against TextFlow's. Its country names (what ``/send-sm
 as ``country_code``) are TextFlow's too. The only thing it imports from ``textflow_django`` is
 the ``_e164`` leaf, which says what a valid number looks like.
 
-Why one module of about 400 lines: the six endpoints and the account they change are one
+Why one module of over 400 lines: the six endpoints and the account they change are one
 job. A charge, the message it pays for and the code it issues happen under one lock
-acquisition, so the endpoints cannot live apart from the state they keep consistent.
+acquisition, so the endpoints cannot live apart from the state they keep consistent. What
+has a rule of its own lives elsewhere: bulk delivery in ``_bulk``, the error body and the
+verify-code refusal's ``valid`` in ``_responses``.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import threading
 import traceback
@@ -31,8 +37,9 @@ from email.message import Message
 from typing import Any, Final, TypeGuard
 
 from ..._e164 import E164_RE
+from ._bulk import BulkDrain
 from ._countries import country_name
-from ._responses import MSG_BODY, Response, dumps, error, ok
+from ._responses import MSG_BODY, Response, dumps, error, for_path, ok
 
 __all__ = ["API_ROOT", "ROUTES", "SentSMS", "TextFlowAPI", "is_int", "normalize_path"]
 
@@ -40,14 +47,15 @@ __all__ = ["API_ROOT", "ROUTES", "SentSMS", "TextFlowAPI", "is_int", "normalize_
 _E164: Final = E164_RE
 
 API_ROOT: Final = "/api"
-#: Endpoint -> the one method it answers.
-ROUTES: Final[dict[str, str]] = {
-    "/send-sms": "POST",
-    "/send-code": "POST",
-    "/verify-code": "POST",
-    "/bulk-sms": "POST",
-    "/bulk-count": "POST",
-    "/balance": "GET",
+#: Endpoint -> the methods it answers. ``/bulk-count`` is documented as POST, and TextFlow's
+#: clients are free to ask it by GET (it has no body): both are accepted.
+ROUTES: Final[dict[str, tuple[str, ...]]] = {
+    "/send-sms": ("POST",),
+    "/send-code": ("POST",),
+    "/verify-code": ("POST",),
+    "/bulk-sms": ("POST",),
+    "/bulk-count": ("GET", "POST"),
+    "/balance": ("GET",),
 }
 
 # Credits are kept as an integer number of 1e-5 units (the precision ``/balance`` shows), so
@@ -57,6 +65,10 @@ _PACKAGES: Final[dict[str, int]] = {"USA Canada": 2100, "UK": 500}
 _DEFAULT_CODE_SECONDS: Final = 600
 _MAX_CODE_SECONDS: Final = 86_400
 
+#: A request with no bearer key at all (no header, another scheme, an empty token).
+_MSG_NO_KEY: Final = "Invalid API key"
+#: A bearer key the account does not have: TextFlow's own clients' READMEs show this answer.
+_MSG_UNKNOWN_KEY: Final = "API key not found"
 _MSG_PHONE: Final = "Phone number is invalid"
 _MSG_TEXT: Final = "Text is required"
 _MSG_BALANCE: Final = "Insufficient balance"
@@ -119,6 +131,10 @@ def _code_text(service: str | None, code: str) -> str:
     return f"Your verification code is: {code}"
 
 
+# ``_code_text`` read backwards: a site in local mode sends this same wording by /send-sms.
+_CODE_TEXT_RE: Final = re.compile(r"Your verification code(?: for .+)? is: ([0-9]+)", re.DOTALL)
+
+
 class TextFlowAPI:
     """TextFlow's side of every API call, and the account it acts on.
 
@@ -126,7 +142,8 @@ class TextFlowAPI:
     recipients. All of it is guarded by ``lock``, the emulator's one lock, so the emulator can
     read it together with its own state in one snapshot; methods ending in ``_locked`` expect
     the caller to hold it, the others take it. ``now_ms_locked`` is the emulator's clock in
-    milliseconds (called with the lock held), so ``advance_clock()`` moves code expiry here.
+    milliseconds (called with the lock held), so ``advance_clock()`` moves code expiry and bulk
+    delivery here. ``on_message`` is called with each SMS accepted, outside the lock.
     The emulator validates ``code_length`` and ``price`` before building this.
     """
 
@@ -140,6 +157,8 @@ class TextFlowAPI:
         credits: float,
         price: float,
         record_messages: bool,
+        bulk_rate: float,
+        on_message: Callable[[SentSMS], None] | None = None,
     ) -> None:
         self._lock = lock
         self._now_ms_locked = now_ms_locked
@@ -155,7 +174,12 @@ class TextFlowAPI:
         self._messages: list[tuple[str, str, str]] = []
         self._message_count = 0
         self._codes: dict[str, tuple[str, int]] = {}
-        self._bulk_pending = 0
+        # The code in the newest code SMS to each number, by /send-code (with its expiry) or
+        # by /send-sms in TextFlow's code wording (a site in local mode; no expiry known).
+        self._latest_codes: dict[str, tuple[str, int | None]] = {}
+        self._initial_bulk_rate = bulk_rate
+        self._bulk = BulkDrain(bulk_rate)
+        self._on_message = on_message
 
     # -- the account, read and steered by the emulator -------------------------------------
 
@@ -189,40 +213,62 @@ class TextFlowAPI:
             return self._message_count
 
     def last_code(self, phone_number: str) -> str | None:
-        """The live (unexpired) code last issued to ``phone_number``, if any."""
+        """The code in the newest code SMS to ``phone_number``, if any: one ``/send-code``
+        issued (while it is live), or one a site in local mode sent by ``/send-sms`` in
+        TextFlow's wording (``Your verification code for Acme is: 123456``)."""
         with self._lock:
-            entry = self._codes.get(phone_number)
+            entry = self._latest_codes.get(phone_number)
             now = self._now_ms_locked()
-        if entry is None or entry[1] <= now:
+        if entry is None or (entry[1] is not None and entry[1] <= now):
             return None
         return entry[0]
+
+    def _now_locked(self) -> float:
+        """The emulator's clock in seconds (what bulk delivery runs on)."""
+        return self._now_ms_locked() / 1000
 
     def bulk_pending(self) -> int:
         """Recipients of accepted bulk jobs not yet delivered (what ``/bulk-count`` says)."""
         with self._lock:
-            return self._bulk_pending
+            return self._bulk.pending(self._now_locked())
 
     def deliver_bulk(self, n: int | None) -> None:
         """Mark ``n`` (``None``: all) pending bulk recipients delivered; clamps at zero."""
         if n is not None and (not is_int(n) or n < 0):
             raise ValueError("n must be a non-negative int or None")
         with self._lock:
-            self._bulk_pending = 0 if n is None else max(0, self._bulk_pending - n)
+            self._bulk.deliver(n, self._now_locked())
+
+    @property
+    def bulk_rate(self) -> float:
+        """Bulk recipients delivered per second of the emulator's clock (0: only by hand)."""
+        with self._lock:
+            return self._bulk.rate
+
+    @bulk_rate.setter
+    def bulk_rate(self, rate: float) -> None:
+        with self._lock:
+            self._bulk.set_rate(rate, self._now_locked())
 
     def snapshot_locked(self) -> dict[str, Any]:
-        """``bulk_pending``, ``credits`` (as ``/balance`` shows them) and ``message_count``."""
+        """``bulk_pending``, ``bulk_rate``, ``credits`` (as ``/balance`` shows them) and
+        ``message_count``."""
         return {
-            "bulk_pending": self._bulk_pending,
+            "bulk_pending": self._bulk.pending(self._now_locked()),
+            "bulk_rate": self._bulk.rate,
             "credits": _format_units(self._credits),
             "message_count": self._message_count,
         }
 
     def reset_locked(self) -> None:
-        """Forget messages, codes and pending bulk; credits go back to their initial value."""
+        """Forget messages, codes and pending bulk; credits and the bulk rate go back to their
+        initial values."""
         self._messages = []
         self._message_count = 0
         self._codes = {}
-        self._bulk_pending = 0
+        self._latest_codes = {}
+        self._bulk.clear(self._now_locked())
+        self._bulk.rate = self._initial_bulk_rate
         self._credits = self._initial_credits
 
     # -- one request -----------------------------------------------------------------------
@@ -230,15 +276,20 @@ class TextFlowAPI:
     def respond(self, method: str, path: str, headers: Message, parsed: Any) -> Response:
         """Route, authenticate and process one request to ``path`` (relative to the API root,
         ``parsed`` being its JSON body or ``None``). Never raises: a bug in the emulator
-        answers 500 and prints its traceback."""
+        answers 500 and prints its traceback. Every refusal of ``/verify-code`` carries
+        ``"valid": false`` (:func:`for_path`)."""
+        return for_path(path, self._answer(method, path, headers, parsed))
+
+    def _answer(self, method: str, path: str, headers: Message, parsed: Any) -> Response:
         try:
-            expected = ROUTES.get(path)
-            if expected is None:
+            allowed = ROUTES.get(path)
+            if allowed is None:
                 return error(404, "Not found")
-            if method != expected:
-                return error(405, "Method not allowed", (("Allow", expected),))
-            if not self._authorized(headers.get("Authorization")):
-                return error(400, "Invalid API key")
+            if method not in allowed:
+                return error(405, "Method not allowed", (("Allow", ", ".join(allowed)),))
+            refusal = self._refuse_key(headers.get("Authorization"))
+            if refusal is not None:
+                return refusal
             if path == "/send-sms":
                 return self._send_sms(parsed)
             if path == "/send-code":
@@ -254,14 +305,29 @@ class TextFlowAPI:
             traceback.print_exc()
             return error(500, "Emulator error")
 
-    def _authorized(self, header: str | None) -> bool:
-        if header is None:
-            return False
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
+    def _refuse_key(self, header: str | None) -> Response | None:
+        """``None`` for the account's bearer key; otherwise the refusal: 400 ``Invalid API
+        key`` when no bearer key was given at all (nothing to look up), 404 ``API key not
+        found`` for a key that is not the account's, as TextFlow's clients' READMEs show."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return error(400, _MSG_NO_KEY)
         # Constant time even in a fake: the app's tests should not learn bad habits here.
-        return hmac.compare_digest(token.strip().encode(), self._key)
+        if hmac.compare_digest(token.encode(errors="replace"), self._key):
+            return None
+        return error(404, _MSG_UNKNOWN_KEY)
+
+    def _tell(self, sent: list[tuple[str, str, str]]) -> None:
+        """Hand each SMS just accepted to ``on_message`` (outside the lock). A failing
+        callback is printed, never turned into the API's answer: the SMS went out."""
+        if self._on_message is None:
+            return
+        try:
+            for phone, text, kind in sent:
+                self._on_message(SentSMS(phone, text, kind))
+        except Exception:  # noqa: BLE001 - the answer stands whatever the callback does
+            traceback.print_exc()
 
     def _charge_locked(self, count: int) -> bool:
         cost = self._price_units * count
@@ -286,11 +352,15 @@ class TextFlowAPI:
         text = data.get("text")
         if not isinstance(text, str) or not text:
             return error(400, _MSG_TEXT)
+        carried = _CODE_TEXT_RE.fullmatch(text)
         with self._lock:
             if not self._charge_locked(1):
                 return error(400, _MSG_BALANCE)
             self._record_locked(phone, text, "sms")
+            if carried is not None:
+                self._latest_codes[phone] = (carried[1], None)
             now = self._now_ms_locked()
+        self._tell([(phone, text, "sms")])
         return ok(
             {
                 "ok": True,
@@ -327,8 +397,9 @@ class TextFlowAPI:
                 return error(400, _MSG_BALANCE)
             expires = self._now_ms_locked() + seconds * 1000
             # A new code replaces the previous one (the contract's stated assumption).
-            self._codes[phone] = (code, expires)
+            self._codes[phone] = self._latest_codes[phone] = (code, expires)
             self._record_locked(phone, text, "code")
+        self._tell([(phone, text, "code")])
         return ok(
             {
                 "ok": True,
@@ -394,14 +465,16 @@ class TextFlowAPI:
             self._message_count += count
             if self._record_messages:
                 self._messages.extend([(number, text, "bulk") for number in numbers])
-            self._bulk_pending += count
+            self._bulk.add(count, self._now_locked())
+        if self._on_message is not None:
+            self._tell([(number, text, "bulk") for number in numbers])
         return ok(
             {"ok": True, "status": 200, "message": "Bulk SMS job started", "data": {"count": count}}
         )
 
     def _bulk_count(self) -> Response:
         with self._lock:
-            pending = self._bulk_pending
+            pending = self._bulk.pending(self._now_locked())
         return ok(
             {"ok": True, "status": 200, "message": "Bulk SMS count", "data": {"count": pending}}
         )

@@ -6,8 +6,11 @@ faulted, and are served both at ``/_emulator/...`` and ``/api/_emulator/...``:
 
 - ``GET  /_emulator/messages[?phone_number=+1...&limit=N]`` -> ``{"messages": [...], "total": n}``
 - ``GET  /_emulator/requests`` -> ``{"counts": {"/send-sms": 3, ...}, "total": n}``
-- ``GET  /_emulator/state`` -> ``{"bulk_pending": n, "credits": "...", ...}``
+- ``GET  /_emulator/state`` -> ``{"bulk_pending": n, "bulk_rate": r, "credits": "...",
+  "message_count": n, "request_total": n, "connection_count": n, "pending_faults": n,
+  "outage": {...} | null}``
 - ``GET  /_emulator/last-code?phone_number=+1...`` -> ``{"phone_number": ..., "code": str|null}``
+  (the code in the newest code SMS to that number, by ``/send-code`` or local mode)
 - ``POST /_emulator/reset``
 - ``POST /_emulator/fault`` with the keyword arguments of :meth:`TextFlowEmulator.fault` as JSON
 - ``POST /_emulator/deliver-bulk`` with ``{"n": int | null}``

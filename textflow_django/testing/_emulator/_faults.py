@@ -15,7 +15,7 @@ from typing import ClassVar, Final
 
 from ._api import is_int, normalize_path
 from ._http import Handler
-from ._responses import JSON_TYPE, Response, error, phrase
+from ._responses import JSON_TYPE, Response, error, for_path, phrase
 
 __all__ = ["Fault", "FaultQueue", "make_fault", "misbehave"]
 
@@ -168,12 +168,13 @@ class FaultQueue:
         self._queued = []
 
 
-def misbehave(handler: Handler, fault: Fault, respond: Callable[[], Response]) -> None:
-    """Answer on ``handler``'s connection as ``fault`` says.
+def misbehave(handler: Handler, fault: Fault, respond: Callable[[], Response], path: str) -> None:
+    """Answer the request to ``path`` on ``handler``'s connection as ``fault`` says.
 
     ``respond`` processes the request for real (the SMS goes out); only ``delay`` and
     ``trickle`` call it. The other kinds replace the answer, after sleeping ``fault.delay``
-    if given.
+    if given. The TextFlow errors a fault makes up (``status``, ``rate_limit``) take the
+    endpoint's shape (:func:`for_path`); a ``respond`` fault's body is sent exactly.
     """
     kind = fault.kind
     if kind == Fault.DELAY:
@@ -189,7 +190,10 @@ def misbehave(handler: Handler, fault: Fault, respond: Callable[[], Response]) -
         if kind == Fault.RESET:
             handler.reset_connection()
         else:
-            handler.write_response(_fault_response(fault))
+            response = _fault_response(fault)
+            if kind in (Fault.STATUS, Fault.RATE_LIMIT):
+                response = for_path(path, response)
+            handler.write_response(response)
 
 
 def _fault_response(fault: Fault) -> Response:

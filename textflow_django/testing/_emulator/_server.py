@@ -23,6 +23,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from types import TracebackType
@@ -30,6 +31,7 @@ from typing import Any, Final
 
 from . import _control
 from ._api import API_ROOT, SentSMS, TextFlowAPI, normalize_path
+from ._bulk import check_rate
 from ._faults import Fault, FaultQueue, make_fault, misbehave
 from ._http import Handler, Server
 from ._outage import DOWN, Outage, make_outage
@@ -76,6 +78,12 @@ class TextFlowEmulator:
     daemon thread; ``stop()`` closes the listener and every open connection. Use it as a
     context manager, or call ``reset()`` between tests to reuse one instance.
 
+    ``bulk_rate`` is how many bulk recipients TextFlow reaches per second of the emulator's
+    clock (``advance_clock()`` moves it too): ``/bulk-count`` drops by itself, a 10-recipient
+    job in two seconds at the default 5.0. ``0`` delivers only on ``deliver_bulk()``, for tests
+    that count exactly (the pytest plugin's emulator uses 0). ``on_message`` is called with
+    each :class:`SentSMS` accepted (one per bulk recipient), from the server's threads.
+
     Extra keyword options beyond the TextFlow knobs: ``record_messages=False`` and
     ``record_requests=False`` stop keeping every SMS / request (counts are still kept), for
     benchmarks that push millions of recipients. ``ssl_context`` (a server-side
@@ -96,6 +104,8 @@ class TextFlowEmulator:
         record_messages: bool = True,
         record_requests: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        bulk_rate: float = 5.0,
+        on_message: Callable[[SentSMS], None] | None = None,
     ) -> None:
         if not 1 <= code_length <= 18:
             raise ValueError("code_length must be between 1 and 18")
@@ -132,6 +142,8 @@ class TextFlowEmulator:
             credits=credits,
             price=price,
             record_messages=record_messages,
+            bulk_rate=check_rate(bulk_rate),
+            on_message=on_message,
         )
         self._requests: list[RecordedRequest] = []
         self._counts: dict[str, int] = {}
@@ -260,8 +272,8 @@ class TextFlowEmulator:
     def advance_clock(self, seconds: float) -> None:
         """Move the emulator's clock forward, e.g. past a code's expiry, without sleeping.
 
-        Affects code expiry and every ``timestamp``/``expires`` it reports; ``reset()``
-        puts the clock back.
+        Affects code expiry, bulk delivery (``bulk_rate``) and every ``timestamp``/``expires``
+        it reports; ``reset()`` puts the clock back.
         """
         with self._lock:
             self._clock_offset += seconds
@@ -303,17 +315,32 @@ class TextFlowEmulator:
             return self._connection_count
 
     def last_code(self, phone_number: str) -> str | None:
-        """The live (unexpired) code last issued by ``/send-code`` to that number, if any."""
+        """The code in the newest code SMS to that number, if any: the live (unexpired) one
+        ``/send-code`` issued, or the one a site in local mode sent by ``/send-sms`` in
+        TextFlow's wording (``Your verification code for Acme is: 123456``), whichever came
+        last. Bulk SMS are not read."""
         return self._api.last_code(phone_number)
 
     @property
     def bulk_pending(self) -> int:
-        """Recipients of accepted bulk jobs not yet "delivered" (what ``/bulk-count`` says)."""
+        """Recipients of accepted bulk jobs not yet "delivered" (what ``/bulk-count`` says):
+        they are delivered at ``bulk_rate`` per second of the emulator's clock."""
         return self._api.bulk_pending()
 
     def deliver_bulk(self, n: int | None = None) -> None:
         """Mark ``n`` (default: all) pending bulk recipients delivered; clamps at zero."""
         self._api.deliver_bulk(n)
+
+    @property
+    def bulk_rate(self) -> float:
+        """Bulk recipients delivered per second of the emulator's clock; 0 delivers only on
+        ``deliver_bulk()``. Settable (what was due at the old rate is delivered first);
+        ``reset()`` puts back the constructor's value."""
+        return self._api.bulk_rate
+
+    @bulk_rate.setter
+    def bulk_rate(self, rate: float) -> None:
+        self._api.bulk_rate = rate
 
     @property
     def pending_faults(self) -> list[Fault]:
@@ -545,7 +572,10 @@ class TextFlowEmulator:
             handler.write_response(self._api.respond(method, path, handler.headers, parsed))
         else:
             misbehave(
-                handler, fault, lambda: self._api.respond(method, path, handler.headers, parsed)
+                handler,
+                fault,
+                lambda: self._api.respond(method, path, handler.headers, parsed),
+                path,
             )
 
     def _arrive(
