@@ -1340,7 +1340,7 @@ def test_a_slow_outage_sends_the_sms_and_answers_late(
 ) -> None:
     emu.outage("slow")
     assert emu.current_outage is not None
-    assert emu.current_outage.delay == 10.0  # past a typical 5 s client timeout
+    assert emu.current_outage.delay == 15.0  # past the client's default 10 s TIMEOUT
     emu.outage("slow", delay=0.5)
     with pytest.raises(requests.ReadTimeout):
         post(api, emu, "/send-sms", SMS, timeout=0.1)

@@ -10,7 +10,8 @@ nor used up. Control requests are never affected. The modes:
   sent nothing. The control endpoints share the port, so they are unreachable too until the
   outage ends: over HTTP it must be given a ``duration`` (Python callers may lift it).
 - ``"slow"``: each request is processed at once (the SMS goes out) and answered after
-  ``delay`` seconds (default 10, past a typical 5 s client timeout).
+  ``delay`` seconds (default 15: past textflow_django's default ``TIMEOUT`` of 10 s, and the
+  demo's 5 s, so the client gives up first while the code still arrives).
 - ``"error"``: each request is answered ``status`` (default 500, any 5xx) with TextFlow's JSON
   error body, and not processed.
 - ``"rate_limited"``: each request is answered 429 with ``Retry-After: retry_after`` (default
@@ -37,7 +38,7 @@ ERROR: Final = "error"
 RATE_LIMITED: Final = "rate_limited"
 MODES: Final = (DOWN, SLOW, ERROR, RATE_LIMITED)
 
-_DEFAULT_DELAY: Final = 10.0
+_DEFAULT_DELAY: Final = 15.0
 _DEFAULT_STATUS: Final = 500
 _DEFAULT_RETRY_AFTER: Final = 10
 

@@ -440,7 +440,8 @@ class TextFlowEmulator:
 
         - ``"down"``: the port is closed (every connection refused, open ones dropped), as if
           TextFlow were stopped; the control endpoints are unreachable until it ends.
-        - ``"slow"``: processed at once, answered after ``delay`` seconds (default 10).
+        - ``"slow"``: processed at once, answered after ``delay`` seconds (default 15, past
+          textflow_django's default ``TIMEOUT`` of 10 s).
         - ``"error"``: answered ``status`` (default 500; 500-599), not processed.
         - ``"rate_limited"``: answered 429 with ``Retry-After: retry_after`` (default 10),
           not processed.
