@@ -239,7 +239,8 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
                 method, url, headers, data = _parse_curl(words)
                 if data is not None:
                     for example, key in reused.items():
-                        data = data.replace(json.dumps(example), json.dumps(real[key]))
+                        if json.dumps(example) in data:
+                            data = data.replace(json.dumps(example), json.dumps(real[key]))
                 response = requests.request(method, url, headers=headers, data=data, timeout=30)
                 assert response.status_code == status, (url, response.text)
                 answer = response.json()
