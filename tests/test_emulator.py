@@ -1728,3 +1728,39 @@ def test_a_failing_on_message_does_not_change_the_answer(
         assert post(api, emu, "/send-sms", SMS).status_code == 200
         assert emu.message_count == 1
     assert "listener bug" in capsys.readouterr().err
+
+
+def test_a_port_taken_while_down_keeps_the_emulator_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with TextFlowEmulator() as emu:
+        emu.outage("down")
+        with socket.socket() as taker:  # another program grabs the port meanwhile
+            taker.bind(("127.0.0.1", emu.port))
+            taker.listen()
+            with pytest.raises(OSError):
+                emu.outage(None)
+            assert emu.current_outage is not None and emu.current_outage.mode == "down"
+            emu.outage("down", duration=0.05)  # its timer cannot bring it back either
+            wait_until(lambda: "could not listen again" in capsys.readouterr().err)
+            assert emu.current_outage is not None and emu.current_outage.mode == "down"
+        emu.outage(None)  # the port is free again
+        assert requests.get(control_url(emu) + "/state", timeout=5).json()["outage"] is None
+    TextFlowEmulator().reset()  # never started: nothing to lift, nothing to fail
+
+
+def test_for_path_leaves_what_is_no_textflow_refusal_alone() -> None:
+    from textflow_django.testing._emulator._responses import Response, error, for_path
+
+    refusal = error(400, "Phone number is invalid")
+    assert for_path("/send-sms", refusal) is refusal
+    shaped = for_path("/verify-code", refusal)
+    assert json.loads(shaped.body)["valid"] is False and shaped.status == 400
+    for odd in (
+        Response(400, b"{not json"),
+        Response(400, b"[1]"),
+        Response(400, b'{"ok": true}'),
+        Response(502, b"<html></html>", "text/html"),
+        Response(200, b'{"ok": false}'),
+    ):
+        assert for_path("/verify-code", odd) is odd
