@@ -1,4 +1,6 @@
-"""The example project's signup flow in a real browser (Chromium through Playwright).
+"""The example project in a real browser (Chromium through Playwright): the signup flow, the
+pages a newcomer meets on the way (a number without +, the staff page as a non-staff user),
+the API docs offline, the admin's lists on a 1280-pixel screen, the pages on a phone.
 
 The example runs as it does for a person: its dev server in a subprocess (own SQLite file,
 own port), the real TextFlow backend talking HTTP to an emulator, and a browser that reads
@@ -282,3 +284,209 @@ def test_the_fraud_guard_insights_in_the_admin(
     expect(page.locator('#tf-prefixes tr[data-prefix="+2348031"] td').nth(3)).to_have_text("39")
     expect(page.locator('#tf-blocks tr[data-block="+2348031"]')).to_contain_text("below 20%")
     shot("1-insights", page)
+
+
+def run_manage(site: Site, *command: str) -> None:
+    """``manage.py <command>`` against the site's database."""
+    subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=EXAMPLE,
+        env=site.env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+
+
+def log_in(page: Any, site: Site, username: str, password: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(site.url + "/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).not_to_have_url(site.url + "/login/")
+
+
+def test_a_number_without_the_country_code_is_explained(
+    page: Any, site: Site, shot: Callable[..., None]
+) -> None:
+    """The example sets no DEFAULT_REGION: a number typed as at home says how to write it."""
+    from playwright.sync_api import expect
+
+    page.goto(site.url + "/phone/")
+    page.get_by_label("Phone number").fill("202 555 0143")
+    page.get_by_role("button", name="Text me a code").click()
+    expect(page).to_have_url(site.url + "/phone/")
+    expect(page.locator("main .errorlist")).to_contain_text("+ and the country code")
+    shot("1-national-number", page)
+
+
+def test_the_staff_page_tells_a_user_who_is_not_staff_how_to_sign_in_as_staff(
+    page: Any, site: Site, shot: Callable[..., None]
+) -> None:
+    from playwright.sync_api import expect
+
+    run_manage(site, "demo_admin")
+    run_manage(
+        site,
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_user('grace', password='{PASSWORD}')",
+    )
+    log_in(page, site, "grace", PASSWORD)
+    response = page.goto(site.url + "/staff/bulk/")
+    assert response.status == 403
+    expect(page.get_by_role("heading", name="Staff only")).to_be_visible()
+    main = page.locator("main")
+    expect(main).to_contain_text("You are signed in as grace, who is not staff.")
+    expect(main).to_contain_text("log out, then log in as admin (password admin)")
+    expect(page.locator("nav .brand")).to_be_visible()  # the site's own page
+    shot("1-not-staff", page)
+
+    page.get_by_role("button", name="Log out and log in as staff").click()
+    expect(page).to_have_url(site.url + "/login/?next=/staff/bulk/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill("admin")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(site.url + "/staff/bulk/")
+    expect(page.get_by_role("heading", name="Bulk SMS")).to_be_visible()
+
+
+def test_the_pages_keep_a_margin_on_a_phone(
+    browser: Any, site: Site, shot: Callable[..., None]
+) -> None:
+    """At 390 px wide (a phone), the main box keeps a margin on both sides and nothing
+    scrolls sideways."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        # An SMS in the dev inbox, so that its table is measured with a row in it.
+        sent = page.request.post(
+            site.url + "/api/phone/send-code/", data={"phone_number": "+12025550146"}
+        )
+        assert sent.status == 200, sent.text()
+        measured = {}
+        for path in ("/", "/phone/", "/login/", "/dev/inbox/"):
+            page.goto(site.url + path)
+            measured[path] = page.evaluate(
+                """() => {
+                    const box = document.querySelector("main").getBoundingClientRect();
+                    return {
+                        left: box.left,
+                        right: window.innerWidth - box.right,
+                        scrollWidth: document.documentElement.scrollWidth,
+                    };
+                }"""
+            )
+            if path == "/phone/":
+                shot("1-phone-390px", page)
+        for path, box in measured.items():
+            assert box["left"] > 0 and box["right"] > 0, (path, box)
+            assert box["scrollWidth"] <= 390, (path, box)
+    finally:
+        context.close()
+
+
+#: One row of every list of the admin, with the longest values a real site has: a long
+#: username, an IPv6 address, a long block reason, a long note, a big bulk job.
+ADMIN_SEED = """
+import datetime as dt
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
+from textflow_django.models import BulkSMSJob, FraudAllowedPrefix, FraudBlock, PhoneVerification
+from accounts.models import Profile, VerifiedNumber
+
+now = timezone.now()
+user = get_user_model().objects.create_user(
+    "margaret.hamilton.apollo.guidance", email="margaret.hamilton@example.com"
+)
+PhoneVerification.objects.create(
+    phone_number="+442071838750", country="GB", mode="local", status="verified", attempts=2,
+    user=user, client_ip="2001:db8:85a3:8d3:1319:8a2e:370:7348", expires_at=now, verified_at=now,
+)
+BulkSMSJob.objects.create(
+    text="Our spring sale starts tomorrow at 9:00: 20% off everything in every shop, online too.",
+    source="accounts.Profile.phone where phone_verified=True, in pages of 500",
+    status="finished", batch_size=500, total=123456, sent=123000, uncertain=56, invalid=400,
+    duplicates=1234, batches_total=247, batches_sent=247, started_at=now, finished_at=now,
+)
+FraudBlock.objects.create(
+    scope="prefix", value="+2519112",
+    reason="40 codes sent in 60 min to this prefix, 1 verified (2%, below 20%): SMS pumping",
+    sends=40, conversions=1, until=now + dt.timedelta(hours=20),
+)
+FraudAllowedPrefix.objects.create(
+    prefix="+4420718", note="Head office switchboard: staff phones are verified here every day"
+)
+Profile.objects.create(user=user, phone="+442071838750", phone_verified=True)
+VerifiedNumber.objects.create(phone="+442071838750", token_digest="0" * 64, claimed_by=user)
+Group.objects.create(name="Support staff who may unlock verifications")
+"""
+
+
+def test_every_admin_list_fits_a_1280_pixel_screen(
+    browser: Any, site: Site, shot: Callable[..., None]
+) -> None:
+    """Each changelist of the admin (textflow-django's and the example's), with a row of long
+    values, is no wider than a 1280-pixel screen: nothing to scroll sideways."""
+    run_manage(site, "demo_admin")
+    run_manage(site, "shell", "-c", ADMIN_SEED)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        log_in(page, site, "admin", "admin")
+        page.goto(site.url + "/admin/")
+        lists = page.locator("#content-main tr[class^='model-'] th a").evaluate_all(
+            "links => links.map(a => a.getAttribute('href'))"
+        )
+        assert "/admin/textflow/phoneverification/" in lists
+        assert "/admin/accounts/profile/" in lists
+        widths = {}
+        for url in lists:
+            page.goto(site.url + url)
+            assert page.locator("#result_list tbody tr").count() >= 1, url  # a row to measure
+            # The admin puts the table in a box that scrolls sideways by itself (.results,
+            # overflow-x: auto): the page never grows, the table has to fit its box.
+            widths[url] = page.evaluate(
+                """() => {
+                    const results = document.querySelector("#changelist .results");
+                    return [document.documentElement.scrollWidth,
+                            results.scrollWidth - results.clientWidth];
+                }"""
+            )
+            shot(url.strip("/").replace("/", "-"), page)
+        too_wide = {url: w for url, w in widths.items() if w[0] > 1280 or w[1] > 0}
+        assert too_wide == {}, "(page width, table overflow) in px"
+    finally:
+        context.close()
+
+
+def test_the_api_docs_fetch_nothing_from_another_site(
+    page: Any, site: Site, shot: Callable[..., None]
+) -> None:
+    """/api/docs/ renders with what the site serves: no font, script or style from a CDN.
+    Redoc's bundle asks for its maker's logo at cdn.redoc.ly; the page's Content Security
+    Policy stops that in the browser (failure "csp"): nothing leaves the machine."""
+    from playwright.sync_api import expect
+
+    requested: list[str] = []
+    blocked: set[str] = set()
+    page.on("request", lambda request: requested.append(request.url))
+    page.on(
+        "requestfailed",
+        lambda request: blocked.add(request.url) if request.failure == "csp" else None,
+    )
+    page.goto(site.url + "/api/docs/")
+    expect(page.get_by_role("heading", name="textflow-django example API")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("sendCode")
+    page.wait_for_load_state("networkidle")
+    shot("1-api-docs", page)
+    # Its own files, and the blob: worker Redoc makes from them.
+    own = (site.url + "/", f"blob:{site.url}/")
+    elsewhere = [url for url in requested if not url.startswith(own) and url not in blocked]
+    assert elsewhere == []

@@ -605,7 +605,10 @@ def test_the_api_docs_need_nothing_from_another_site(client: Client, db: None) -
     script, no web fonts); the browser test checks what the page then fetches."""
     if not settings.HAS_SPECTACULAR_SIDECAR:
         pytest.skip("drf-spectacular-sidecar is not installed")
-    page = body(client.get("/api/docs/"))
+    response = client.get("/api/docs/")
+    # Nor may the page's scripts fetch anything from elsewhere (Redoc would, its logo).
+    assert response["Content-Security-Policy"].startswith("default-src 'self';")
+    page = body(response)
     elsewhere = [
         url
         for url in re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+[^\s\"'<>)]*", page)

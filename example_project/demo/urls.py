@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import api, dev_inbox, views
+from accounts.views import same_site_only
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -36,4 +37,4 @@ if settings.HAS_SPECTACULAR:
         docs = SpectacularRedocView.as_view(
             url_name="schema", template_name="accounts/api_docs.html"
         )
-        urlpatterns.append(path("api/docs/", docs, name="api-docs"))
+        urlpatterns.append(path("api/docs/", same_site_only(docs), name="api-docs"))
