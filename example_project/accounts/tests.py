@@ -797,6 +797,27 @@ def test_dev_inbox_switches_textflow_faults_on_and_off(
     assert send(client).url == reverse("code")  # it works again
 
 
+def test_failing_and_slow_textflow_as_the_switches_make_them(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    """What the example's README says each switch shows: failing (HTTP 500) and slow may have
+    sent the SMS, so the page moves on to the code step; a slow TextFlow's code verifies."""
+    outage_switch(client, "error")
+    response = send(client)
+    assert response.url == reverse("code")
+    assert MAY_ARRIVE in body(client.get(reverse("code")))
+    assert not [m for m in emulator.messages if m.phone_number == NUMBER]  # none will
+
+    outage_switch(client, "slow")
+    slow = Client()
+    with textflow(TIMEOUT=0.3):  # the demo's 5 s, shorter than the 10 s the switch sets
+        response = send(slow, OTHER)
+    assert response.url == reverse("code")
+    assert MAY_ARRIVE in body(slow.get(reverse("code")))
+    outage_switch(client, "none")
+    assert verify(slow, code_for(emulator, OTHER)).url == reverse("signup")
+
+
 def test_dev_inbox_switches_textflow_down_for_a_minute(
     client: Client, emulator: TextFlowEmulator
 ) -> None:
