@@ -22,6 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from tests.testapp.models import Contact
 from textflow_django import bulk, signals
 from textflow_django.management import _progress
+from textflow_django.management import _words as words
 from textflow_django.management.commands.textflow_bulk_sms import Command as BulkSMSCommand
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
 from textflow_django.tasks import enqueue_bulk_job
@@ -385,7 +386,7 @@ def test_command_with_numbers(textflow_live):
         "--text",
         "Hello",
     )
-    assert "2 recipients" in out and "1 invalid" in out and "1 duplicates" in out
+    assert "2 recipients" in out and "1 invalid" in out and "1 duplicate" in out
     assert "Job" in out and "2 recipients sent" in out
     assert reached(textflow_live) == Counter(["+12025550100", "+12025550101"])
     assert "100.0%" in err  # plain progress lines when stderr is not a terminal
@@ -616,7 +617,7 @@ def test_utf8_byte_order_mark_is_not_part_of_the_first_number(tmp_path, textflow
     table = tmp_path / "people.csv"
     table.write_bytes("\ufeffmobile,name\r\n+12025550102,Ann\r\n".encode())
     out, _ = run("textflow_bulk_sms", "--file", str(table), "--column", "mobile", "--text", "Hi")
-    assert "1 recipients" in out and "0 invalid" in out
+    assert "1 recipient" in out and "0 invalid" in out
     text = tmp_path / "text.txt"
     text.write_bytes("\ufeffBig sale".encode())
     run("textflow_bulk_sms", "--numbers", "+12025550103", "--text-file", str(text))
@@ -668,7 +669,7 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path, textflow_live):
     # The failed imports left nothing behind, not even their staging table.
     plain.write_text("+12025550100\n")
     out, _ = run("textflow_bulk_sms", "--file", str(plain), "--text", "Hi")
-    assert "1 recipients sent" in out
+    assert "1 recipient sent" in out
 
 
 def test_a_strictly_decoded_stream_that_is_not_utf8_is_a_source_error(textflow_live):
@@ -755,7 +756,7 @@ def test_command_failure_says_how_to_resume(textflow_live):
     assert "--resend-uncertain" in str(info.value)
     assert "nothing is lost" in str(info.value)
     out, _ = run("textflow_bulk_sms", "--resume", str(job.pk), "--resend-uncertain")
-    assert "1 recipients sent" in out
+    assert "1 recipient sent" in out
     assert reached(textflow_live) == Counter(["+12025550100"])
 
 
@@ -793,7 +794,7 @@ def test_call_command_never_prompts_even_on_a_terminal(textflow_live, monkeypatc
     monkeypatch.setattr("sys.stdin", FakeTerminal())
     monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("prompted"))
     out, _ = run("textflow_bulk_sms", "--numbers", "+12025550100", "--text", "Hi")
-    assert "1 recipients sent" in out
+    assert "1 recipient sent" in out
     assert reached(textflow_live) == Counter(["+12025550100"])
 
 
@@ -812,7 +813,7 @@ def test_command_asks_on_a_terminal_unless_no_input(textflow_live, monkeypatch):
     assert "Cancelled" in out and textflow_live.calls("/bulk-sms") == []
     assert not BulkSMSJob.objects.exists()
     out, _ = from_command_line("--numbers", "+12025550100", "--text", "Hi")
-    assert len(prompts) == 2 and "1 recipients sent" in out
+    assert len(prompts) == 2 and "1 recipient sent" in out
     from_command_line("--numbers", "+12025550101", "--text", "Hi", "--no-input")
     assert len(prompts) == 2
     assert reached(textflow_live) == Counter(numbers(2, start=100))
@@ -870,7 +871,7 @@ def test_progress_bar_on_a_terminal(textflow_live, ticking_clock):
 
 def test_progress_lines_when_not_a_terminal(ticking_clock):
     out = io.StringIO()
-    progress = _progress.Progress(out, 1000, label="recipients", interval=5)
+    progress = _progress.Progress(out, 1000, unit=words.recipients, interval=5)
     for done in range(100, 1001, 100):  # one update a second: a line every 5 seconds
         progress.update(done)
     progress.update(1000, force=True)
@@ -941,14 +942,14 @@ def test_bulk_count_wait_polls_until_zero(textflow_live):
     timer.start()
     out, err = run("textflow_bulk_count", "--wait", "--interval", "0.1")
     timer.join()
-    assert "0 pending" in out
+    assert "nothing is pending" in out
     assert "delivered" in err
     assert len(textflow_live.calls("/bulk-count")) >= 2
 
 
 def test_bulk_count_wait_timeout(textflow_live):
     bulk.run_job(bulk.create_job(text="Hi", numbers=numbers(2)).pk)
-    with pytest.raises(CommandError, match="Still 2 pending"):
+    with pytest.raises(CommandError, match="Still 2 recipients pending"):
         run("textflow_bulk_count", "--wait", "--interval", "0.05", "--timeout", "0.2")
 
 
@@ -1324,7 +1325,7 @@ def test_a_stop_that_left_nothing_uncertain_says_only_how_to_resume(textflow_liv
 def test_bulk_count_refuses_an_interval_that_is_not_positive(textflow_live):
     with pytest.raises(CommandError) as info:
         run("textflow_bulk_count", "--wait", "--interval", "0")
-    assert str(info.value) == "--interval must be positive."
+    assert str(info.value) == "--interval must be a positive number of seconds, not 0."
     assert textflow_live.calls("/bulk-count") == []
 
 
@@ -1348,8 +1349,8 @@ def test_bulk_count_wait_measures_against_a_job_started_meanwhile(textflow_live,
     out, err = run("textflow_bulk_count", "--wait", "--interval", "7")
 
     assert slept == [7.0, 7.0]
-    assert out.strip() == "0 pending: every bulk recipient has been reached."
-    assert err.splitlines()[-1].startswith("100.0% 5/5 delivered")  # the new peak
+    assert out.strip() == "All 5 recipients delivered: nothing is pending."  # the new peak
+    assert err.splitlines()[-1].startswith("100.0% 5/5 recipients delivered")
     assert len(textflow_live.calls("/bulk-count")) == 3
 
 
@@ -1512,7 +1513,7 @@ def test_a_file_name_that_is_not_utf8_is_kept_escaped(tmp_path, textflow_live):
     with open(os.fsencode(name), "w") as handle:  # noqa: PTH123 - a bytes path
         handle.write("+12025550100\n")
     out, _ = run("textflow_bulk_sms", "--file", name, "--text", "Hi")
-    assert "1 recipients sent" in out
+    assert "1 recipient sent" in out
     assert BulkSMSJob.objects.get().source.endswith("caf\\udce9.txt")
 
 

@@ -1656,7 +1656,7 @@ def test_textflow_bulk_count_wait_finishes_against_a_draining_emulator(
         "textflow_bulk_count", "--wait", "--interval", "2.5", "--timeout", "60",
         stdout=out, stderr=err,
     )  # fmt: skip
-    assert out.getvalue().strip() == "0 pending: every bulk recipient has been reached."
+    assert out.getvalue().strip() == "All 10 recipients delivered: nothing is pending."
     # 10 recipients at 1 a second: 10 s of the emulator's clock, in 2.5 s polls.
     assert slept == [2.5] * 4
     assert len(textflow_live.calls("/bulk-count")) == 5

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 from argparse import ArgumentParser
 from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from ...backends import get_backend
 from ...exceptions import TextFlowConfigurationError, TextFlowError
+from .. import _words as words
 from .._progress import Progress
 
 
@@ -36,33 +40,73 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        interval = options["interval"]
-        if interval <= 0:
-            raise CommandError("--interval must be positive.")
+        """Without --wait: the count alone, for scripts. With it: progress on stderr (a bar
+        on a terminal, a line when the count moves elsewhere) until nothing is pending, then
+        one sentence on stdout; a CommandError if --timeout runs out first."""
+        interval, timeout = options["interval"], options["timeout"]
+        # float() takes "nan" and "inf": a sleep refuses both (a traceback) and NaN never
+        # compares, so a NaN --timeout would never run out.
+        if not (math.isfinite(interval) and interval > 0):
+            raise CommandError(
+                _("--interval must be a positive number of seconds, not %(value)s.")
+                % {"value": f"{interval:g}"}
+            )
+        if timeout is not None and not timeout >= 0:
+            raise CommandError(
+                _("--timeout must be 0 or more seconds, not %(value)s.") % {"value": f"{timeout:g}"}
+            )
         count = self._count()
         if not options["wait"]:
             self.stdout.write(str(count))
             return
-        deadline = None if options["timeout"] is None else time.monotonic() + options["timeout"]
+        if count == 0:
+            self.stdout.write(
+                self.style.SUCCESS(_("Nothing is pending: every recipient has been delivered."))
+            )
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
         progress = Progress(
-            cast(TextIO, self.stderr._out), count, label="delivered", interval=interval
+            cast(TextIO, self.stderr._out), count, unit=words.delivered, interval=interval
         )
         first = count
         while count > 0:
             progress.update(first - count)
             if deadline is not None and time.monotonic() >= deadline:
                 progress.close()
-                raise CommandError(f"Still {count:,} pending after {options['timeout']:g}s.")
+                raise CommandError(
+                    words.with_count(
+                        ngettext(
+                            "Still %(count)s recipient pending after %(seconds)s.",
+                            "Still %(count)s recipients pending after %(seconds)s.",
+                            count,
+                        ),
+                        count,
+                        seconds=f"{timeout:g}s",
+                    )
+                )
             time.sleep(interval)
             count = self._count()
             if count > first:  # a new job started meanwhile: measure against the new peak
                 first = progress.total = count
         progress.update(first, force=True)
         progress.close()
-        self.stdout.write(self.style.SUCCESS("0 pending: every bulk recipient has been reached."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                words.with_count(
+                    ngettext(
+                        "%(count)s recipient delivered: nothing is pending.",
+                        "All %(count)s recipients delivered: nothing is pending.",
+                        first,
+                    ),
+                    first,
+                )
+            )
+        )
 
     def _count(self) -> int:
         try:
             return get_backend().bulk_count().count
         except (TextFlowError, TextFlowConfigurationError) as err:
-            raise CommandError(f"Could not get the bulk count: {err}") from err
+            raise CommandError(
+                _("Could not get the bulk count: %(error)s") % {"error": err}
+            ) from err

@@ -11,12 +11,14 @@ from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, router, transaction
+from django.utils.translation import gettext as _
 
 from ... import bulk
-from ..._sms import segments
 from ...conf import conf
 from ...exceptions import TextFlowConfigurationError, TextFlowError
 from ...models import BulkSMSJob
+from .. import _bulk_lines as lines
+from .. import _words as words
 from .._progress import Progress
 
 #: Options that define a new job (its recipients, text and batches): not for --resume.
@@ -134,9 +136,10 @@ class Command(BaseCommand):
                     )
                 except bulk.SourceError as err:
                     raise CommandError(f"{err} Nothing was sent.") from err
-                self._report_counts(job, time.monotonic() - started)
+                for line in lines.read(job, time.monotonic() - started, dry_run=options["dry_run"]):
+                    self.stdout.write(line)
                 if options["dry_run"]:
-                    self.stdout.write(self.style.WARNING("Dry run: nothing was sent."))
+                    self.stdout.write(self.style.WARNING(lines.dry_run_done(job)))
                     transaction.set_rollback(True)
                     return None
         if job.total == 0:
@@ -144,7 +147,7 @@ class Command(BaseCommand):
             raise CommandError("No valid recipients: nothing to send.")
         if self._may_prompt(options) and not self._confirmed(job):
             job.delete()
-            self.stdout.write("Cancelled: nothing was sent.")
+            self.stdout.write(_("Cancelled: nothing was sent."))
             return None
         return job
 
@@ -171,7 +174,7 @@ class Command(BaseCommand):
 
     def _confirmed(self, job: BulkSMSJob) -> bool:
         try:
-            answer = input(f"Send this SMS to {job.total:,} recipients? [y/N] ")
+            answer = input(lines.prompt(job))
         except EOFError:  # Ctrl-D: no answer is a no
             self.stdout.write("")
             return False
@@ -245,20 +248,6 @@ class Command(BaseCommand):
             files.callback(stream.close)  # once the job is built
         return bulk.file_numbers(stream, name="stdin" if name == "-" else name, column=column)
 
-    def _report_counts(self, job: BulkSMSJob, elapsed: float) -> None:
-        self.stdout.write(
-            f"Job {job.pk}: {job.total:,} recipients in {job.batches_total:,} batches of at "
-            f"most {job.batch_size:,}; skipped {job.invalid:,} invalid and "
-            f"{job.duplicates:,} duplicates (read in {elapsed:.1f}s)."
-        )
-        parts = segments(job.text)
-        self.stdout.write(
-            f"Text: {len(job.text):,} characters, {_segments(parts.count)} ({parts.encoding}) "
-            f"a recipient; {parts.count * job.total:,} SMS segments in all."
-        )
-        for sample in job.invalid_samples:
-            self.stdout.write(f"  invalid: {sample}")
-
     # -- sending ---------------------------------------------------------------------------
 
     def _resume_job(self, options: dict[str, Any]) -> BulkSMSJob:
@@ -285,7 +274,7 @@ class Command(BaseCommand):
                 f"Job {job.pk} was never fully prepared (its import was interrupted); "
                 "start a new job."
             )
-        self.stdout.write(f"Resuming job {job.pk}: {job.sent:,}/{job.total:,} sent so far.")
+        self.stdout.write(lines.resuming(job))
         return job
 
     def _send(self, job: BulkSMSJob, options: dict[str, Any]) -> None:
@@ -305,12 +294,10 @@ class Command(BaseCommand):
             if job.status == BulkSMSJob.Status.STOPPED:
                 # A worker (or an immediate task backend) already hit a TextFlow failure.
                 raise self._stopped(job, None, options)
-            self.stdout.write(
-                self.style.SUCCESS(f"Job {job.pk}: {queued:,} batches queued for the workers.")
-            )
+            self.stdout.write(self.style.SUCCESS(lines.queued(job, queued)))
             return
         started = time.monotonic()
-        progress = Progress(cast(TextIO, self.stderr._out), job.total, label="recipients")
+        progress = Progress(cast(TextIO, self.stderr._out), job.total, unit=words.recipients)
         try:
             job = bulk.run_job(
                 job.pk,
@@ -322,35 +309,10 @@ class Command(BaseCommand):
             raise self._stopped(stop.job, stop.error, options) from stop
         progress.update(job.sent, force=True)
         progress.close()
-        elapsed = time.monotonic() - started
-        rate = job.sent / elapsed if elapsed > 0 else 0.0
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Job {job.pk} {job.get_status_display()}: {job.sent:,} recipients sent "
-                f"({_segments(segments(job.text).count)} each) in "
-                f"{job.batches_sent:,} batches, {job.invalid:,} invalid, {job.duplicates:,} "
-                f"duplicates, {job.uncertain:,} uncertain; {elapsed:.1f}s ({rate:,.0f}/s)."
-            )
-        )
+        self.stdout.write(self.style.SUCCESS(lines.finished(job, time.monotonic() - started)))
 
     def _stopped(
         self, job: BulkSMSJob, error: TextFlowError | None, options: dict[str, Any]
     ) -> CommandError:
         """The error for a stopped job: what happened, what was sent, how to resume."""
-        hint = f"manage.py textflow_bulk_sms --resume {job.pk}"
-        if options["enqueue"]:
-            hint += " --enqueue"
-        if job.uncertain:
-            hint += (
-                f" ({job.uncertain:,} recipients are in batches TextFlow may have "
-                "accepted; add --resend-uncertain to send those again)"
-            )
-        return CommandError(
-            f"Job {job.pk} stopped: {bulk.stop_reason(job, error)}. {job.sent:,}/{job.total:,} "
-            f"recipients sent; nothing is lost. Resume with: {hint}"
-        )
-
-
-def _segments(count: int) -> str:
-    """``1 SMS segment``, ``3 SMS segments``."""
-    return f"{count} SMS segment{'' if count == 1 else 's'}"
+        return CommandError(lines.stopped(job, error, enqueue=options["enqueue"]))

@@ -17,6 +17,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from ... import insights
 
@@ -85,7 +86,11 @@ class Command(BaseCommand):
     def _lines(self, figures: insights.Insights) -> list[str]:
         totals = figures.totals
         lines = [
-            _("Codes sent from %(first)s to %(last)s (%(days)d days, time zone %(zone)s)")
+            ngettext(
+                "Codes sent from %(first)s to %(last)s (%(days)d day, time zone %(zone)s)",
+                "Codes sent from %(first)s to %(last)s (%(days)d days, time zone %(zone)s)",
+                figures.days,
+            )
             % {
                 "first": figures.first_day.isoformat(),
                 "last": figures.last_day.isoformat(),
@@ -118,7 +123,11 @@ class Command(BaseCommand):
         )
         lines += [
             "",
-            _("Prefixes with the most unverified codes (+ and %(digits)d digits)")
+            ngettext(
+                "Prefixes with the most unverified codes (+ and %(digits)d digit)",
+                "Prefixes with the most unverified codes (+ and %(digits)d digits)",
+                figures.prefix_digits,
+            )
             % {"digits": figures.prefix_digits},
             *_table(
                 [_("prefix"), _("sent"), _("verified"), _("unverified")],
