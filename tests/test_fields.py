@@ -143,11 +143,11 @@ def test_region_option_reads_national_numbers() -> None:
     contact = Contact(phone="+12025550143", uk_phone="020 7946 0958")
     assert contact.uk_phone == "+442079460958"
     contact.full_clean(validate_unique=False)
-    # Without a region, national format is not a number.
+    # Without a region, national format is not a number: the message says to add the code.
     contact = Contact(phone="+12025550143", landline="020 7946 0958")
     with pytest.raises(ValidationError) as exc:
         contact.full_clean(validate_unique=False)
-    assert [e.code for e in exc.value.error_dict["landline"]] == ["invalid"]
+    assert [e.code for e in exc.value.error_dict["landline"]] == ["no_country_code"]
 
 
 def test_default_region_setting_is_used_by_the_model_field() -> None:
@@ -362,7 +362,7 @@ def test_serializer_refuses_non_string_json_as_a_field_error(body: str) -> None:
         ('"+1 202 CALL NOW"', "invalid"),
         ('"+1 202 555 0143 ext. 12"', "extension"),
         ('"+44 909 8790000"', "premium"),
-        ('"(202) 555-0143"', "invalid"),
+        ('"(202) 555-0143"', "no_country_code"),
         (
             '"+\\u0661\\u0662\\u0660\\u0662\\u0665\\u0665\\u0665\\u0660\\u0661\\u0664\\u0663"',
             "invalid",
