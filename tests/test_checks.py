@@ -208,6 +208,49 @@ def test_w008_only_with_check_deploy():
     assert _deploy(False, **GOOD, BASE_URL="ftp://x") == []  # E006's to report
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"CODE_MESSAGE": "Your code"}, "CODE_MESSAGE"),
+        ({"CODE_MESSAGE": "{code} for {site}"}, "CODE_MESSAGE"),
+        ({"CODE_MESSAGE": "{code.real}"}, "CODE_MESSAGE"),
+        ({"CODE_MESSAGE": "{code"}, "CODE_MESSAGE"),
+        ({"CODE_MESSAGE": 5}, "CODE_MESSAGE"),
+        ({"WEBOTP_DOMAIN": "https://example.com"}, "WEBOTP_DOMAIN"),
+        ({"WEBOTP_DOMAIN": "example.com/path"}, "WEBOTP_DOMAIN"),
+        ({"WEBOTP_DOMAIN": "exa mple.com"}, "WEBOTP_DOMAIN"),
+    ],
+)
+def test_e018_code_message_and_webotp_domain(options, says):
+    [message] = _run(**GOOD, **options)
+    assert message.id == "textflow.E018" and says in message.msg
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"CODE_MESSAGE": "{code} is your {service} code"},
+        {"CODE_MESSAGE": "{code}", "WEBOTP_DOMAIN": "www.example.com"},
+        {"SERVICE_NAME": "Acme", "WEBOTP_DOMAIN": "localhost", "CODE_LENGTH": 10},
+    ],
+)
+def test_good_code_messages_pass(options):
+    assert ids(**GOOD, **options) == []
+
+
+def test_w009_a_code_sms_over_one_segment():
+    # 160 GSM-7 characters fit one SMS: the default text with 6 digits and a long name.
+    fits = "A" * (160 - len("Your verification code for  is: 123456"))
+    assert ids(**GOOD, SERVICE_NAME=fits) == []
+    [message] = _run(**GOOD, SERVICE_NAME=fits + "A")
+    assert message.id == "textflow.W009" and "2 SMS segments" in message.msg
+    # Outside GSM-7 (UCS-2), 70 units make one SMS.
+    [message] = _run(**GOOD, CODE_MESSAGE="{code} " + "ж" * 64)
+    assert message.id == "textflow.W009" and "UCS-2" in message.msg
+    # The WebOTP line counts too.
+    assert "textflow.W009" in ids(**GOOD, SERVICE_NAME=fits, WEBOTP_DOMAIN="example.com")
+
+
 def _ledger() -> set[str]:
     return set(re.findall(r"``(textflow\.[EW]\d{3})``", textflow_django.checks.__doc__ or ""))
 
@@ -261,6 +304,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E015": lambda: _settings_messages(**GOOD, MAX_TEXT_LENGTH=0),
     "textflow.E016": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"MIN_CONVERSION": 2}),
     "textflow.E017": lambda: _settings_messages(API_KEY=EMULATOR_API_KEY),
+    "textflow.E018": lambda: _settings_messages(**GOOD, CODE_MESSAGE="Your code"),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -275,6 +319,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     ),
     "textflow.W007": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"ENABLED": False}),
     "textflow.W008": lambda: _deploy(False, **GOOD, BASE_URL="http://127.0.0.1:8025/api"),
+    "textflow.W009": lambda: _settings_messages(**GOOD, SERVICE_NAME="A" * 140),
 }
 
 

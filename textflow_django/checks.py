@@ -31,6 +31,8 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E016``: ``FRAUD_GUARD`` is not a dict of its keys with values in range.
 - ``textflow.E017``: ``API_KEY`` is the bundled emulator's key while ``BASE_URL`` points at
   TextFlow itself, which refuses that key.
+- ``textflow.E018``: ``CODE_MESSAGE`` is not a template with ``{code}`` (and at most
+  ``{service}``), or ``WEBOTP_DOMAIN`` is not a bare host name.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
@@ -44,12 +46,16 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.W008`` (``check --deploy``): ``BASE_URL`` is a loopback host or plain http
   while ``DEBUG`` is False: production would be talking to an emulator, or sending the key
   unencrypted.
+- ``textflow.W009``: the code SMS (``CODE_MESSAGE`` or its default, ``SERVICE_NAME``,
+  ``CODE_LENGTH`` digits, the WebOTP line) takes more than one SMS segment.
 - ``textflow.W007``: a Fraud Guard protection is off: ``FRAUD_GUARD["ENABLED"]`` is False,
   or ``SEND_LIMITS`` has no ``"global"`` or no ``"country"`` budget.
 """
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,7 +65,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from ._rates import parse_rate
-from ._sms import MAX_SEGMENTS
+from ._sms import MAX_SEGMENTS, segments
 from .client import api_key_problem
 from .conf import (
     DEFAULTS,
@@ -101,6 +107,7 @@ def check_settings(
     errors += _check_phone_rules(raw)
     errors += _check_verification_rules(raw)
     errors += _check_bulk(raw)
+    errors += _check_code_message(raw)
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         errors.append(
@@ -277,6 +284,68 @@ def check_deploy(
             id="textflow.W008",
         )
     ]
+
+
+#: A host name as WebOTP's origin-bound line names it (no scheme, port or path).
+_HOST_RE = re.compile(
+    r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
+
+def _check_code_message(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    from .verification import code_text
+
+    template = raw.get("CODE_MESSAGE")
+    domain = raw.get("WEBOTP_DOMAIN")
+    problems = []
+    if template is not None:
+        fields = _template_fields(template)
+        if fields is None or "code" not in fields or not fields <= {"code", "service"}:
+            problems.append(
+                f"CODE_MESSAGE must be a text with {{code}}, and {{service}} at most, not "
+                f"{template!r}"
+            )
+    if domain is not None and (not isinstance(domain, str) or not _HOST_RE.fullmatch(domain)):
+        problems.append(f"WEBOTP_DOMAIN must be a host name like 'example.com', not {domain!r}")
+    if problems:
+        return [
+            Error(
+                "; ".join(problems) + ".",
+                hint="For example CODE_MESSAGE = '{code} is your {service} code' and "
+                "WEBOTP_DOMAIN = 'www.example.com' (the host your pages are served from).",
+                id="textflow.E018",
+            )
+        ]
+    # The longest code the settings make; the default text is measured in English.
+    length = raw.get("CODE_LENGTH", DEFAULTS["CODE_LENGTH"])
+    sample = "0" * (length if isinstance(length, int) and length > 0 else MAX_CODE_LENGTH)
+    try:
+        text = code_text(sample)
+    except (KeyError, IndexError, ValueError, TypeError):  # E007 or E018 says what is wrong
+        return []
+    parts = segments(text)
+    if parts.count <= 1:
+        return []
+    return [
+        Warning(
+            f"The code SMS takes {parts.count} SMS segments ({parts.units} {parts.encoding} "
+            "units): each code costs that many SMS.",
+            hint="Shorten CODE_MESSAGE or SERVICE_NAME; a GSM-7 SMS holds 160 characters, "
+            "one with other characters (UCS-2) 70.",
+            id="textflow.W009",
+        )
+    ]
+
+
+def _template_fields(template: object) -> set[str] | None:
+    """The fields a ``str.format`` template names, or ``None`` if it is not one."""
+    if not isinstance(template, str):
+        return None
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError:
+        return None
 
 
 def _check_phone_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:

@@ -34,6 +34,10 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     # Verification codes.
     "SERVICE_NAME": "",
     "CODE_TTL": 600,
+    # The code SMS ("local" mode and the contrib integrations): a template with {code} and
+    # {service}; None is the translated default. WEBOTP_DOMAIN adds the "@domain #code" line.
+    "CODE_MESSAGE": None,
+    "WEBOTP_DOMAIN": None,
     # Phone numbers.
     "DEFAULT_REGION": None,
     "ALLOWED_COUNTRIES": None,
@@ -182,6 +186,19 @@ class Settings:
     def SERVICE_NAME(self) -> str:
         """Name shown in the code SMS (``Your verification code for <name> is: ...``)."""
         return str(self.get("SERVICE_NAME") or "")
+
+    @property
+    def CODE_MESSAGE(self) -> str | None:
+        """The code SMS as a template with ``{code}`` and ``{service}``; None: the default,
+        translated into the active language."""
+        value = self.get("CODE_MESSAGE")
+        return None if value is None else str(value)
+
+    @property
+    def WEBOTP_DOMAIN(self) -> str | None:
+        """The site's host name for the WebOTP line (``@example.com #123456``); None: none."""
+        value = self.get("WEBOTP_DOMAIN")
+        return str(value) if value else None
 
     @property
     def CODE_TTL(self) -> int:

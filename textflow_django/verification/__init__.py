@@ -1,6 +1,7 @@
 """The verification service: the one place where the product's rules live.
 
-Views, forms and your own code call :func:`send_code` and :func:`check_code`;
+Views, forms and your own code call :func:`send_code` and :func:`check_code` (and, for
+codes another package makes and checks, ``send_code(code=...)`` then :func:`confirm`);
 none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
 
 - the number is normalised to E.164 and must pass the country rules (``phone.py``);
@@ -17,7 +18,7 @@ none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
 - codes, handles and tokens are never stored, logged or put in an exception in clear.
 
 The package: ``_sending`` and ``_checking`` (the rules of a send and of a check, in order),
-``_service`` (the rules both share), ``_failures`` (TextFlow
+``_service`` (the rules both share), ``_texts`` (the code SMS's wording), ``_failures`` (TextFlow
 failures and store outages as refusals), ``tokens`` (proof of a verified number),
 ``_secrets`` (handles and tokens, kept as digests), ``odds`` (the guessing arithmetic); the
 client's address comes from ``textflow_django._client_ip``.
@@ -28,9 +29,10 @@ Every refusal is a :class:`~textflow_django.exceptions.VerificationError` subcla
 """
 
 from .._client_ip import client_ip
-from ._checking import Verified, check_code
+from ._checking import Verified, check_code, confirm
 from ._sending import CodeSent, send_code
 from ._service import LOCAL_CODE_LENGTH, code_validator
+from ._texts import code_text
 from .tokens import consume_token, make_token, phone_from_token
 
 __all__ = [
@@ -39,7 +41,9 @@ __all__ = [
     "Verified",
     "check_code",
     "client_ip",
+    "code_text",
     "code_validator",
+    "confirm",
     "consume_token",
     "make_token",
     "phone_from_token",

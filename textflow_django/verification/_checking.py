@@ -36,7 +36,7 @@ from .tokens import token_fields
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = ["Verified", "check_code"]
+__all__ = ["Verified", "check_code", "confirm"]
 
 
 @dataclass(frozen=True)
@@ -124,17 +124,7 @@ def check_code(
             store.give_back(None, fail_caps, taken_at)  # a right code, or none compared
     if outcome == "verified":
         assert verification is not None and token is not None
-        with store_calls(settled=True):
-            fraud.mark_known(store, verification.country)
-        signals.phone_verified.send(
-            sender=PhoneVerification,
-            verification=verification,
-            phone_number=number,
-            user=verification.user,
-            request=request,
-            token=token,
-        )
-        return Verified(number, token, verification)
+        return _verified(verification, token, store, request)
     reason = "invalid_code" if outcome == "no_code" else outcome
     _failed(reason, number, verification, user, request)
     max_attempts = conf.MAX_ATTEMPTS
@@ -152,6 +142,67 @@ def check_code(
             retry_after=max(1, math.ceil((ready - timezone.now()).total_seconds()))
         )
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
+
+
+def confirm(
+    phone_number: object, *, request: HttpRequest | None = None, user: Any = None
+) -> Verified | None:
+    """Record that another package checked a code it made and the code was right.
+
+    For codes sent with ``send_code(code=...)`` and checked by their maker (django-allauth,
+    django-two-factor-auth): the number's newest pending, unexpired code becomes verified,
+    as :func:`check_code` would have made it, so the Fraud Guard and the insights count the
+    conversion and ``phone_verified`` is sent (with a token, as after a check). Returns
+    ``None``, changing nothing, when the number has no such code (already confirmed,
+    superseded or expired). It checks no code: call it only once the maker has.
+    """
+    number = normalize(phone_number)
+    user = caller(request, user)
+    Status = PhoneVerification.Status
+    verification = (
+        PhoneVerification.objects.filter(
+            phone_number=number, status=Status.PENDING, expires_at__gt=timezone.now()
+        )
+        .order_by("-id")
+        .first()
+    )
+    if verification is None:
+        return None
+    token, token_fields_ = token_fields(request)
+    changes: dict[str, Any] = {
+        "status": Status.VERIFIED,
+        "verified_at": timezone.now(),
+        **token_fields_,
+    }
+    if user is not None and verification.user_id is None:
+        changes["user"] = user
+    if not _mark_verified(verification, changes, give_back=False):
+        return None  # confirmed, or replaced, in parallel
+    for name, value in changes.items():
+        setattr(verification, name, value)
+    return _verified(verification, token, ratelimit.get_store(), request)
+
+
+def _verified(
+    verification: PhoneVerification,
+    token: str,
+    store: ratelimit.RateLimitStore,
+    request: HttpRequest | None,
+) -> Verified:
+    """What follows a verification: its country is known to the Fraud Guard, and
+    ``phone_verified`` is sent."""
+    with store_calls(settled=True):
+        fraud.mark_known(store, verification.country)
+    number = verification.phone_number
+    signals.phone_verified.send(
+        sender=PhoneVerification,
+        verification=verification,
+        phone_number=number,
+        user=verification.user,
+        request=request,
+        token=token,
+    )
+    return Verified(number, token, verification)
 
 
 def _check(
@@ -236,10 +287,13 @@ def _check(
     return "invalid_code", verification, None
 
 
-def _mark_verified(verification: PhoneVerification, changes: dict[str, Any]) -> bool:
+def _mark_verified(
+    verification: PhoneVerification, changes: dict[str, Any], *, give_back: bool = True
+) -> bool:
     """Turn the pending ``verification`` into a verified one with ``changes`` (status,
-    verified_at, the token's fields, maybe user), giving its attempt back, in one UPDATE
-    that only a pending row takes (of many right codes checked at once, one wins)."""
+    verified_at, the token's fields, maybe user), giving back the attempt the check took
+    (``give_back``; :func:`confirm` took none), in one UPDATE that only a pending row takes
+    (of many right codes checked at once, one wins)."""
     alias = verification._state.db or router.db_for_write(PhoneVerification)
     connection = connections[alias]
     meta = PhoneVerification._meta
@@ -253,19 +307,21 @@ def _mark_verified(verification: PhoneVerification, changes: dict[str, Any]) -> 
         params.append(field.get_db_prep_save(db_value, connection))
     params += [verification.pk, PhoneVerification.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(_verified_sql(alias, tuple(columns)), params)
+        cursor.execute(_verified_sql(alias, tuple(columns), give_back), params)
         return bool(cursor.rowcount)
 
 
 @functools.cache
-def _verified_sql(alias: str, columns: tuple[str, ...]) -> str:
-    """:func:`_mark_verified`'s UPDATE, built once per database and set of columns."""
+def _verified_sql(alias: str, columns: tuple[str, ...], give_back: bool) -> str:
+    """:func:`_mark_verified`'s UPDATE, built once per database, set of columns and
+    whether it gives an attempt back."""
     qn = connections[alias].ops.quote_name
     meta = PhoneVerification._meta
     table, pk, attempts = qn(meta.db_table), qn(str(meta.pk.column)), qn("attempts")
     sets = ", ".join(f"{qn(column)} = %s" for column in columns)
+    refund = f"{attempts} = {attempts} - 1, " if give_back else ""
     return (
-        f"UPDATE {table} SET {attempts} = {attempts} - 1, {sets} "  # noqa: S608 - names from the model
+        f"UPDATE {table} SET {refund}{sets} "  # noqa: S608 - names from the model
         f"WHERE {pk} = %s AND {qn('status')} = %s"
     )
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from .. import fraud, ratelimit, signals
 from .._client_ip import client_ip
-from .._codes import code_sms_text, generate_code
+from .._codes import generate_code
 from ..backends import get_backend
 from ..conf import conf
 from ..exceptions import (
@@ -30,6 +30,7 @@ from ..ratelimit import Counts, Rate, RateLimitStore, Refusal
 from ._failures import provider_error, store_calls
 from ._secrets import digest, new_secret
 from ._service import caller, caps, destination, hash_code, remember, report_refusal
+from ._texts import code_text
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -64,8 +65,19 @@ def send_code(
     request: HttpRequest | None = None,
     user: Any = None,
     session: bool = True,
+    code: str | None = None,
+    text: str | None = None,
 ) -> CodeSent:
     """Send a verification code to ``phone_number``.
+
+    For another package that makes and checks its codes itself (django-allauth,
+    django-two-factor-auth: ``textflow_django.contrib``), ``code`` is that code: it is sent
+    whatever ``VERIFY_MODE`` is and its keyed hash kept, and the caller reports a right code
+    with :func:`confirm`. ``text`` is the whole SMS to send instead of :func:`code_text`'s
+    (the caller's own wording, with the code in it if there is one); with ``text`` and no
+    ``code``, an SMS that carries no code (allauth's "unknown account" SMS). Every SMS sent
+    here is held to the same cooldown, caps and Fraud Guard, and recorded as a verification
+    (a code nobody enters counts against its destination's conversion, as pumping does).
 
     The result's ``verification_id`` is the handle :func:`check_code` needs: only its
     holder's guesses reach this code. With ``session`` (the default, what forms need), the
@@ -124,13 +136,15 @@ def send_code(
         with store_calls(settled=True):
             store.give_back(claim, hits, taken_at)  # refused: nothing was sent
         raise DestinationBlocked()
-    mode = conf.VERIFY_MODE
+    # A caller's own code or text is sent as a plain SMS, whatever VERIFY_MODE says.
+    mode = PhoneVerification.Mode.LOCAL if code or text else conf.VERIFY_MODE
     handle, _digest = new_secret()
     # Made before the send, so a send that may have gone out is recorded with its code's hash.
-    code = generate_code(conf.CODE_LENGTH) if mode == PhoneVerification.Mode.LOCAL else None
+    if code is None and mode == PhoneVerification.Mode.LOCAL and text is None:
+        code = generate_code(conf.CODE_LENGTH)
     code_hash = "" if code is None else hash_code(number, code, secrets.token_hex(8))
     try:
-        _deliver(number, code)
+        _deliver(number, code, text)
     except TextFlowError as err:
         answer = provider_error(err, number, "send")
         if not err.maybe_sent:
@@ -178,15 +192,17 @@ def _acquire(
     return refusal, counts
 
 
-def _deliver(number: str, code: str | None) -> None:
-    """Have the code sent: ``code`` (ours, ``"local"`` mode) as a plain SMS, or with ``None``
-    a code TextFlow makes and holds (``"textflow"`` mode). Raises the backend's
-    ``TextFlowError``."""
-    service = conf.SERVICE_NAME
+def _deliver(number: str, code: str | None, text: str | None) -> None:
+    """Have the SMS sent: ``text`` as it is, or ``code`` (ours, or the caller's) in
+    :func:`code_text`'s SMS, or with neither a code TextFlow makes and holds (``"textflow"``
+    mode, in TextFlow's own words). Raises the backend's ``TextFlowError``."""
     backend = get_backend()
-    if code is not None:
-        backend.send_sms(number, code_sms_text(code, service))
+    if text is not None:
+        backend.send_sms(number, text)
+    elif code is not None:
+        backend.send_sms(number, code_text(code))
     else:
+        service = conf.SERVICE_NAME
         backend.send_code(number, service_name=service or None, seconds=conf.CODE_TTL)
 
 
