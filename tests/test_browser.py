@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
 ]
 NUMBER = "+12025550143"
 OTHER = "+12025550144"
+WEBOTP_NUMBER = "+12025550145"
 PASSWORD = "correct-horse-battery-9"  # noqa: S105 - a test password
 
 pytestmark = pytest.mark.slow
@@ -490,3 +491,30 @@ def test_the_api_docs_fetch_nothing_from_another_site(
     own = (site.url + "/", f"blob:{site.url}/")
     elsewhere = [url for url in requested if not url.startswith(own) and url not in blocked]
     assert elsewhere == []
+
+
+#: A stand-in for the phone's SMS: Chromium here has no SIM, so WebOTP's one browser call is
+#: answered by the test (``window.deliverSms(code)``), as the phone would answer it.
+FAKE_WEBOTP = """
+window.OTPCredential = window.OTPCredential || function OTPCredential() {};
+let deliver;
+const arrived = new Promise((resolve) => { deliver = resolve; });
+window.deliverSms = (code) => deliver({ code: code, type: "otp" });
+navigator.credentials.get = (options) =>
+  options && options.otp ? arrived : Promise.reject(new Error("not an OTP request"));
+"""
+
+
+def test_the_code_page_takes_the_code_the_browser_reads_from_the_sms(
+    page: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    page.context.add_init_script(FAKE_WEBOTP)
+    ask_for_a_code(page, site, WEBOTP_NUMBER)
+    code = site.emulator.last_code(WEBOTP_NUMBER)
+    assert code is not None
+    page.evaluate("(code) => window.deliverSms(code)", code)
+    # Nothing typed: the page filled the code in and sent the form by itself.
+    expect(page).to_have_url(site.url + "/signup/")
+    expect(page.get_by_text(f"Your number {WEBOTP_NUMBER} is verified.")).to_be_visible()

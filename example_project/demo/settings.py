@@ -198,6 +198,9 @@ DEMO_USES_EMULATOR = not TEXTFLOW_API_KEY
 # 4-digit codes are easier to guess, and the system check warns about that mode.
 _TEXTFLOW_COMMON = {
     "SERVICE_NAME": "Demo",
+    # The host a phone opens the site at (e.g. a tunnel's): the code SMS then ends with
+    # "@<host> #<code>" and Chrome on Android offers the code to the code page (WebOTP).
+    "WEBOTP_DOMAIN": os.environ.get("DEMO_WEBOTP_DOMAIN") or None,
     "TIMEOUT": 5.0,
     "MAX_ATTEMPTS": 5,
     "RESEND_COOLDOWN": 30,
