@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (Debian packages) and start the services the test suite needs: PostgreSQL and
-# Redis on loopback, and Chromium for the browser test. Idempotent; run as root. Prints the environment to export.
+# Redis on loopback, Chromium for the browser test, and GNU gettext for the translations test. Idempotent; run as root. Prints the environment to export.
 set -euo pipefail
 # Only the environment goes to stdout (callers eval it). The work runs with stdout sent to
 # stderr, so no daemon it starts (PostgreSQL, Redis, or one a package's postinst starts) can
@@ -14,6 +14,8 @@ start_services() {
   [ -x /usr/bin/chromium ] || need+=(chromium)
   # The load benchmark's short mode: wrk drives gunicorn on loopback.
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  # The translations test: makemessages extracts with GNU gettext's xgettext.
+  command -v xgettext >/dev/null 2>&1 || need+=(gettext)
   if [ ${#need[@]} -gt 0 ]; then
     echo "== apt-get install ${need[*]}" >&2
     apt-get update -qq
