@@ -15,6 +15,7 @@ import datetime
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from .fields import PhoneNumberField
 
@@ -34,7 +35,9 @@ class PhoneVerification(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending", _("pending")
-        VERIFIED = "verified", _("verified")
+        # A context of its own: "verified" said of a verification, not of a count of codes
+        # (the admin's and the insights' columns), which languages inflect differently.
+        VERIFIED = "verified", pgettext_lazy("phone verification", "verified")
         LOCKED = "locked", _("locked (too many wrong codes)")
         SUPERSEDED = "superseded", _("superseded by a newer code")
 
@@ -68,7 +71,9 @@ class PhoneVerification(models.Model):
     handle_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     expires_at = models.DateTimeField(_("expires"))
-    verified_at = models.DateTimeField(_("verified"), null=True, blank=True)
+    verified_at = models.DateTimeField(
+        pgettext_lazy("phone verification", "verified"), null=True, blank=True
+    )
     #: SHA-256 of the token handed out on success (the token itself is never stored).
     token_hash = models.CharField(max_length=64, blank=True, editable=False)
     #: When the token was consumed (a token proves a number once).

@@ -24,8 +24,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db.models import CharField, Count, Max, Q, QuerySet
 from django.db.models.functions import Substr
+from django.utils import translation
+from django.utils.translation import ngettext
 
 from .. import signals
 from ..conf import FraudGuardSettings
@@ -122,6 +125,28 @@ def _active(scope: str, value: str, now: float) -> FraudBlock | None:
     )
 
 
+def _reason(sends: int, conversions: int, minutes: int, share: str, least: str) -> str:
+    """Why a destination was blocked, in the site's language (``LANGUAGE_CODE``).
+
+    Not the active language: the judgement runs in the request of whichever user's send
+    triggered it, and the row is a record for the site's staff, written once.
+    """
+    with translation.override(settings.LANGUAGE_CODE):
+        return ngettext(
+            "%(sends)d code sent in %(minutes)d min, %(verified)d verified "
+            "(%(share)s, below %(least)s)",
+            "%(sends)d codes sent in %(minutes)d min, %(verified)d verified "
+            "(%(share)s, below %(least)s)",
+            sends,
+        ) % {
+            "sends": sends,
+            "minutes": minutes,
+            "verified": conversions,
+            "share": share,
+            "least": least,
+        }
+
+
 def _block(
     scope: str,
     value: str,
@@ -139,10 +164,7 @@ def _block(
     block = FraudBlock.objects.create(
         scope=scope,
         value=value,
-        reason=(
-            f"{sends} codes sent in {guard.window // 60} min, {conversions} verified "
-            f"({share:.0%}, below {least:.0%})"
-        ),
+        reason=_reason(sends, conversions, guard.window // 60, f"{share:.0%}", f"{least:.0%}"),
         sends=sends,
         conversions=conversions,
         until=epoch_datetime(now + guard.block_seconds),

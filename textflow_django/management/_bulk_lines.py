@@ -45,7 +45,9 @@ def read(job: BulkSMSJob, elapsed: float, *, dry_run: bool) -> list[str]:
         "encoding": parts.encoding,
         "total": words.sms_segments(parts.count * job.total),
     }
-    return [head, text, *(f"  invalid: {sample}" for sample in job.invalid_samples)]
+    # Translators: one sample of the entries a job skipped, e.g. "item 3: 'bad' (invalid)".
+    invalid = [_("invalid: %(sample)s") % {"sample": sample} for sample in job.invalid_samples]
+    return [head, text, *(f"  {line}" for line in invalid)]
 
 
 def dry_run_done(job: BulkSMSJob) -> str:

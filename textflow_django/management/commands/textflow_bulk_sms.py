@@ -36,6 +36,12 @@ _JOB_OPTIONS = (
 )
 
 
+def _nothing_sent(err: Exception) -> str:
+    """``err``'s message (the source's or the text's refusal), then that nothing was sent."""
+    # Translators: %(error)s is a whole sentence (why the recipients or the text were refused).
+    return _("%(error)s Nothing was sent.") % {"error": err}
+
+
 class Command(BaseCommand):
     help = (
         "Send one SMS text to many numbers through TextFlow's bulk API, in tracked, "
@@ -115,13 +121,15 @@ class Command(BaseCommand):
         except (DatabaseError, UnicodeEncodeError) as err:
             # A value the database (or its driver) refuses is the operator's to fix, not a
             # traceback; what was already sent is recorded (see --resume).
-            raise CommandError(f"The database refused the job: {err}") from err
+            raise CommandError(
+                _("The database refused the job: %(error)s") % {"error": err}
+            ) from err
 
     # -- building the job ------------------------------------------------------------------
 
     def _new_job(self, options: dict[str, Any]) -> BulkSMSJob | None:
         if options["resend_uncertain"]:
-            raise CommandError("--resend-uncertain goes with --resume.")
+            raise CommandError(_("--resend-uncertain goes with --resume."))
         text = self._text(options)
         batch_size = self._batch_size(options)
         started = time.monotonic()
@@ -135,7 +143,7 @@ class Command(BaseCommand):
                         text=text, source=source, batch_size=batch_size, strict=options["strict"]
                     )
                 except bulk.SourceError as err:
-                    raise CommandError(f"{err} Nothing was sent.") from err
+                    raise CommandError(_nothing_sent(err)) from err
                 for line in lines.read(job, time.monotonic() - started, dry_run=options["dry_run"]):
                     self.stdout.write(line)
                 if options["dry_run"]:
@@ -144,7 +152,7 @@ class Command(BaseCommand):
                     return None
         if job.total == 0:
             job.delete()
-            raise CommandError("No valid recipients: nothing to send.")
+            raise CommandError(_("No valid recipients: nothing to send."))
         if self._may_prompt(options) and not self._confirmed(job):
             job.delete()
             self.stdout.write(_("Cancelled: nothing was sent."))
@@ -182,14 +190,15 @@ class Command(BaseCommand):
 
     def _text(self, options: dict[str, Any]) -> str:
         if (options["text"] is None) == (options["text_file"] is None):
-            raise CommandError("Give the text with exactly one of --text or --text-file.")
+            raise CommandError(_("Give the text with exactly one of --text or --text-file."))
         if options["text_file"] is not None:
             try:
                 # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the SMS.
                 text = Path(options["text_file"]).read_text(encoding="utf-8-sig")
             except (OSError, UnicodeDecodeError) as err:
                 raise CommandError(
-                    f"Cannot read --text-file {options['text_file']}: {err}"
+                    _("Cannot read --text-file %(file)s: %(error)s")
+                    % {"file": options["text_file"], "error": err}
                 ) from err
         else:
             text = options["text"]
@@ -197,7 +206,7 @@ class Command(BaseCommand):
         try:
             bulk.check_text(text)
         except ValueError as err:
-            raise CommandError(f"{err} Nothing was sent.") from err
+            raise CommandError(_nothing_sent(err)) from err
         return text
 
     def _source(self, options: dict[str, Any], files: ExitStack) -> bulk.Source:
@@ -212,19 +221,22 @@ class Command(BaseCommand):
         ]
         if len(given) != 1:
             raise CommandError(
-                "Give exactly one source of recipients: --model with --field, --file, or "
-                f"--numbers (got {', '.join(given) or 'none'})."
+                _(
+                    "Give exactly one source of recipients: --model with --field, --file, or "
+                    "--numbers (got %(given)s)."
+                )
+                % {"given": ", ".join(given) or _("none")}
             )
         if options["field"] is not None and options["model"] is None:
-            raise CommandError("--field goes with --model.")
+            raise CommandError(_("--field goes with --model."))
         if options["filter"] and options["model"] is None:
-            raise CommandError("--filter goes with --model.")
+            raise CommandError(_("--filter goes with --model."))
         if options["column"] is not None and options["file"] is None:
-            raise CommandError("--column goes with --file.")
+            raise CommandError(_("--column goes with --file."))
         try:
             if options["model"] is not None:
                 if not options["field"]:
-                    raise CommandError("--model needs --field.")
+                    raise CommandError(_("--model needs --field."))
                 return bulk.model_numbers(options["model"], options["field"], options["filter"])
             if options["file"] is not None:
                 return self._file(options["file"], options["column"], files)
@@ -237,13 +249,17 @@ class Command(BaseCommand):
         if name != "-":
             path = Path(name)
             if path.is_dir():
-                raise CommandError(f"--file {name} is a directory, not a file of numbers.")
+                raise CommandError(
+                    _("--file %(file)s is a directory, not a file of numbers.") % {"file": name}
+                )
             if not path.exists():
-                raise CommandError(f"--file {name}: no such file.")
+                raise CommandError(_("--file %(file)s: no such file.") % {"file": name})
         try:
             stream = bulk.open_numbers_file(name)
         except OSError as err:
-            raise CommandError(f"Cannot read --file {name}: {err}") from err
+            raise CommandError(
+                _("Cannot read --file %(file)s: %(error)s") % {"file": name, "error": err}
+            ) from err
         if stream is not sys.stdin:
             files.callback(stream.close)  # once the job is built
         return bulk.file_numbers(stream, name="stdin" if name == "-" else name, column=column)
@@ -260,19 +276,27 @@ class Command(BaseCommand):
             if options[name] is not None and options[name] is not False and options[name] != []
         ]
         if clash:
-            raise CommandError(f"--resume continues a job as it was: drop {', '.join(clash)}.")
+            raise CommandError(
+                _("--resume continues a job as it was: drop %(options)s.")
+                % {"options": ", ".join(clash)}
+            )
         if options["dry_run"]:
-            raise CommandError("--dry-run does not go with --resume.")
+            raise CommandError(_("--dry-run does not go with --resume."))
         try:
             job = BulkSMSJob.objects.get(pk=options["resume"])
         except BulkSMSJob.DoesNotExist:
-            raise CommandError(f"There is no bulk job {options['resume']}.") from None
+            raise CommandError(
+                _("There is no bulk job %(job)s.") % {"job": options["resume"]}
+            ) from None
         if job.status == BulkSMSJob.Status.FINISHED and not options["resend_uncertain"]:
-            raise CommandError(f"Job {job.pk} is already finished.")
+            raise CommandError(_("Job %(job)s is already finished.") % {"job": job.pk})
         if job.status == BulkSMSJob.Status.PREPARING:
             raise CommandError(
-                f"Job {job.pk} was never fully prepared (its import was interrupted); "
-                "start a new job."
+                _(
+                    "Job %(job)s was never fully prepared (its import was interrupted); "
+                    "start a new job."
+                )
+                % {"job": job.pk}
             )
         self.stdout.write(lines.resuming(job))
         return job
@@ -287,8 +311,11 @@ class Command(BaseCommand):
                 queued = enqueue_bulk_job(job.pk, resend_uncertain=options["resend_uncertain"])
             except ImportError as err:
                 raise CommandError(
-                    "--enqueue needs Django's tasks framework (Django 6) or the django-tasks "
-                    f"backport: {err}"
+                    _(
+                        "--enqueue needs Django's tasks framework (Django 6) or the "
+                        "django-tasks backport: %(error)s"
+                    )
+                    % {"error": err}
                 ) from err
             job.refresh_from_db()
             if job.status == BulkSMSJob.Status.STOPPED:
