@@ -21,7 +21,17 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "textflow_django",
     "tests.testapp",
+    # django-two-factor-auth and its integration (tests/test_contrib_two_factor.py).
+    "django_otp",
+    "django_otp.plugins.otp_static",
+    "django_otp.plugins.otp_totp",
+    "two_factor",
+    "two_factor.plugins.phonenumber",
+    "textflow_django.contrib.two_factor",
 ]
+# two-factor's ready() would patch every AdminSite's login to redirect to LOGIN_URL, for
+# every test; its own tests use two-factor's login view.
+TWO_FACTOR_PATCH_ADMIN = False
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
