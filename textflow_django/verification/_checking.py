@@ -1,5 +1,11 @@
 """Checking a code: the sequence of rules :func:`check_code` goes through (the shared ones
-are ``_service``'s)."""
+are ``_service``'s), and :func:`confirm`, for a code its maker checked.
+
+Why one module of over 400 lines: a check and a confirmation end in the same conditional
+UPDATE that turns a pending code into a verified one (of many at once, one wins) and in
+the same aftermath (the country known to the Fraud Guard, ``phone_verified``); kept apart,
+the two would each need the other's private SQL.
+"""
 
 from __future__ import annotations
 
