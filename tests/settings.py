@@ -28,6 +28,11 @@ INSTALLED_APPS = [
     "two_factor",
     "two_factor.plugins.phonenumber",
     "textflow_django.contrib.two_factor",
+    # django-allauth and its integration (tests/test_contrib_allauth.py): installed at
+    # start-up for their models; allauth's settings and URLs are that module's.
+    "allauth",
+    "allauth.account",
+    "textflow_django.contrib.allauth",
 ]
 # two-factor's ready() would patch every AdminSite's login to redirect to LOGIN_URL, for
 # every test; its own tests use two-factor's login view.
@@ -39,6 +44,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # allauth.account refuses to start without it; it does nothing outside allauth's views.
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 TEMPLATES = [

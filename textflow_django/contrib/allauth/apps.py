@@ -1,0 +1,18 @@
+"""App configuration: the phone-number model and the system checks (:mod:`.checks`)."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class AllauthConfig(AppConfig):
+    name = "textflow_django.contrib.allauth"
+    # "account" and "allauth" are allauth's own labels.
+    label = "textflow_allauth"
+    verbose_name = _("TextFlow for django-allauth")
+    # Pinned so a project's DEFAULT_AUTO_FIELD never produces a migration for this app.
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the checks)
