@@ -13,11 +13,11 @@
 ``makemessages`` and ``msgfmt`` are GNU gettext's: without them these checks skip, unless
 ``TEXTFLOW_REQUIRE_SERVICES=1`` (CI), where they fail.
 
-The catalogs are regenerated with :data:`MAKEMESSAGES_OPTIONS` (``make messages``):
-``django-admin makemessages -l de -l es -l fr -l it -l pt_BR --add-location file
---no-obsolete`` then ``django-admin compilemessages``, both run in ``textflow_django/``.
-References name files relative to the package and carry no line numbers, so a
-regeneration changes a catalog only when its messages change.
+The catalogs are regenerated (``make messages``) with ``django-admin makemessages --all
+--add-location file --no-obsolete`` (:data:`MAKEMESSAGES_OPTIONS`) then ``django-admin
+compilemessages``, both run in ``textflow_django/``. References name files relative to the
+package and carry no line numbers, so a regeneration changes a catalog only when its
+messages change. A language ships when its directory is in ``textflow_django/locale``.
 """
 
 from __future__ import annotations
@@ -39,14 +39,18 @@ from django.utils import translation
 from rest_framework.test import APIClient
 
 import textflow_django
+from textflow_django._sms import segments
 from textflow_django.backends import locmem
+from textflow_django.verification import code_text
 
 from .conftest import REQUIRES_SERVICES
 
 PACKAGE = Path(textflow_django.__file__).resolve().parent
 LOCALE = PACKAGE / "locale"
-#: The languages the package ships, as their locale directories are named.
-LANGUAGES = ("de", "es", "fr", "it", "pt_BR")
+#: The languages the package ships: its locale directories (``make messages`` fills each).
+LANGUAGES = sorted(path.name for path in LOCALE.iterdir() if path.is_dir())
+#: The languages it promises (issue 15).
+PROMISED = {"de", "es", "fr", "it", "pt_BR"}
 #: ``makemessages``' options, the same for ``make messages`` and for the reference here.
 MAKEMESSAGES_OPTIONS = {"add_location": "file", "no_obsolete": True}
 
@@ -181,6 +185,13 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Ent
     finally:
         os.chdir(cwd)
     return read_po(copy / "locale" / "django.pot")
+
+
+def test_the_promised_languages_ship() -> None:
+    assert PROMISED <= set(LANGUAGES)
+    for language in LANGUAGES:
+        assert catalog_path(language).is_file()
+        assert catalog_path(language).with_suffix(".mo").is_file()
 
 
 def test_the_reference_holds_the_package_messages(fresh: dict[tuple[str, str], Entry]) -> None:
@@ -355,10 +366,10 @@ def test_field_errors_are_in_the_request_language(
 
 #: The code SMS of "local" mode (SERVICE_NAME "Tests"), by Accept-Language.
 CODE_SMS = {
-    "es": "Su código de verificación para Tests es: ",
+    "es": "La clave para confirmar su teléfono en Tests es: ",
     "fr": "Votre code de vérification pour Tests est : ",
     "de": "Ihr Bestätigungscode für Tests lautet: ",
-    "pt-BR": "Seu código de verificação para Tests é: ",
+    "pt-BR": "A senha para confirmar seu telefone em Tests é: ",
     "it": "Il tuo codice di verifica per Tests è: ",
     "nl": "Your verification code for Tests is: ",
 }
@@ -379,6 +390,22 @@ def test_local_mode_writes_the_sms_in_the_request_language(
     assert response.status_code == 200, response.content
     (sms,) = locmem.outbox
     assert re.fullmatch(re.escape(opening) + r"[0-9]{6}", sms.text), sms.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_code_sms_is_one_gsm_segment_in_every_language(settings: Any, language: str) -> None:
+    """Every language's code SMS stays one GSM-7 segment with a long service name, the
+    longest code and the WebOTP line (a character outside GSM-7, such as the "ó" of
+    "código" or a no-break space, would make it UCS-2: 70 characters a segment)."""
+    settings.TEXTFLOW = {
+        **settings.TEXTFLOW,
+        "SERVICE_NAME": "Example Store",
+        "WEBOTP_DOMAIN": "www.example-store.com",
+    }
+    with translation.override(translation.to_language(language)):
+        text = code_text("1234567890")
+    parts = segments(text)
+    assert (parts.encoding, parts.count) == ("GSM-7", 1), text
 
 
 @pytest.mark.django_db
