@@ -18,7 +18,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.test import Client
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from tests.allauth_settings import ALLAUTH_SETTINGS
 from tests.conftest import tf
@@ -27,7 +27,11 @@ from textflow_django.backends import locmem
 from textflow_django.contrib.allauth import checks
 from textflow_django.contrib.allauth.adapter import AccountAdapter
 from textflow_django.contrib.allauth.models import PhoneNumber
-from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowServerError
+from textflow_django.exceptions import (
+    DestinationBlocked,
+    TextFlowCircuitOpen,
+    TextFlowServerError,
+)
 from textflow_django.models import FraudBlock, PhoneVerification
 from textflow_django.ratelimit import get_store
 from textflow_django.testing import TextFlowEmulator
@@ -412,6 +416,41 @@ def test_a_code_that_may_have_gone_out_lets_the_flow_go_on(client: Client) -> No
     assert signed_in(client) is None and user.pk is not None
 
 
+# -- the request's language ------------------------------------------------------------
+
+
+@pytest.fixture
+def french(settings: Any) -> Iterator[Client]:
+    """A client whose browser asks for French, on a site that follows it (LocaleMiddleware)."""
+    middleware = list(settings.MIDDLEWARE)
+    at = middleware.index("django.contrib.sessions.middleware.SessionMiddleware") + 1
+    middleware.insert(at, "django.middleware.locale.LocaleMiddleware")
+    settings.MIDDLEWARE = middleware
+    before = translation.get_language()
+    yield Client(headers={"accept-language": "fr"})
+    # LocaleMiddleware leaves the thread in the request's language; the next tests are not.
+    translation.activate(before)
+
+
+def test_the_sms_and_the_refusals_are_in_the_requests_language(french: Client) -> None:
+    user_with(BLOCKED)
+    block_prefix(BLOCKED)
+    french.post(SIGNUP, {"phone": NUMBER})
+    Client(headers={"accept-language": "fr"}).post(LOGIN, {"login": OTHER})
+    [(_, code_text), (_, unknown)] = sms()
+    code = re.findall(r"\d{6}", code_text)[-1]
+    assert code_text == f"Votre code de vérification pour Tests est : {code}"
+    assert unknown == (
+        "Aucun compte Tests n'utilise ce numéro de téléphone, aucun code n'a donc été "
+        "envoyé. Si vous en avez demandé un, inscrivez-vous d'abord."
+    )
+    response = Client(headers={"accept-language": "fr"}).post(LOGIN, {"login": BLOCKED})
+    with translation.override("fr"):
+        expected = str(DestinationBlocked.default_message)
+    assert expected != BLOCKED_MESSAGE
+    assert field_errors(response) == {"login": [expected]}
+
+
 # -- through TextFlow's API (the emulator) ----------------------------------------------
 
 
@@ -472,3 +511,28 @@ def test_checks_name_a_missing_field(settings: Any) -> None:
     ]
     tf(settings, ALLAUTH_PHONE_FIELD="first_name", ALLAUTH_PHONE_VERIFIED_FIELD="last_name")
     assert [e.id for e in checks.check_phone_fields()] == ["textflow_allauth.E002"]
+
+
+@pytest.mark.parametrize(
+    ("wording", "problem"),
+    [
+        ("", None),  # as shipped: the site's own code SMS
+        ("{code} is your {service} code", None),
+        ("Your {service} code is ready", "has no {code}"),
+        ("{code} is your {service} code :-}", "cannot be filled in"),
+    ],
+)
+def test_checks_read_a_projects_code_template(
+    settings: Any, tmp_path: Path, wording: str, problem: str | None
+) -> None:
+    if wording:
+        folder = tmp_path / "textflow_django" / "allauth" / "sms"
+        folder.mkdir(parents=True)
+        (folder / "verification_code.txt").write_text(wording)
+        settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+    errors = checks.check_code_template()
+    if problem is None:
+        assert errors == []
+    else:
+        [error] = errors
+        assert error.id == "textflow_allauth.E003" and problem in error.msg

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from allauth.core.exceptions import ImmediateHttpResponse  # type: ignore[import-untyped, unused-ignore]
+from allauth.core.exceptions import ImmediateHttpResponse
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -119,7 +119,7 @@ def is_sent_message(request: HttpRequest, template: str | None) -> bool:
 
 def _form_views() -> tuple[type[Any], ...]:
     # The views whose form names the number and that send right after it is valid.
-    from allauth.account.views import (  # type: ignore[import-untyped, unused-ignore]
+    from allauth.account.views import (
         ChangePhoneView,
         LoginView,
         RequestLoginCodeView,

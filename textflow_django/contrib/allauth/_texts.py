@@ -22,7 +22,12 @@ from django.template.loader import render_to_string
 from ...conf import conf
 from ...verification import code_text
 
-__all__ = ["account_already_exists_text", "unknown_account_text", "verification_code_text"]
+__all__ = [
+    "account_already_exists_text",
+    "render_code_template",
+    "unknown_account_text",
+    "verification_code_text",
+]
 
 _TEMPLATES = "textflow_django/allauth/sms/"
 
@@ -33,10 +38,15 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return render_to_string(f"{_TEMPLATES}{name}.txt", context).strip()
 
 
+def render_code_template(context: dict[str, Any]) -> str:
+    """The code SMS's template (``{code}``, ``{service}``) as the project words it; ``""``
+    for textflow-django's own (the shipped template renders nothing)."""
+    return _render("verification_code", context)
+
+
 def verification_code_text(code: str, **context: Any) -> str:
     """The SMS that carries allauth's ``code``."""
-    template = _render("verification_code", context)
-    return code_text(code, template=template or None)
+    return code_text(code, template=render_code_template(context) or None)
 
 
 def unknown_account_text(**context: Any) -> str:
