@@ -536,3 +536,11 @@ def test_checks_read_a_projects_code_template(
     else:
         [error] = errors
         assert error.id == "textflow_allauth.E003" and problem in error.msg
+
+
+def test_a_refusal_outside_a_request_is_raised() -> None:
+    # A project's own code calling the adapter (a command, a task): nothing to show it on.
+    block_prefix(BLOCKED)
+    with pytest.raises(DestinationBlocked):
+        AccountAdapter().send_unknown_account_sms(BLOCKED)
+    assert sms() == []

@@ -92,14 +92,12 @@ def typed(request: HttpRequest | None, number: str) -> None:
     state.typed.add(number)
 
 
-def refused(request: HttpRequest | None, number: str, refusal: Refusal, adapter: Any) -> None:
+def refused(request: HttpRequest, number: str, refusal: Refusal, adapter: Any) -> None:
     """Show ``refusal`` of an SMS to ``number`` (see the module's docstring).
 
     Raises ``ImmediateHttpResponse`` with the form again (allauth's middleware and views
     answer with it), or returns once the message is added and the flow may go on.
     """
-    if request is None:  # no page to show it on: the caller sent outside a request
-        raise ValidationError(refusal.message, code=refusal.code)
     state = _state(request)
     if not refusal.may_arrive:
         response = _form_again(request, state, number, refusal)

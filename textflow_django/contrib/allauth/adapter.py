@@ -12,7 +12,8 @@ What allauth asks of a site for phone numbers, and how this answers:
   :func:`textflow_django.verification.send_code` (allauth's code as ``code``, the text of
   :mod:`._texts`' templates in the active language), so every SMS is held to the cooldown,
   the send caps and the Fraud Guard, and goes through the configured backend. A refusal is
-  shown on allauth's pages (:mod:`._refusals`), never raised to a server error.
+  shown on allauth's pages (:mod:`._refusals`), never raised to a server error; outside a
+  request (a project's own call) it is raised as it came.
 - ``get_phone``, ``set_phone``, ``get_user_by_phone``: numbers in E.164 (:mod:`._numbers`);
   only verified numbers find a user.
 - ``set_phone_verified``: stores the number as verified and reports it with
@@ -85,6 +86,8 @@ class TextFlowPhoneAdapterMixin(_Base):  # type: ignore[misc]
         try:
             verification.send_code(phone, request=request, user=user, code=code, text=text)
         except (VerificationError, ValidationError) as error:
+            if request is None:  # sent outside a request: no page to show it on
+                raise
             _refusals.refused(request, phone, _refusals.Refusal.of(error), self)
 
     def add_message(
