@@ -73,6 +73,12 @@ DEFAULTS: Final[Mapping[str, Any]] = {
         "ALLOW_PREFIXES": (),
         "NEW_COUNTRY_LIMIT": "10/h",
     },
+    # django-allauth (textflow_django.contrib.allauth): where a user's phone number lives.
+    # None: the contrib app's PhoneNumber model. A name: that field of the user model
+    # (E.164), with its verified flag in ALLAUTH_PHONE_VERIFIED_FIELD
+    # (None: "<ALLAUTH_PHONE_FIELD>_verified").
+    "ALLAUTH_PHONE_FIELD": None,
+    "ALLAUTH_PHONE_VERIFIED_FIELD": None,
     "TOKEN_MAX_AGE": 3600,
     "TOKEN_SESSION_BINDING": False,
     # Bulk SMS.
@@ -198,6 +204,20 @@ class Settings:
     def WEBOTP_DOMAIN(self) -> str | None:
         """The site's host name for the WebOTP line (``@example.com #123456``); None: none."""
         value = self.get("WEBOTP_DOMAIN")
+        return str(value) if value else None
+
+    @property
+    def ALLAUTH_PHONE_FIELD(self) -> str | None:
+        """django-allauth integration: the user model's phone field; None: the contrib
+        app's ``PhoneNumber`` model."""
+        value = self.get("ALLAUTH_PHONE_FIELD")
+        return str(value) if value else None
+
+    @property
+    def ALLAUTH_PHONE_VERIFIED_FIELD(self) -> str | None:
+        """The user model's flag that its phone number is verified; None:
+        ``<ALLAUTH_PHONE_FIELD>_verified``."""
+        value = self.get("ALLAUTH_PHONE_VERIFIED_FIELD")
         return str(value) if value else None
 
     @property
