@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [
 ]
 NUMBER = "+12025550143"
 OTHER = "+12025550144"
-WEBOTP_NUMBER = "+12025550145"
+WEBOTP_NUMBER = "+12025550171"  # a number no other test here texts
 PASSWORD = "correct-horse-battery-9"  # noqa: S105 - a test password
 
 pytestmark = pytest.mark.slow
