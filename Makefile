@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # How the suite is run; `make coverage` runs the same `make test` under coverage.
 PYTEST ?= $(BIN)/python -m pytest
 
-.PHONY: help install test coverage test-matrix fuzz bench demo lint typecheck check clean
+.PHONY: help install test coverage test-matrix fuzz bench demo lint typecheck check messages clean
 
 help:
 	@echo "make demo         run the example project on http://127.0.0.1:8000/ (no TextFlow account needed)"
@@ -26,6 +26,7 @@ help:
 	@echo "make check        lint, typecheck and coverage: what CI runs before the other legs"
 	@echo "make fuzz         fuzz the API (FUZZ_EXAMPLES=10000 for a longer run) and property tests"
 	@echo "make bench        run the benchmarks under bench/ and print their figures (bench/README.md)"
+	@echo "make messages     regenerate and compile the translation catalogs (needs GNU gettext)"
 	@echo "make install      only install into $(VENV) (EXTRAS=test|dev|bench|demo)"
 	@echo "make clean        remove the venvs and caches"
 
@@ -106,6 +107,13 @@ demo:
 	@$(MAKE) --no-print-directory install EXTRAS=demo
 	@PYTHON="$(abspath $(BIN))/python" PORT="$(or $(PORT),8000)" \
 		EMULATOR_PORT="$(or $(EMULATOR_PORT),8025)" exec bash example_project/run-demo.sh
+
+# The catalogs of every language under textflow_django/locale, extracted from the package and
+# compiled; tests/test_translations.py runs the same makemessages options as its reference.
+messages: $(STAMP)
+	cd textflow_django && DJANGO_SETTINGS_MODULE= ../$(BIN)/django-admin makemessages --all \
+		--add-location file --no-obsolete
+	cd textflow_django && ../$(BIN)/django-admin compilemessages
 
 clean:
 	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
