@@ -174,18 +174,9 @@ def confirm(
     )
     if verification is None:
         return None
-    token, token_fields_ = token_fields(request)
-    changes: dict[str, Any] = {
-        "status": Status.VERIFIED,
-        "verified_at": timezone.now(),
-        **token_fields_,
-    }
-    if user is not None and verification.user_id is None:
-        changes["user"] = user
-    if not _mark_verified(verification, changes, give_back=False):
+    token = _verify(verification, user, request, give_back=False)
+    if token is None:
         return None  # confirmed, or replaced, in parallel
-    for name, value in changes.items():
-        setattr(verification, name, value)
     return _verified(verification, token, ratelimit.get_store(), request)
 
 
@@ -267,20 +258,10 @@ def _check(
     # 3. record the answer with conditional updates: of many right codes checked at once,
     #    exactly one turns the pending row into a verified one, with its token.
     if right:
-        token, token_fields_ = token_fields(request)
-        changes: dict[str, Any] = {
-            "status": Status.VERIFIED,
-            "verified_at": timezone.now(),
-            **token_fields_,
-        }
-        if user is not None and verification.user_id is None:
-            changes["user"] = user
         # A right code is not a wrong guess: its attempt is given back in the same UPDATE.
-        if _mark_verified(verification, changes):
-            # What the UPDATE wrote, without reading the row back (attempts as this check
-            # left it: a parallel wrong guess's own attempt is not counted here).
-            for name, value in changes.items():
-                setattr(verification, name, value)
+        token = _verify(verification, user, request, give_back=True)
+        if token is not None:
+            # Attempts as this check left it: a parallel wrong guess's own is not counted.
             verification.attempts -= 1
             return "verified", verification, token
         # Verified by a parallel check, or replaced by a new code meanwhile.
@@ -293,8 +274,29 @@ def _check(
     return "invalid_code", verification, None
 
 
+def _verify(
+    verification: PhoneVerification, user: Any, request: HttpRequest | None, *, give_back: bool
+) -> str | None:
+    """Make the pending ``verification`` verified, with a new token (and ``user`` when it
+    had none); its token, or None when a parallel check or a new code got there first. On
+    success the instance holds what the UPDATE wrote, without reading the row back."""
+    token, token_fields_ = token_fields(request)
+    changes: dict[str, Any] = {
+        "status": PhoneVerification.Status.VERIFIED,
+        "verified_at": timezone.now(),
+        **token_fields_,
+    }
+    if user is not None and verification.user_id is None:
+        changes["user"] = user
+    if not _mark_verified(verification, changes, give_back=give_back):
+        return None
+    for name, value in changes.items():
+        setattr(verification, name, value)
+    return token
+
+
 def _mark_verified(
-    verification: PhoneVerification, changes: dict[str, Any], *, give_back: bool = True
+    verification: PhoneVerification, changes: dict[str, Any], *, give_back: bool
 ) -> bool:
     """Turn the pending ``verification`` into a verified one with ``changes`` (status,
     verified_at, the token's fields, maybe user), giving back the attempt the check took
