@@ -505,9 +505,7 @@ navigator.credentials.get = (options) =>
 """
 
 
-def test_the_code_page_takes_the_code_the_browser_reads_from_the_sms(
-    page: Any, site: Site
-) -> None:
+def test_the_code_page_takes_the_code_the_browser_reads_from_the_sms(page: Any, site: Site) -> None:
     from playwright.sync_api import expect
 
     page.context.add_init_script(FAKE_WEBOTP)
