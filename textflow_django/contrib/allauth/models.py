@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from ...fields import PhoneNumberField
 
@@ -30,7 +31,8 @@ class PhoneNumber(models.Model):
         verbose_name=_("user"),
     )
     number = PhoneNumberField(_("phone number"))
-    verified = models.BooleanField(_("verified"), default=False)
+    # The adjective of one number: "verified" alone is the admin's count column's plural.
+    verified = models.BooleanField(pgettext_lazy("phone number", "verified"), default=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
