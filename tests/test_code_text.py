@@ -61,8 +61,8 @@ def test_the_code_sms_is_written_in_the_active_language(settings):
     tf(settings, SERVICE_NAME="Acme")
     with translation.override("es"):
         spanish = code_text("123456")
-    assert spanish != code_text("123456")  # English outside the override
-    assert "Acme" in spanish and spanish.endswith("123456")
+    assert spanish == "La clave para confirmar su teléfono en Acme es: 123456"
+    assert code_text("123456") == "Your verification code for Acme is: 123456"  # outside
 
 
 def test_a_callers_code_is_sent_and_kept_as_a_hash_whatever_the_mode(settings, sms_outbox):
@@ -113,3 +113,25 @@ def test_confirm_without_a_pending_code_changes_nothing(sms_outbox, verified):
     assert verification.confirm(NUMBER) is None
     assert verified == []
     assert not PhoneVerification.objects.exists()
+
+
+def test_confirm_never_verifies_a_code_sent_for_someone_else(settings, sms_outbox, verified):
+    from django.contrib.auth import get_user_model
+
+    tf(settings, RESEND_COOLDOWN=0)
+    User = get_user_model()
+    owner, stranger = User.objects.create(username="owner"), User.objects.create(username="x")
+    mine = verification.send_code(NUMBER, code="111111", user=owner)
+    # The owner's success confirms no code sent for another user, nor one with no user.
+    verification.send_code(NUMBER, code="222222", user=stranger, session=False)
+    assert verification.confirm(NUMBER, user=owner) is None
+    assert verification.confirm(NUMBER) is None
+    theirs = PhoneVerification.objects.exclude(pk=mine.verification.pk).get()
+    assert theirs.status == PhoneVerification.Status.PENDING
+    assert verified == []
+    # The stranger's own success confirms the stranger's code.
+    confirmed = verification.confirm(NUMBER, user=stranger)
+    assert confirmed is not None and confirmed.verification == theirs
+    # An SMS that carried no code is never confirmed.
+    verification.send_code(NUMBER, text="An account with this number already exists.")
+    assert verification.confirm(NUMBER) is None

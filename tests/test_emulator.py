@@ -38,6 +38,8 @@ pytest_plugins = ["pytester"]
 NUMBER = "+381690156360"
 OTHER = "+447700900123"
 AUTH = {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
+#: A fixed "now" for emulators whose clock only advance_clock() moves.
+T0 = 1_764_000_000.0
 
 
 @pytest.fixture
@@ -1400,8 +1402,11 @@ def test_an_outage_with_a_duration_lifts_itself(
     emu.outage("error", duration=0.2)
     wait_until(lambda: emu.current_outage is None)
     assert post(api, emu, "/send-sms", SMS).ok
-    emu.outage("down", duration=0.2)
+    # Down for long enough that no slow machine sees it lift before it looks; then its
+    # timer's callback runs as the timer would, and the port opens again.
+    emu.outage("down", duration=60)
     assert refused(emu)
+    emu._outage_over(emu.current_outage)
     wait_until(lambda: not refused(emu))
     assert emu.current_outage is None and post(api, emu, "/send-sms", SMS).ok
 
@@ -1474,10 +1479,11 @@ def test_the_outage_control_endpoint(emu: TextFlowEmulator, api: requests.Sessio
 def test_a_down_outage_over_http_answers_then_closes_the_port(
     emu: TextFlowEmulator, api: requests.Session
 ) -> None:
-    r = api.post(control_url(emu) + "/outage", json={"mode": "down", "duration": 0.3}, timeout=5)
+    r = api.post(control_url(emu) + "/outage", json={"mode": "down", "duration": 60}, timeout=5)
     assert r.status_code == 200 and r.headers["Connection"] == "close"
     assert r.json()["outage"]["mode"] == "down"
     assert refused(emu)
+    emu._outage_over(emu.current_outage)  # what its timer does after the 60 s
     wait_until(lambda: not refused(emu))
     assert requests.get(control_url(emu) + "/state", timeout=5).json()["outage"] is None
 
@@ -1553,9 +1559,8 @@ def bulk_count(api: requests.Session, emu: TextFlowEmulator) -> int:
 
 
 def test_a_bulk_job_drains_at_bulk_rate_on_the_emulators_clock(api: requests.Session) -> None:
-    # bulk_rate 1: the wall time a slow run adds (well under a second) never reaches a whole
-    # recipient, so the counts below hold exactly.
-    with TextFlowEmulator(bulk_rate=1) as emu:
+    # A fixed clock: only advance_clock() delivers, so the counts hold exactly on any machine.
+    with TextFlowEmulator(bulk_rate=1, clock=lambda: T0) as emu:
         numbers = [f"+1202555{i:04d}" for i in range(10)]
         post(api, emu, "/bulk-sms", {"phone_numbers": numbers, "text": "Sale"})
         assert emu.bulk_pending == 10 and bulk_count(api, emu) == 10
@@ -1576,11 +1581,9 @@ def test_a_bulk_job_drains_at_bulk_rate_on_the_emulators_clock(api: requests.Ses
 
 
 def test_the_default_rate_drains_a_small_job_in_a_few_seconds(api: requests.Session) -> None:
-    with TextFlowEmulator() as emu:
+    with TextFlowEmulator(clock=lambda: T0) as emu:
         assert emu.bulk_rate == 5.0
-        emu.bulk_rate = 0  # still: the job is counted whole, whatever the machine's speed
         post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER] * 10, "text": "x"})
-        emu.bulk_rate = 5.0
         assert emu.bulk_pending == 10
         emu.advance_clock(2)
         assert emu.bulk_pending == 0
@@ -1609,7 +1612,7 @@ def test_bulk_rate_zero_only_delivers_by_hand_and_reset_restores_the_rate(
 
 
 def test_a_clock_put_back_by_reset_does_not_stall_delivery(api: requests.Session) -> None:
-    with TextFlowEmulator(bulk_rate=1) as emu:
+    with TextFlowEmulator(bulk_rate=1, clock=lambda: T0) as emu:
         emu.advance_clock(1000)
         post(api, emu, "/bulk-sms", {"phone_numbers": [NUMBER, OTHER], "text": "x"})
         emu.reset()  # the clock goes back 1000 s, the job is forgotten
@@ -1700,6 +1703,14 @@ def test_last_code_reads_a_local_mode_sms_as_well_as_send_code(
     odd = "Your verification code for Shop 24: is: great is: 5150"
     post(api, emu, "/send-sms", {"phone_number": OTHER, "text": odd})
     assert read(OTHER) == "5150"
+    # With WEBOTP_DOMAIN the code SMS ends with the WebOTP line: still a code SMS.
+    webotp = "Your verification code for Acme is: 246810\n\n@www.example.com #246810"
+    post(api, emu, "/send-sms", {"phone_number": OTHER, "text": webotp})
+    assert read(OTHER) == "246810"
+    # A line naming another code is not the WebOTP line of this one.
+    forged = "Your verification code for Acme is: 111111\n\n@www.example.com #222222"
+    post(api, emu, "/send-sms", {"phone_number": OTHER, "text": forged})
+    assert read(OTHER) == "246810"
 
 
 def test_on_message_hears_every_sms_accepted(api: requests.Session) -> None:

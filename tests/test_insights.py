@@ -213,7 +213,7 @@ def test_the_active_rule_is_the_one_the_admin_annotates() -> None:
         ("+7916123", False),
     ]
     assert list(
-        FraudBlock.objects.filter(insights.active(NOW)).values_list("value", flat=True)
+        FraudBlock.objects.filter(FraudBlock.in_force(NOW)).values_list("value", flat=True)
     ) == ["+1202555"]
 
 

@@ -1,12 +1,14 @@
-"""The one home of a verification code's two rules on our side: how a code is made, and the
-text of the SMS that carries it.
+"""How a code is made, and the text TextFlow's own ``/send-code`` words its SMS in.
 
-"local" ``VERIFY_MODE`` (codes of our own) and the emulating backends (console, locmem,
-dummy: they stand in for TextFlow's ``/send-code``) both call these. The bundled TextFlow
-emulator (``textflow_django.testing``) keeps a copy of its own on purpose: it stands for
-TextFlow, so that the client's reading of the contract is tested against an independent one.
+``generate_code`` makes every code of ours ("local" ``VERIFY_MODE``, the emulating
+backends). ``code_sms_text`` is TextFlow's wording, which the emulating backends (console,
+locmem, dummy) copy where they stand in for ``/send-code``; the code SMS this site writes
+itself ("local" mode, the contrib integrations) is ``verification.code_text``'s, in the
+request's language. The bundled TextFlow emulator (``textflow_django.testing``) keeps a copy
+of its own on purpose: it stands for TextFlow, so that the client's reading of the contract
+is tested against an independent one.
 
-Free of Django: the wording follows TextFlow's own code SMS, which is not translated.
+Free of Django: TextFlow's wording is not translated.
 """
 
 from __future__ import annotations

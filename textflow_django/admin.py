@@ -37,6 +37,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import fraud, insights
+from ._e164 import is_prefix
 from .models import (
     BulkBatch,
     BulkRecipient,
@@ -45,7 +46,7 @@ from .models import (
     FraudBlock,
     PhoneVerification,
 )
-from .ratelimit import get_store
+from .ratelimit import epoch_datetime, get_store
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -271,7 +272,7 @@ class BulkSMSJobAdmin(_JobAdmin):
 
 
 class _InForceFilter(admin.SimpleListFilter):
-    """Blocks in force now (:func:`textflow_django.insights.active`), or ended ones."""
+    """Blocks in force now (:meth:`FraudBlock.in_force`), or ended ones."""
 
     title = _("in force")
     parameter_name = "active"
@@ -280,7 +281,7 @@ class _InForceFilter(admin.SimpleListFilter):
         return [("yes", _("Yes")), ("no", _("No"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        in_force = insights.active(timezone.now())
+        in_force = FraudBlock.in_force(timezone.now())
         if self.value() == "yes":
             return queryset.filter(in_force)
         if self.value() == "no":
@@ -376,7 +377,8 @@ class FraudBlockAdmin(_BlockAdmin):
         destination may have a newer block in force, whose store key lifting it would free."""
         store = get_store()
         now = store.clock()
-        in_force = list(queryset.filter(insights.active(timezone.now())))
+        # The store's clock for both: the blocks lifted are those in force at the lift.
+        in_force = list(queryset.filter(FraudBlock.in_force(epoch_datetime(now))))
         for block in in_force:
             fraud.lift(block, store, now)
             self.log_change(request, block, [{"changed": {"fields": ["lifted_at"]}}])
@@ -506,7 +508,7 @@ class _AllowedPrefixForm(_AllowedForm):
 
     def clean_prefix(self) -> str:
         value = _SEPARATORS_RE.sub("", str(self.cleaned_data["prefix"]).strip())
-        if not re.fullmatch(r"\+[0-9]{1,15}", value):
+        if not is_prefix(value):
             raise forms.ValidationError(
                 _("A prefix is + and 1 to 15 digits, such as +1202555."), code="invalid"
             )

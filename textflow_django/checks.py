@@ -37,15 +37,15 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
 - ``textflow.W002``: an unknown key in ``TEXTFLOW`` (a typo silently keeps the default).
-- ``textflow.W003``: ``BASE_URL`` sends the API key over plain http to a non-loopback host.
+- ``textflow.W003``: ``BASE_URL`` sends the API key over plain http to a non-loopback host
+  (with ``DEBUG`` on or off).
 - ``textflow.W004``: rate limits kept in a per-process cache while ``DEBUG`` is False.
 - ``textflow.W005``: ``VERIFY_MODE`` is ``"textflow"`` (TextFlow's 4-digit codes): the
   chance of guessing a targeted number's code under the configured caps, per day and year.
 - ``textflow.W006``: ``FAILED_CHECK_LIMITS`` has a ``"number"`` scope, which anyone can spend
   to lock the number's owner out.
-- ``textflow.W008`` (``check --deploy``): ``BASE_URL`` is a loopback host or plain http
-  while ``DEBUG`` is False: production would be talking to an emulator, or sending the key
-  unencrypted.
+- ``textflow.W008`` (``check --deploy``): ``BASE_URL`` is a loopback host while ``DEBUG`` is
+  False: production would be talking to an emulator (plain http elsewhere is W003's).
 - ``textflow.W009``: the code SMS (``CODE_MESSAGE`` or its default, ``SERVICE_NAME``,
   ``CODE_LENGTH`` digits, the WebOTP line) takes more than one SMS segment.
 - ``textflow.W007``: a Fraud Guard protection is off: ``FRAUD_GUARD["ENABLED"]`` is False,
@@ -55,7 +55,6 @@ ID ledger (an ID is never reused, even when its check is removed):
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +63,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from ._e164 import is_prefix
+from ._emulator_key import EMULATOR_API_KEY
 from ._rates import parse_rate
 from ._sms import MAX_SEGMENTS, segments
 from .client import api_key_problem
@@ -200,7 +201,7 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 id="textflow.E006",
             )
         )
-    elif parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
         errors.append(
             Warning(
                 "TEXTFLOW['BASE_URL'] uses plain http: the API key would cross the network "
@@ -246,14 +247,16 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
     return errors
 
 
+def _is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: where the bundled emulator listens."""
+    return host is not None and (host in _LOOPBACK_HOSTS or host.startswith("127."))
+
+
 def _is_textflow_itself(host: str | None) -> bool:
     return host is not None and (host == "textflow.me" or host.endswith(".textflow.me"))
 
 
 def _is_emulator_key(raw: Mapping[str, Any]) -> bool:
-    # Imported here: the emulator is loaded only by a project that checks its settings.
-    from .testing import EMULATOR_API_KEY
-
     return raw.get("API_KEY") == EMULATOR_API_KEY
 
 
@@ -269,16 +272,13 @@ def check_deploy(
     parts = urlsplit(base_url) if isinstance(base_url, str) else None
     if parts is None or not parts.hostname:  # textflow.E006 says what is wrong
         return []
-    problems = []
-    if parts.hostname in _LOOPBACK_HOSTS or parts.hostname.startswith("127."):
-        problems.append("a loopback host, where only the bundled emulator listens")
-    if parts.scheme == "http":
-        problems.append("plain http, so the API key and every number travel unencrypted")
-    if not problems:
+    # Plain http to another host is textflow.W003's, with DEBUG on or off.
+    if not _is_loopback(parts.hostname):
         return []
     return [
         Warning(
-            f"TEXTFLOW['BASE_URL'] is {base_url}: {'; and '.join(problems)}, while DEBUG is False.",
+            f"TEXTFLOW['BASE_URL'] is {base_url}: a loopback host, where only the bundled "
+            "emulator listens, while DEBUG is False.",
             hint="In production leave BASE_URL at its default, https://textflow.me/api, "
             "and set API_KEY to your TextFlow key.",
             id="textflow.W008",
@@ -294,18 +294,14 @@ _HOST_RE = re.compile(
 
 
 def _check_code_message(raw: Mapping[str, Any]) -> list[CheckMessage]:
-    from .verification import code_text
+    from .verification import code_template_problem, code_text
 
     template = raw.get("CODE_MESSAGE")
     domain = raw.get("WEBOTP_DOMAIN")
     problems = []
-    if template is not None:
-        fields = _template_fields(template)
-        if fields is None or "code" not in fields or not fields <= {"code", "service"}:
-            problems.append(
-                f"CODE_MESSAGE must be a text with {{code}}, and {{service}} at most, not "
-                f"{template!r}"
-            )
+    problem = None if template is None else code_template_problem(template)
+    if problem is not None:
+        problems.append(f"CODE_MESSAGE {problem}: {template!r}")
     if domain is not None and (not isinstance(domain, str) or not _HOST_RE.fullmatch(domain)):
         problems.append(f"WEBOTP_DOMAIN must be a host name like 'example.com', not {domain!r}")
     if problems:
@@ -336,16 +332,6 @@ def _check_code_message(raw: Mapping[str, Any]) -> list[CheckMessage]:
             id="textflow.W009",
         )
     ]
-
-
-def _template_fields(template: object) -> set[str] | None:
-    """The fields a ``str.format`` template names, or ``None`` if it is not one."""
-    if not isinstance(template, str):
-        return None
-    try:
-        return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
-    except ValueError:
-        return None
 
 
 def _check_phone_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
@@ -590,9 +576,7 @@ def _check_fraud_guard(raw: Mapping[str, Any]) -> list[CheckMessage]:
         problems.append("ENABLED must be True or False")
     allow = guard["ALLOW_PREFIXES"]
     prefixes = [allow] if isinstance(allow, str) else allow
-    if not isinstance(prefixes, list | tuple) or not all(
-        isinstance(p, str) and p[:1] == "+" and p[1:].isdigit() for p in prefixes
-    ):
+    if not isinstance(prefixes, list | tuple) or not all(is_prefix(p) for p in prefixes):
         problems.append("ALLOW_PREFIXES must be a list of prefixes like '+1202555'")
     try:
         parse_rate(guard["NEW_COUNTRY_LIMIT"])

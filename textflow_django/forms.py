@@ -109,7 +109,8 @@ class SendCodeForm(_ServiceForm):
 class VerifyCodeForm(_ServiceForm):
     """Check the ``code`` a user received for ``phone_number``.
 
-    Call :meth:`verify` on a bound form. The code field only accepts 4 to 10 ASCII digits.
+    Call :meth:`verify` on a bound form. The code field accepts what ``code_validator``
+    does: ASCII digits, ``CODE_LENGTH`` of them in "local" mode (4 to 10 in "textflow").
     """
 
     phone_number = _phone_number_field()

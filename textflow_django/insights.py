@@ -15,8 +15,8 @@ Contract of the figures:
   days ago to the coming midnight.
 - A prefix is ``+`` and the first ``FRAUD_GUARD["PREFIX_DIGITS"]`` digits of the number,
   as the guard judges it. Rows older than the ``country`` field have country ``""``.
-- A block is in force while it was not lifted and its ``until`` is ahead (:func:`active`,
-  the one definition the admin's list uses too).
+- A block is in force while it was not lifted and its ``until`` is ahead
+  (``FraudBlock.in_force``, the one definition the admin's list uses too).
 
 Cost: four queries whatever the period, the countries or the traffic (the days, countries
 and prefixes are grouped by the database: ``TruncDate``, ``country``, ``Substr``); no row of
@@ -54,7 +54,6 @@ __all__ = [
     "Figures",
     "Insights",
     "Prefix",
-    "active",
     "check_days",
     "compute",
     "daily_chart",
@@ -82,14 +81,9 @@ def check_days(days: int) -> int:
     return days
 
 
-def active(now: dt.datetime) -> Q:
-    """The blocks in force at ``now`` (the rule is ``FraudBlock.in_force``)."""
-    return FraudBlock.in_force(now)
-
-
 def is_active(now: dt.datetime) -> ExpressionWrapper[Q]:
-    """:func:`active` as a boolean to annotate blocks with (the admin's column)."""
-    return ExpressionWrapper(active(now), output_field=BooleanField())
+    """``FraudBlock.in_force`` as a boolean to annotate blocks with (the admin's column)."""
+    return ExpressionWrapper(FraudBlock.in_force(now), output_field=BooleanField())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +253,7 @@ def compute(days: int = DEFAULT_DAYS, *, now: dt.datetime | None = None) -> Insi
         .order_by("-unverified", "-sent", "prefix")[:TOP]
     )
 
-    blocks: QuerySet[FraudBlock] = FraudBlock.objects.filter(active(now)).order_by(
+    blocks: QuerySet[FraudBlock] = FraudBlock.objects.filter(FraudBlock.in_force(now)).order_by(
         "-created_at", "-id"
     )
     listed = tuple(blocks[: MAX_BLOCKS + 1])

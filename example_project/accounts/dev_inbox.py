@@ -44,7 +44,10 @@ SESSION_DOWN_UNTIL: Final = "demo_textflow_down_until"
 
 #: A code SMS, as TextFlow's /send-code words it and as textflow-django words its own
 #: (the default "local" VERIFY_MODE sends them as plain SMS): the code is the last word.
-_CODE_SMS = re.compile(r"\AYour verification code (?:for .* )?is: ([0-9]{4,10})\s*\Z")
+# With WEBOTP_DOMAIN the SMS ends with the WebOTP line of the same code (``@host #123456``).
+_CODE_SMS = re.compile(
+    r"\AYour verification code (?:for .* )?is: ([0-9]{4,10})(?:\n\n@\S+ #\1)?\s*\Z"
+)
 
 
 def dev_inbox_enabled() -> bool:

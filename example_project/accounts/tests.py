@@ -897,6 +897,19 @@ def test_a_signed_in_user_who_is_not_staff_is_told_how_to_sign_in_as_staff(
     assert "_auth_user_id" not in client.session
 
 
+def test_the_staff_page_names_the_demo_admin_only_where_the_dev_inbox_is(
+    client: Client, db: None
+) -> None:
+    """With DEBUG off (a deployed copy), the page never tells a user the admin's password."""
+    client.force_login(User.objects.create_user("ada", password=PASSWORD))
+    with override_settings(DEBUG=False):
+        response = client.get(reverse("bulk"))
+    assert response.status_code == 403
+    text = " ".join(re.sub(r"<[^>]+>", "", body(response)).split())
+    assert "log out, then log in as a staff user." in text
+    assert "password admin" not in text and "log in as admin" not in text
+
+
 def test_the_bulk_form_needs_a_text(admin_client: Client) -> None:
     from textflow_django.models import BulkSMSJob
 

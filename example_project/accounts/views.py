@@ -243,7 +243,10 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_staff:
             staff_login = f"{reverse('login')}?next={reverse('bulk')}"
-            context = {"staff_login": staff_login, "demo_admin": DEMO_ADMIN}
+            # The demo's admin password only where the dev inbox is (DEBUG, the emulator):
+            # a deployed copy of this page must not tell every user how to become admin.
+            demo_admin = DEMO_ADMIN if dev_inbox_enabled() else None
+            context = {"staff_login": staff_login, "demo_admin": demo_admin}
             return render(request, "accounts/staff_only.html", context, status=403)
         return view(request, *args, **kwargs)
 

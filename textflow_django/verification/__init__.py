@@ -32,7 +32,7 @@ from .._client_ip import client_ip
 from ._checking import Verified, check_code, confirm
 from ._sending import CodeSent, send_code
 from ._service import LOCAL_CODE_LENGTH, code_validator
-from ._texts import code_text
+from ._texts import code_template_problem, code_text
 from .tokens import consume_token, make_token, phone_from_token
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Verified",
     "check_code",
     "client_ip",
+    "code_template_problem",
     "code_text",
     "code_validator",
     "confirm",

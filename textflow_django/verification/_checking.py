@@ -156,19 +156,25 @@ def confirm(
     """Record that another package checked a code it made and the code was right.
 
     For codes sent with ``send_code(code=...)`` and checked by their maker (django-allauth,
-    django-two-factor-auth): the number's newest pending, unexpired code becomes verified,
-    as :func:`check_code` would have made it, so the Fraud Guard and the insights count the
+    django-two-factor-auth): the number's newest pending, unexpired code sent for the same
+    user (``user``, else the request's; none for an anonymous caller) becomes verified, as
+    :func:`check_code` would have made it, so the Fraud Guard and the insights count the
     conversion and ``phone_verified`` is sent (with a token, as after a check). Returns
-    ``None``, changing nothing, when the number has no such code (already confirmed,
-    superseded or expired). It checks no code: call it only once the maker has.
+    ``None``, changing nothing, when there is no such code (already confirmed, superseded,
+    expired, or sent for someone else: nobody's code is confirmed by another's success). An
+    SMS sent with no code (``text`` alone) is never confirmed. It checks no code: call it
+    only once the maker has.
     """
     number = normalize(phone_number)
     user = caller(request, user)
     Status = PhoneVerification.Status
+    sent_for = {"user": user} if user is not None else {"user__isnull": True}
     verification = (
         PhoneVerification.objects.filter(
             phone_number=number, status=Status.PENDING, expires_at__gt=timezone.now()
         )
+        .filter(**sent_for)
+        .exclude(code_hash="")
         .order_by("-id")
         .first()
     )

@@ -95,6 +95,8 @@ def send_code(
     so the code verifies if it arrives: the ``SMSProviderError``/``SMSProviderUnavailable``
     then says so (``extra["code_may_arrive"]``) and carries the ``verification_id``.
     """
+    if code == "" or text == "":  # before anything is taken
+        raise ValueError("send_code: code and text may be None, never empty")
     number, region = destination(phone_number)
     ip = client_ip(request)
     user = caller(request, user)
@@ -137,7 +139,9 @@ def send_code(
             store.give_back(claim, hits, taken_at)  # refused: nothing was sent
         raise DestinationBlocked()
     # A caller's own code or text is sent as a plain SMS, whatever VERIFY_MODE says.
-    mode = PhoneVerification.Mode.LOCAL if code or text else conf.VERIFY_MODE
+    mode = (
+        PhoneVerification.Mode.LOCAL if code is not None or text is not None else conf.VERIFY_MODE
+    )
     handle, _digest = new_secret()
     # Made before the send, so a send that may have gone out is recorded with its code's hash.
     if code is None and mode == PhoneVerification.Mode.LOCAL and text is None:

@@ -10,26 +10,21 @@ which lets Chrome on Android and Safari on iOS offer the code to the page of tha
 
 from __future__ import annotations
 
+import string
+
 from django.utils.translation import gettext
 
 from ..conf import conf
 
-__all__ = ["code_text", "render_code_message", "webotp_line"]
+__all__ = ["code_text", "code_template_problem"]
 
 
 def code_text(code: str, template: str | None = None) -> str:
     """The SMS that carries ``code``: ``template`` (else ``CODE_MESSAGE``, else the default
     in the active language) with ``{code}`` and ``{service}`` filled in, then the WebOTP line
-    when ``WEBOTP_DOMAIN`` is set. ``template`` is formatted with :meth:`str.format`; braces
-    meant literally are doubled."""
-    text = render_code_message(code, template, conf.SERVICE_NAME)
-    domain = conf.WEBOTP_DOMAIN
-    return text if domain is None else f"{text}\n\n{webotp_line(domain, code)}"
-
-
-def render_code_message(code: str, template: str | None, service: str) -> str:
-    """``template`` (else ``CODE_MESSAGE``, else the default for ``service`` in the active
-    language) formatted with ``code`` and ``service``."""
+    ``@<domain> #<code>`` when ``WEBOTP_DOMAIN`` is set. ``template`` is formatted with
+    :meth:`str.format`; braces meant literally are doubled."""
+    service = conf.SERVICE_NAME
     if template is None:
         template = conf.CODE_MESSAGE
     if template is None:
@@ -39,9 +34,25 @@ def render_code_message(code: str, template: str | None, service: str) -> str:
             if service
             else gettext("Your verification code is: {code}")
         )
-    return template.format(code=code, service=service)
+    text = template.format(code=code, service=service)
+    domain = conf.WEBOTP_DOMAIN
+    return text if domain is None else f"{text}\n\n@{domain} #{code}"
 
 
-def webotp_line(domain: str, code: str) -> str:
-    """The WebOTP format's origin-bound line: ``@<domain> #<code>``."""
-    return f"@{domain} #{code}"
+def code_template_problem(template: object) -> str | None:
+    """What keeps ``template`` from being a code SMS template, or ``None``: it must be a
+    ``str.format`` text naming ``{code}``, and no field but ``{code}`` and ``{service}``
+    (a brace meant literally is doubled). The one rule for ``CODE_MESSAGE`` and the
+    integrations' templates."""
+    if not isinstance(template, str):
+        return f"is not a text ({type(template).__name__})"
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError:
+        return "has a lone brace (write a literal brace twice)"
+    if "code" not in fields:
+        return "has no {code}"
+    others = sorted(fields - {"code", "service"})
+    if others:
+        return f"names {', '.join(others)}: only {{code}} and {{service}} are filled in"
+    return None

@@ -24,11 +24,10 @@ __all__ = ["fields", "find_user", "get_phone", "set_phone"]
 
 def fields() -> tuple[str, str] | None:
     """The user model's number and verified-flag fields, or ``None`` for the app's model."""
-    # Read through conf.raw: both keys default to None.
-    name = conf.raw.get("ALLAUTH_PHONE_FIELD")
-    if not name:
+    name = conf.ALLAUTH_PHONE_FIELD
+    if name is None:
         return None
-    return str(name), str(conf.raw.get("ALLAUTH_PHONE_VERIFIED_FIELD") or f"{name}_verified")
+    return name, conf.ALLAUTH_PHONE_VERIFIED_FIELD or f"{name}_verified"
 
 
 def _e164(number: str) -> str:

@@ -4,9 +4,9 @@
   and login by code. As shipped it renders nothing, and the SMS is textflow-django's own
   code SMS (:func:`~textflow_django.verification.code_text`: ``TEXTFLOW["CODE_MESSAGE"]`` or
   its translated default, then the WebOTP line with ``WEBOTP_DOMAIN``). A project's own
-  template renders the wording instead, with ``{code}`` and ``{service}`` where those go:
-  the result is formatted like ``CODE_MESSAGE`` (a literal brace is doubled) and gets the
-  WebOTP line too. Its context: ``user``, ``phone``, ``reauthentication``, ``service``.
+  template renders the wording instead, with ``{code}`` and ``{service}`` where those go
+  (any other brace is text, whoever wrote it) and gets the WebOTP line too. Its context:
+  ``user``, ``phone``, ``reauthentication``, ``service``.
 - ``.../unknown_account.txt`` and ``.../account_already_exists.txt``: the SMS allauth sends
   instead of a code when no account has the number, or when a signup names a number that
   has one (so that nobody learns which numbers have accounts). Context: ``phone``,
@@ -40,8 +40,14 @@ def _render(name: str, context: dict[str, Any]) -> str:
 
 def render_code_template(context: dict[str, Any]) -> str:
     """The code SMS's template (``{code}``, ``{service}``) as the project words it; ``""``
-    for textflow-django's own (the shipped template renders nothing)."""
-    return _render("verification_code", context)
+    for textflow-django's own (the shipped template renders nothing).
+
+    What the Django template renders from its context (a username with a brace in it) is
+    text, never ``str.format`` syntax: every brace is doubled but those of ``{code}`` and
+    ``{service}``, the only placeholders."""
+    rendered = _render("verification_code", context)
+    escaped = rendered.replace("{", "{{").replace("}", "}}")
+    return escaped.replace("{{code}}", "{code}").replace("{{service}}", "{service}")
 
 
 def verification_code_text(code: str, **context: Any) -> str:

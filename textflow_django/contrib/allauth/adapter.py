@@ -84,7 +84,10 @@ class TextFlowPhoneAdapterMixin(_Base):  # type: ignore[misc]
     ) -> None:
         request: HttpRequest | None = self.request
         try:
-            verification.send_code(phone, request=request, user=user, code=code, text=text)
+            # allauth checks its code: no session handle, so check_code cannot reach it.
+            verification.send_code(
+                phone, request=request, user=user, session=False, code=code, text=text
+            )
         except (VerificationError, ValidationError) as error:
             if request is None:  # sent outside a request: no page to show it on
                 raise

@@ -5,8 +5,8 @@
 - ``textflow_allauth.E002``: the verified flag (``TEXTFLOW["ALLAUTH_PHONE_VERIFIED_FIELD"]``,
   default ``<phone field>_verified``) is not a ``BooleanField`` of the user model.
 - ``textflow_allauth.E003``: a project's ``textflow_django/allauth/sms/verification_code.txt``
-  renders a text without ``{code}``, or one that ``str.format`` cannot fill (a lone brace):
-  every code SMS would go out without its code, or fail.
+  renders no code SMS template (:func:`~textflow_django.verification.code_template_problem`:
+  no ``{code}``): every code SMS would go out without its code.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
+from ... import verification
 from . import _numbers, _texts
 
 __all__ = ["check_code_template", "check_phone_fields"]
@@ -62,26 +63,17 @@ def check_phone_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 
 @checks.register()
 def check_code_template(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    code = "0" * 6
     context = {"user": None, "phone": "+12025550143", "reauthentication": False}
     # The template as a sample context renders it (one language: the wording's shape is
     # the same in every one).
     template = _texts.render_code_template(context)
-    problem = None
-    if template and "{code}" not in template:
-        problem = "has no {code}"
-    else:
-        try:
-            _texts.verification_code_text(code, **context)
-        except (KeyError, IndexError, ValueError) as error:
-            problem = f"cannot be filled in ({type(error).__name__}: {error})"
+    problem = verification.code_template_problem(template) if template else None
     if problem is None:
         return []
     return [
         checks.Error(
             f"The code SMS of textflow_django/allauth/sms/verification_code.txt {problem}.",
-            hint="Write {code} where the code goes and {service} for SERVICE_NAME; write a "
-            "brace meant literally twice.",
+            hint="Write {code} where the code goes and {service} for SERVICE_NAME.",
             id="textflow_allauth.E003",
         )
     ]

@@ -131,8 +131,11 @@ def _code_text(service: str | None, code: str) -> str:
     return f"Your verification code is: {code}"
 
 
-# ``_code_text`` read backwards: a site in local mode sends this same wording by /send-sms.
-_CODE_TEXT_RE: Final = re.compile(r"Your verification code(?: for .+)? is: ([0-9]+)", re.DOTALL)
+# ``_code_text`` read backwards: a site in local mode sends this same wording by /send-sms,
+# maybe with the WebOTP line of the same code after a blank line (``@example.com #123456``).
+_CODE_TEXT_RE: Final = re.compile(
+    r"Your verification code(?: for .+)? is: ([0-9]+)(?:\n\n@\S+ #\1)?", re.DOTALL
+)
 
 
 class TextFlowAPI:

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
+from ..._emulator_key import EMULATOR_API_KEY
 from . import _control
 from ._api import API_ROOT, SentSMS, TextFlowAPI, normalize_path
 from ._bulk import check_rate
@@ -37,10 +38,6 @@ from ._http import Handler, Server
 from ._outage import DOWN, Outage, make_outage
 
 __all__ = ["EMULATOR_API_KEY", "RecordedRequest", "TextFlowEmulator"]
-
-#: The key the emulator accepts unless told otherwise: 64 alphanumerics like a real key, and
-#: obviously fake so it is harmless in fixtures, settings files and logs.
-EMULATOR_API_KEY: Final[str] = "tfemuLocalTextFlowEmulatorKeyNotValidOnTextFlowMe000000000000000"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -106,6 +103,7 @@ class TextFlowEmulator:
         ssl_context: ssl.SSLContext | None = None,
         bulk_rate: float = 5.0,
         on_message: Callable[[SentSMS], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not 1 <= code_length <= 18:
             raise ValueError("code_length must be between 1 and 18")
@@ -119,6 +117,9 @@ class TextFlowEmulator:
         self._delay = float(delay)
         self._record_requests = record_requests
         self._ssl_context = ssl_context
+        # Seconds since the epoch: the wall clock, or a test's fixed one, which then moves
+        # only by advance_clock() (code expiry and bulk delivery, whatever the machine's speed).
+        self._clock = clock
 
         self._lock = threading.Lock()
         # Held to change what listens (start, stop, an outage going down or up); taken before
@@ -530,7 +531,7 @@ class TextFlowEmulator:
 
     def _now_ms_locked(self) -> int:
         # The emulator's clock, in ms: wall time plus what advance_clock() added.
-        return int((time.time() + self._clock_offset) * 1000)
+        return int((self._clock() + self._clock_offset) * 1000)
 
     def _serve(self, handler: Handler, raw_path: str, query: str, body: bytes) -> None:
         """Answer one request: a control request, or one to the TextFlow API."""
