@@ -81,7 +81,14 @@ def test_every_command_is_documented():
 
     commands = P(__file__).parent.parent / "textflow_django" / "management" / "commands"
     names = {f.stem for f in commands.glob("textflow_*.py")}
-    assert names == {"textflow_bulk_sms", "textflow_bulk_count", "textflow_report"}
+    assert names == {
+        "textflow_bulk_sms",
+        "textflow_bulk_count",
+        "textflow_report",
+        "textflow_cleanup",
+        "textflow_erase",
+        "textflow_optout",
+    }
     for name in names:
         assert f"manage.py {name}" in README, name
 

@@ -14,6 +14,7 @@ import datetime
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
@@ -25,8 +26,11 @@ __all__ = [
     "BulkSMSJob",
     "FraudAllowedPrefix",
     "FraudBlock",
+    "OptOut",
     "PhoneVerification",
     "RateLimitCounter",
+    "SMSReply",
+    "VerificationDay",
 ]
 
 
@@ -270,6 +274,10 @@ class BulkBatch(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Who took the batch for sending and when: a resume leaves a claim younger than the lease
+    # (``BULK_LEASE``) to its live sender and treats an older one as its sender's death.
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    claimed_by = models.CharField(_("claimed by"), max_length=200, blank=True)
 
     class Meta:
         ordering = ["job", "index"]
@@ -280,3 +288,82 @@ class BulkBatch(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} batch {self.index} ({self.status})"
+
+
+class VerificationDay(models.Model):
+    """A day's codes sent and verified for one country, kept when ``textflow_cleanup``
+    deletes that day's ``PhoneVerification`` rows, so the insights outlive the rows.
+
+    ``day`` is the calendar day in the site's time zone the codes were sent on (the insights'
+    day); ``country`` is ``""`` for rows that had none. A day that has rows here is read from
+    here only: its remaining rows, if a cleanup was interrupted, are not counted twice.
+    """
+
+    day = models.DateField(_("day"))
+    country = models.CharField(_("country"), max_length=3, blank=True, default="")
+    sent = models.PositiveBigIntegerField(_("codes sent"), default=0)
+    verified = models.PositiveBigIntegerField(_("codes verified"), default=0)
+
+    class Meta:
+        verbose_name = _("daily verification total")
+        verbose_name_plural = _("daily verification totals")
+        ordering = ["-day", "country"]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "country"], name="textflow_day_country_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.country or '-'}: {self.verified}/{self.sent}"
+
+
+class OptOut(models.Model):
+    """A number that asked not to be texted: bulk jobs leave it out, and a backend refuses a
+    non-transactional send to it. One row per number (E.164)."""
+
+    class Source(models.TextChoices):
+        REPLY = "reply", _("replied with an opt-out keyword")
+        ADMIN = "admin", _("added in the admin")
+        IMPORT = "import", _("imported")
+        API = "api", _("added by code")
+
+    phone_number = PhoneNumberField(_("phone number"), unique=True)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    created_at = models.DateTimeField(_("since"), default=timezone.now)
+    note = models.CharField(_("note"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("opt-out")
+        verbose_name_plural = _("opt-outs")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.phone_number
+
+
+class SMSReply(models.Model):
+    """An SMS a person sent to the site's TextFlow number, as TextFlow forwarded it.
+
+    ``digest`` identifies a delivery (number and text), so a delivery TextFlow retries is
+    stored once; ``action`` says what the reply did to the opt-out list, if anything.
+    """
+
+    class Action(models.TextChoices):
+        NONE = "", _("none")
+        OPT_OUT = "opt_out", _("opted out")
+        OPT_IN = "opt_in", _("opted back in")
+
+    phone_number = PhoneNumberField(_("phone number"), db_index=True)
+    text = models.TextField(_("text"))
+    received_at = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
+    action = models.CharField(
+        _("action"), max_length=16, choices=Action.choices, default=Action.NONE, blank=True
+    )
+    digest = models.CharField(max_length=64, db_index=True, editable=False)
+
+    class Meta:
+        verbose_name = _("SMS reply")
+        verbose_name_plural = _("SMS replies")
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.phone_number}: {self.text[:40]}"
