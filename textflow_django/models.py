@@ -337,7 +337,7 @@ class OptOut(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return self.phone_number
+        return str(self.phone_number)
 
 
 class SMSReply(models.Model):

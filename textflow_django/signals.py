@@ -16,8 +16,12 @@ __all__ = [
     "bulk_job_finished",
     "code_sent",
     "destination_blocked",
+    "opted_in",
+    "opted_out",
+    "phone_number_erased",
     "phone_verified",
     "rate_limited",
+    "sms_received",
     "verification_failed",
 ]
 
@@ -55,3 +59,24 @@ destination_blocked = Signal()
 
 #: A bulk SMS job ended. Arguments: ``sender`` (the ``BulkSMSJob`` class), ``job``.
 bulk_job_finished = Signal()
+
+#: An SMS reply arrived through the replies webhook and was stored (once per delivery: a
+#: delivery TextFlow retries does not fire it again). Arguments: ``sender`` (the ``SMSReply``
+#: class), ``reply`` (the row), ``phone_number`` (E.164), ``text``.
+sms_received = Signal()
+
+#: A number joined the opt-out list (``OptOut``). Sent once, when the row is created: an
+#: opt-out of a number already opted out fires nothing. Arguments: ``sender`` (the ``OptOut``
+#: class), ``phone_number`` (E.164), ``source`` (``"reply"``, ``"admin"``, ``"import"`` or
+#: ``"api"``).
+opted_out = Signal()
+
+#: A number left the opt-out list. Sent once, when the row is deleted. Arguments: ``sender``
+#: (the ``OptOut`` class), ``phone_number`` (E.164), ``source``.
+opted_in = Signal()
+
+#: ``privacy.erase_phone_number`` erased a number's rows; receivers erase what they keep of
+#: it (the allauth integration's ``PhoneNumber`` does). Arguments: ``sender`` (the function's
+#: module name), ``phone_number`` (E.164), ``erased`` (a dict: what was removed so far,
+#: ``{label: count}``; a receiver adds its own counts to it).
+phone_number_erased = Signal()
