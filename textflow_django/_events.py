@@ -36,7 +36,7 @@ logger = logging.getLogger("textflow_django")
 Listener: TypeAlias = Callable[[str, Mapping[str, object]], None]
 
 #: Every event and the level its line is logged at.
-#: Each area's helper-owned block; add an event here before emitting it.
+#: Grouped by area. An event is added here before anything emits it.
 EVENTS: Final[Mapping[str, int]] = {
     # Verification (send-code, verify-code, and the integrations through them).
     "textflow.send_code.sent": logging.INFO,
