@@ -125,3 +125,11 @@ def test_every_signal_is_documented():
 
     for name in signals.__all__:
         assert f"`{name}`" in README, name
+
+
+def test_no_editing_note_is_left_in_the_readme():
+    # A pasted section once left an editor's note ("... (replaces its two-line paragraph).
+    # ... -->") in the middle of the emulator's section.
+    assert README.count("<!--") == README.count("-->")
+    headings = [line for line in README.splitlines() if line.startswith("#")]
+    assert not [h for h in headings if h.count('"') % 2], headings
