@@ -11,14 +11,20 @@ Contract:
 - Names are ``textflow.<area>.<what>``, lowercase, stable across releases: operators grep
   for them and alert on them. :data:`EVENTS` lists every name and its log level; emitting
   a name not listed is a ``ValueError`` (a typo would otherwise be a silent new event).
-- Values are written with ``str()``; one that contains a space or ``=`` is quoted with
-  ``repr()``, so a line always splits back into its pairs. A number must be passed masked
+- Values are written with ``str()`` (a list, tuple or set as its items joined by ``,``, a
+  float with three decimals); one that is empty or holds a space, ``=``, a quote or a
+  character that is not printable (a line break) is quoted with ``repr()``, so a line is
+  always one line and splits back into its pairs. A number must be passed masked
   (``phone.mask``): this module cannot tell a number from any other value. A field named
   like a secret (:data:`FORBIDDEN_FIELDS`) is a ``ValueError``: the key and the codes never
   reach a log line.
 - Listeners are called after the line is logged, in registration order, with the name and
-  the fields; a listener that raises is logged and does not stop the others or the caller.
-  With no listener registered an event costs a dict and a disabled-logger check.
+  the fields as given; a listener that raises is logged (``textflow.events.listener_failed``,
+  with its traceback) and does not stop the others or the caller. With no listener
+  registered an event costs a dict and a disabled-logger check.
+- The lines go to the ``textflow_django`` logger, the ``bulk`` area's to
+  ``textflow_django.bulk`` (where they were before events existed: handlers configured for
+  it keep their records).
 """
 
 from __future__ import annotations
@@ -28,9 +34,19 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
-__all__ = ["EVENTS", "FORBIDDEN_FIELDS", "Listener", "add_listener", "emit", "remove_listener"]
+__all__ = [
+    "EVENTS",
+    "FORBIDDEN_FIELDS",
+    "Listener",
+    "add_listener",
+    "emit",
+    "line",
+    "remove_listener",
+]
 
 logger = logging.getLogger("textflow_django")
+#: The bulk area's logger, named as the bulk package's logger was before events.
+_bulk_logger = logging.getLogger("textflow_django.bulk")
 
 #: What a listener is called with: the event's name and its fields.
 Listener: TypeAlias = Callable[[str, Mapping[str, object]], None]
@@ -50,11 +66,14 @@ EVENTS: Final[Mapping[str, int]] = {
     "textflow.breaker.closed": logging.INFO,
     # The Fraud Guard and the rate-limit store.
     "textflow.fraud.blocked": logging.WARNING,
+    # The integrations (textflow_django.contrib).
+    "textflow.two_factor.confirm_failed": logging.WARNING,
     "textflow.store.failed": logging.ERROR,
     # Bulk jobs.
     "textflow.bulk.batch_sent": logging.INFO,
     "textflow.bulk.batch_failed": logging.WARNING,
     "textflow.bulk.batch_uncertain": logging.WARNING,
+    "textflow.bulk.numbers_dropped": logging.WARNING,
     "textflow.bulk.job_finished": logging.INFO,
     # Retention and erasure.
     "textflow.cleanup.deleted": logging.INFO,
@@ -67,6 +86,8 @@ EVENTS: Final[Mapping[str, int]] = {
     "textflow.send_sms.opted_out": logging.INFO,
     # Deployment problems seen at run time.
     "textflow.deploy.proxy_header_ignored": logging.WARNING,
+    # This module's own: a listener raised (logged directly, never handed to listeners).
+    "textflow.events.listener_failed": logging.ERROR,
 }
 
 #: Field names no event may carry: the API key and verification codes are never logged.
@@ -92,24 +113,49 @@ def remove_listener(listener: Listener) -> None:
         _listeners = tuple(each for each in _listeners if each != listener)
 
 
+#: Characters that make a value quoted: it would not split back into its pair otherwise.
+_QUOTED = frozenset(" =\"'")
+
+
 def _value(value: object) -> str:
-    text = str(value)
-    return repr(text) if (not text or " " in text or "=" in text) else text
+    """One value as the line writes it (see the module's contract)."""
+    if isinstance(value, float):
+        text = f"{value:.3f}"
+    elif isinstance(value, set | frozenset):
+        text = ",".join(sorted(map(str, value)))
+    elif isinstance(value, list | tuple):
+        text = ",".join(map(str, value))
+    else:
+        text = str(value)
+    if not text or not text.isprintable() or not _QUOTED.isdisjoint(text):
+        return repr(text)
+    return text
+
+
+def line(event: str, /, **fields: object) -> str:
+    """The line :func:`emit` logs for ``event`` and ``fields`` (no check of either)."""
+    pairs = " ".join(f"{name}={_value(value)}" for name, value in fields.items())
+    return f"{event} {pairs}" if pairs else event
 
 
 def emit(event: str, /, **fields: object) -> None:
-    """Log ``event`` with ``fields`` as one line at its level, then tell the listeners."""
+    """Log ``event`` with ``fields`` as one line at its level, then tell the listeners.
+
+    Raises ``ValueError`` for a name not in :data:`EVENTS` or a field in
+    :data:`FORBIDDEN_FIELDS`, before anything is logged or any listener called.
+    """
     level = EVENTS.get(event)
     if level is None:
         raise ValueError(f"unknown event {event!r}: add it to _events.EVENTS")
     forbidden = FORBIDDEN_FIELDS.intersection(fields)
     if forbidden:
         raise ValueError(f"event {event!r} may not carry {sorted(forbidden)}")
-    if logger.isEnabledFor(level):
-        pairs = " ".join(f"{name}={_value(value)}" for name, value in fields.items())
-        logger.log(level, "%s %s", event, pairs) if pairs else logger.log(level, "%s", event)
+    log = _bulk_logger if event.startswith("textflow.bulk.") else logger
+    if log.isEnabledFor(level):
+        log.log(level, "%s", line(event, **fields))
     for listener in _listeners:
         try:
             listener(event, fields)
         except Exception:
-            logger.exception("textflow.events.listener_failed listener=%r", listener)
+            # Not through emit: a listener failing on this event must not loop.
+            logger.exception("%s", line("textflow.events.listener_failed", listener=listener))
