@@ -22,7 +22,8 @@ Contract:
   byte by byte cannot hold a worker for longer.
 
 The package: ``_client`` (the API calls and the contract's rules), ``_transport`` (one HTTP
-request and its raw answer), ``_results`` (the typed answers); the errors live in the
+request and its raw answer), ``_results`` (the typed answers), ``_report`` (the
+``textflow.api.*`` event of every call: operation, outcome, seconds); the errors live in the
 Django-free leaf ``textflow_django._errors`` and are re-exported here.
 """
 

@@ -32,6 +32,7 @@ from .._errors import (
     TextFlowServerError,
     TextFlowUnavailable,
 )
+from ._report import reported
 from ._results import (
     BalanceResult,
     BulkCountResult,
@@ -256,6 +257,7 @@ class TextFlowClient:
 
     # -- transport -----------------------------------------------------------------------
 
+    @reported  # textflow.api.call for every call (metrics), textflow.api.failed if it fails
     def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         """Make one call and return TextFlow's JSON envelope, or raise a ``TextFlowError``.
 
