@@ -371,9 +371,12 @@ def test_a_number_whose_send_cap_strangers_spent_is_logged_and_signalled(
         ("number",),
         NUMBER,
     )
-    [record] = [r for r in caplog.records if "refused by the" in r.getMessage()]
-    assert record.levelname == "WARNING"
-    assert f"send for {phone.mask(NUMBER)} refused by the number cap" in record.getMessage()
+    [record] = [r for r in caplog.records if "reason=rate_limited" in r.getMessage()]
+    assert record.levelname == "INFO"
+    assert record.getMessage().startswith(
+        f"textflow.send_code.refused reason=rate_limited number={phone.mask(NUMBER)} "
+        "scopes=number retry_after="
+    )
     assert NUMBER not in record.getMessage()
 
 
@@ -656,7 +659,7 @@ def test_send_code_fails_closed_when_the_limit_store_is_down(
     assert response["Retry-After"] == "10"
     assert sms_outbox == []  # no SMS without its limits
     assert not PhoneVerification.objects.exists()
-    [record] = [r for r in caplog.records if "rate-limit store failed" in r.getMessage()]
+    [record] = [r for r in caplog.records if "textflow.store.failed" in r.getMessage()]
     assert record.levelname == "ERROR"
 
 
@@ -697,8 +700,10 @@ def test_a_store_failing_after_a_failed_send_keeps_the_providers_answer(
     assert response.status_code == 503, response.content
     assert response.json()["code"] == "sms_provider_unavailable"
     assert len(refunds) == 1  # the refund was tried...
-    [logged] = [r for r in caplog.records if "rate-limit store failed" in r.getMessage()]
-    assert "ConnectionError: cache server went away" in logged.getMessage()  # ...and failed
+    [logged] = [r for r in caplog.records if "textflow.store.failed" in r.getMessage()]
+    assert logged.getMessage() == (  # ...and failed
+        "textflow.store.failed error=ConnectionError detail='cache server went away' settled=True"
+    )
 
 
 def test_a_send_that_may_have_gone_out_gives_nothing_back(api, textflow_live, monkeypatch):

@@ -326,7 +326,8 @@ def test_a_login_confirms_nothing_it_cannot_and_still_succeeds(
     tf(settings, BLOCKED_COUNTRIES=["US"])
     user_verified.send(sender=__name__, request=rf.get("/"), user=user, device=device)
     assert _statuses() == [PhoneVerification.Status.PENDING]
-    assert "could not confirm" in caplog.text
+    assert "textflow.two_factor.confirm_failed device=" in caplog.text
+    assert "reason=country_not_allowed" in caplog.text
     assert "123456" not in caplog.text
 
 

@@ -123,8 +123,11 @@ def test_a_prefix_whose_codes_are_not_used_is_blocked(
     assert (block.scope, block.value, block.sends, block.conversions) == ("prefix", PREFIX, 20, 0)
     assert block.until == timezone.now() + dt.timedelta(seconds=86400)
     assert blocked == [block]
-    [line] = [r.getMessage() for r in caplog.records if "Fraud Guard" in r.getMessage()]
-    assert PREFIX in line and number(0) not in line
+    [line] = [r.getMessage() for r in caplog.records if "fraud.blocked" in r.getMessage()]
+    assert line == (
+        f"textflow.fraud.blocked scope=prefix value={PREFIX} seconds=86400 sends=20 verified=0"
+    )
+    assert number(0) not in line
     # Blocked: nothing is sent, to any number of the prefix; other prefixes are not touched.
     assert isinstance(send(999), DestinationBlocked)
     assert not isinstance(send(0, "+1202556"), Exception)

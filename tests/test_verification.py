@@ -554,10 +554,10 @@ def test_send_cap_per_number(settings, record, caplog, limit_store):
             "request": request,
         }
     ]
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "textflow_django"]
+    [logged] = [r.getMessage() for r in caplog.records if "send_code.refused" in r.getMessage()]
     assert logged == (
-        f"textflow: send for +1********43 refused by the number cap "
-        f"(retry after {info.value.retry_after}s)"
+        f"textflow.send_code.refused reason=rate_limited number=+1********43 scopes=number "
+        f"retry_after={info.value.retry_after}"
     )
 
 
@@ -1011,10 +1011,14 @@ def test_a_refusal_the_user_cannot_fix_is_a_provider_error_and_consumes_nothing(
     assert info.value.status_code == 502
     assert info.value.extra == {}  # nothing went out: no code may arrive
     assert not PhoneVerification.objects.exists()
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "textflow_django"]
+    [logged] = [r.getMessage() for r in caplog.records if "send_code.refused" in r.getMessage()]
     # The mask keeps the calling code and the last two digits only.
-    assert logged.startswith(f"TextFlow send for +1********43 failed: TextFlow {path}: ")
-    assert logged.endswith(f"(HTTP {status}) ({kind}, maybe_sent=False)")
+    assert logged == (
+        "textflow.send_code.refused reason=sms_provider_error number=+1********43 "
+        f"error={kind} status={status} maybe_sent=False"
+    )
+    [failed] = [r.getMessage() for r in caplog.records if "api.failed" in r.getMessage()]
+    assert failed.startswith(f"textflow.api.failed operation={path[1:].replace('-', '_')} ")
 
     # Fixed (credit bought, key corrected): the cooldown and the cap were not taken.
     textflow_live.reset()

@@ -68,6 +68,7 @@ __all__ = [
     "check_country",
     "is_valid",
     "mask",
+    "mask_numbers",
     "normalize",
     "parse",
 ]
@@ -444,6 +445,17 @@ def mask(number: object) -> str:
         return "***"
     shown = digits[-2:] if len(digits) >= 4 else ""
     return prefix + "*" * min(len(digits) - len(shown), _MASK_MAX_HIDDEN) + shown
+
+
+# A run of digits long enough to be a phone number, E.164 or national.
+_NUMBER_RUN: Final = re.compile(r"\+?[0-9]{7,}")
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` (an error message, a server's answer) with every run of 7 digits or more
+    (a ``+`` before it included) masked as :func:`mask` masks a number: for a log line or a
+    stored error that may quote one."""
+    return _NUMBER_RUN.sub(lambda match: mask(match.group()), text)
 
 
 def bulk_normalizer(*, strict: bool = False, region: str | None = None) -> Callable[[str], str]:

@@ -10,17 +10,11 @@ log or the job's record, with :func:`textflow_django.phone.mask`.
 
 from __future__ import annotations
 
-import re
-from typing import Final
-
 from .. import phone
 from .._sms import Segments, describe_character, find_control, segments
 from ..conf import conf
 
 __all__ = ["check_text", "masked", "storable"]
-
-# A run of digits long enough to be a phone number, E.164 or national.
-_NUMBER_RUN: Final = re.compile(r"\+?[0-9]{7,}")
 
 
 def check_text(text: object) -> Segments:
@@ -65,6 +59,6 @@ def storable(text: str) -> str:
 
 
 def masked(text: str) -> str:
-    """``text`` with every run of 7 digits or more (a ``+`` before it included) masked as
-    :func:`textflow_django.phone.mask` masks a number."""
-    return _NUMBER_RUN.sub(lambda match: phone.mask(match.group()), text)
+    """``text`` with every number in it masked (:func:`textflow_django.phone.mask_numbers`,
+    the rule's home)."""
+    return phone.mask_numbers(text)

@@ -21,7 +21,6 @@ rate-limit store (for the send path, which checks it in its one round trip).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +30,7 @@ from django.utils import translation
 from django.utils.translation import ngettext
 
 from .. import signals
+from .._events import emit
 from ..conf import FraudGuardSettings
 from ..models import FraudAllowedPrefix, FraudBlock, PhoneVerification
 from ..ratelimit import Counts, RateLimitStore, epoch_datetime
@@ -49,8 +49,6 @@ __all__ = [
     "lift",
     "prefix_sql",
 ]
-
-logger = logging.getLogger("textflow_django")
 
 
 #: The window a country the new-country cap holds back is judged over: the cap lets too
@@ -170,13 +168,14 @@ def _block(
         until=epoch_datetime(now + guard.block_seconds),
     )
     store.hold(block_key(scope, value), guard.block_seconds)
-    logger.warning(
-        "textflow: the Fraud Guard blocked the %s %s for %s s: %s codes, %s verified",
-        scope,
-        value,
-        guard.block_seconds,
-        sends,
-        conversions,
+    # A prefix or a country, never a whole number: nothing to mask.
+    emit(
+        "textflow.fraud.blocked",
+        scope=scope,
+        value=value,
+        seconds=guard.block_seconds,
+        sends=sends,
+        verified=conversions,
     )
     signals.destination_blocked.send(sender=FraudBlock, block=block)
     return block

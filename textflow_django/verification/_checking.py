@@ -35,6 +35,7 @@ from ..exceptions import (
 )
 from ..models import PhoneVerification
 from ._failures import provider_error, store_calls
+from ._outcomes import reported_check, reported_confirm
 from ._secrets import MAX_SECRET_LENGTH, digest
 from ._service import caller, caps, matches_hash, normalize, recall, report_refusal
 from .tokens import token_fields
@@ -72,6 +73,7 @@ def _failed(
     )
 
 
+@reported_check  # textflow.verify_code.verified / .failed
 def check_code(
     phone_number: object,
     code: object,
@@ -150,6 +152,7 @@ def check_code(
     raise InvalidCode(attempts_left=max(0, max_attempts - verification.attempts))
 
 
+@reported_confirm  # textflow.verify_code.verified via=confirm / .failed
 def confirm(
     phone_number: object, *, request: HttpRequest | None = None, user: Any = None
 ) -> Verified | None:
@@ -440,4 +443,4 @@ def _code_is_right(verification: PhoneVerification | None, number: str, code: st
     try:
         return get_backend().verify_code(number, code).valid
     except TextFlowError as err:
-        raise provider_error(err, number, "verify") from err
+        raise provider_error(err) from err

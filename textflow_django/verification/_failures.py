@@ -1,13 +1,15 @@
 """How the verification service fails: a TextFlow failure becomes the service's refusal, and a
-failing rate-limit store fails closed. Both log what happened, never a key or a code."""
+failing rate-limit store fails closed (``textflow.store.failed``). What a TextFlow failure
+was is reported with the refusal (``_outcomes``) and by the client
+(``textflow.api.failed``); never a key or a code."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
 from .. import phone
+from .._events import emit
 from ..exceptions import (
     LimitsUnavailable,
     SMSProviderError,
@@ -21,19 +23,10 @@ from ..exceptions import (
 
 __all__ = ["provider_error", "store_calls"]
 
-logger = logging.getLogger("textflow_django")
 
-
-def provider_error(err: TextFlowError, number: str, action: str) -> Exception:
-    """Map a TextFlow failure to the service's refusal, logging it (never key or code)."""
-    logger.warning(
-        "TextFlow %s for %s failed: %s (%s, maybe_sent=%s)",
-        action,
-        phone.mask(number),
-        err,
-        type(err).__name__,
-        err.maybe_sent,
-    )
+def provider_error(err: TextFlowError) -> Exception:
+    """Map a TextFlow failure to the service's refusal (raised ``from err``: the refusal's
+    event names ``err``'s class, status and ``maybe_sent``)."""
     if isinstance(err, TextFlowRejectedNumber):
         return phone.InvalidPhoneNumberError()
     if isinstance(err, TextFlowServerError | TextFlowBadResponse):
@@ -57,7 +50,8 @@ def store_calls(settled: bool = False) -> Iterator[None]:
         yield
     except Exception as err:
         # No traceback: a store error's message names its server or a key (a key holds a
-        # phone number: personal data, not a secret), and never a code or the API key.
-        logger.error("textflow: the rate-limit store failed: %s: %s", type(err).__name__, err)
+        # phone number: masked), and never a code or the API key.
+        detail = phone.mask_numbers(str(err))
+        emit("textflow.store.failed", error=type(err).__name__, detail=detail, settled=settled)
         if not settled:
             raise LimitsUnavailable() from err

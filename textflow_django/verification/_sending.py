@@ -28,6 +28,7 @@ from ..exceptions import (
 from ..models import PhoneVerification
 from ..ratelimit import Counts, Rate, RateLimitStore, Refusal
 from ._failures import provider_error, store_calls
+from ._outcomes import reported_send
 from ._secrets import digest, new_secret
 from ._service import caller, caps, destination, hash_code, remember, report_refusal
 from ._texts import code_text
@@ -59,6 +60,7 @@ def _send_limits(
     return claim, caps("send", conf.SEND_LIMITS, number, ip, region)
 
 
+@reported_send  # textflow.send_code.sent / .refused
 def send_code(
     phone_number: object,
     *,
@@ -150,7 +152,7 @@ def send_code(
     try:
         _deliver(number, code, text)
     except TextFlowError as err:
-        answer = provider_error(err, number, "send")
+        answer = provider_error(err)
         if not err.maybe_sent:
             with store_calls(settled=True):
                 store.give_back(claim, hits, taken_at)  # certainly not sent: nothing spent
@@ -199,12 +201,16 @@ def _acquire(
 def _deliver(number: str, code: str | None, text: str | None) -> None:
     """Have the SMS sent: ``text`` as it is, or ``code`` (ours, or the caller's) in
     :func:`code_text`'s SMS, or with neither a code TextFlow makes and holds (``"textflow"``
-    mode, in TextFlow's own words). Raises the backend's ``TextFlowError``."""
+    mode, in TextFlow's own words). Raises the backend's ``TextFlowError``.
+
+    Every SMS here is transactional: the person (or the integration acting on their
+    request: a login, a signup, a second factor) asked for it, so a number on the opt-out
+    list still gets it; the send caps, cooldown and Fraud Guard hold it instead."""
     backend = get_backend()
     if text is not None:
-        backend.send_sms(number, text)
+        backend.send_sms(number, text, transactional=True)
     elif code is not None:
-        backend.send_sms(number, code_text(code))
+        backend.send_sms(number, code_text(code), transactional=True)
     else:
         service = conf.SERVICE_NAME
         backend.send_code(number, service_name=service or None, seconds=conf.CODE_TTL)

@@ -9,7 +9,6 @@ sequences of rules; this module holds what both need, so each rule has one home.
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from .. import phone, signals
 from .._client_ip import ip_scope, network_scope
 from .._codes import CODE_LENGTH
 from .._e164 import CODE_RE
+from .._events import emit
 from ..conf import conf
 from ..exceptions import CountryNotAllowed
 from ..models import PhoneVerification
@@ -46,8 +46,6 @@ __all__ = [
     "report_refusal",
     "remember",
 ]
-
-logger = logging.getLogger("textflow_django")
 
 #: Digits of a code generated in "local" mode by default (``CODE_LENGTH`` sets them).
 LOCAL_CODE_LENGTH = CODE_LENGTH
@@ -174,17 +172,18 @@ def report_refusal(
     retry_after: int,
     request: HttpRequest | None,
 ) -> None:
-    """A cap refused a send or a check: log it and tell the receivers of ``rate_limited``
-    (the number's own send cap spent by someone is what a stranger can still do to its owner:
-    the Fraud Guard watches for it)."""
+    """A cap refused a send or a check: report it (``textflow.send_code.refused`` or
+    ``textflow.verify_code.failed``, ``reason=rate_limited`` with the capped scopes) and
+    tell the receivers of ``rate_limited`` (the number's own send cap spent by someone is
+    what a stranger can still do to its owner: the Fraud Guard watches for it)."""
     with store_calls(settled=True):
         scopes = capped_scopes(store, hits)
-    logger.warning(
-        "textflow: %s for %s refused by the %s cap (retry after %ss)",
-        action,
-        phone.mask(number),
-        "/".join(scopes) or "?",
-        retry_after,
+    emit(
+        "textflow.send_code.refused" if action == "send" else "textflow.verify_code.failed",
+        reason="rate_limited",
+        number=phone.mask(number),
+        scopes=scopes or "?",
+        retry_after=retry_after,
     )
     signals.rate_limited.send(
         sender=PhoneVerification,

@@ -18,7 +18,6 @@ and passed over.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -33,10 +32,9 @@ from two_factor.plugins.phonenumber.models import (  # type: ignore[import-untyp
 from two_factor.signals import user_verified  # type: ignore[import-untyped, unused-ignore]
 
 from ... import verification
+from ..._events import emit
 from ...exceptions import VerificationError
 from .gateway import e164
-
-logger = logging.getLogger("textflow_django")
 
 
 def connect() -> None:
@@ -81,8 +79,8 @@ def _confirm(device: Any, request: HttpRequest | None, user: Any) -> None:
         verification.confirm(e164(device.number), request=request, user=user)
     except (VerificationError, ValidationError) as err:
         # Never a reason to refuse a login two-factor accepted; the Fraud Guard misses one.
-        logger.warning(
-            "two-factor: could not confirm the token of phone device %s (%s)",
-            device.pk,
-            getattr(err, "code", None) or type(err).__name__,
+        emit(
+            "textflow.two_factor.confirm_failed",
+            device=device.pk,
+            reason=getattr(err, "code", None) or type(err).__name__,
         )
