@@ -52,6 +52,23 @@ The Fraud Guard asks three more things of ``acquire``, in the same round trip:
 ``hold(key, seconds)`` holds a key until ``seconds`` from now, whatever held it before;
 ``held(key)`` answers the whole seconds it is still held, or None; ``release`` frees it.
 
+Two more, for what is not a limit:
+
+- ``incr(key, ttl)``: add one to the plain counter ``key`` (created at 0) and answer its new
+  value; atomic where the store's writes are (the database, Redis, Memcached): of ``n``
+  concurrent increments each answers a different value (on MySQL, where the value is read
+  after the ``UPDATE``, each is counted but two may answer the same). It is kept at least
+  ``ttl`` seconds after its last increment (then the store may drop it, by its own clock
+  or the server's: a counter's expiry only frees memory), and dropped by ``release`` or
+  ``forget``. Its key must not be one a claim or a hit uses (the circuit breaker's
+  consecutive failures, shared by every worker).
+- ``forget(keys)``: drop everything the store keeps under each key: its claim or hold (or
+  counter) and every window count of it, and answer how many stored entries went. For a
+  person's erasure (the counters keyed by a number). The database and Redis find every
+  entry under ``<key>:`` (a scan: not for the hot path); a plain cache cannot list its
+  keys, so ``CacheStore`` drops the current and previous windows (the only ones kept) of
+  every window length the settings count with, and of the ``windows`` given.
+
 Time: every store reads the time from the ``clock`` it was built with (``time.time`` unless
 given; epoch seconds), and a ``now`` argument is a reading of that clock. That clock decides
 when a claim ends (its deadline is stored with it) and which windows a hit reads and counts
@@ -64,7 +81,7 @@ clock, not when the server's clock gets there.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -109,6 +126,10 @@ class RateLimitStore(Protocol):
 
     def held(self, key: str) -> int | None: ...
 
+    def incr(self, key: str, ttl: int) -> int: ...
+
+    def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int: ...
+
     def give_back(
         self, claim: tuple[str, int] | None, hits: Sequence[tuple[str, Rate]], now: float
     ) -> None: ...
@@ -151,6 +172,12 @@ class _OneByOne(ABC):
 
     @abstractmethod
     def held(self, key: str) -> int | None: ...
+
+    @abstractmethod
+    def incr(self, key: str, ttl: int) -> int: ...
+
+    @abstractmethod
+    def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int: ...
 
     @abstractmethod
     def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:

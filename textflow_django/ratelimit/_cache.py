@@ -17,16 +17,31 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from django.core.cache import caches
 
 from .._rates import Rate
+from ..conf import conf
 from ._base import Clock, Counts, _OneByOne, _position, _room, _wait
 
 __all__ = ["CacheStore"]
 
 _PREFIX = "textflow:rl:"
+
+
+def _configured_windows() -> set[int]:
+    """The window lengths (seconds) of every rate the settings count with: the send caps,
+    the failed-check caps and the Fraud Guard's (its grace period's, its counting window's
+    and the new-country cap's). What :meth:`CacheStore.forget` can reach."""
+    guard = conf.FRAUD_GUARD
+    rates = [rate for limits in conf.SEND_LIMITS.values() for rate in limits]
+    rates += [rate for limits in conf.FAILED_CHECK_LIMITS.values() for rate in limits]
+    return {rate.window for rate in rates} | {
+        guard.grace,
+        guard.window,
+        guard.new_country_limit.window,
+    }
 
 
 class CacheStore(_OneByOne):
@@ -69,6 +84,41 @@ class CacheStore(_OneByOne):
         if deadline is None or float(deadline) <= now:
             return None
         return max(1, math.ceil(float(deadline) - now))
+
+    def incr(self, key: str, ttl: int) -> int:
+        """``add``, else ``incr`` (atomic on Redis and Memcached), then ``touch`` to keep it
+        ``ttl`` seconds from now: the cache's own timeout, its expiry."""
+        full = _PREFIX + key
+        if self.cache.add(full, 1, timeout=ttl):
+            return 1
+        try:
+            count = int(self.cache.incr(full))
+        except ValueError:  # expired between add and incr
+            count = 1 if self.cache.add(full, 1, timeout=ttl) else int(self.cache.incr(full))
+        self.cache.touch(full, ttl)
+        return count
+
+    def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int:
+        """Delete each key's claim, hold or counter, and its counts in the current and
+        previous windows (a count is kept no longer) of every window length in
+        ``windows`` and in the settings (:func:`_configured_windows`). A cache cannot list
+        its keys: the counts of a rate no longer configured (and not in ``windows``) are
+        not reached, and go when their cache timeout does (two windows at most); so do the
+        takeover markers of claims (``<key>:over:<deadline>``, which hold no count).
+        Answers how many of these entries were there (read just before the delete)."""
+        now = self.clock()
+        lengths = sorted(_configured_windows().union(windows))
+        names = []
+        for key in dict.fromkeys(keys):
+            names.append(_PREFIX + key)
+            for window in lengths:
+                index = _position(Rate(1, window), now).index
+                names += [f"{_PREFIX}{key}:{window}:{i}" for i in (index, index - 1)]
+        if not names:
+            return 0
+        found = self.cache.get_many(names)
+        self.cache.delete_many(names)
+        return len(found)
 
     def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:
         keys = {

@@ -43,13 +43,13 @@ import functools
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from .. import _sql
 from .._rates import Rate
@@ -277,6 +277,55 @@ class DatabaseStore(_OneByOne):
 
     def held(self, key: str) -> int | None:
         return self._left(key, self.clock(), alive=True)
+
+    def incr(self, key: str, ttl: int) -> int:
+        """One upsert on PostgreSQL and SQLite (``RETURNING`` the new count); elsewhere an
+        ``UPDATE`` (or the first ``INSERT``) and a ``SELECT`` of the count. The row expires
+        ``ttl`` seconds after this increment (the purge removes it then)."""
+        until = epoch_datetime(self.clock() + ttl)
+        self._maybe_purge()
+        if _sql.returning(self.using):
+            connection = connections[self.using]
+            qn = connection.ops.quote_name
+            t, k, c, e = qn(self._model._meta.db_table), qn("key"), qn("count"), qn("expires_at")
+            sql = (
+                f"INSERT INTO {t} ({k}, {c}, {e}) VALUES (%s, 1, %s) "  # noqa: S608
+                f"ON CONFLICT ({k}) DO UPDATE SET {c} = {t}.{c} + 1, {e} = excluded.{e} "
+                f"RETURNING {c}"
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [key, connection.ops.adapt_datetimefield_value(until)])
+                return int(cursor.fetchone()[0])
+        rows = self._model.objects.using(self.using).filter(key=key)
+        if not rows.update(count=F("count") + 1, expires_at=until):
+            if self._insert(key, 1, until):
+                return 1
+            rows.update(count=F("count") + 1, expires_at=until)
+        # MySQL: the count as read just after (another increment may have come in between).
+        return int(next(iter(rows.values_list("count", flat=True)), 1))
+
+    def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int:
+        """Delete the rows ``<key>`` and ``<key>:...`` of every key (``windows`` is not
+        needed: the rows are found by their keys). A ``LIKE`` prefix match that no index
+        serves (a scan of the counters, which the purge keeps small), then the matching
+        rows' exact keys checked in Python (SQLite's ``LIKE`` ignores case) and deleted by
+        id, a hundred keys at a time."""
+        rows = self._model.objects.using(self.using)
+        deleted = 0
+        for start in range(0, len(keys), 100):
+            chunk = list(dict.fromkeys(keys[start : start + 100]))
+            exact, prefixes = set(chunk), tuple(f"{key}:" for key in chunk)
+            found = Q(key__in=chunk)
+            for prefix in prefixes:
+                found |= Q(key__startswith=prefix)
+            ids = [
+                pk
+                for pk, key in rows.filter(found).values_list("pk", "key")
+                if key in exact or key.startswith(prefixes)
+            ]
+            if ids:
+                deleted += rows.filter(pk__in=ids).delete()[0]
+        return deleted
 
     def _current(self, hits: Sequence[tuple[str, Rate]], now: float) -> Counts:
         rows = {(key, rate.window): _rows([(key, rate)], now)[0].key for key, rate in hits}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.core.cache import caches
@@ -285,6 +285,33 @@ class RedisCacheStore(CacheStore):
 
     def peek(self, key: str, rate: Rate) -> int | None:
         return self.peek_all([(key, rate)])
+
+    def incr(self, key: str, ttl: int) -> int:
+        """``INCR`` and ``EXPIRE`` in one ``MULTI``/``EXEC``: one round trip, atomic."""
+        pipe = self._redis().client.pipeline(transaction=True)
+        pipe.incr(self.cache.make_key(_PREFIX + key))
+        pipe.expire(self.cache.make_key(_PREFIX + key), ttl)
+        count, _expired = pipe.execute()
+        return int(count)
+
+    def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int:
+        """``DEL`` of each key and of every Redis key under ``<key>:`` (every window's
+        count, whatever its rate, and the claims' takeover markers), found by ``SCAN``
+        with a ``MATCH`` pattern per key (a walk of the whole keyspace, in pages of 1000:
+        for an erasure, not for the hot path). ``windows`` is not needed."""
+        client = self._redis().client
+        deleted = 0
+        for key in dict.fromkeys(keys):
+            full = self.cache.make_key(_PREFIX + key)
+            names = [full, *client.scan_iter(match=_glob_escape(full) + ":*", count=1000)]
+            for start in range(0, len(names), 500):
+                deleted += int(client.delete(*names[start : start + 500]))
+        return deleted
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a Redis ``MATCH`` pattern matching itself alone."""
+    return "".join("\\" + char if char in "\\*?[]" else char for char in text)
 
 
 def _single_redis(alias: str) -> bool:
