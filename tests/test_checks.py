@@ -179,7 +179,9 @@ def test_e017_not_raised_with_the_emulators_url(base_url):
 
 
 def _deploy(debug: bool, **textflow: object) -> list[CheckMessage]:
-    with override_settings(DEBUG=debug, TEXTFLOW=textflow):
+    # With ALLOWED_COUNTRIES, unless a test says otherwise: without it is textflow.W012's
+    # (tests/test_deploy_checks.py has the deploy checks' own tests).
+    with override_settings(DEBUG=debug, TEXTFLOW={"ALLOWED_COUNTRIES": ["US"], **textflow}):
         return check_deploy()
 
 
@@ -287,6 +289,13 @@ def _not_a_dict() -> list[CheckMessage]:
         return check_settings()
 
 
+def _behind_a_proxy(
+    run: Callable[..., list[CheckMessage]], *args: object, **kwargs: object
+) -> list[CheckMessage]:
+    with override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        return run(*args, **kwargs)
+
+
 #: One way to trigger each ID of the ledger.
 TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E001": _not_a_dict,
@@ -307,6 +316,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E016": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"MIN_CONVERSION": 2}),
     "textflow.E017": lambda: _settings_messages(API_KEY=EMULATOR_API_KEY),
     "textflow.E018": lambda: _settings_messages(**GOOD, CODE_MESSAGE="Your code"),
+    "textflow.E019": lambda: _settings_messages(**GOOD, RETENTION={"VERIFICATIONS": 0}),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -322,6 +332,9 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.W007": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"ENABLED": False}),
     "textflow.W008": lambda: _deploy(False, **GOOD, BASE_URL="http://127.0.0.1:8025/api"),
     "textflow.W009": lambda: _settings_messages(**GOOD, SERVICE_NAME="A" * 140),
+    "textflow.W010": lambda: _deploy(False, API_KEY=EMULATOR_API_KEY, BASE_URL="https://e.test"),
+    "textflow.W011": lambda: _behind_a_proxy(_deploy, False, **GOOD),
+    "textflow.W012": lambda: _deploy(False, **GOOD, ALLOWED_COUNTRIES=None),
 }
 
 

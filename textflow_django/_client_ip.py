@@ -5,14 +5,22 @@ it their request; project code may call :func:`client_ip`, re-exported by
 ``textflow_django.verification``), and nothing else reads ``REMOTE_ADDR`` or
 ``X-Forwarded-For``. The service takes a ``request`` in its public signature
 (``send_code(number, request=request)``), so this sits below it, with the rules: it imports
-only the settings.
+only the settings and the events.
+
+A site behind a proxy with ``NUM_PROXIES`` left at 0 counts every client as the proxy: the
+first request that carries ``X-Forwarded-For`` while ``NUM_PROXIES`` is 0 logs the event
+``textflow.deploy.proxy_header_ignored`` (once per process; the header is still ignored, as
+it must be when no proxy of ours wrote it). ``check --deploy`` says the same from the
+settings (``textflow.W011``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import TYPE_CHECKING
 
+from ._events import emit
 from .conf import conf
 
 if TYPE_CHECKING:
@@ -32,6 +40,8 @@ def client_ip(request: HttpRequest | None) -> str | None:
         return None
     remote = parse_ip(request.META.get("REMOTE_ADDR"))
     proxies = conf.NUM_PROXIES
+    if proxies == 0 and not _header_ignored.locked():
+        _tell_header_ignored(request, remote)
     if proxies > 0:
         forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [p for p in forwarded if p]
@@ -40,6 +50,32 @@ def client_ip(request: HttpRequest | None) -> str | None:
             # REMOTE_ADDR, so junk in the header cannot opt a client out of the IP caps.
             return parse_ip(forwarded[-min(proxies, len(forwarded))]) or remote
     return remote
+
+
+#: Taken (never released) by the one request that logs proxy_header_ignored in this process.
+_header_ignored = threading.Lock()
+
+
+def _tell_header_ignored(request: HttpRequest, remote: str | None) -> None:
+    """Emit ``textflow.deploy.proxy_header_ignored`` if ``request`` carries
+    ``X-Forwarded-For``, the first time in this process (of requests racing, exactly one)."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    entries = [p for p in forwarded.split(",") if p.strip()]
+    if entries and _header_ignored.acquire(blocking=False):
+        # The proxy's address (the peer) and how many hops the header names; never the
+        # header's addresses, which are the clients' (or whatever a client forged).
+        emit(
+            "textflow.deploy.proxy_header_ignored",
+            remote_addr=remote or "unknown",
+            forwarded_hops=len(entries),
+            num_proxies=0,
+        )
+
+
+def _forget_header_ignored() -> None:
+    """Let the next request with ``X-Forwarded-For`` log the event again (for tests)."""
+    if _header_ignored.locked():
+        _header_ignored.release()
 
 
 def parse_ip(text: str | None) -> str | None:

@@ -33,6 +33,17 @@ ID ledger (an ID is never reused, even when its check is removed):
   TextFlow itself, which refuses that key.
 - ``textflow.E018``: ``CODE_MESSAGE`` is not a template with ``{code}`` (and at most
   ``{service}``), or ``WEBOTP_DOMAIN`` is not a bare host name.
+- ``textflow.E019``: ``RETENTION`` is not a dict of its keys to whole numbers of days (or
+  None), or keeps verifications for less time than a code and its token live, or than the
+  Fraud Guard looks back.
+- ``textflow.E020``: ``BULK_LEASE`` is not a positive number of seconds, or not longer than
+  a live bulk sender may go without stamping its claim (one call to TextFlow, connection
+  retries included, after one Retry-After wait: ``bulk.sending.lease_floor(TIMEOUT)``).
+- ``textflow.E021``: a replies setting is not valid: ``REPLY_SECRET`` is not a string or is
+  shorter than 16 characters, ``OPT_OUT_KEYWORDS``/``OPT_IN_KEYWORDS`` is not a list of
+  keywords or the two share one, ``REPLY_RATE`` is not a rate, ``REPLY_CONFIRMATIONS`` is
+  not True or False.
+- ``textflow.E023``: ``METRICS`` is not True or False.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
 - ``textflow.W001``: a console, locmem or dummy backend while ``DEBUG`` is False.
@@ -48,16 +59,39 @@ ID ledger (an ID is never reused, even when its check is removed):
   False: production would be talking to an emulator (plain http elsewhere is W003's).
 - ``textflow.W009``: the code SMS (``CODE_MESSAGE`` or its default, ``SERVICE_NAME``,
   ``CODE_LENGTH`` digits, the WebOTP line) takes more than one SMS segment.
+- ``textflow.W017``: the replies webhook is weakly set up: ``REPLY_SECRET`` is shorter than
+  32 characters, has few distinct characters or is the API key; or replies are configured
+  (``REPLY_CONFIRMATIONS``, keyword lists) while no ``REPLY_SECRET`` turns the webhook on.
+- ``textflow.W019``: ``METRICS`` is set to True but ``prometheus_client`` (the
+  ``prometheus`` extra) is not installed: no metrics. (Left at its default, ``METRICS``
+  quietly means "if installed".)
 - ``textflow.W007``: a Fraud Guard protection is off: ``FRAUD_GUARD["ENABLED"]`` is False,
   or ``SEND_LIMITS`` has no ``"global"`` or no ``"country"`` budget.
+- ``textflow.W010`` (``check --deploy``): ``API_KEY`` is the bundled emulator's key with the
+  TextFlow backend (with TextFlow's own ``BASE_URL`` that is ``textflow.E017``'s alone).
+- ``textflow.W011`` (``check --deploy``): ``NUM_PROXIES`` is 0 while the site is set up
+  behind a proxy (``SECURE_PROXY_SSL_HEADER``, ``USE_X_FORWARDED_HOST``/``_PORT``).
+- ``textflow.W012`` (``check --deploy``): ``ALLOWED_COUNTRIES`` is not set: codes may go
+  to every country.
+
+``check --deploy`` and production (``DEBUG`` False). One problem has one ID, reported once:
+what is wrong in production whatever else is set is said at every check while ``DEBUG`` is
+False, so start-up shows it too (``W001`` an emulating backend, ``W004`` a per-process
+rate-limit store; ``W003`` plain http and ``W007`` a Fraud Guard protection off, with
+``DEBUG`` on as well); what is right on a laptop and wrong in production is said only by
+``check --deploy`` with ``DEBUG`` False (``W008``, ``W010``-``W012``). With ``DEBUG`` on,
+``check --deploy`` adds nothing here: Django's ``security.W018`` says ``DEBUG`` is on.
+``W013``-``W016``, reserved for these checks, stay unused.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -75,10 +109,11 @@ from .conf import (
     MAX_CODE_TTL,
     MIN_CODE_LENGTH,
     conf,
+    retention_problems,
 )
 from .exceptions import TextFlowConfigurationError
 
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_LOOPBACK_HOSTS = {"localhost"}  # and every loopback address: _is_loopback
 #: The scopes a send cap may count per, and a failed-check cap.
 SEND_SCOPES = ("number", "ip", "network", "global", "country")
 CHECK_SCOPES = ("number", "ip", "network")
@@ -108,7 +143,10 @@ def check_settings(
     errors += _check_phone_rules(raw)
     errors += _check_verification_rules(raw)
     errors += _check_bulk(raw)
+    errors += _check_lease(raw)
     errors += _check_code_message(raw)
+    errors += _check_replies(raw)
+    errors += _check_retention(raw)
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         errors.append(
@@ -192,7 +230,7 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     base_url = raw.get("BASE_URL", DEFAULTS["BASE_URL"])
-    parts = urlsplit(base_url) if isinstance(base_url, str) else None
+    parts = _base_url_parts(raw)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         errors.append(
             Error(
@@ -210,7 +248,7 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 id="textflow.W003",
             )
         )
-    if parts is not None and _is_textflow_itself(parts.hostname) and _is_emulator_key(raw):
+    if _emulator_key_sent_to_textflow(raw):
         errors.append(
             Error(
                 "TEXTFLOW['API_KEY'] is the bundled emulator's key, but BASE_URL is TextFlow "
@@ -248,8 +286,26 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
 
 
 def _is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is this machine: where the bundled emulator listens."""
-    return host is not None and (host in _LOOPBACK_HOSTS or host.startswith("127."))
+    """Whether ``host`` (a URL's lower-cased host name, IPv6 without brackets) is this
+    machine: where the bundled emulator listens, and where the key crosses no network.
+
+    ``localhost`` and its sub-domains (RFC 6761), with or without the root's trailing dot;
+    a loopback address in any spelling (``127.x.y.z``, ``::1`` or ``0:0:0:0:0:0:0:1``, an
+    IPv4-mapped ``::ffff:127.0.0.1``); the unspecified address (``0.0.0.0``, ``::``), which
+    connects to this machine.
+    """
+    if host is None:
+        return False
+    name = host.rstrip(".")
+    if name in _LOOPBACK_HOSTS or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])  # without an IPv6 zone
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
 
 
 def _is_textflow_itself(host: str | None) -> bool:
@@ -260,28 +316,121 @@ def _is_emulator_key(raw: Mapping[str, Any]) -> bool:
     return raw.get("API_KEY") == EMULATOR_API_KEY
 
 
+def _base_url_parts(raw: Mapping[str, Any]) -> SplitResult | None:
+    """``BASE_URL`` split, or None when it is no string or no URL (``textflow.E006``)."""
+    base_url = raw.get("BASE_URL", DEFAULTS["BASE_URL"])
+    try:
+        return urlsplit(base_url) if isinstance(base_url, str) else None
+    except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+        return None
+
+
+def _emulator_key_sent_to_textflow(raw: Mapping[str, Any]) -> bool:
+    """``textflow.E017``'s case: the emulator's key with TextFlow's own ``BASE_URL``."""
+    parts = _base_url_parts(raw)
+    return parts is not None and _is_textflow_itself(parts.hostname) and _is_emulator_key(raw)
+
+
 @register(Tags.compatibility, deploy=True)
 def check_deploy(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """What ``manage.py check --deploy`` adds for ``settings.TEXTFLOW`` (``DEBUG`` False)."""
+    """What ``manage.py check --deploy`` adds for ``settings.TEXTFLOW`` (``DEBUG`` False):
+    what is right in development and wrong in production (see the module's docstring)."""
     raw = getattr(settings, "TEXTFLOW", {})
     if settings.DEBUG or not isinstance(raw, Mapping):
         return []
-    base_url = raw.get("BASE_URL", DEFAULTS["BASE_URL"])
-    parts = urlsplit(base_url) if isinstance(base_url, str) else None
+    return [
+        *_deploy_base_url(raw),
+        *_deploy_api_key(raw),
+        *_deploy_proxies(raw),
+        *_deploy_countries(raw),
+    ]
+
+
+def _deploy_base_url(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """W008: a loopback ``BASE_URL`` (plain http to another host is W003's, at every check)."""
+    parts = _base_url_parts(raw)
     if parts is None or not parts.hostname:  # textflow.E006 says what is wrong
         return []
-    # Plain http to another host is textflow.W003's, with DEBUG on or off.
     if not _is_loopback(parts.hostname):
         return []
     return [
         Warning(
-            f"TEXTFLOW['BASE_URL'] is {base_url}: a loopback host, where only the bundled "
-            "emulator listens, while DEBUG is False.",
+            f"TEXTFLOW['BASE_URL'] is {raw.get('BASE_URL')}: a loopback host, where only the "
+            "bundled emulator listens, while DEBUG is False.",
             hint="In production leave BASE_URL at its default, https://textflow.me/api, "
             "and set API_KEY to your TextFlow key.",
             id="textflow.W008",
+        )
+    ]
+
+
+def _deploy_api_key(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """W010: the emulator's key where it would be used: not with TextFlow's own URL
+    (``textflow.E017``, an error at every check), nor with an emulating backend, which
+    sends nothing with it (``textflow.W001``)."""
+    from .backends import load_backend_class
+    from .backends._emulated import EmulatedBackend
+
+    if not _is_emulator_key(raw) or _emulator_key_sent_to_textflow(raw):
+        return []
+    try:
+        backend = load_backend_class(conf.BACKEND)
+    except TextFlowConfigurationError:  # textflow.E003 says what is wrong
+        return []
+    if issubclass(backend, EmulatedBackend):
+        return []
+    return [
+        Warning(
+            "TEXTFLOW['API_KEY'] is the bundled emulator's key, which is public: production "
+            "would be texting through an emulator, which sends no SMS.",
+            hint="Set API_KEY to your key from textflow.me, read from the environment "
+            "(os.environ['TEXTFLOW_API_KEY']), and leave BASE_URL at its default.",
+            id="textflow.W010",
+        )
+    ]
+
+
+#: Django's settings that say requests reach the site through a proxy.
+_PROXY_SETTINGS = ("SECURE_PROXY_SSL_HEADER", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT")
+
+
+def _deploy_proxies(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """W011: ``NUM_PROXIES`` 0 on a site its settings put behind a proxy. The same mistake
+    seen at run time is the event ``textflow.deploy.proxy_header_ignored`` (``_client_ip``)."""
+    proxies = raw.get("NUM_PROXIES", DEFAULTS["NUM_PROXIES"])
+    if proxies != 0 or isinstance(proxies, bool):  # a bool is textflow.E011's
+        return []
+    behind = [name for name in _PROXY_SETTINGS if getattr(settings, name, None)]
+    if not behind:
+        return []
+    return [
+        Warning(
+            f"TEXTFLOW['NUM_PROXIES'] is 0, but {' and '.join(behind)} put the site behind a "
+            "proxy: every client would count as the proxy's address, so one client could use "
+            "up the per-IP and per-network caps of all.",
+            hint="Set NUM_PROXIES to the number of proxies in front of Django that append to "
+            "X-Forwarded-For (1 for one load balancer or nginx). At run time, "
+            "textflow.deploy.proxy_header_ignored is logged once per process when a request "
+            "carries X-Forwarded-For while NUM_PROXIES is 0.",
+            id="textflow.W011",
+        )
+    ]
+
+
+def _deploy_countries(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """W012: no ``ALLOWED_COUNTRIES`` (a value that is no list is textflow.E009's)."""
+    if raw.get("ALLOWED_COUNTRIES", DEFAULTS["ALLOWED_COUNTRIES"]) is not None:
+        return []
+    return [
+        Warning(
+            "TEXTFLOW['ALLOWED_COUNTRIES'] is not set: codes may be sent to numbers of every "
+            "country, the premium-rate destinations SMS pumping targets included.",
+            hint="List the countries your users are in, e.g. ALLOWED_COUNTRIES = ['US', 'CA'] "
+            "(README: Fraud Guard). To serve every country on purpose, add 'textflow.W012' "
+            "to SILENCED_SYSTEM_CHECKS.",
+            id="textflow.W012",
         )
     ]
 
@@ -390,6 +539,38 @@ def _check_bulk(raw: Mapping[str, Any]) -> list[CheckMessage]:
     ]
 
 
+def _check_lease(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """E020: a resume judges a claim older than ``BULK_LEASE`` its dead sender's, so the
+    lease must outlast what a live sender may go without stamping its claim; with a
+    shorter one a resume would mark a batch uncertain while it is being sent."""
+    from .bulk.sending import lease_floor
+
+    lease = raw.get("BULK_LEASE", DEFAULTS["BULK_LEASE"])
+    timeout = raw.get("TIMEOUT", DEFAULTS["TIMEOUT"])
+    if _is_number(lease) and lease > 0:
+        if not _is_number(timeout) or timeout <= 0:  # E004 says what is wrong
+            return []
+        floor = lease_floor(timeout)
+        if lease > floor:
+            return []
+        problem = (
+            f"TEXTFLOW['BULK_LEASE'] ({lease:g} s) must be longer than a live bulk sender "
+            f"may go without renewing its claim on a batch: {floor:g} s with TIMEOUT "
+            f"{timeout:g} s (one call to TextFlow with its connection retries, after one "
+            "Retry-After wait). A resume would mark batches uncertain while they are sent."
+        )
+    else:
+        problem = f"TEXTFLOW['BULK_LEASE'] must be a positive number of seconds, not {lease!r}."
+    return [
+        Error(
+            problem,
+            hint=f"The default is {DEFAULTS['BULK_LEASE']!r} seconds; the lease only delays "
+            "how soon a resume gives up on a sender that died, so err on the long side.",
+            id="textflow.E020",
+        )
+    ]
+
+
 def _limits_problem(key: str, value: object) -> str | None:
     """What is wrong with ``SEND_LIMITS`` or ``FAILED_CHECK_LIMITS`` (E012), or None."""
     if not isinstance(value, Mapping):
@@ -477,11 +658,7 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         else:
             backend = settings.CACHES[alias].get("BACKEND", "")
-            if not settings.DEBUG and backend.rsplit(".", 1)[-1] in (
-                "LocMemCache",
-                "DummyCache",
-                "FileBasedCache",
-            ):
+            if not settings.DEBUG and _per_process_cache(backend):
                 errors.append(
                     Warning(
                         f"Rate limits are kept in cache {alias!r} ({backend}), which is not "
@@ -503,6 +680,22 @@ def _check_verification_rules(raw: Mapping[str, Any]) -> list[CheckMessage]:
                     )
                 )
     return errors
+
+
+def _per_process_cache(backend: str) -> bool:
+    """Whether the cache class at ``backend`` keeps what it stores in each process (or in
+    no process: ``DummyCache``), or holds no counter atomically across them (files): one of
+    Django's three, or a subclass of one."""
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.filebased import FileBasedCache
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.utils.module_loading import import_string
+
+    try:
+        cls = import_string(backend)
+    except (ImportError, ValueError):  # Django's cache framework reports it when used
+        return False
+    return isinstance(cls, type) and issubclass(cls, LocMemCache | DummyCache | FileBasedCache)
 
 
 def _check_guessing() -> list[CheckMessage]:
@@ -616,3 +809,175 @@ def _check_fraud_guard(raw: Mapping[str, Any]) -> list[CheckMessage]:
             )
         )
     return found
+
+
+def _check_retention(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """E019: ``RETENTION``'s values (conf's rule), and verifications kept long enough for
+    what reads them: a code is checked up to ``CODE_TTL`` after it was sent and its token
+    proves the number for ``TOKEN_MAX_AGE`` more, and the Fraud Guard judges the codes of
+    its window (``WINDOW``, or a day for a new country) before its ``GRACE``. A cleanup
+    leaves every row at least that many whole days old; an hour more covers a day that
+    daylight saving time shortened."""
+    from .fraud import NEW_COUNTRY_WINDOW
+
+    value = raw.get("RETENTION", DEFAULTS["RETENTION"])
+    problems = retention_problems(value)
+    days = None if problems else {**DEFAULTS["RETENTION"], **value}["VERIFICATIONS"]
+    if days is not None:
+        try:
+            guard = conf.FRAUD_GUARD
+            needs = {
+                "a code and its token live (CODE_TTL + TOKEN_MAX_AGE)": conf.CODE_TTL
+                + conf.TOKEN_MAX_AGE,
+                "the Fraud Guard looks back (its WINDOW or a day, + GRACE)": max(
+                    guard.window, NEW_COUNTRY_WINDOW
+                )
+                + guard.grace,
+            }
+        except (TypeError, ValueError):  # E005, E011 or E016 says what is wrong
+            needs = {}
+        for what, seconds in needs.items():
+            least = math.ceil((seconds + 3600) / 86400)
+            if days < least:
+                problems.append(
+                    f"VERIFICATIONS keeps {days} day(s), less than {what}: at least {least}"
+                )
+    if not problems:
+        return []
+    return [
+        Error(
+            f"TEXTFLOW['RETENTION'] is not valid: {'; '.join(problems)}.",
+            hint=f"Days per kind, None to keep forever; the defaults: "
+            f"{dict(DEFAULTS['RETENTION'])!r}. Give only the keys you change.",
+            id="textflow.E019",
+        )
+    ]
+
+
+#: A replies-webhook secret shorter than this is refused (E021), one shorter than
+#: ``REPLY_SECRET_ADVISED`` or of fewer distinct characters than ``REPLY_SECRET_DISTINCT``
+#: warned about (W017): the secret is all that tells TextFlow's posts from anyone's, and
+#: anyone who guesses it can opt every number out.
+REPLY_SECRET_MIN = 16
+REPLY_SECRET_ADVISED = 32
+REPLY_SECRET_DISTINCT = 10
+_REPLIES_HINT = (
+    "Make one with python -c 'import secrets; print(secrets.token_urlsafe(32))', set it "
+    "from the environment, and give TextFlow the same secret for its reply forwarding."
+)
+
+
+def _check_replies(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """E021 (a replies setting is not valid) and W017 (the webhook is weakly set up)."""
+    from .replies import (
+        OPT_IN_KEYWORDS_BY_LANGUAGE,
+        OPT_OUT_KEYWORDS_BY_LANGUAGE,
+        keyword_form,
+        keywords_problem,
+    )
+
+    problems: list[str] = []
+    secret = raw.get("REPLY_SECRET", DEFAULTS["REPLY_SECRET"])
+    if secret is not None and not isinstance(secret, str):
+        problems.append(f"REPLY_SECRET must be a string, not {type(secret).__name__}")
+        secret = None
+    elif secret and len(secret) < REPLY_SECRET_MIN:
+        problems.append(f"REPLY_SECRET has {len(secret)} characters, fewer than {REPLY_SECRET_MIN}")
+    lists: dict[str, set[str]] = {}
+    for key, built_in in (
+        ("OPT_OUT_KEYWORDS", OPT_OUT_KEYWORDS_BY_LANGUAGE),
+        ("OPT_IN_KEYWORDS", OPT_IN_KEYWORDS_BY_LANGUAGE),
+    ):
+        value = raw.get(key, DEFAULTS[key])
+        problem = keywords_problem(value)
+        if problem is not None:
+            problems.append(f"{key} {problem}")
+            continue
+        keywords = [k for ks in built_in.values() for k in ks] if value is None else value
+        lists[key] = {keyword_form(k) for k in keywords}
+    both = lists.get("OPT_OUT_KEYWORDS", set()) & lists.get("OPT_IN_KEYWORDS", set())
+    if both:
+        problems.append(
+            f"{', '.join(sorted(both))} is in both OPT_OUT_KEYWORDS and OPT_IN_KEYWORDS"
+        )
+    try:
+        parse_rate(raw.get("REPLY_RATE", DEFAULTS["REPLY_RATE"]))
+    except (TypeError, ValueError) as err:
+        problems.append(f"REPLY_RATE: {err}")
+    confirmations = raw.get("REPLY_CONFIRMATIONS", DEFAULTS["REPLY_CONFIRMATIONS"])
+    if not isinstance(confirmations, bool):
+        problems.append("REPLY_CONFIRMATIONS must be True or False")
+    if problems:
+        return [
+            Error(
+                f"The replies settings are not valid: {'; '.join(problems)}.",
+                hint=f"Keyword lists are lists of strings such as ['STOP', 'QUIT'] (None: "
+                f"the built-in lists); REPLY_RATE is a rate such as '600/m'. {_REPLIES_HINT}",
+                id="textflow.E021",
+            )
+        ]
+    weak: list[str] = []
+    if secret:
+        if len(secret) < REPLY_SECRET_ADVISED:
+            weak.append(
+                f"REPLY_SECRET has {len(secret)} characters, fewer than {REPLY_SECRET_ADVISED}"
+            )
+        elif len(set(secret)) < REPLY_SECRET_DISTINCT:
+            weak.append(f"REPLY_SECRET has only {len(set(secret))} distinct characters")
+        if secret == raw.get("API_KEY"):
+            weak.append(
+                "REPLY_SECRET is the API key: it would travel in every forwarded reply and "
+                "sit on the forwarding phone"
+            )
+    else:
+        configured = [
+            key
+            for key in ("REPLY_CONFIRMATIONS", "OPT_OUT_KEYWORDS", "OPT_IN_KEYWORDS")
+            if raw.get(key, DEFAULTS[key]) not in (None, False)
+        ]
+        if configured:
+            weak.append(
+                f"{', '.join(configured)} {'is' if len(configured) == 1 else 'are'} set, but "
+                "REPLY_SECRET is not: the replies webhook answers 404 and no reply arrives"
+            )
+    if not weak:
+        return []
+    return [
+        Warning(
+            f"The replies webhook is weakly set up: {'; '.join(weak)}.",
+            hint=_REPLIES_HINT,
+            id="textflow.W017",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_metrics(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E023 and W019: ``METRICS`` is a bool, and a site that asks for metrics gets them."""
+    from . import apps  # its ready() decides; the same test of the extra here
+
+    raw = getattr(settings, "TEXTFLOW", {})
+    if not isinstance(raw, Mapping) or "METRICS" not in raw:
+        return []  # the default: metrics if prometheus_client is installed, silently
+    value = raw["METRICS"]
+    if not isinstance(value, bool):
+        return [
+            Error(
+                f"TEXTFLOW['METRICS'] must be True or False, not {value!r}.",
+                hint="True counts the app's events as Prometheus metrics when "
+                "prometheus_client is installed; False never does.",
+                id="textflow.E023",
+            )
+        ]
+    if value and not apps.metrics_available():
+        return [
+            Warning(
+                "TEXTFLOW['METRICS'] is True but prometheus_client is not installed: "
+                "textflow-django records no metrics.",
+                hint="pip install textflow-django[prometheus] (or set METRICS to False).",
+                id="textflow.W019",
+            )
+        ]
+    return []
