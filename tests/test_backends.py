@@ -48,6 +48,9 @@ from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
 
 from .conftest import tf
 
+# send_sms reads the opt-out list (textflow_django.optouts): every test may touch the database.
+pytestmark = pytest.mark.django_db
+
 NUMBER = "+12025550143"
 OTHER = "+447700900123"
 

@@ -17,8 +17,10 @@ def test_fixtures_in_a_users_project(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(
         test_user=textwrap.dedent("""
+            import pytest
             from textflow_django.backends import get_backend, locmem
 
+            @pytest.mark.django_db  # send_sms reads the opt-out list
             def test_first(sms_outbox):
                 get_backend().send_sms("+12025550143", "one")
                 assert len(sms_outbox) == 1
@@ -26,6 +28,7 @@ def test_fixtures_in_a_users_project(pytester, monkeypatch):
             def test_second_starts_empty():
                 assert locmem.outbox == []
 
+            @pytest.mark.django_db
             def test_live(textflow_live):
                 get_backend().send_sms("+12025550143", "live")
                 assert [m.text for m in textflow_live.messages] == ["live"]
@@ -52,11 +55,11 @@ def test_fixtures_in_a_users_project(pytester, monkeypatch):
 def test_djangos_test_runner_empties_the_outbox(tmp_path):
     (tmp_path / "runner_cases.py").write_text(
         textwrap.dedent("""
-        from django.test import SimpleTestCase
+        from django.test import TestCase
         from textflow_django.backends import locmem
         from textflow_django.backends.locmem import LocMemBackend
 
-        class Cases(SimpleTestCase):
+        class Cases(TestCase):  # a database: send_sms reads the opt-out list
             def test_a_sends(self):
                 LocMemBackend().send_sms("+12025550143", "a")
                 self.assertEqual(len(locmem.outbox), 1)

@@ -63,6 +63,7 @@ __all__ = [
     "TextFlowConfigurationError",
     "TextFlowConnectionError",
     "TextFlowError",
+    "TextFlowOptedOut",
     "TextFlowRateLimited",
     "TextFlowRejectedNumber",
     "TextFlowServerError",
@@ -98,6 +99,30 @@ class TextFlowConfigurationError(ImproperlyConfigured):
     Not a ``TextFlowError`` on purpose: a misconfiguration must never be mistaken for an
     outage and retried or swallowed.
     """
+
+
+class TextFlowOptedOut(TextFlowError):
+    """A backend refused to send an SMS to a number on the opt-out list
+    (:mod:`textflow_django.optouts`): nothing reached TextFlow (``maybe_sent`` is False).
+
+    Raised by ``send_sms`` unless the caller passes ``transactional=True`` (a message the
+    person asked for, such as a verification code). A ``TextFlowError`` because it is a
+    send that did not happen, caught wherever failed sends are; not a
+    ``TextFlowRejectedNumber``, which would say the number itself is invalid. The message
+    names the number masked (``phone.mask``), never in full.
+    """
+
+    def __init__(self, masked_number: str) -> None:
+        #: The number as ``phone.mask`` shows it.
+        self.masked_number = masked_number
+        super().__init__(
+            f"{masked_number} opted out of SMS from this site: not sent "
+            "(pass transactional=True only for a message the person asked for)",
+            maybe_sent=False,
+        )
+
+    def __str__(self) -> str:
+        return self.message  # our refusal, not TextFlow's: no "TextFlow:" prefix
 
 
 # -- refusals of the verification service ------------------------------------------------

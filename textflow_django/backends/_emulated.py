@@ -116,7 +116,7 @@ class EmulatedBackend(BaseBackend):
         if not isinstance(text, str) or not text:
             raise TextFlowAPIError("Text is required", status=400)
 
-    def send_sms(self, phone_number: str, text: str) -> SMSResult:
+    def _send_sms(self, phone_number: str, text: str) -> SMSResult:
         self._check_number(phone_number)
         self._check_text(text)
         now = dt.datetime.now(dt.UTC)
@@ -159,7 +159,7 @@ class EmulatedBackend(BaseBackend):
             expires=dt.datetime.fromtimestamp(expires, tz=dt.UTC),
         )
 
-    def bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
+    def _bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
         numbers = list(phone_numbers)
         if not numbers:
             raise TextFlowAPIError("No phone numbers given", status=400)

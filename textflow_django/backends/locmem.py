@@ -87,9 +87,9 @@ class LocMemBackend(EmulatedBackend):
         with _lock:
             outbox.append(message)
 
-    def send_sms(self, phone_number: str, text: str) -> SMSResult:
+    def _send_sms(self, phone_number: str, text: str) -> SMSResult:
         self._maybe_fail()
-        return super().send_sms(phone_number, text)
+        return super()._send_sms(phone_number, text)
 
     def send_code(
         self, phone_number: str, service_name: str | None = None, seconds: int | None = None
@@ -101,9 +101,9 @@ class LocMemBackend(EmulatedBackend):
         self._maybe_fail()
         return super().verify_code(phone_number, code)
 
-    def bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
+    def _bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
         self._maybe_fail()
-        return super().bulk_sms(phone_numbers, text)
+        return super()._bulk_sms(phone_numbers, text)
 
     def bulk_count(self) -> BulkCountResult:
         self._maybe_fail()

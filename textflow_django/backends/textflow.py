@@ -99,7 +99,7 @@ class TextFlowBackend(BaseBackend):
         # never holds the key), and the client's own error may have withheld a cause that did.
         raise TextFlowConfigurationError(problem)
 
-    def send_sms(self, phone_number: str, text: str) -> SMSResult:
+    def _send_sms(self, phone_number: str, text: str) -> SMSResult:
         return self._call(lambda client: client.send_sms(phone_number, text))
 
     def send_code(
@@ -114,7 +114,7 @@ class TextFlowBackend(BaseBackend):
     def verify_code(self, phone_number: str, code: str) -> VerifyResult:
         return self._call(lambda client: client.verify_code(phone_number, code))
 
-    def bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
+    def _bulk_sms(self, phone_numbers: Sequence[str], text: str) -> BulkResult:
         return self._call(lambda client: client.bulk_sms(phone_numbers, text))
 
     def bulk_count(self) -> BulkCountResult:
