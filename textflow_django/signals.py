@@ -78,5 +78,8 @@ opted_in = Signal()
 #: ``privacy.erase_phone_number`` erased a number's rows; receivers erase what they keep of
 #: it (the allauth integration's ``PhoneNumber`` does). Arguments: ``sender`` (the function's
 #: module name), ``phone_number`` (E.164), ``erased`` (a dict: what was removed so far,
-#: ``{label: count}``; a receiver adds its own counts to it).
+#: ``{label: count}``; a receiver adds its own counts to it), ``dry_run`` (True for a dry
+#: run: the erasure's transaction is rolled back afterwards, so a receiver's database writes
+#: are undone and its counts still exact; one that does anything else must skip it then).
+#: Sent inside the erasure's transaction: a receiver that raises undoes the erasure.
 phone_number_erased = Signal()

@@ -1,4 +1,5 @@
-"""App configuration: the phone-number model and the system checks (:mod:`.checks`)."""
+"""App configuration: the phone-number model, the system checks (:mod:`.checks`) and the
+receiver that erases its rows of an erased number (:mod:`._erasure`)."""
 
 from __future__ import annotations
 
@@ -15,4 +16,6 @@ class AllauthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the checks)
+        from . import _erasure, checks  # noqa: F401  (registers the checks)
+
+        _erasure.connect()
