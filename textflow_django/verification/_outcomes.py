@@ -35,22 +35,27 @@ _R = TypeVar("_R")
 
 def reported_send(send: Callable[_P, _R]) -> Callable[_P, _R]:
     """Report each call of ``send_code(phone_number, ...)``: sent, or refused and why."""
-    return _reported(send, "send_code", "textflow.send_code.refused")
+    return _reported(send, "send_code")
 
 
 def reported_check(check: Callable[_P, _R]) -> Callable[_P, _R]:
     """Report each call of ``check_code(phone_number, code, ...)``: verified, or failed and
     why."""
-    return _reported(check, "check", "textflow.verify_code.failed")
+    return _reported(check, "check")
 
 
 def reported_confirm(confirm: Callable[_P, _R]) -> Callable[_P, _R]:
     """Report each call of ``confirm(phone_number, ...)`` that verified a code or raised
     (one that found nothing to confirm changes nothing, and says nothing)."""
-    return _reported(confirm, "confirm", "textflow.verify_code.failed")
+    return _reported(confirm, "confirm")
 
 
-def _reported(call: Callable[_P, _R], via: str, refused: str) -> Callable[_P, _R]:
+def _reported(call: Callable[_P, _R], via: str) -> Callable[_P, _R]:
+    """``call`` reporting its outcome; ``via`` is ``"send_code"``, ``"check"`` or
+    ``"confirm"``. Event names stay literal here, for grep and for the test that checks
+    every name is listed."""
+    sends = via == "send_code"
+
     @functools.wraps(call)
     def report(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
@@ -59,14 +64,18 @@ def _reported(call: Callable[_P, _R], via: str, refused: str) -> Callable[_P, _R
             raise  # report_refusal said it, with the capped scopes
         except (VerificationError, phone.InvalidPhoneNumberError) as err:
             number = args[0] if args else kwargs.get("phone_number")
-            emit(refused, **_refusal(err, number))
+            fields = _refusal(err, number)
+            if sends:
+                emit("textflow.send_code.refused", **fields)
+            else:
+                emit("textflow.verify_code.failed", **fields)
             raise
         if result is None:
             return result
         verification = getattr(result, "verification", None)
         number = phone.mask(getattr(result, "phone_number", None))
         country = getattr(verification, "country", "")
-        if via == "send_code":
+        if sends:
             mode = getattr(verification, "mode", "")
             emit("textflow.send_code.sent", number=number, country=country, mode=mode)
         else:
