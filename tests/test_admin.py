@@ -720,3 +720,84 @@ def test_the_insights_page_costs_the_same_queries_whatever_the_traffic(
         response = admin_client.get(url, {"days": "365"})
     assert response.context["figures"].totals.sent == 60
     assert len(busy) == len(empty)
+
+
+# -- the opt-out list and SMS replies (issue 17; their actions: tests/test_privacy.py) ---------
+
+
+def test_opt_out_and_reply_admins_are_registered_and_pass_admin_checks() -> None:
+    from textflow_django.admin import OptOutAdmin, SMSReplyAdmin
+    from textflow_django.models import OptOut, SMSReply
+
+    for model, cls in ((OptOut, OptOutAdmin), (SMSReply, SMSReplyAdmin)):
+        model_admin = admin.site._registry[model]
+        assert isinstance(model_admin, cls)
+        assert model_admin.check() == []
+    # Narrow lists, as the others: what fits a 1280-pixel screen beside the sidebars.
+    assert len(admin.site._registry[OptOut].list_display) <= 4
+    assert len(admin.site._registry[SMSReply].list_display) <= 4
+
+
+def test_a_number_typed_in_national_format_is_searched_as_the_site_reads_it(
+    admin_client: Client,
+) -> None:
+    make(NUMBER)
+    make(OTHER)
+    url = reverse(CHANGELIST)
+    with textflow(DEFAULT_REGION="GB"):
+        # Before: "07400123456", which no stored number contains.
+        assert listed(admin_client.get(url, {"q": "07400 123456"})) == [OTHER]
+        assert listed(admin_client.get(url, {"q": "+1 (202) 555-0143"})) == [NUMBER]
+
+
+def test_replies_are_listed_read_only_searched_and_filtered(admin_client: Client) -> None:
+    from textflow_django.models import SMSReply
+
+    stop = SMSReply.objects.create(phone_number=NUMBER, text="STOP", action="opt_out", digest="a")
+    long = "Hello, who is this? I got a text from this number yesterday about a sale."
+    SMSReply.objects.create(phone_number=OTHER, text=long, digest="b")
+    url = reverse("admin:textflow_smsreply_changelist")
+
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert long[:39] + "…" in html and long not in html  # cut short in the list
+    assert "digest" not in html
+
+    def shown(**query: str) -> list[str]:
+        found = admin_client.get(url, query).context["cl"].result_list
+        return sorted(row.phone_number for row in found)
+
+    assert shown(q="+1 202 555 0143") == [NUMBER]
+    assert shown(q="yesterday") == [OTHER]
+    assert shown(action__exact="opt_out") == [NUMBER]
+    day = timezone.localtime(stop.received_at)
+    assert shown(received_at__year=str(day.year)) == [NUMBER, OTHER]
+
+    change = admin_client.get(reverse("admin:textflow_smsreply_change", args=[stop.pk]))
+    assert change.status_code == 200
+    assert not re.search(
+        r'<(input|select|textarea)[^>]+name="(text|phone_number|action)"', (change.content.decode())
+    )
+    assert admin_client.get(reverse("admin:textflow_smsreply_add")).status_code == 403
+
+
+def test_the_opt_out_list_costs_the_same_queries_whatever_its_length(
+    admin_client: Client,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from textflow_django.models import OptOut
+
+    url = reverse("admin:textflow_optout_changelist")
+    OptOut.objects.create(phone_number=NUMBER, source="reply")
+    admin_client.get(url)
+    with CaptureQueriesContext(connection) as one:
+        admin_client.get(url)
+    OptOut.objects.bulk_create(
+        OptOut(phone_number=f"+1202555{n:04d}", source="import") for n in range(50)
+    )
+    with CaptureQueriesContext(connection) as many:
+        admin_client.get(url)
+    assert len(many) == len(one)
