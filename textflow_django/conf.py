@@ -15,11 +15,21 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from django.conf import settings
+from django.utils.functional import Promise
+from django.utils.translation import gettext, gettext_noop
 
 from ._codes import CODE_LENGTH
 from ._rates import Rate, parse_rate
 
-__all__ = ["DEFAULTS", "FraudGuardSettings", "Settings", "conf"]
+__all__ = [
+    "DEFAULTS",
+    "MAX_RETENTION_DAYS",
+    "FraudGuardSettings",
+    "RetentionSettings",
+    "Settings",
+    "conf",
+    "retention_problems",
+]
 
 #: Every key textflow-django reads, with its default. Keys not listed here are typos
 #: (system check ``textflow.W002``).
@@ -84,6 +94,26 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     # Bulk SMS.
     "BULK_BATCH_SIZE": 500,
     "MAX_TEXT_LENGTH": 10,
+    # Retention (manage.py textflow_cleanup, textflow_django.retention): days each kind of
+    # row is kept, None to keep it forever; a dict, keys left out keep these defaults.
+    # Expired rate-limit counters and ended Fraud Guard blocks always go.
+    "RETENTION": {"VERIFICATIONS": 90, "BULK_RECIPIENTS": 30, "REPLIES": 90},
+    # Seconds a claimed batch is its sender's: a resume leaves younger claims alone.
+    "BULK_LEASE": 300,
+    # The line appended to every bulk text (after a newline), counted in MAX_TEXT_LENGTH.
+    # The default is translated into the active language; None or "" leaves it off.
+    "BULK_OPT_OUT_FOOTER": gettext_noop("Reply STOP to opt out"),
+    # Replies (the webhook TextFlow forwards incoming SMS to) and their opt-out keywords.
+    # REPLY_SECRET "" turns the webhook off (404). Keyword lists: None is the built-in
+    # lists of every shipped language (textflow_django.replies); a list replaces them.
+    "REPLY_SECRET": "",
+    "REPLY_RATE": "600/m",
+    "REPLY_CONFIRMATIONS": False,
+    "OPT_OUT_KEYWORDS": None,
+    "OPT_IN_KEYWORDS": None,
+    # Prometheus metrics (textflow_django.contrib.prometheus), when prometheus_client is
+    # installed (the "prometheus" extra); without it nothing is imported either way.
+    "METRICS": True,
     # The HTTP API.
     "AUTHENTICATION_CLASSES": ("rest_framework.authentication.SessionAuthentication",),
     "PERMISSION_CLASSES": ("rest_framework.permissions.AllowAny",),
@@ -142,6 +172,44 @@ class FraudGuardSettings:
     def prefix_of(self, number: str) -> str:
         """The prefix of an E.164 number: ``+`` and its first ``prefix_digits`` digits."""
         return number[: 1 + self.prefix_digits]
+
+
+#: The longest retention a kind of row may have, in days (a century: a date arithmetic
+#: never overflows); None keeps rows forever.
+MAX_RETENTION_DAYS: Final = 36_500
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """``TEXTFLOW["RETENTION"]`` merged over its defaults: how many days each kind of row is
+    kept before ``textflow_cleanup`` deletes it (None: kept forever). The rules of each kind
+    (whole days, counted from when) are ``textflow_django.retention``'s."""
+
+    #: Whole calendar days of ``PhoneVerification`` rows kept besides today; older days are
+    #: kept as daily totals (``VerificationDay``).
+    verifications: int | None
+    #: Days a finished bulk job keeps its ``BulkRecipient`` (and ``BulkBatch``) rows.
+    bulk_recipients: int | None
+    #: Days an ``SMSReply`` is kept.
+    replies: int | None
+
+
+def retention_problems(value: object) -> list[str]:
+    """What is wrong with a ``TEXTFLOW["RETENTION"]`` value (empty: nothing): the one rule
+    the setting's property and its system check (``textflow.E019``) both apply."""
+    if not isinstance(value, Mapping):
+        return [f"it must be a dict, not {type(value).__name__}"]
+    known = DEFAULTS["RETENTION"]
+    problems = [f"unknown key {key!r}" for key in value if key not in known]
+    for key in known:
+        days = value.get(key, known[key])
+        whole = isinstance(days, int) and not isinstance(days, bool)
+        if days is not None and not (whole and 1 <= days <= MAX_RETENTION_DAYS):
+            problems.append(
+                f"{key} must be a whole number of days from 1 to {MAX_RETENTION_DAYS:,} or "
+                f"None (kept forever), not {days!r}"
+            )
+    return problems
 
 
 class Settings:
@@ -329,6 +397,86 @@ class Settings:
         return int(self.get("MAX_TEXT_LENGTH"))
 
     @property
+    def BULK_LEASE(self) -> float:
+        """Seconds a batch claimed for sending stays its sender's: a resume leaves a claim
+        younger than this to the sender that holds it and judges an older one its dead
+        sender's (``uncertain``). It must exceed the longest a live sender goes without
+        stamping its claim (:func:`textflow_django.bulk.sending.lease_floor`; check E020)."""
+        return float(self.get("BULK_LEASE"))
+
+    @property
+    def REPLY_SECRET(self) -> str:
+        """The secret TextFlow sends with each forwarded reply (a secret: never logged);
+        ``""`` (the default): the replies webhook is off and answers 404."""
+        return str(self.get("REPLY_SECRET") or "")
+
+    @property
+    def REPLY_RATE(self) -> Rate:
+        """Requests the replies webhook takes per source address (an IPv6 /64) before it
+        answers 429."""
+        return parse_rate(str(self.get("REPLY_RATE")))
+
+    @property
+    def REPLY_CONFIRMATIONS(self) -> bool:
+        """Whether an opt-out or opt-in by reply is confirmed by one SMS (at most one a
+        day per number)."""
+        return bool(self.get("REPLY_CONFIRMATIONS"))
+
+    @property
+    def OPT_OUT_KEYWORDS(self) -> tuple[str, ...] | None:
+        """Replies that put their number on the opt-out list; None: the built-in lists of
+        every shipped language (``textflow_django.replies``)."""
+        return _keywords(self.get("OPT_OUT_KEYWORDS"))
+
+    @property
+    def OPT_IN_KEYWORDS(self) -> tuple[str, ...] | None:
+        """Replies that take their number off the list; None: the built-in lists."""
+        return _keywords(self.get("OPT_IN_KEYWORDS"))
+
+    @property
+    def BULK_OPT_OUT_FOOTER(self) -> str | None:
+        """The line appended to every bulk text, after a newline; None: no footer (the
+        setting is None or ""). The default is translated into the active language, and a
+        project's lazy translation resolved, at call time.
+
+        Raises:
+            TypeError: the setting is not a string, a lazy string or None (``textflow.E022``).
+        """
+        value = self.get("BULK_OPT_OUT_FOOTER")
+        if value is None:
+            return None
+        if not isinstance(value, str | Promise):
+            raise TypeError(
+                "TEXTFLOW['BULK_OPT_OUT_FOOTER'] must be a string or None, not "
+                f"{type(value).__name__}"
+            )
+        if value == DEFAULTS["BULK_OPT_OUT_FOOTER"]:
+            return gettext(DEFAULTS["BULK_OPT_OUT_FOOTER"]) or None
+        return str(value) or None
+
+    @property
+    def RETENTION(self) -> RetentionSettings:
+        """Days each kind of row is kept, ``TEXTFLOW["RETENTION"]`` over the defaults;
+        ValueError saying what is wrong with a bad value (system check E019 says it at
+        start-up)."""
+        value = self.get("RETENTION")
+        problems = retention_problems(value)
+        if problems:
+            raise ValueError(f"TEXTFLOW['RETENTION'] is not valid: {'; '.join(problems)}")
+        days = {**DEFAULTS["RETENTION"], **value}
+        return RetentionSettings(
+            verifications=days["VERIFICATIONS"],
+            bulk_recipients=days["BULK_RECIPIENTS"],
+            replies=days["REPLIES"],
+        )
+
+    @property
+    def METRICS(self) -> bool:
+        """Whether the app counts its events as Prometheus metrics (read once, when the app
+        is ready; only with prometheus_client installed)."""
+        return bool(self.get("METRICS"))
+
+    @property
     def AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:
         """DRF authentication classes (dotted paths) of the send/verify endpoints."""
         return tuple(self.get("AUTHENTICATION_CLASSES"))
@@ -343,6 +491,13 @@ class Settings:
         """DRF throttle classes (dotted paths) of the send/verify endpoints, on top of the
         built-in limits."""
         return tuple(self.get("THROTTLE_CLASSES"))
+
+
+def _keywords(value: Any) -> tuple[str, ...] | None:
+    """A keyword setting: None, or its keywords (one string is one keyword)."""
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(str(k) for k in value)
 
 
 def _rates(value: Mapping[str, Any] | None) -> dict[str, tuple[Rate, ...]]:
