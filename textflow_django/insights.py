@@ -11,6 +11,13 @@ Contract of the figures:
   ``verified``), whenever that happened. A day's conversion is the share of that day's
   codes that were verified: a cohort, so codes still pending make a recent day's rate look
   low until they are used or expire.
+- A day ``manage.py textflow_cleanup`` deleted the rows of (``textflow_django.retention``)
+  is read from its totals, ``VerificationDay`` (sent and verified per country, written
+  before the rows went), and only from those: rows of such a day that a cleanup cut short
+  left are not counted again. So the day and country figures are the same before and after
+  a cleanup. Totals are days of the site's time zone (``TIME_ZONE``): the current time zone
+  when nothing activated another.
+- The prefix figures come from rows only: a day read from its totals has none.
 - The period is ``days`` whole calendar days ending with today: from midnight ``days - 1``
   days ago to the coming midnight.
 - A prefix is ``+`` and the first ``FRAUD_GUARD["PREFIX_DIGITS"]`` digits of the number,
@@ -18,9 +25,10 @@ Contract of the figures:
 - A block is in force while it was not lifted and its ``until`` is ahead
   (``FraudBlock.in_force``, the one definition the admin's list uses too).
 
-Cost: four queries whatever the period, the countries or the traffic (the days, countries
-and prefixes are grouped by the database: ``TruncDate``, ``country``, ``Substr``); no row of
-the verification table is read into Python.
+Cost: five queries whatever the period, the countries or the traffic: the period's daily
+totals, then the rows grouped by the database (days, countries and prefixes: ``TruncDate``,
+``country``, ``Substr``), then the blocks. No row of the verification table is read into
+Python: the totals (a day and country each) and the groups are.
 
 The chart of the page is laid out here too (:func:`daily_chart`): coordinates only, plain
 arithmetic on the figures, so the template draws SVG without computing anything.
@@ -29,9 +37,11 @@ arithmetic on the figures, so the template draws SVG without computing anything.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
@@ -40,7 +50,7 @@ from django.utils import timezone
 
 from . import fraud
 from .conf import conf
-from .models import FraudBlock, PhoneVerification
+from .models import FraudBlock, PhoneVerification, VerificationDay
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -67,6 +77,8 @@ MAX_DAYS = 365
 TOP = 10
 #: Blocks in force listed; a site with more has a list to read in the admin instead.
 MAX_BLOCKS = 100
+
+_Key = TypeVar("_Key")
 
 _VERIFIED = Q(status=PhoneVerification.Status.VERIFIED)
 _SENT = Count("pk")
@@ -203,39 +215,87 @@ def _midnight(day: dt.date) -> dt.datetime:
     return timezone.make_aware(start) if settings.USE_TZ else start
 
 
+def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Sorted ``days`` as runs of consecutive days, (first, last) each."""
+    runs: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if runs and day == runs[-1][1] + dt.timedelta(days=1):
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def _summed(figures: Iterable[tuple[_Key, int, int]]) -> dict[_Key, tuple[int, int]]:
+    """(key, sent, verified) figures added up per key: {key: (sent, verified)}."""
+    summed: dict[_Key, tuple[int, int]] = {}
+    for key, sent, verified in figures:
+        before = summed.get(key, (0, 0))
+        summed[key] = (before[0] + sent, before[1] + verified)
+    return summed
+
+
 def compute(days: int = DEFAULT_DAYS, *, now: dt.datetime | None = None) -> Insights:
     """The figures of the ``days`` (1 to ``MAX_DAYS``; ValueError otherwise) calendar days
-    ending with the day of ``now`` (default: now), in four queries."""
+    ending with the day of ``now`` (default: now), in five queries."""
     check_days(days)
     now = timezone.now() if now is None else now
     today = timezone.localdate(now) if settings.USE_TZ else now.date()
     first_day = today - dt.timedelta(days=days - 1)
     since, until = _midnight(first_day), _midnight(today + dt.timedelta(days=1))
-    rows = PhoneVerification.objects.filter(created_at__gte=since, created_at__lt=until)
     digits = conf.FRAUD_GUARD.prefix_digits
 
+    # The days a cleanup kept as totals: read from those, and their rows (a cleanup cut
+    # short leaves some) left out. They are the period's oldest days, so this is one range
+    # at most, in practice.
+    kept = list(
+        VerificationDay.objects.filter(day__gte=first_day, day__lte=today)
+        .order_by()
+        .values_list("day", "country", "sent", "verified")
+    )
+    rows = PhoneVerification.objects.filter(created_at__gte=since, created_at__lt=until)
+    for first, last in _runs(sorted({day for day, *_ in kept})):
+        end = _midnight(last + dt.timedelta(days=1))
+        rows = rows.exclude(created_at__gte=_midnight(first), created_at__lt=end)
+
     # order_by() first: the model's default ordering would join the GROUP BY.
-    per_day = {
-        row["day"]: Day(date=row["day"], sent=row["sent"], verified=row["verified"])
-        for row in rows.order_by()
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(sent=_SENT, verified=_CONVERTED)
-    }
+    per_day = _summed(
+        itertools.chain(
+            (
+                (row["day"], row["sent"], row["verified"])
+                for row in rows.order_by()
+                .annotate(day=TruncDate("created_at"))
+                .values("day")
+                .annotate(sent=_SENT, verified=_CONVERTED)
+            ),
+            ((day, sent, verified) for day, _, sent, verified in kept),
+        )
+    )
     daily = tuple(
-        per_day.get(day, Day(date=day, sent=0, verified=0))
+        Day(date=day, sent=sent, verified=verified)
         for day in (first_day + dt.timedelta(days=n) for n in range(days))
+        for sent, verified in [per_day.get(day, (0, 0))]
     )
     totals = Figures(
         sent=sum(day.sent for day in daily), verified=sum(day.verified for day in daily)
     )
 
+    # Every country's group (a few hundred at most) with its totals, then the busiest.
+    per_country = _summed(
+        itertools.chain(
+            (
+                (row["country"], row["sent"], row["verified"])
+                for row in rows.order_by()
+                .values("country")
+                .annotate(sent=_SENT, verified=_CONVERTED)
+            ),
+            ((country, sent, verified) for _, country, sent, verified in kept),
+        )
+    )
+    busiest = sorted(per_country.items(), key=lambda item: (-item[1][0], item[0]))[:TOP]
     countries = tuple(
-        Country(country=row["country"], sent=row["sent"], verified=row["verified"])
-        for row in rows.order_by()
-        .values("country")
-        .annotate(sent=_SENT, verified=_CONVERTED)
-        .order_by("-sent", "country")[:TOP]
+        Country(country=country, sent=sent, verified=verified)
+        for country, (sent, verified) in busiest
     )
     other_countries = Figures(
         sent=totals.sent - sum(c.sent for c in countries),

@@ -1,0 +1,335 @@
+"""Retention: old rows deleted in small batches, from cron while the site serves
+(``manage.py textflow_cleanup`` calls :func:`cleanup`).
+
+What goes at ``now``, by kind, with ``TEXTFLOW["RETENTION"]`` (days; None keeps a kind
+forever):
+
+- ``verifications``: the ``PhoneVerification`` rows of whole calendar days in the site's time
+  zone (``TIME_ZONE``, the insights' days) before the last ``VERIFICATIONS`` days: the codes
+  sent before midnight starting the day ``VERIFICATIONS`` days before today. A row is kept
+  ``VERIFICATIONS`` days at least. Before any of them is deleted, each of those days'
+  codes sent and verified per country are written to ``VerificationDay`` (the insights read
+  a day from there once it has totals), once per day: a day that has totals is never counted
+  again, so a run cut short only resumes deleting, and of two runs at once the second to
+  write a day's totals finds them written (the unique day and country) and keeps the first's.
+- ``bulk_recipients``, then ``bulk_batches``: the ``BulkRecipient`` rows, then the
+  ``BulkBatch`` rows, of the jobs ``finished`` more than ``BULK_RECIPIENTS`` days before
+  ``now``. The ``BulkSMSJob`` row stays, with its counts (recipients, sent, uncertain,
+  invalid, duplicates, batches): the job's record. Its batches go too: a batch is one call
+  of the job, meaningless without its recipients, and a resume that re-sent a cleaned job's
+  uncertain batches would send them to nobody and count them accepted. So a finished job can
+  be resumed (``--resend-uncertain``) within its retention only. A stopped job keeps its rows
+  (it can be resumed); a job reopened while its rows were going keeps the rest (every batch
+  re-checks that its job is still finished).
+- ``replies``: the ``SMSReply`` rows received more than ``REPLIES`` days before ``now``.
+- ``rate_limit_counters``: the ``RateLimitCounter`` rows expired at ``now`` (``expires_at``
+  reached: the database store's own rule; it purges them now and then itself).
+- ``fraud_blocks``: the ``FraudBlock`` rows ended at ``now`` (``until`` reached, lifted or
+  not), except a block lifted by hand within the Fraud Guard's look-back (its ``WINDOW``, or
+  a day for a new country, and its ``GRACE``): the guard judges only codes sent after a lift,
+  and reads the lift from the row. The admin then no longer lists the ended blocks.
+
+How, so that it is safe while the site serves and when two run at once: each kind is
+deleted in batches of ``batch_size`` rows (5,000 by default), each batch one short
+transaction of its own: a ``SELECT`` of the batch's keys (in index order, after the previous
+batch's last key; on PostgreSQL ``FOR UPDATE SKIP LOCKED``: a row another transaction holds
+is left for a later run, never waited for), then a ``DELETE`` of those rows by primary key.
+No statement touches more than ``batch_size`` rows and no lock outlives its batch; memory
+holds one batch's keys. A run stopped anywhere leaves whole batches done and nothing
+half-done: the next run carries on. Call it outside a transaction (inside one, the batches'
+locks last until it ends).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import operator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from . import _events
+from .conf import RetentionSettings, conf
+from .fraud import NEW_COUNTRY_WINDOW
+from .models import (
+    BulkBatch,
+    BulkRecipient,
+    BulkSMSJob,
+    FraudBlock,
+    PhoneVerification,
+    RateLimitCounter,
+    SMSReply,
+    VerificationDay,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "KINDS",
+    "MAX_BATCH_SIZE",
+    "CleanupReport",
+    "check_batch_size",
+    "cleanup",
+]
+
+#: Rows per batch unless asked otherwise: a batch takes tens of milliseconds on PostgreSQL.
+DEFAULT_BATCH_SIZE = 5_000
+#: The most rows one batch may take: a batch's keys are one ``IN`` list (SQLite takes up to
+#: 32,766 parameters) and its transaction must stay short.
+MAX_BATCH_SIZE = 10_000
+
+#: The kinds of rows a cleanup deletes, in the order it deletes them.
+KINDS = (
+    "verifications",
+    "bulk_recipients",
+    "bulk_batches",
+    "replies",
+    "rate_limit_counters",
+    "fraud_blocks",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanupReport:
+    """What a :func:`cleanup` deleted (or, with ``dry_run``, would delete)."""
+
+    dry_run: bool
+    #: Rows per kind (every one of :data:`KINDS`, in that order).
+    deleted: dict[str, int]
+    #: Days whose totals were written to ``VerificationDay`` (in a dry run: would be).
+    days_aggregated: int
+    #: Per configurable kind (``verifications``, ``bulk_recipients``, ``replies``), the
+    #: instant before which its rows go (sent, job finished, received); None: kept forever.
+    cutoffs: dict[str, dt.datetime | None] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Rows of every kind together."""
+        return sum(self.deleted.values())
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` if :func:`cleanup` takes it (1 to ``MAX_BATCH_SIZE``); ValueError
+    saying so otherwise."""
+    if isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE:,}, not {batch_size!r}")
+    return batch_size
+
+
+def cleanup(
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> CleanupReport:
+    """Delete what ``TEXTFLOW["RETENTION"]`` keeps no longer, as of ``now`` (default: now),
+    in batches of ``batch_size`` (see the module's contract); with ``dry_run``, count it and
+    delete (and write) nothing. Logs ``textflow.cleanup.deleted kind=... rows=...`` per kind
+    (not in a dry run). Idempotent: a second run at the same ``now`` deletes nothing more.
+
+    Raises:
+        ValueError: ``batch_size`` is out of range, or ``RETENTION`` is not valid.
+    """
+    check_batch_size(batch_size)
+    retention: RetentionSettings = conf.RETENTION
+    now = timezone.now() if now is None else now
+    sweep = _Sweep(batch_size=batch_size, dry_run=dry_run)
+    deleted: dict[str, int] = {}
+    cutoffs: dict[str, dt.datetime | None] = {}
+
+    days_aggregated = 0
+    cutoffs["verifications"] = None
+    deleted["verifications"] = 0
+    if retention.verifications is not None:
+        first_kept = _site_date(now) - dt.timedelta(days=retention.verifications)
+        cutoff = _site_midnight(first_kept)
+        cutoffs["verifications"] = cutoff
+        old = PhoneVerification.objects.filter(created_at__lt=cutoff)
+        # Every day's totals before any of its rows go (see the module's contract).
+        days_aggregated = _aggregate_days(old, first_kept, dry_run=dry_run)
+        deleted["verifications"] = sweep.delete("verifications", old)
+
+    cutoffs["bulk_recipients"] = None
+    deleted["bulk_recipients"] = deleted["bulk_batches"] = 0
+    if retention.bulk_recipients is not None:
+        finished_before = now - dt.timedelta(days=retention.bulk_recipients)
+        cutoffs["bulk_recipients"] = finished_before
+        deleted["bulk_recipients"], deleted["bulk_batches"] = _bulk(sweep, finished_before)
+
+    cutoffs["replies"] = None
+    deleted["replies"] = 0
+    if retention.replies is not None:
+        received_before = now - dt.timedelta(days=retention.replies)
+        cutoffs["replies"] = received_before
+        replies = SMSReply.objects.filter(received_at__lt=received_before)
+        deleted["replies"] = sweep.delete("replies", replies)
+
+    counters = RateLimitCounter.objects.filter(expires_at__lte=now)
+    deleted["rate_limit_counters"] = sweep.delete("rate_limit_counters", counters)
+    deleted["fraud_blocks"] = sweep.delete("fraud_blocks", _ended_blocks(now))
+    return CleanupReport(
+        dry_run=dry_run,
+        deleted={kind: deleted[kind] for kind in KINDS},
+        days_aggregated=days_aggregated,
+        cutoffs=cutoffs,
+    )
+
+
+# -- days ----------------------------------------------------------------------------------
+
+
+def _site_date(moment: dt.datetime) -> dt.date:
+    """The calendar day of ``moment`` in the site's time zone (naive: already local)."""
+    if settings.USE_TZ:
+        return timezone.localtime(moment, timezone.get_default_timezone()).date()
+    return moment.date()
+
+
+def _site_midnight(day: dt.date) -> dt.datetime:
+    """The start of ``day`` in the site's time zone (naive without ``USE_TZ``)."""
+    start = dt.datetime.combine(day, dt.time.min)
+    return timezone.make_aware(start, timezone.get_default_timezone()) if settings.USE_TZ else start
+
+
+def _aggregate_days(old: QuerySet[PhoneVerification], first_kept: dt.date, *, dry_run: bool) -> int:
+    """Write ``VerificationDay`` totals for every day of ``old`` (the days before
+    ``first_kept``) that has none yet; returns
+    how many days were (with ``dry_run``: would be) written.
+
+    One grouped query over the old rows (by the database, day in the site's time zone and
+    country), read a chunk at a time; a day's totals are one transaction, all or nothing. A
+    day whose totals another run wrote meanwhile fails on the unique (day, country) and is
+    left as that run wrote it: that run wrote them before deleting any of the day's rows, so
+    its totals are whole, whereas these may have been counted while its rows were going.
+    """
+    alias = router.db_for_write(VerificationDay)
+    known = set(
+        VerificationDay.objects.using(alias)
+        .filter(day__lt=first_kept)
+        .values_list("day", flat=True)
+        .distinct()
+    )
+    written = 0
+    for day, rows in _days(old):
+        if day in known:
+            continue
+        if dry_run:
+            written += 1
+            continue
+        try:
+            with transaction.atomic(using=alias):
+                VerificationDay.objects.using(alias).bulk_create(rows)
+        except IntegrityError:
+            continue
+        written += 1
+    return written
+
+
+def _days(old: QuerySet[PhoneVerification]) -> Iterator[tuple[dt.date, list[VerificationDay]]]:
+    """Each day of ``old`` with its totals per country, oldest first, streamed."""
+    verified = Q(status=PhoneVerification.Status.VERIFIED)
+    figures = (
+        old.order_by()
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_default_timezone()))
+        .values("day", "country")
+        .annotate(sent=Count("pk"), verified=Count("pk", filter=verified))
+        .order_by("day", "country")
+    )
+    for day, group in itertools.groupby(
+        figures.iterator(chunk_size=2_000), key=operator.itemgetter("day")
+    ):
+        yield (
+            day,
+            [
+                VerificationDay(
+                    day=day, country=r["country"], sent=r["sent"], verified=r["verified"]
+                )
+                for r in group
+            ],
+        )
+
+
+# -- the other kinds --------------------------------------------------------------------
+
+
+def _bulk(sweep: _Sweep, finished_before: dt.datetime) -> tuple[int, int]:
+    """Recipients, then batches, of each job finished before ``finished_before`` that still
+    has any; every batch re-checks that its job is (still) such a job."""
+    old_job = Q(status=BulkSMSJob.Status.FINISHED, finished_at__lt=finished_before)
+    jobs = BulkSMSJob.objects.filter(old_job).filter(
+        Exists(BulkBatch.objects.filter(job=OuterRef("pk")))
+        | Exists(BulkRecipient.objects.filter(job=OuterRef("pk")))
+    )
+    still_old = Q(job__status=BulkSMSJob.Status.FINISHED, job__finished_at__lt=finished_before)
+    recipients = batches = 0
+    for job_id in list(jobs.order_by("pk").values_list("pk", flat=True)):
+        # The keys of the unique (job, number) and (job, index) indexes: each batch is one
+        # range of an index, however the job's rows lie in the table.
+        recipients += sweep.collect(
+            BulkRecipient.objects.filter(still_old, job_id=job_id), key="phone_number"
+        )
+        batches += sweep.collect(BulkBatch.objects.filter(still_old, job_id=job_id), key="index")
+    sweep.report("bulk_recipients", recipients)
+    sweep.report("bulk_batches", batches)
+    return recipients, batches
+
+
+def _ended_blocks(now: dt.datetime) -> QuerySet[FraudBlock]:
+    """The blocks no longer in force at ``now`` that the Fraud Guard no longer reads: any
+    lift it still reads (``fraud._judge._judged``: a lift within its longest window and
+    grace) keeps its row."""
+    guard = conf.FRAUD_GUARD
+    remembered = dt.timedelta(seconds=max(guard.window, NEW_COUNTRY_WINDOW) + guard.grace)
+    return FraudBlock.objects.filter(until__lte=now).filter(
+        Q(lifted_at=None) | Q(lifted_at__lt=now - remembered)
+    )
+
+
+@dataclass
+class _Sweep:
+    """Deletes querysets in batches (the module's contract), or counts them (``dry_run``)."""
+
+    batch_size: int
+    dry_run: bool
+
+    def delete(self, kind: str, rows: QuerySet[Any], key: str = "pk") -> int:
+        """:meth:`collect` ``rows`` and report them as ``kind``."""
+        count = self.collect(rows, key=key)
+        self.report(kind, count)
+        return count
+
+    def report(self, kind: str, count: int) -> None:
+        if not self.dry_run:
+            _events.emit("textflow.cleanup.deleted", kind=kind, rows=count)
+
+    def collect(self, rows: QuerySet[Any], *, key: str) -> int:
+        """Delete ``rows`` in batches ordered by ``key`` (unique among them, indexed); returns
+        how many went. Dry run: how many there are."""
+        alias = router.db_for_write(rows.model)
+        rows = rows.using(alias)
+        if self.dry_run:
+            return rows.count()
+        features = connections[alias].features
+        skip_locked = features.has_select_for_update_skip_locked
+        # Lock the rows deleted, not the job a bulk row's filter joins.
+        of = ("self",) if features.has_select_for_update_of else ()
+        deleted = 0
+        after: object = None
+        while True:
+            page = rows if after is None else rows.filter(**{f"{key}__gt": after})
+            if skip_locked:
+                page = page.select_for_update(skip_locked=True, of=of)
+            with transaction.atomic(using=alias):
+                found = list(page.order_by(key).values_list("pk", key)[: self.batch_size])
+                if found:
+                    ids = [pk for pk, _ in found]
+                    deleted += rows.model._base_manager.using(alias).filter(pk__in=ids).delete()[0]
+            if len(found) < self.batch_size:
+                return deleted
+            after = found[-1][1]
