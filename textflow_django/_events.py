@@ -75,12 +75,16 @@ EVENTS: Final[Mapping[str, int]] = {
     "textflow.bulk.batch_uncertain": logging.WARNING,
     "textflow.bulk.numbers_dropped": logging.WARNING,
     "textflow.bulk.job_finished": logging.INFO,
+    "textflow.bulk.sending_found": logging.WARNING,
+    "textflow.bulk.claim_lost": logging.WARNING,
     # Retention and erasure.
     "textflow.cleanup.deleted": logging.INFO,
     "textflow.privacy.erased": logging.INFO,
     # Replies and the opt-out list.
     "textflow.reply.received": logging.INFO,
     "textflow.reply.rejected": logging.WARNING,
+    "textflow.reply.confirmed": logging.INFO,
+    "textflow.reply.confirm_failed": logging.WARNING,
     "textflow.optout.added": logging.INFO,
     "textflow.optout.removed": logging.INFO,
     "textflow.send_sms.opted_out": logging.INFO,
