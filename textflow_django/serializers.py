@@ -1,5 +1,6 @@
 """Serializers of the send-code and verify-code endpoints: the input ones validate requests;
-the response ones only describe the answers in the API schema (the views answer plain dicts)."""
+the response ones only describe the answers in the API schema (the views answer plain dicts).
+:class:`ReplySerializer` validates the fields of a reply TextFlow forwards to the webhook."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from .fields import PhoneNumberSerializerField
+from .replies import MAX_TEXT_LENGTH
 from .verification import code_validator
 
-__all__ = ["SendCodeSerializer", "VerifyCodeSerializer"]
+__all__ = ["ReplySerializer", "SendCodeSerializer", "VerifyCodeSerializer"]
 
 #: How the endpoints' ``phone_number`` is described in the API schema, with an example.
 _PHONE_NUMBER_HELP = _(
@@ -106,3 +108,21 @@ class ErrorSerializer(serializers.Serializer[Any]):
     verification_id = serializers.CharField(
         required=False, help_text=_("With code_may_arrive: the handle of that code.")
     )
+
+
+class _JSONString(serializers.CharField):
+    """A JSON string only: a number, a list or an object is refused, never ``str()``-ed."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ReplySerializer(serializers.Serializer[Any]):
+    """A reply's fields as TextFlow forwards them (the webhook checks its ``secret`` before).
+    The number is the service's to read (``replies.normalize_sender``); the text is kept as
+    sent, blank or not."""
+
+    phone_number = _JSONString()
+    text = _JSONString(max_length=MAX_TEXT_LENGTH, allow_blank=True, trim_whitespace=False)

@@ -1,4 +1,5 @@
-"""The JSON API: ``send-code`` and ``verify-code``. Thin: parse, call the service, map errors.
+"""The JSON API: ``send-code`` and ``verify-code``; and the replies webhook TextFlow posts
+incoming SMS to (:class:`RepliesView`). Thin: parse, call the service, map errors.
 
 Field errors are DRF's 400 ``{"field": [...]}``; every other error is
 ``{"detail": "<human text>", "code": "<machine code>"}`` with ``Retry-After`` when a wait is
@@ -7,17 +8,25 @@ known. No rule lives here: see :mod:`textflow_django.verification`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
+from django.utils.decorators import method_decorator
 from django.utils.http import http_date
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
@@ -29,18 +38,21 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from . import verification
+from . import phone, replies, verification
+from ._client_ip import client_ip
+from ._events import emit
 from .conf import conf
 from .exceptions import VerificationError
 from .serializers import (
     ErrorSerializer,
+    ReplySerializer,
     SendCodeResponseSerializer,
     SendCodeSerializer,
     VerifyCodeResponseSerializer,
     VerifyCodeSerializer,
 )
 
-__all__ = ["SendCodeView", "VerifyCodeView"]
+__all__ = ["RepliesView", "SendCodeView", "VerifyCodeView"]
 
 try:  # Optional: describe the endpoints when drf-spectacular is installed.
     from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -288,3 +300,94 @@ class VerifyCodeView(TextFlowAPIView):
         return Response(
             {"phone_number": verified.phone_number, "verified": True, "token": verified.token}
         )
+
+
+#: Largest body the replies webhook reads, in bytes: a reply is one SMS part, at most
+#: ``replies.MAX_TEXT_LENGTH`` characters (each up to 6 bytes as a JSON ``\u`` escape),
+#: with room to spare. A larger one is refused (413) before it is read whole or parsed.
+MAX_REPLY_BODY: Final = 16 * 1024
+
+
+def _answer(status_code: int, detail: str, code: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status_code)
+
+
+class RepliesView(View):
+    """``POST {"phone_number", "text", "secret"}``: TextFlow forwarding one incoming SMS.
+
+    ``200 {"status": "ok"}`` once the reply is taken, a retried delivery too (stored once:
+    :func:`textflow_django.replies.receive`). Not a DRF view: no session, authentication,
+    permission or throttle of the verification endpoints applies, nor CSRF (TextFlow holds
+    no cookie); the ``secret`` authenticates. Else, in order: 404 ``not_configured`` (no
+    ``REPLY_SECRET``); 429 ``rate_limited`` with ``Retry-After`` (``REPLY_RATE`` per
+    source); 413 ``too_large`` (over :data:`MAX_REPLY_BODY` bytes, unread); 400
+    ``parse_error`` (no JSON object); 403 ``bad_secret`` (missing or wrong, compared in
+    constant time; logged as ``textflow.reply.rejected reason=bad_secret``, never the body);
+    400 field errors (``phone_number``/``text`` missing, no string, too long, no number).
+    TextFlow retries a delivery on every answer but 200.
+    """
+
+    http_method_names = ["post"]
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponseBase]:
+        """The view, CSRF-exempt and outside ``ATOMIC_REQUESTS`` (the service commits the
+        reply itself, so a retry's claim and the reply never wait on the request)."""
+        view = csrf_exempt(super().as_view(**initkwargs))
+        for alias in connections:
+            transaction.non_atomic_requests(using=alias)(view)
+        return view
+
+    @method_decorator(sensitive_variables("body", "payload"))
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if not replies.is_configured():
+            return _answer(404, gettext("Replies are not configured."), "not_configured")
+        ip = client_ip(request)
+        wait = replies.admit(ip)
+        if wait is not None:
+            response = _answer(429, gettext("Too many requests."), "rate_limited")
+            response["Retry-After"] = str(wait)
+            return response
+        body = _read_body(request)
+        if body is None:
+            emit("textflow.reply.rejected", reason="too_large", ip=ip or "unknown")
+            return _answer(413, gettext("The request body is too large."), "too_large")
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            payload = None
+        if not isinstance(payload, dict):
+            emit("textflow.reply.rejected", reason="parse_error", ip=ip or "unknown")
+            return _answer(400, gettext("The body must be a JSON object."), "parse_error")
+        if not replies.secret_matches(payload.get("secret")):
+            emit("textflow.reply.rejected", reason="bad_secret", ip=ip or "unknown")
+            return _answer(403, gettext("Wrong or missing secret."), "bad_secret")
+        fields = ReplySerializer(data=payload)
+        errors: dict[str, Any] = {} if fields.is_valid() else dict(fields.errors)
+        if not errors:
+            try:
+                replies.receive(payload["phone_number"], payload["text"])
+            except phone.InvalidPhoneNumberError as err:
+                errors = {"phone_number": err.messages}
+        if errors:
+            emit(
+                "textflow.reply.rejected",
+                reason="invalid",
+                ip=ip or "unknown",
+                fields=sorted(errors),
+            )
+            return JsonResponse(errors, status=400)
+        return JsonResponse({"status": "ok"})
+
+
+def _read_body(request: HttpRequest) -> bytes | None:
+    """The body, or None when it is longer than :data:`MAX_REPLY_BODY` (a declared length
+    over it is refused before anything is read)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_REPLY_BODY:
+        return None
+    body = request.read(MAX_REPLY_BODY + 1)
+    return None if len(body) > MAX_REPLY_BODY else body
