@@ -317,6 +317,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E017": lambda: _settings_messages(API_KEY=EMULATOR_API_KEY),
     "textflow.E018": lambda: _settings_messages(**GOOD, CODE_MESSAGE="Your code"),
     "textflow.E019": lambda: _settings_messages(**GOOD, RETENTION={"VERIFICATIONS": 0}),
+    "textflow.E021": lambda: _settings_messages(**GOOD, REPLY_SECRET="too-short"),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -332,6 +333,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.W007": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"ENABLED": False}),
     "textflow.W008": lambda: _deploy(False, **GOOD, BASE_URL="http://127.0.0.1:8025/api"),
     "textflow.W009": lambda: _settings_messages(**GOOD, SERVICE_NAME="A" * 140),
+    "textflow.W017": lambda: _settings_messages(**GOOD, REPLY_SECRET="0123456789abcdefghij"),
     "textflow.W010": lambda: _deploy(False, API_KEY=EMULATOR_API_KEY, BASE_URL="https://e.test"),
     "textflow.W011": lambda: _behind_a_proxy(_deploy, False, **GOOD),
     "textflow.W012": lambda: _deploy(False, **GOOD, ALLOWED_COUNTRIES=None),
