@@ -30,7 +30,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from textflow_django import privacy, signals, verification
+from textflow_django import privacy, replies, signals, verification
 from textflow_django.admin import _erasure
 from textflow_django.backends import locmem
 from textflow_django.contrib.allauth.models import PhoneNumber
@@ -337,17 +337,29 @@ def test_the_admin_history_shows_the_number_masked(admin_user: Any) -> None:
 # -- the rate-limit store ---------------------------------------------------------------------
 
 
-def test_no_counter_of_the_number_survives_on_the_database_store() -> None:
+def test_no_counter_of_the_number_survives_on_the_database_store(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     """The keys ``privacy.store_keys`` names are every key the services write for a number:
-    a send, a refused resend, wrong checks, a send capped."""
+    a send, a refused resend, wrong checks, replies (their retry claims, by digest) and a
+    reply's confirmation."""
     send_and_fail(NUMBER)
     with pytest.raises(ResendTooSoon):
         verification.send_code(NUMBER)
-    assert counter_keys(NUMBER)
+    tf(settings, REPLY_CONFIRMATIONS=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        stop = replies.receive(NUMBER, "STOP")
+        hello = replies.receive(NUMBER, "Hello")
+    assert stop.reply is not None and hello.reply is not None
+    retry_claims = [f"reply:{stop.reply.digest}", f"reply:{hello.reply.digest}"]
+    # The last reply's claim (a reply releases its predecessor's: replies.receive).
+    assert RateLimitCounter.objects.filter(key=retry_claims[1]).exists()
+    assert f"reply-confirm:{NUMBER}" in counter_keys(NUMBER)
 
     privacy.erase_phone_number(NUMBER)
 
     assert counter_keys(NUMBER) == []
+    assert not RateLimitCounter.objects.filter(key__in=retry_claims).exists()
 
 
 def test_after_an_erasure_the_number_may_ask_for_a_code_at_once() -> None:
@@ -396,13 +408,19 @@ def test_the_redis_store_forgets_every_key_of_the_number(settings: Any) -> None:
         client.delete(key)
     send_and_fail(NUMBER)
     send_and_fail(OTHER)
+    received = replies.receive(NUMBER, "Hello")
+    assert received.reply is not None
+    [retry_claim] = [
+        name for name in client.scan_iter(match=f"*textflow:rl:reply:{received.reply.digest}")
+    ]
     found, others = keys(NUMBER), keys(OTHER)
     assert len(found) >= 3
 
     report = privacy.erase_phone_number(NUMBER)
 
-    assert report.rate_limit_counters == len(found)
+    assert report.rate_limit_counters == len(found) + 1
     assert keys(NUMBER) == []
+    assert not client.exists(retry_claim)
     assert keys(OTHER) == others
     for key in others:
         client.delete(key)

@@ -9,8 +9,9 @@ Contract of :func:`erase_phone_number`:
   erases nothing.
 - Removed: the number's ``PhoneVerification`` rows, its ``BulkRecipient`` rows (each job's
   counts stay: they are figures, not the number), its ``SMSReply`` rows, and the
-  rate-limit store's counters keyed by it (the resend cooldown, the number's send and
-  wrong-code caps). The package's entries in the admin's history that name the number
+  rate-limit store's counters and claims keyed by it or by its replies (:func:`store_keys`:
+  the resend cooldown, its send and wrong-code caps, the daily reply confirmation, the
+  replies' retry claims). The package's entries in the admin's history that name the number
   are anonymised (the number masked as in the logs): who did what stays, the number goes.
 - Kept by default: the number's ``OptOut`` row. Erasing it would let the site text the
   person again; keeping a suppression entry to honour an objection is what GDPR Art.
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -157,12 +158,21 @@ def parse_number(value: object) -> str:
     return phone.normalize(value, check_countries=False)
 
 
-def store_keys(number: str) -> tuple[str, ...]:
+def store_keys(number: str, digests: Iterable[str] = ()) -> tuple[str, ...]:
     """The rate-limit store's keys that name ``number`` (E.164): its resend cooldown
-    (``verification._sending``) and its send and wrong-code caps (``verification._service.
-    caps``, scope ``number``). tests/test_privacy.py sends and fails a check, then finds no
-    counter naming the number after an erasure: a new key added there fails it."""
-    return (f"cooldown:{number}", f"send:number:{number}", f"fail:number:{number}")
+    (``verification._sending``), its send and wrong-code caps (``verification._service.
+    caps``, scope ``number``), the claim that allows one reply confirmation a day
+    (``replies._confirm``), and the claims that recognise a retried delivery of its replies
+    (``replies.receive``: ``reply:<digest>``, the digest of the number and a text: the
+    ``digests`` of its ``SMSReply`` rows). tests/test_privacy.py makes each of them through
+    the services, then finds none after an erasure: a key added there fails it."""
+    return (
+        f"cooldown:{number}",
+        f"send:number:{number}",
+        f"fail:number:{number}",
+        f"reply-confirm:{number}",
+        *(f"reply:{digest}" for digest in dict.fromkeys(digests)),
+    )
 
 
 def erase_phone_number(
@@ -180,13 +190,15 @@ def erase_phone_number(
     if isinstance(store, DatabaseStore):
         aliases.add(store.using)
     with _atomic(sorted(aliases), rollback=dry_run):
+        # The replies' digests name store keys: read before their rows go.
+        digests = list(SMSReply.objects.filter(phone_number=e164).values_list("digest", flat=True))
         counts = _erase_rows(e164, keep_opt_out)
         opt_out_kept = keep_opt_out and OptOut.objects.filter(phone_number=e164).exists()
         erased = dict(counts)
         signals.phone_number_erased.send(
             sender=__name__, phone_number=e164, erased=erased, dry_run=dry_run
         )
-        counters = _forget(store, e164, dry_run)
+        counters = _forget(store, store_keys(e164, digests), dry_run)
     others = {kind: int(n) for kind, n in erased.items() if kind not in counts}
     report = ErasureReport(
         e164,
@@ -255,9 +267,9 @@ def _anonymise_admin_log(number: str) -> int:
     return changed
 
 
-def _forget(store: RateLimitStore, number: str, dry_run: bool) -> int | None:
-    """Drop the store's counters of ``number``; how many keys or rows went, or None when a
+def _forget(store: RateLimitStore, keys: Sequence[str], dry_run: bool) -> int | None:
+    """Drop the store's counters under ``keys``; how many keys or rows went, or None when a
     dry run cannot count them (a cache store: counting them would drop them)."""
     if dry_run and not isinstance(store, DatabaseStore):
         return None
-    return store.forget(store_keys(number))
+    return store.forget(keys)
