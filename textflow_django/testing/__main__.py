@@ -7,7 +7,9 @@ also prints one line per SMS it accepts, ``SMS to +381690156360: Your verificati
 4045`` (``Bulk SMS to ...`` for a bulk job's recipients), flushed at once, so the code
 "sent" to a phone can be read in the terminal; nothing else is ever printed on stdout. The
 API key is never printed: pass ``--api-key`` or use the built-in ``EMULATOR_API_KEY``.
-Exits 1 if the address cannot be bound.
+``--reply-url`` (and ``--reply-secret``, never printed either) is where a phone's replies
+go, as TextFlow forwards them (``POST /_emulator/reply`` makes one). Exits 1 if the address
+cannot be bound or an option is wrong.
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
         "0: only by POST /_emulator/deliver-bulk (default 5)",
     )
     parser.add_argument(
+        "--reply-url",
+        help="the site's webhook for replies: POST /_emulator/reply forwards a phone's reply "
+        "there, as TextFlow does (default: none)",
+    )
+    parser.add_argument(
+        "--reply-secret",
+        default="",
+        help="the secret each reply carries (the site's REPLY_SECRET; never printed)",
+    )
+    parser.add_argument(
         "--print-messages",
         action="store_true",
         help="print every SMS received, one line each (number and text: codes included)",
@@ -116,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             context.load_cert_chain(args.certfile, args.keyfile)
         elif args.keyfile:
             raise ValueError("--keyfile needs --certfile")
+        if args.reply_secret and not args.reply_url:
+            raise ValueError("--reply-secret needs --reply-url")
         emulator = TextFlowEmulator(
             host=args.host,
             port=args.port,
@@ -129,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_context=context,
             bulk_rate=args.bulk_rate,
             on_message=_printer() if args.print_messages else None,
+            reply_url=args.reply_url,
+            reply_secret=args.reply_secret,
         ).start()
     except (OSError, ValueError) as exc:
         print(f"textflow emulator: {exc}", file=sys.stderr)

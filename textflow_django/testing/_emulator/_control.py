@@ -17,6 +17,11 @@ faulted, and are served both at ``/_emulator/...`` and ``/api/_emulator/...``:
 - ``POST /_emulator/outage`` with ``{"mode": "down" | "slow" | "error" | "rate_limited" | null}``
   and the options of :meth:`TextFlowEmulator.outage` (``"down"`` needs ``duration`` here:
   nothing could reach the emulator to lift it) -> ``{"outage": {...} | null}``
+- ``POST /_emulator/reply`` with ``{"phone_number": "+1...", "text": "STOP"}`` (and
+  optionally ``attempts``, ``backoff``): a phone replies, forwarded to the reply URL as
+  TextFlow does (:meth:`TextFlowEmulator.reply`) -> the reply's record (``attempts``,
+  ``status``, ``statuses``, ``delivered``...); 409 when no reply URL is set
+- ``GET  /_emulator/replies`` -> ``{"replies": [...], "total": n}``, oldest first
 
 Each one is a thin HTTP face on a method of the emulator (:class:`Steerable` lists them).
 """
@@ -29,6 +34,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 from ._faults import Fault
+from ._replies import Reply
 from ._responses import MSG_BODY, Response, error, ok
 
 __all__ = ["Steerable", "answer", "control_path"]
@@ -44,11 +50,14 @@ _ROUTES: Final[dict[str, str]] = {
     "/fault": "POST",
     "/deliver-bulk": "POST",
     "/outage": "POST",
+    "/reply": "POST",
+    "/replies": "GET",
 }
 _FAULT_OPTIONS: Final = frozenset(
     {"path", "times", "status", "retry_after", "delay", "body", "content_type"}
 )
 _OUTAGE_OPTIONS: Final = frozenset({"delay", "status", "retry_after", "duration"})
+_REPLY_FIELDS: Final = frozenset({"phone_number", "text", "attempts", "backoff"})
 
 
 class Steerable(Protocol):
@@ -82,6 +91,16 @@ class Steerable(Protocol):
     ) -> None: ...
 
     def last_code(self, phone_number: str) -> str | None: ...
+
+    def reply(
+        self, phone_number: str, text: str, *, attempts: int = ..., backoff: float = ...
+    ) -> Reply: ...
+
+    @property
+    def reply_url(self) -> str | None: ...
+
+    @property
+    def replies(self) -> list[Reply]: ...
 
     @property
     def pending_faults(self) -> list[Fault]: ...
@@ -151,6 +170,11 @@ def answer(emulator: Steerable, method: str, sub: str, query: str, body: bytes) 
             return ok({"ok": True, "pending": len(emulator.pending_faults)})
         if sub == "/outage":
             return _outage(emulator, data)
+        if sub == "/reply":
+            return _reply(emulator, data)
+        if sub == "/replies":
+            made = emulator.replies
+            return ok({"replies": [r.as_dict() for r in made], "total": len(made)})
         # /deliver-bulk
         emulator.deliver_bulk(data.get("n"))
         return ok(emulator._state())
@@ -172,6 +196,21 @@ def _outage(emulator: Steerable, data: dict[str, Any]) -> Response:
         return error(400, "a 'down' outage needs a duration (seconds) over HTTP")
     emulator.outage(mode, **data)
     return ok({"outage": emulator._state()["outage"]})
+
+
+def _reply(emulator: Steerable, data: dict[str, Any]) -> Response:
+    unknown = set(data) - _REPLY_FIELDS
+    if unknown:
+        return error(400, f"Unknown reply fields: {', '.join(sorted(unknown))}")
+    if emulator.reply_url is None:
+        return error(
+            409, "No reply URL: start the emulator with --reply-url URL (and --reply-secret)"
+        )
+    if "phone_number" not in data or "text" not in data:
+        return error(400, "phone_number and text are required")
+    schedule = {key: data[key] for key in ("attempts", "backoff") if key in data}
+    made = emulator.reply(data["phone_number"], data["text"], **schedule)
+    return ok(made.as_dict())
 
 
 def _messages(emulator: Steerable, params: Mapping[str, str]) -> Response:

@@ -36,6 +36,15 @@ from ._bulk import check_rate
 from ._faults import Fault, FaultQueue, make_fault, misbehave
 from ._http import Handler, Server
 from ._outage import DOWN, Outage, make_outage
+from ._replies import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_BACKOFF,
+    Reply,
+    check_reply_url,
+    check_schedule,
+    forward,
+    payload,
+)
 
 __all__ = ["EMULATOR_API_KEY", "RecordedRequest", "TextFlowEmulator"]
 
@@ -86,6 +95,10 @@ class TextFlowEmulator:
     benchmarks that push millions of recipients. ``ssl_context`` (a server-side
     ``ssl.SSLContext`` with a certificate loaded, e.g. from ``trustme``) serves HTTPS, as
     the real TextFlow does; ``url`` then starts with ``https://``.
+
+    ``reply_url`` and ``reply_secret`` are the account's reply settings: where
+    :meth:`reply` POSTs what a phone answers, with which secret (both settable; ``reset()``
+    puts back the constructor's).
     """
 
     def __init__(
@@ -104,6 +117,8 @@ class TextFlowEmulator:
         bulk_rate: float = 5.0,
         on_message: Callable[[SentSMS], None] | None = None,
         clock: Callable[[], float] = time.time,
+        reply_url: str | None = None,
+        reply_secret: str = "",
     ) -> None:
         if not 1 <= code_length <= 18:
             raise ValueError("code_length must be between 1 and 18")
@@ -152,6 +167,9 @@ class TextFlowEmulator:
         self._faults = FaultQueue()
         self._connection_count = 0
         self._clock_offset = 0.0
+        self._initial_reply = (check_reply_url(reply_url), _check_secret(reply_secret))
+        self._reply_url, self._reply_secret = self._initial_reply
+        self._replies: list[Reply] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -270,6 +288,24 @@ class TextFlowEmulator:
     def credits(self, amount: float) -> None:
         self._api.credits = amount
 
+    @property
+    def reply_url(self) -> str | None:
+        """Where :meth:`reply` POSTs replies (an http(s) URL), or ``None``. Settable."""
+        return self._reply_url
+
+    @reply_url.setter
+    def reply_url(self, url: str | None) -> None:
+        self._reply_url = check_reply_url(url)
+
+    @property
+    def reply_secret(self) -> str:
+        """The ``secret`` each reply carries (``""`` unless set). Settable; never shown."""
+        return self._reply_secret
+
+    @reply_secret.setter
+    def reply_secret(self, secret: str) -> None:
+        self._reply_secret = _check_secret(secret)
+
     def advance_clock(self, seconds: float) -> None:
         """Move the emulator's clock forward, e.g. past a code's expiry, without sleeping.
 
@@ -344,6 +380,12 @@ class TextFlowEmulator:
         self._api.bulk_rate = rate
 
     @property
+    def replies(self) -> list[Reply]:
+        """Every reply :meth:`reply` forwarded (or tried to), oldest first (a copy)."""
+        with self._lock:
+            return list(self._replies)
+
+    @property
     def pending_faults(self) -> list[Fault]:
         """Queued faults in FIFO order, ``times`` being what is left of each."""
         with self._lock:
@@ -352,9 +394,9 @@ class TextFlowEmulator:
     def reset(self) -> None:
         """Forget requests, messages, codes, pending bulk, faults and connection counts.
 
-        Credits, ``delay`` and the clock go back to their initial values and an outage is
-        lifted; the port, the key and open connections are kept, so pooled clients keep
-        working across tests.
+        Credits, ``delay``, the clock and the reply settings go back to their initial values,
+        replies are forgotten and an outage is lifted; the port, the key and open connections
+        are kept, so pooled clients keep working across tests.
         """
         with self._life:
             if self._running:
@@ -368,6 +410,48 @@ class TextFlowEmulator:
             self._connection_count = 0
             self._clock_offset = 0.0
             self._delay = self._initial_delay
+            self._replies = []
+            self._reply_url, self._reply_secret = self._initial_reply
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def reply(
+        self,
+        phone_number: str,
+        text: str,
+        *,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> Reply:
+        """A phone at ``phone_number`` answers ``text``: POST it to ``reply_url`` as TextFlow
+        does, JSON ``{"phone_number", "text", "secret"}``, and return what happened (also kept
+        in :attr:`replies`).
+
+        Any answer but HTTP 200, or none, is retried: ``attempts`` tries in all, waiting
+        ``backoff`` seconds before the first retry and twice as long before each next one, on
+        the emulator's clock: a real wait on the wall clock; on a test's ``clock``, which moves
+        only when told, the emulator moves it forward itself (as :meth:`advance_clock` does),
+        so no time really passes. Blocks until the last attempt. Raises ``RuntimeError`` when
+        no ``reply_url`` is set and ``ValueError`` for a number that is not E.164, an empty
+        text, or ``attempts`` (1 to 10) or ``backoff`` (0 to 60 s) out of range.
+        """
+        url = self._reply_url
+        body = payload(phone_number, text, self._reply_secret)
+        attempts, backoff = check_schedule(attempts, backoff)
+        if url is None:
+            raise RuntimeError("no reply_url: set where replies go before replying")
+        statuses = forward(url, body, attempts=attempts, backoff=backoff, wait=self._wait)
+        made = Reply(phone_number, text, url, statuses)
+        with self._lock:
+            self._replies.append(made)
+        return made
+
+    def _wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the emulator's clock (see :meth:`reply`)."""
+        if self._clock is time.time:
+            time.sleep(seconds)
+        else:
+            self.advance_clock(seconds)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -629,3 +713,9 @@ class TextFlowEmulator:
     ) -> tuple[list[tuple[str, str, str]], int]:
         with self._lock:
             return self._api.recorded_locked(phone_number)
+
+
+def _check_secret(secret: object) -> str:
+    if not isinstance(secret, str):
+        raise ValueError("reply_secret must be a str")
+    return secret
