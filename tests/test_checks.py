@@ -296,6 +296,18 @@ def _behind_a_proxy(
         return run(*args, **kwargs)
 
 
+def _metrics_messages(available: bool, **textflow: object) -> list[CheckMessage]:
+    """``check_metrics`` with prometheus_client importable (``available``) or not."""
+    checks = textflow_django.checks
+    found = checks.metrics_available
+    checks.metrics_available = lambda: available  # type: ignore[assignment]
+    try:
+        with override_settings(TEXTFLOW=textflow):
+            return checks.check_metrics()
+    finally:
+        checks.metrics_available = found  # type: ignore[assignment]
+
+
 #: One way to trigger each ID of the ledger.
 TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E001": _not_a_dict,
@@ -318,6 +330,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E018": lambda: _settings_messages(**GOOD, CODE_MESSAGE="Your code"),
     "textflow.E019": lambda: _settings_messages(**GOOD, RETENTION={"VERIFICATIONS": 0}),
     "textflow.E021": lambda: _settings_messages(**GOOD, REPLY_SECRET="too-short"),
+    "textflow.E023": lambda: _metrics_messages(True, METRICS="yes"),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(
@@ -333,6 +346,7 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.W007": lambda: _settings_messages(**GOOD, FRAUD_GUARD={"ENABLED": False}),
     "textflow.W008": lambda: _deploy(False, **GOOD, BASE_URL="http://127.0.0.1:8025/api"),
     "textflow.W009": lambda: _settings_messages(**GOOD, SERVICE_NAME="A" * 140),
+    "textflow.W019": lambda: _metrics_messages(False, METRICS=True),
     "textflow.W017": lambda: _settings_messages(**GOOD, REPLY_SECRET="0123456789abcdefghij"),
     "textflow.W010": lambda: _deploy(False, API_KEY=EMULATOR_API_KEY, BASE_URL="https://e.test"),
     "textflow.W011": lambda: _behind_a_proxy(_deploy, False, **GOOD),

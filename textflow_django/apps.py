@@ -1,7 +1,12 @@
-"""App configuration: registers the system checks."""
+"""App configuration: registers the system checks, and the Prometheus metrics when
+``prometheus_client`` is installed and ``TEXTFLOW["METRICS"]`` is true."""
+
+from __future__ import annotations
 
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
+
+__all__ = ["TextFlowConfig"]
 
 
 class TextFlowConfig(AppConfig):
@@ -12,4 +17,10 @@ class TextFlowConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the checks)
+        from . import checks  # registers the checks
+        from .conf import conf
+
+        if conf.METRICS and checks.metrics_available():
+            from .contrib import prometheus
+
+            prometheus.install()  # idempotent: ready() may run again (tests)

@@ -43,6 +43,8 @@ ID ledger (an ID is never reused, even when its check is removed):
   shorter than 16 characters, ``OPT_OUT_KEYWORDS``/``OPT_IN_KEYWORDS`` is not a list of
   keywords or the two share one, ``REPLY_RATE`` is not a rate, ``REPLY_CONFIRMATIONS`` is
   not True or False.
+- ``textflow.E022``: ``BULK_OPT_OUT_FOOTER`` is not a string (or a lazy translation) or
+  None, or holds a control or invisible formatting character.
 - ``textflow.E023``: ``METRICS`` is not True or False.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
@@ -86,6 +88,7 @@ rate-limit store; ``W003`` plain http and ``W007`` a Fraud Guard protection off,
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
@@ -144,6 +147,7 @@ def check_settings(
     errors += _check_verification_rules(raw)
     errors += _check_bulk(raw)
     errors += _check_lease(raw)
+    errors += _check_opt_out_footer(raw)
     errors += _check_code_message(raw)
     errors += _check_replies(raw)
     errors += _check_retention(raw)
@@ -537,6 +541,26 @@ def _check_bulk(raw: Mapping[str, Any]) -> list[CheckMessage]:
             id="textflow.E015",
         )
     ]
+
+
+def _check_opt_out_footer(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    """E022: the footer appended to bulk texts is text (bulk._text.footer's rules)."""
+    from .bulk._text import footer
+
+    if "BULK_OPT_OUT_FOOTER" not in raw:
+        return []
+    try:
+        footer()
+    except ValueError as err:
+        return [
+            Error(
+                str(err),
+                hint='A string such as "Reply STOP to opt out" (a gettext_lazy one is '
+                'translated when a job is made), or None or "" for no footer.',
+                id="textflow.E022",
+            )
+        ]
+    return []
 
 
 def _check_lease(raw: Mapping[str, Any]) -> list[CheckMessage]:
@@ -951,13 +975,21 @@ def _check_replies(raw: Mapping[str, Any]) -> list[CheckMessage]:
     ]
 
 
+def metrics_available() -> bool:
+    """Whether ``prometheus_client`` (the ``prometheus`` extra) can be imported: found on the
+    path, without importing it (a site without the extra imports nothing for metrics). The
+    app's ``ready()`` installs the metrics on the same answer."""
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except (ImportError, ValueError):  # a finder refusing it; a stub in sys.modules
+        return False
+
+
 @register(Tags.compatibility)
 def check_metrics(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """E023 and W019: ``METRICS`` is a bool, and a site that asks for metrics gets them."""
-    from . import apps  # its ready() decides; the same test of the extra here
-
     raw = getattr(settings, "TEXTFLOW", {})
     if not isinstance(raw, Mapping) or "METRICS" not in raw:
         return []  # the default: metrics if prometheus_client is installed, silently
@@ -971,7 +1003,7 @@ def check_metrics(
                 id="textflow.E023",
             )
         ]
-    if value and not apps.metrics_available():
+    if value and not metrics_available():
         return [
             Warning(
                 "TEXTFLOW['METRICS'] is True but prometheus_client is not installed: "
