@@ -66,15 +66,16 @@ EVENTS: Final[Mapping[str, int]] = {
     "textflow.breaker.closed": logging.INFO,
     # The Fraud Guard and the rate-limit store.
     "textflow.fraud.blocked": logging.WARNING,
+    "textflow.store.failed": logging.ERROR,
     # The integrations (textflow_django.contrib).
     "textflow.two_factor.confirm_failed": logging.WARNING,
-    "textflow.store.failed": logging.ERROR,
     # Bulk jobs.
     "textflow.bulk.batch_sent": logging.INFO,
     "textflow.bulk.batch_failed": logging.WARNING,
     "textflow.bulk.batch_uncertain": logging.WARNING,
     "textflow.bulk.numbers_dropped": logging.WARNING,
     "textflow.bulk.job_finished": logging.INFO,
+    "textflow.bulk.opted_out": logging.INFO,
     "textflow.bulk.sending_found": logging.WARNING,
     "textflow.bulk.claim_lost": logging.WARNING,
     # Retention and erasure.
