@@ -30,7 +30,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from textflow_django import privacy, replies, signals, verification
+from textflow_django import bulk, privacy, replies, signals, verification
 from textflow_django.admin import _erasure
 from textflow_django.backends import locmem
 from textflow_django.contrib.allauth.models import PhoneNumber
@@ -146,6 +146,7 @@ def test_erasure_removes_every_kind_and_counts_exactly(populated: dict[str, Any]
         "replies": 2,
         "opt_outs": 0,
         "admin_log_entries": 0,
+        "bulk_job_samples": 0,
         "rate_limit_counters": len(counters),
         "allauth_phone_numbers": 2,
     }
@@ -203,6 +204,7 @@ def test_a_second_erasure_finds_nothing(populated: dict[str, Any]) -> None:
         "replies": 0,
         "opt_outs": 0,
         "admin_log_entries": 0,
+        "bulk_job_samples": 0,
         "rate_limit_counters": 0,
         "allauth_phone_numbers": 0,
     }
@@ -298,7 +300,7 @@ def test_one_log_line_with_the_number_masked(
     counters = report.rate_limit_counters
     assert line == (
         f"textflow.privacy.erased number={MASKED} verifications=2 bulk_recipients=1 replies=2 "
-        f"opt_outs=0 admin_log_entries=0 rate_limit_counters={counters} "
+        f"opt_outs=0 admin_log_entries=0 bulk_job_samples=0 rate_limit_counters={counters} "
         "allauth_phone_numbers=2 opt_out=kept"
     )
     assert NUMBER not in caplog.text
@@ -332,6 +334,30 @@ def test_the_admin_history_shows_the_number_masked(admin_user: Any) -> None:
     assert mine.object_repr == f"{MASKED} (verified)"
     assert longer.object_repr == f"{NUMBER}9"
     assert theirs.object_repr == f"user {NUMBER}"
+
+
+def test_a_bulk_jobs_samples_of_invalid_input_show_the_number_masked(settings: Any) -> None:
+    """A number refused for its country is kept, as typed, among a job's invalid samples."""
+    tf(settings, BLOCKED_COUNTRIES=["GB"])
+    job = bulk.create_job(
+        text="Sale", numbers=["+44 7400 123456", "+447400123457", "hello", "+12025550144"]
+    )
+    assert job.invalid_samples == [
+        "item 1: '+44 7400 123456' (country_not_allowed)",
+        "item 2: '+447400123457' (country_not_allowed)",
+        "item 3: 'hello' (invalid)",
+    ]
+
+    report = privacy.erase_phone_number(OTHER)
+
+    assert report.bulk_job_samples == 1
+    job.refresh_from_db()
+    assert job.invalid_samples == [
+        "item 1: '+44********56' (country_not_allowed)",
+        "item 2: '+447400123457' (country_not_allowed)",
+        "item 3: 'hello' (invalid)",
+    ]
+    assert privacy.erase_phone_number(OTHER).bulk_job_samples == 0
 
 
 # -- the rate-limit store ---------------------------------------------------------------------
