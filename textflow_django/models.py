@@ -257,9 +257,12 @@ class BulkRecipient(models.Model):
 class BulkBatch(models.Model):
     """One ``/bulk-sms`` call of a job and what became of it.
 
-    ``sending`` is claimed-and-in-flight: a batch found ``sending`` by a resume belongs to a
-    process that died after (maybe) sending it, so it becomes ``uncertain``, never re-sent
-    unless the operator asks.
+    ``sending`` is claimed-and-in-flight, by ``claimed_by`` since ``claimed_at``. A resume
+    leaves a batch claimed less than ``BULK_LEASE`` seconds ago to its sender, which may be
+    sending it right now; one claimed longer ago belongs to a process that died after
+    (maybe) sending it (a live sender stamps its claim before every call to TextFlow, one
+    call lasting at most about ``TIMEOUT``, and the lease is longer: check E020), so it
+    becomes ``uncertain``, never re-sent unless the operator asks.
     """
 
     class Status(models.TextChoices):

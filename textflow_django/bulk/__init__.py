@@ -31,7 +31,9 @@ The life of a job:
    is ``uncertain`` and is not sent again unless the operator asks
    (``resend_uncertain=True``). A failure that certainly sent nothing leaves it pending.
    Either way the job stops, resumable with :func:`run_job` or :func:`enqueue_job`; its
-   other batches stay pending.
+   other batches stay pending. A resume judges a batch still ``sending`` by its claim's
+   age: older than ``BULK_LEASE``, its sender died (``uncertain``); younger, a live sender
+   may be sending it, and it is left to that sender (:func:`batches_in_flight`).
 
 This package is a service: it imports the rules, backends and leaves below it, never the
 HTTP side (views, admin, management commands, tasks) that calls it.
@@ -45,7 +47,7 @@ from ..conf import MAX_BATCH_SIZE
 from ..models import BulkSMSJob
 from ._text import check_text
 from .ingest import check_batch_size, create_job
-from .running import enqueue_job, run_job
+from .running import batches_in_flight, enqueue_job, run_job
 from .sending import BatchOutcome, BulkJobStopped, finish_if_done, send_batch, stop_reason
 from .sources import (
     MissingFields,
@@ -65,6 +67,7 @@ __all__ = [
     "MissingFields",
     "Source",
     "SourceError",
+    "batches_in_flight",
     "check_batch_size",
     "check_text",
     "create_job",

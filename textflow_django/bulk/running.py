@@ -15,51 +15,101 @@ promises (a batch is claimed before it is sent, and only while its job runs):
 Either resumes a stopped job: batches left ``sending`` by a dead process become
 ``uncertain`` and are not sent again unless ``resend_uncertain`` asks; batches TextFlow
 accepted are never sent again.
+
+A batch found ``sending`` is judged by the age of its claim (``claimed_at``, stamped by the
+claiming statement with the claimer's clock). Claimed at least ``BULK_LEASE`` seconds ago:
+its sender is dead, since a live one stamps its claim at least every
+:func:`~textflow_django.bulk.sending.lease_floor` seconds and the lease is longer (check
+``textflow.E020``); the batch becomes ``uncertain``. Claimed less than a lease ago: a live
+sender (another worker, another ``--resume``) may be sending it right now, so it is left to
+that sender, neither sent again nor marked, and :func:`batches_in_flight` counts it. The job
+then finishes when its last batch is recorded, by whichever sender records it
+(:func:`~textflow_django.bulk.sending.finish_if_done`, once). A claim from a process that
+died less than a lease ago is left too: a resume after the lease judges it. Hosts' clocks
+are assumed to agree to well within the lease (NTP), as the claimer's clock stamps and the
+resumer's clock judges.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 
 from django.db import router, transaction
-from django.db.models import Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
+from .. import _events
 from ..backends import get_backend
+from ..conf import conf
 from ..models import BulkBatch, BulkSMSJob
 from .sending import BulkJobStopped, finish_if_done, send_batch
 
-__all__ = ["enqueue_job", "run_job"]
+__all__ = ["batches_in_flight", "enqueue_job", "run_job"]
 
 #: Batch ids read per page by :func:`run_job` (memory stays flat however many batches).
 BATCH_PAGE = 1000
 
 
+def _lease_start() -> datetime:
+    """The oldest claim time a live sender's claim can have now: ``BULK_LEASE`` seconds ago.
+    A claim exactly that old is its dead sender's."""
+    return timezone.now() - timedelta(seconds=conf.BULK_LEASE)
+
+
+def _claims(job_id: int) -> QuerySet[BulkBatch]:
+    return BulkBatch.objects.filter(job_id=job_id, status=BulkBatch.Status.SENDING)
+
+
+def batches_in_flight(job_id: int) -> int:
+    """How many of the job's batches another sender is sending now, as far as the
+    database can tell: ``sending``, claimed less than ``BULK_LEASE`` seconds ago. A resume
+    leaves them to their senders; the job finishes once they are recorded."""
+    return _claims(job_id).filter(claimed_at__gt=_lease_start()).count()
+
+
 def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
     """Make a job ready to (re)start, ``running``: batches left ``sending`` by a dead
-    process become ``uncertain``; with ``resend_uncertain`` every uncertain batch is
-    pending again. A finished job stays finished unless that reopened a batch (it then
-    finishes again, and ``bulk_job_finished`` is sent again)."""
+    process (claimed ``BULK_LEASE`` seconds ago or more, or before claims had a time)
+    become ``uncertain``, younger claims are left to their live senders; with
+    ``resend_uncertain`` every uncertain batch is pending again. A finished job stays
+    finished unless that reopened a batch (it then finishes again, and
+    ``bulk_job_finished`` is sent again)."""
     with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
         job = BulkSMSJob.objects.select_for_update().get(pk=job_id)
         batches = BulkBatch.objects.filter(job=job)
-        orphans = batches.filter(status=BulkBatch.Status.SENDING)
+        # Judged as of now, after the job's lock: a resume that waited for another's.
+        since = _lease_start()
+        claims = _claims(job_id)
+        orphans = claims.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lte=since))
         lost = orphans.aggregate(n=Sum("size"))["n"] or 0
+        dead = 0
+        # Only the fields decided here are written, counters as increments: live senders
+        # may record batches meanwhile (a database that takes no row lock would otherwise
+        # lose their counts).
+        changes: dict[str, object] = {
+            "started_at": job.started_at or timezone.now(),
+            "last_error": "",
+        }
         if lost:
-            orphans.update(status=BulkBatch.Status.UNCERTAIN, error="the sender died mid-batch")
-            job.uncertain += lost
+            dead = orphans.update(
+                status=BulkBatch.Status.UNCERTAIN, error="the sender died mid-batch"
+            )
+            changes["uncertain"] = F("uncertain") + lost
+        in_flight = claims.filter(claimed_at__gt=since).count()
+        if dead or in_flight:
+            _events.emit("textflow.bulk.sending_found", job=job_id, dead=dead, in_flight=in_flight)
         reopened = 0
         if resend_uncertain:
             reopened = batches.filter(status=BulkBatch.Status.UNCERTAIN).update(
                 status=BulkBatch.Status.PENDING
             )
-            job.uncertain = 0
+            changes["uncertain"] = 0
         # Batches are claimed only while their job is running (see send_batch).
         if job.status != BulkSMSJob.Status.FINISHED or reopened:
-            job.status = BulkSMSJob.Status.RUNNING
-        job.started_at = job.started_at or timezone.now()
-        job.last_error = ""
-        job.save()
+            changes["status"] = BulkSMSJob.Status.RUNNING
+        BulkSMSJob.objects.filter(pk=job_id).update(**changes)
+        job.refresh_from_db()
     return job
 
 

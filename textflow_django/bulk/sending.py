@@ -7,6 +7,20 @@ sender (:func:`textflow_django.bulk.running.run_job`) or a worker's task. The co
   ``running``; the job's status is read in the very statement that claims the batch. So a
   batch delivered twice to workers is sent once, and none is started once a stop has
   committed.
+- The claiming statement also stamps the claim: ``claimed_at`` (now) and ``claimed_by``
+  (:func:`claimer`, the sender's host, pid and a random part). The claim is the sender's for
+  ``BULK_LEASE`` seconds; a resume leaves a younger claim alone and judges an older one its
+  dead sender's (``uncertain``; see :mod:`~textflow_django.bulk.running`). No timer renews
+  it: a batch is one call to TextFlow, which ``TIMEOUT`` bounds, and the sender stamps the
+  claim again before each further call for the batch (a retry after a 429, the resend once
+  refused numbers are dropped), so a live claim is never older than :func:`lease_floor`,
+  which the lease exceeds (check ``textflow.E020``). Whatever the sender writes about the
+  batch afterwards (accepted, pending, uncertain) it writes only while the claim is still
+  its own; a sender that finds it taken sends nothing more of the batch. (A sender frozen
+  past its lease whose call TextFlow accepted meanwhile still records the acceptance while
+  nobody else has claimed the batch: :func:`_accepted_after_losing_claim`.)
+- A sender interrupted mid-call (Ctrl-C, a worker's shutdown or time limit) marks its batch
+  ``uncertain`` on the way out instead of leaving it claimed for a lease.
 - Once TextFlow accepts it, the batch is marked ``accepted`` and the job's counters move,
   in one commit (which may also claim the sender's next batch).
 - A 429 sent nothing: the batch is retried after ``Retry-After``, a few times. A refusal of
@@ -23,44 +37,79 @@ job, the ORM's query building costs more than the database work.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import logging
+import os
+import secrets
+import socket
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from .. import phone, signals
+from .. import _events, phone, signals
 from ..backends import get_backend
 from ..backends.base import BaseBackend
+from ..client import CONNECT_RETRIES
 from ..exceptions import (
     TextFlowConfigurationError,
     TextFlowError,
     TextFlowRateLimited,
     TextFlowRejectedNumber,
 )
-from ..models import BulkBatch, BulkRecipient, BulkSMSJob
+from ..models import BulkBatch, BulkRecipient, BulkSMSJob, OptOut
+from ._optouts import leave_out
 from ._text import masked, storable
 
 __all__ = [
     "BatchOutcome",
     "BulkJobStopped",
+    "claimer",
     "finish_if_done",
+    "lease_floor",
     "send_batch",
     "stop_reason",
 ]
 
-# The package's one logger, named as before it became a package: configured handlers and
-# filters keep matching its records.
-logger = logging.getLogger("textflow_django.bulk")
-
 #: A 429 from TextFlow sent nothing, so the batch is retried after Retry-After, this often.
 RATE_LIMIT_RETRIES = 3
 MAX_RATE_LIMIT_WAIT = 60
+
+
+def lease_floor(timeout: float) -> float:
+    """The longest a live sender goes without stamping its claim, in seconds, for a
+    ``TIMEOUT`` of ``timeout``: ``BULK_LEASE`` must be longer (check ``textflow.E020``), so
+    that a claim older than the lease can only be a dead sender's.
+
+    A sender stamps its claim when it claims the batch, and again right before each further
+    call it makes for it (a retry after a 429, the resend once refused numbers are dropped).
+    Between two stamps it therefore waits at most once (``MAX_RATE_LIMIT_WAIT``) and makes
+    one call, which the client bounds: up to ``1 + CONNECT_RETRIES`` connection attempts of
+    ``timeout`` each (retried only while nothing was sent), then ``timeout`` for the answer.
+    Renewing the claim only there, and not on a timer, keeps the hot path at one statement
+    a batch; the database statements around the call take milliseconds.
+    """
+    return MAX_RATE_LIMIT_WAIT + (CONNECT_RETRIES + 2) * timeout
+
+
+@functools.cache
+def _claimer(pid: int) -> str:
+    suffix = f":{pid}:{secrets.token_hex(4)}"
+    longest = BulkBatch._meta.get_field("claimed_by").max_length or 200
+    return socket.gethostname()[: longest - len(suffix)] + suffix
+
+
+def claimer() -> str:
+    """This process's name on the batches it claims (``BulkBatch.claimed_by``):
+    ``host:pid:random``, the random part drawn once per process (a forked worker, whose pid
+    differs, draws its own), so the operator sees which worker holds a batch and a pid that a
+    later process reuses does not pass for the earlier one. Threads of a process share it."""
+    return _claimer(os.getpid())
 
 
 class BulkJobStopped(Exception):
@@ -111,12 +160,11 @@ def _send_valid_part(backend: BaseBackend, job_id: int, numbers: list[str], text
     dropped = sorted(set(numbers) - set(keep))
     if not dropped:
         raise TextFlowRejectedNumber("TextFlow refused a number of the batch", status=400)
-    logger.warning(
-        "Bulk job %s: TextFlow refused a batch; %d numbers fail full validation and are "
-        "dropped: %s",
-        job_id,
-        len(dropped),
-        ", ".join(phone.mask(number) for number in dropped[:10]),
+    _events.emit(
+        "textflow.bulk.numbers_dropped",
+        job=job_id,
+        dropped=len(dropped),
+        numbers=[phone.mask(number) for number in dropped[:10]],  # the first ten
     )
     BulkRecipient.objects.filter(job_id=job_id, phone_number__in=dropped).delete()
     BulkSMSJob.objects.filter(pk=job_id).update(
@@ -137,22 +185,29 @@ class _HotSQL:
         batches, jobs = qn(BulkBatch._meta.db_table), qn(BulkSMSJob._meta.db_table)
         recipients = qn(BulkRecipient._meta.db_table)
         # Table names come from the models, quoted by the backend; values are parameters.
+        # Each number with whether it is on the opt-out list now (it may have joined it
+        # since the job was made): see _optouts.
+        optouts = qn(OptOut._meta.db_table)
         self.numbers = (
-            f"SELECT r.phone_number FROM {recipients} r "  # noqa: S608
+            "SELECT r.phone_number, CASE WHEN o.id IS NULL THEN 0 ELSE 1 END "  # noqa: S608
+            f"FROM {recipients} r "
             f"INNER JOIN {batches} b ON r.job_id = b.job_id AND r.batch = b.{qn('index')} "
+            f"LEFT JOIN {optouts} o ON o.phone_number = r.phone_number "
             "WHERE b.id = %s ORDER BY r.id"
         )
         # The job's status is read in the very statement that claims the batch: no batch
-        # is claimed, so none sent, once the job's stop has committed.
+        # is claimed, so none sent, once the job's stop has committed. The claim's time and
+        # claimer are written by it too: no moment where a batch is sending unstamped.
         self.claim = (
-            f"UPDATE {batches} SET status = %s WHERE id = %s AND status = %s "  # noqa: S608
-            f"AND EXISTS (SELECT 1 FROM {jobs} j WHERE j.id = {batches}.job_id "
-            "AND j.status = %s)"
+            f"UPDATE {batches} SET status = %s, claimed_at = %s, claimed_by = %s "  # noqa: S608
+            f"WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM {jobs} j "
+            f"WHERE j.id = {batches}.job_id AND j.status = %s)"
         )
-        self.accept_batch = (
-            f"UPDATE {batches} SET status = %s, sent_at = %s, error = '' "  # noqa: S608
-            "WHERE id = %s"
-        )
+        # The statements below touch the batch only while the claim is still this sender's:
+        # a resume may have judged it dead (see lease_floor) and taken the batch away.
+        mine = "WHERE id = %s AND status = %s AND claimed_by = %s"
+        self.renew = f"UPDATE {batches} SET claimed_at = %s {mine}"  # noqa: S608
+        self.accept_batch = f"UPDATE {batches} SET status = %s, sent_at = %s, error = '' {mine}"  # noqa: S608
         self.count_sent = (
             f"UPDATE {jobs} SET sent = sent + %s, "  # noqa: S608
             "batches_sent = batches_sent + 1 WHERE id = %s"
@@ -161,6 +216,12 @@ class _HotSQL:
     @property
     def connection(self) -> BaseDatabaseWrapper:
         return connections[self.alias]  # this thread's connection
+
+    def now(self) -> Any:
+        """The time now as this database stores a ``DateTimeField`` (what the ORM would
+        send): SQLite compares the stored text, so a raw aware datetime (``+00:00``) would
+        not compare with the ORM's values."""
+        return self.connection.ops.adapt_datetimefield_value(timezone.now())
 
 
 @functools.cache
@@ -172,12 +233,42 @@ _CLAIM_ARGS = (BulkBatch.Status.SENDING, BulkBatch.Status.PENDING, BulkSMSJob.St
 
 
 def _claim(cursor: CursorWrapper, sql: _HotSQL, batch_id: int) -> bool:
-    """Mark a pending batch of a running job ``sending`` (committed before anything is
-    sent: a process that dies after sending leaves it ``sending``, which a resume reads as
-    uncertain)."""
+    """Mark a pending batch of a running job ``sending``, stamped with the time and
+    :func:`claimer` (committed before anything is sent: a process that dies after sending
+    leaves it ``sending``, which a resume reads as uncertain once the lease has run out)."""
     sending, pending, running = _CLAIM_ARGS
-    cursor.execute(sql.claim, [sending, batch_id, pending, running])
+    cursor.execute(sql.claim, [sending, sql.now(), claimer(), batch_id, pending, running])
     return bool(cursor.rowcount == 1)
+
+
+class _ClaimLost(Exception):
+    """A resume took the batch from this sender (judged dead: it went a whole lease without
+    stamping its claim); nothing more of the batch is sent by it."""
+
+
+def _keep_claim(sql: _HotSQL, batch_id: int) -> None:
+    """Stamp this sender's claim again, right before another call for the batch (see
+    :func:`lease_floor`).
+
+    Raises:
+        _ClaimLost: the claim is no longer this sender's.
+    """
+    with sql.connection.cursor() as cursor:
+        cursor.execute(sql.renew, [sql.now(), batch_id, BulkBatch.Status.SENDING, claimer()])
+        if cursor.rowcount != 1:
+            _events.emit("textflow.bulk.claim_lost", batch=batch_id, sent="no")
+            raise _ClaimLost(batch_id)
+
+
+def _release(batch_id: int, status: str, error: str | None = None) -> bool:
+    """Give up this sender's claim: the batch becomes ``status`` (``pending``: certainly not
+    sent; ``uncertain``: maybe sent), with ``error`` if given. Returns False, changing
+    nothing, when the claim is no longer this sender's (a resume already judged the batch)."""
+    changes = {"status": status} if error is None else {"status": status, "error": error}
+    mine = BulkBatch.objects.filter(
+        pk=batch_id, status=BulkBatch.Status.SENDING, claimed_by=claimer()
+    )
+    return bool(mine.update(**changes))
 
 
 def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int) -> int:
@@ -188,11 +279,16 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
     """
     with sql.connection.cursor() as cursor:
         cursor.execute(sql.numbers, [batch_id])
-        numbers = [row[0] for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    numbers = [number for number, opted_out in rows if not opted_out]
+    if len(numbers) < len(rows):
+        leave_out(job.pk, batch_id, [number for number, opted_out in rows if opted_out])
     sent = len(numbers)
     try:
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             try:
+                if attempt:
+                    _keep_claim(sql, batch_id)
                 if numbers:
                     backend.bulk_sms(numbers, job.text)
                 break
@@ -201,25 +297,75 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
                     raise
                 time.sleep(min(err.retry_after or 1, MAX_RATE_LIMIT_WAIT))
             except TextFlowRejectedNumber:
+                _keep_claim(sql, batch_id)
                 sent = _send_valid_part(backend, job.pk, numbers, job.text)
                 break
     except TextFlowError as err:
         uncertain = err.maybe_sent
-        BulkBatch.objects.filter(pk=batch_id).update(
-            status=BulkBatch.Status.UNCERTAIN if uncertain else BulkBatch.Status.PENDING,
-            error=_error_text(err),
+        released = _release(
+            batch_id,
+            BulkBatch.Status.UNCERTAIN if uncertain else BulkBatch.Status.PENDING,
+            _error_text(err),
         )
-        if uncertain:
+        if uncertain and released:
             BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
-        logger.warning("Bulk job %s, batch id %s, failed: %s", job.pk, batch_id, _error_text(err))
+        _events.emit(
+            "textflow.bulk.batch_uncertain" if uncertain else "textflow.bulk.batch_failed",
+            job=job.pk,
+            batch=batch_id,
+            error=type(err).__name__,
+            detail=_error_text(err),
+        )
         raise BulkJobStopped(_stop(job.pk, err), err) from err
     except TextFlowConfigurationError as err:
         # Raised before any request could leave (the client could not be built): the batch
         # goes back to pending and the job stops, resumable once the settings are fixed; the
         # error itself reaches the operator unchanged.
-        BulkBatch.objects.filter(pk=batch_id).update(status=BulkBatch.Status.PENDING)
+        _release(batch_id, BulkBatch.Status.PENDING)
         _stop(job.pk, err)
         raise
+    except _ClaimLost:
+        raise
+    except BaseException:
+        # Interrupted mid-call (Ctrl-C, a worker's shutdown or time limit) or a failure that
+        # is not TextFlow's: the request may have gone. The batch is uncertain now, rather
+        # than left "sending" for a resume to leave alone until the lease runs out.
+        with contextlib.suppress(Exception):  # the connection may be unusable by now
+            if _release(batch_id, BulkBatch.Status.UNCERTAIN, "interrupted while sending"):
+                BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
+        raise
+    return sent
+
+
+def _accepted_after_losing_claim(batch_id: int, job_id: int, sent: int) -> int:
+    """TextFlow accepted a batch whose claim a resume took meanwhile (this sender went a
+    whole lease without a stamp: frozen, not dead). Returns the recipients recorded sent.
+    Runs inside the caller's transaction.
+
+    While nobody claimed the batch since (it is ``uncertain``, or ``pending`` again for a
+    resend, still naming this sender), it is recorded accepted, its recipients moved from
+    the job's uncertain count to its sent count: a resend would text them twice. If another
+    sender has claimed or sent it, nothing is recorded and its recipients may get the SMS
+    twice; the ``textflow.bulk.claim_lost`` line says which happened.
+    """
+    mine = BulkBatch.objects.filter(pk=batch_id, claimed_by=claimer())
+    found = (
+        mine.filter(status__in=[BulkBatch.Status.UNCERTAIN, BulkBatch.Status.PENDING])
+        .values_list("status", "size")
+        .first()
+    )
+    # The status read is the condition of the write: a claim in between makes it miss.
+    if found is None or not mine.filter(status=found[0]).update(
+        status=BulkBatch.Status.ACCEPTED, sent_at=timezone.now(), error=""
+    ):
+        _events.emit("textflow.bulk.claim_lost", batch=batch_id, sent="yes", recorded="no")
+        return 0
+    status, size = found
+    counts: dict[str, object] = {"sent": F("sent") + sent, "batches_sent": F("batches_sent") + 1}
+    if status == BulkBatch.Status.UNCERTAIN:
+        counts["uncertain"] = Greatest(F("uncertain") - size, 0)
+    BulkSMSJob.objects.filter(pk=job_id).update(**counts)
+    _events.emit("textflow.bulk.claim_lost", batch=batch_id, sent="yes", recorded="yes")
     return sent
 
 
@@ -247,7 +393,9 @@ def send_batch(
 
     Returns None, sending nothing, when the batch cannot be claimed: it is not pending
     (another sender has it, or it is done) or its job is not running (stopped, finished,
-    not started): a stopped job's batches stay pending for a resume. The job's status is
+    not started): a stopped job's batches stay pending for a resume. Also None when a
+    resume took the claim before a retry (this sender went a lease without stamping it:
+    see :func:`lease_floor`), nothing of the batch having been sent. The job's status is
     checked in the same statement that claims the batch, so once a stop has committed no
     sender starts another batch. Senders already past their claim still send theirs:
     when TextFlow fails, at most one batch per sender in flight (one inline; one per
@@ -271,12 +419,20 @@ def send_batch(
                 return None
     if job is None:
         job = BulkSMSJob.objects.get(batches=batch_id)
-    sent = _deliver(sql, backend or get_backend(), job, batch_id)
+    try:
+        sent = _deliver(sql, backend or get_backend(), job, batch_id)
+    except _ClaimLost:
+        return None
+    _events.emit("textflow.bulk.batch_sent", job=job.pk, batch=batch_id, recipients=sent)
     # Accepted, counted and the next batch claimed in one commit: one durable write per
     # batch instead of two.
     with transaction.atomic(using=sql.alias), connection.cursor() as cursor:
-        cursor.execute(sql.accept_batch, [BulkBatch.Status.ACCEPTED, timezone.now(), batch_id])
-        cursor.execute(sql.count_sent, [sent, job.pk])
+        accepted = [BulkBatch.Status.ACCEPTED, sql.now(), batch_id]
+        cursor.execute(sql.accept_batch, [*accepted, BulkBatch.Status.SENDING, claimer()])
+        if cursor.rowcount == 1:
+            cursor.execute(sql.count_sent, [sent, job.pk])
+        else:
+            sent = _accepted_after_losing_claim(batch_id, job.pk, sent)
         next_claimed = claim_next is not None and _claim(cursor, sql, claim_next)
     if finish:
         finish_if_done(job.pk)
@@ -298,5 +454,12 @@ def finish_if_done(job_id: int) -> bool:
     )
     if done:
         job = BulkSMSJob.objects.get(pk=job_id)
+        _events.emit(
+            "textflow.bulk.job_finished",
+            job=job.pk,
+            sent=job.sent,
+            invalid=job.invalid,
+            uncertain=job.uncertain,
+        )
         signals.bulk_job_finished.send(sender=BulkSMSJob, job=job)
     return bool(done)
