@@ -1005,6 +1005,12 @@ def test_sigkill_mid_run_then_resume_reaches_everyone_once(tmp_path, textflow_em
     first_run = len(textflow_emulator.calls("/bulk-sms"))
     assert 8 <= first_run < 40
 
+    # A resume within BULK_LEASE of the kill would leave the killed run's batch to it, as
+    # to a live sender (tests/test_bulk_lease.py): the lease has run out since.
+    age_claims = "from datetime import timedelta as t; from django.db.models import F; from "
+    age_claims += "textflow_django.models import BulkBatch as B; "
+    age_claims += "B.objects.update(claimed_at=F('claimed_at') - t(hours=1))"
+    subprocess.run([*manage, "shell", "-c", age_claims], env=env, cwd=ROOT, check=True, timeout=60)
     textflow_emulator.delay = 0.0
     resumed = subprocess.run(
         [*manage, "textflow_bulk_sms", "--resume", "1"],

@@ -108,6 +108,24 @@ def finished(job: BulkSMSJob, elapsed: float) -> str:
     }
 
 
+def in_flight(batches: int, lease: float) -> str:
+    """The batches a resume left to the live senders that claimed them less than a lease
+    ago (``bulk.batches_in_flight``), and what to do if such a sender is in fact dead."""
+    return words.with_count(
+        ngettext(
+            "%(count)s batch is still being sent by another worker: the job finishes when it "
+            "is recorded. If that worker died, resume again once its claim is older than "
+            "BULK_LEASE (%(lease)s s): the batch then counts as uncertain.",
+            "%(count)s batches are still being sent by other workers: the job finishes when "
+            "they are recorded. If a worker died, resume again once its claim is older than "
+            "BULK_LEASE (%(lease)s s): its batch then counts as uncertain.",
+            batches,
+        ),
+        batches,
+        lease=f"{lease:g}",
+    )
+
+
 def stopped(job: BulkSMSJob, error: TextFlowError | None, *, enqueue: bool) -> str:
     """A stopped job: what happened, what was sent, the command that resumes it."""
     hint = f"manage.py textflow_bulk_sms --resume {job.pk}"
