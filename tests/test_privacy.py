@@ -269,6 +269,43 @@ def test_a_receiver_that_raises_undoes_the_whole_erasure(populated: dict[str, An
     assert everything_of(NUMBER) == before
 
 
+def test_a_receivers_count_that_is_no_number_undoes_the_erasure(
+    populated: dict[str, Any],
+) -> None:
+    before = everything_of(NUMBER)
+
+    def sloppy(erased: dict[str, object], **kwargs: Any) -> None:
+        erased["crm"] = "three"
+
+    signals.phone_number_erased.connect(sloppy)
+    try:
+        with pytest.raises(ValueError):
+            privacy.erase_phone_number(NUMBER)
+    finally:
+        signals.phone_number_erased.disconnect(sloppy)
+    assert everything_of(NUMBER) == before
+
+
+def test_a_receivers_kind_named_like_a_log_field_stays_out_of_the_line(
+    caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="textflow_django")
+
+    def clashing(erased: dict[str, int], **kwargs: Any) -> None:
+        erased.update({"key": 1, "number": 2, "profiles": 3})
+
+    signals.phone_number_erased.connect(clashing)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            report = privacy.erase_phone_number(NUMBER)
+    finally:
+        signals.phone_number_erased.disconnect(clashing)
+    assert dict(report.others) == {"allauth_phone_numbers": 0, "key": 1, "number": 2, "profiles": 3}
+    [line] = logged(caplog)
+    assert line.startswith(f"textflow.privacy.erased number={MASKED} ")
+    assert " profiles=3 " in line and " key=" not in line and "number=2" not in line
+
+
 def test_a_dry_run_counts_exactly_and_changes_nothing(
     populated: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -291,12 +328,20 @@ def test_a_dry_run_counts_exactly_and_changes_nothing(
     assert preview.as_dict() == done.as_dict()
 
 
-def test_one_log_line_with_the_number_masked(
-    populated: dict[str, Any], caplog: pytest.LogCaptureFixture
+def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "textflow.privacy" in r.getMessage()]
+
+
+def test_one_log_line_with_the_number_masked_once_committed(
+    populated: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     caplog.set_level(logging.INFO, logger="textflow_django")
-    report = privacy.erase_phone_number(NUMBER)
-    [line] = [r.getMessage() for r in caplog.records if "textflow.privacy" in r.getMessage()]
+    with django_capture_on_commit_callbacks(execute=True):
+        report = privacy.erase_phone_number(NUMBER)
+        assert logged(caplog) == []  # not before the erasure commits
+    [line] = logged(caplog)
     counters = report.rate_limit_counters
     assert line == (
         f"textflow.privacy.erased number={MASKED} verifications=2 bulk_recipients=1 replies=2 "

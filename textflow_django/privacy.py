@@ -28,8 +28,8 @@ Contract of :func:`erase_phone_number`:
   exact and nothing changes; the signal is sent with ``dry_run=True`` (a receiver that
   does more than database writes must look at it). A cache store's counters cannot be
   counted without dropping them: a dry run on one reports them as not counted (None).
-- One line is logged on success: ``textflow.privacy.erased number=<masked> <kind>=<count>
-  ...`` (nothing for a dry run).
+- One line is logged once the erasure commits: ``textflow.privacy.erased number=<masked>
+  <kind>=<count> ... opt_out=kept|removed|none`` (nothing for a dry run).
 
 Not erased here: the number in a session that asked for a code (the session keeps the
 handle of its code by number until it expires), in the web server's own logs, at TextFlow
@@ -76,9 +76,7 @@ KINDS = (
 _LOGGED_APPS = ("textflow", "textflow_allauth")
 #: The value in a bulk job's sample of invalid input, ``<label> <where>: '<value>' (<code>)``
 #: (``bulk.ingest``): a number refused for its country is one, as typed.
-_SAMPLE_VALUE_RE = re.compile(
-    r"""(?<=: )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?= \([a-z_]+\)$)"""
-)
+_SAMPLE_VALUE_RE = re.compile(r"""(?<=: )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?= \([a-z_]+\)$)""")
 
 
 @dataclass(frozen=True)
@@ -203,9 +201,8 @@ def erase_phone_number(
     """
     e164 = parse_number(number)
     store = get_store()
-    aliases = {
-        router.db_for_write(model) for model in (PhoneVerification, BulkRecipient, SMSReply, OptOut)
-    }
+    alias = router.db_for_write(PhoneVerification)
+    aliases = {alias} | {router.db_for_write(model) for model in (BulkRecipient, SMSReply, OptOut)}
     if isinstance(store, DatabaseStore):
         aliases.add(store.using)
     with _atomic(sorted(aliases), rollback=dry_run):
@@ -217,24 +214,36 @@ def erase_phone_number(
         signals.phone_number_erased.send(
             sender=__name__, phone_number=e164, erased=erased, dry_run=dry_run
         )
+        # In the transaction: a receiver's count that is no number undoes the erasure.
+        others = {kind: int(n) for kind, n in erased.items() if kind not in counts}
         counters = _forget(store, store_keys(e164, digests), dry_run)
-    others = {kind: int(n) for kind, n in erased.items() if kind not in counts}
-    report = ErasureReport(
-        e164,
-        **counts,
-        rate_limit_counters=counters,
-        opt_out_kept=opt_out_kept,
-        dry_run=dry_run,
-        others=MappingProxyType(others),
-    )
-    if not dry_run:
-        _events.emit(
-            "textflow.privacy.erased",
-            number=phone.mask(e164),
-            **report.as_dict(),
-            opt_out="kept" if opt_out_kept else ("removed" if report.opt_outs else "none"),
+        report = ErasureReport(
+            e164,
+            **counts,
+            rate_limit_counters=counters,
+            opt_out_kept=opt_out_kept,
+            dry_run=dry_run,
+            others=MappingProxyType(others),
         )
+        if not dry_run:
+            transaction.on_commit(lambda: _log(report), using=alias)
     return report
+
+
+def _log(report: ErasureReport) -> None:
+    """The erasure's one log line (a receiver's kind named like a secret is left out)."""
+    counts = {
+        kind: count
+        for kind, count in report.as_dict().items()
+        if kind not in _events.FORBIDDEN_FIELDS and kind not in ("number", "opt_out")
+    }
+    opt_out = "kept" if report.opt_out_kept else ("removed" if report.opt_outs else "none")
+    _events.emit(
+        "textflow.privacy.erased",
+        number=phone.mask(report.phone_number),
+        **counts,
+        opt_out=opt_out,
+    )
 
 
 @contextlib.contextmanager
