@@ -424,6 +424,14 @@ def test_every_emitted_name_is_listed() -> None:
     assert unlisted == {}
 
 
+def test_every_listed_name_is_emitted_somewhere() -> None:
+    """A listed name nothing emits would be a line operators wait for in vain."""
+    emitted = _emitted_names()
+    # Logged directly by _events itself: a listener failing must not call the listeners.
+    silent = set(_events.EVENTS) - set(emitted) - {"textflow.events.listener_failed"}
+    assert silent == set()
+
+
 def test_names_are_stable_in_shape() -> None:
     for name, level in _events.EVENTS.items():
         assert re.fullmatch(r"textflow\.[a-z_]+\.[a-z_]+", name), name
