@@ -19,7 +19,8 @@ none of them re-implements a rule. Whatever the backend and ``VERIFY_MODE``:
 
 The package: ``_sending`` and ``_checking`` (the rules of a send and of a check, in order),
 ``_service`` (the rules both share), ``_texts`` (the code SMS's wording), ``_failures`` (TextFlow
-failures and store outages as refusals), ``tokens`` (proof of a verified number),
+failures and store outages as refusals), ``_outcomes`` (the ``textflow.send_code.*`` and
+``textflow.verify_code.*`` event of every call), ``tokens`` (proof of a verified number),
 ``_secrets`` (handles and tokens, kept as digests), ``odds`` (the guessing arithmetic); the
 client's address comes from ``textflow_django._client_ip``.
 
