@@ -33,6 +33,12 @@ sender (:func:`textflow_django.bulk.running.run_job`) or a worker's task. The co
 :func:`finish_if_done` marks a job finished, once, when none of its batches is left to
 send. The per-batch statements are plain SQL (:class:`_HotSQL`): at thousands of batches a
 job, the ORM's query building costs more than the database work.
+
+Why one module of over 400 lines: it is the one place a batch is sent, step by step (claim,
+numbers, call, retries, outcome, record), and the claim's rules are conditions on each of
+those steps (stamped by the claim, renewed before a retry, every later write made only while
+the claim is the sender's). Split, a step and the condition it runs under would be read in
+two places.
 """
 
 from __future__ import annotations
@@ -333,6 +339,13 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
         with contextlib.suppress(Exception):  # the connection may be unusable by now
             if _release(batch_id, BulkBatch.Status.UNCERTAIN, "interrupted while sending"):
                 BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
+                _events.emit(
+                    "textflow.bulk.batch_uncertain",
+                    job=job.pk,
+                    batch=batch_id,
+                    error="interrupted",
+                    detail="interrupted while sending",
+                )
         raise
     return sent
 
@@ -348,7 +361,8 @@ def _accepted_after_losing_claim(batch_id: int, job_id: int, sent: int) -> int:
     sender has claimed or sent it, nothing is recorded and its recipients may get the SMS
     twice; the ``textflow.bulk.claim_lost`` line says which happened.
     """
-    mine = BulkBatch.objects.filter(pk=batch_id, claimed_by=claimer())
+    # Locked and read where it is written (select_for_update reads the write database).
+    mine = BulkBatch.objects.select_for_update().filter(pk=batch_id, claimed_by=claimer())
     found = (
         mine.filter(status__in=[BulkBatch.Status.UNCERTAIN, BulkBatch.Status.PENDING])
         .values_list("status", "size")
@@ -441,7 +455,14 @@ def send_batch(
 
 def finish_if_done(job_id: int) -> bool:
     """Mark the job finished (once, sending ``bulk_job_finished``) when no batch is pending
-    or in flight. Returns True if this call finished it."""
+    or in flight. Returns True if this call finished it.
+
+    A batch another worker is still sending (one a resume left to it) keeps the job open;
+    that worker, having recorded it, finishes the job here. Every sender calls this after
+    its own batch's commit, so the last of several sees all the others' records (never
+    none finishing), and the update's condition lets one caller only finish it (never two
+    announcing it).
+    """
     open_batches = BulkBatch.objects.filter(
         job_id=job_id, status__in=[BulkBatch.Status.PENDING, BulkBatch.Status.SENDING]
     )
