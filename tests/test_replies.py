@@ -791,6 +791,32 @@ class RefuseAll:
         return 60.0
 
 
+def test_a_500_report_shows_no_local_of_the_view(settings, monkeypatch) -> None:
+    """Django's error report (admin e-mails, DEBUG pages) lists each frame's locals: the
+    view's hold the body with the secret, so they are sensitive_variables."""
+
+    from django.test import RequestFactory
+    from django.views.debug import ExceptionReporter
+
+    from textflow_django.views import RepliesView
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(replies, "receive", fail)
+    body = json.dumps({"phone_number": NUMBER, "text": "hi", "secret": SECRET})
+    request = RequestFactory().post(URL, data=body, content_type="application/json")
+    del body
+    with pytest.raises(RuntimeError) as caught:
+        RepliesView.as_view()(request)
+    frames = ExceptionReporter(request, caught.type, caught.value, caught.tb).get_traceback_frames()
+    [post] = [f for f in frames if f["function"] == "post" and "views.py" in f["filename"]]
+    assert post["vars"]
+    assert SECRET not in repr(post["vars"])
+    report = ExceptionReporter(request, caught.type, caught.value, caught.tb)
+    assert SECRET not in report.get_traceback_text()
+
+
 def test_only_post(web) -> None:
     assert web.get(URL).status_code == 405
     assert web.put(URL, data="{}", content_type="application/json").status_code == 405

@@ -251,8 +251,9 @@ def admit(ip: str | None) -> int | None:
     ``textflow.store.failed``): the secret still guards the webhook, and an opt-out must
     not wait for the store to come back."""
     scope = ip_scope(ip) if ip else "unknown"
+    rate = conf.REPLY_RATE  # a bad setting is textflow.E021's, not a store failure
     try:
-        return get_store().hit(f"reply-ip:{scope}", conf.REPLY_RATE)
+        return get_store().hit(f"reply-ip:{scope}", rate)
     except Exception as err:  # noqa: BLE001 - any store failure: fail open, see above
         _store_failed(err, "reply_rate")
         return None
@@ -319,7 +320,9 @@ def receive(phone_number: str, text: str, *, received_at: datetime | None = None
     ``optouts.opt_in``; ``sms_received`` fires (and ``opted_out``/``opted_in`` when the list
     changed) once the transaction commits, and with ``REPLY_CONFIRMATIONS`` a confirmation
     SMS goes out then (:func:`confirmation_text`; its failure is logged, never raised). A
-    retry of a stored delivery (module docstring) changes and signals nothing.
+    retry of a stored delivery (module docstring) changes and signals nothing. Call it
+    outside any transaction that may roll back (the webhook does): a cache store's claim
+    would outlive the rolled-back reply, and TextFlow's next attempt be taken for a retry.
     Event ``textflow.reply.received`` with the masked number and the action (``opt_out``,
     ``opt_in``, ``none``, or ``retry``).
 

@@ -338,7 +338,7 @@ class RepliesView(View):
             transaction.non_atomic_requests(using=alias)(view)
         return view
 
-    @method_decorator(sensitive_variables("body", "payload"))
+    @method_decorator(sensitive_variables())  # the body, the payload, its serializer
     def post(self, request: HttpRequest) -> HttpResponse:
         if not replies.is_configured():
             return _answer(404, gettext("Replies are not configured."), "not_configured")
