@@ -93,6 +93,13 @@ echo "== Preparing the database (${DEMO_DATABASE:-$here/db.sqlite3})"
 emulator_command=("$python" -m textflow_django.testing --host "$host" --port "$emulator_port")
 if [ -z "${TEXTFLOW_API_KEY:-}" ]; then
   export TEXTFLOW_EMULATOR_URL="http://$host:$emulator_port/api"
+  # The emulator forwards a phone's replies (the dev inbox's "Reply as this number") to the
+  # site's reply webhook with the demo's secret, as TextFlow forwards replies: both as the
+  # URLs and the settings say (textflow:replies, TEXTFLOW["REPLY_SECRET"]).
+  replies="$("$python" -c 'import django; django.setup()
+from django.conf import settings; from django.urls import reverse
+print(reverse("textflow:replies"), settings.TEXTFLOW["REPLY_SECRET"])')"
+  emulator_command+=(--reply-url "$site${replies%% *}" --reply-secret "${replies#* }")
   emulator_log="$(mktemp)"
   start "${emulator_command[@]}" >"$emulator_log" 2>&1
   emulator_pid=$!
@@ -140,7 +147,7 @@ BANNER
 debug=$("$python" -c "from django.conf import settings; print(int(settings.DEBUG))")
 if [ -z "${TEXTFLOW_API_KEY:-}" ]; then
   if [ "$debug" = 1 ]; then
-    inbox="$site/dev/inbox/   (the SMS the emulator received, and TextFlow's fault switches)"
+    inbox="$site/dev/inbox/   (the SMS the emulator received, replies as their numbers, and TextFlow's fault switches)"
   else
     inbox="off: DEBUG is off (DJANGO_DEBUG=${DJANGO_DEBUG:-}); it exists only while DEBUG is on"
   fi

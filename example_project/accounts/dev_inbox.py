@@ -1,6 +1,8 @@
-"""The dev inbox (``/dev/inbox/``): the SMS the TextFlow emulator received, codes visible, and
+"""The dev inbox (``/dev/inbox/``): the SMS the TextFlow emulator received, codes visible,
 switches for TextFlow's faults (down, slow, failing, rate-limited), for trying the site's
-answers to an outage by hand.
+answers to an outage by hand, and a "Reply as this number" box on each SMS: the emulator
+forwards the reply to the site's reply webhook as TextFlow would, so STOP can be tried in the
+browser (``make demo`` gives the emulator the webhook's URL and the demo's secret).
 
 It talks to the emulator's control endpoints (``/_emulator/...``, next to ``BASE_URL``; see
 ``textflow_django.testing``), and exists only while :func:`dev_inbox_enabled`.
@@ -21,9 +23,10 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from textflow_django.conf import conf
+from textflow_django.phone import is_valid
 from textflow_django.testing import EMULATOR_API_KEY
 
-__all__ = ["OUTAGES", "dev_inbox", "dev_inbox_enabled"]
+__all__ = ["OUTAGES", "REPLY_SCHEDULE", "dev_inbox", "dev_inbox_enabled"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,14 @@ OUTAGES: Final[dict[str, dict[str, Any]]] = {
     "rate_limited": {"mode": "rate_limited", "retry_after": 30},
     "none": {"mode": None},
 }
+
+#: How the emulator retries a reply the site did not take (``POST /_emulator/reply``):
+#: fewer and quicker tries than TextFlow's, since this page waits for the outcome.
+REPLY_SCHEDULE: Final[dict[str, Any]] = {"attempts": 3, "backoff": 0.25}
+#: Seconds this page waits for the emulator's answer to a reply: every try and wait.
+REPLY_TIMEOUT: Final = 35.0
+#: What "Reply as this number" takes: a phone's text (the emulator's own limit).
+_MAX_REPLY = 1530
 
 #: Session key: when an outage "down" switched on here ends (epoch seconds). While the
 #: emulator is down its control endpoints are unreachable too; this tells the page that a
@@ -75,7 +86,7 @@ def _emulator_root() -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _control(method: str, name: str, **kwargs: Any) -> dict[str, Any]:
+def _control(method: str, name: str, timeout: float = 3, **kwargs: Any) -> dict[str, Any]:
     """Call the emulator's control endpoint ``/_emulator/<name>``; its JSON answer.
 
     Raises _NotAnswering or _Misunderstood (what happened is logged for the terminal, where
@@ -83,7 +94,7 @@ def _control(method: str, name: str, **kwargs: Any) -> dict[str, Any]:
     """
     url = f"{_emulator_root()}/_emulator/{name}"
     try:
-        answer = requests.request(method, url, timeout=3, **kwargs)
+        answer = requests.request(method, url, timeout=timeout, **kwargs)
     except requests.RequestException as err:
         # The exception's class says enough (ConnectionError, ReadTimeout); its text is a
         # paragraph of urllib3's.
@@ -185,6 +196,52 @@ def _switch(request: HttpRequest) -> HttpResponse:
     return redirect("dev-inbox")
 
 
+def _reply(request: HttpRequest) -> HttpResponse:
+    """Ask the emulator to reply the form's ``text`` as its ``phone_number`` (a phone
+    answering one of the site's SMS), then show the page again with what the site made of it."""
+    number = request.POST.get("phone_number", "")
+    text = request.POST.get("text", "").strip()
+    if not is_valid(number, check_countries=False):
+        return HttpResponseBadRequest("Not a phone number.")
+    if not text or len(text) > _MAX_REPLY:
+        messages.error(
+            request, f"Type the reply first (at most {_MAX_REPLY} characters), e.g. STOP."
+        )
+        return redirect("dev-inbox")
+    body = {"phone_number": number, "text": text, **REPLY_SCHEDULE}
+    try:
+        made = _control("POST", "reply", timeout=REPLY_TIMEOUT, json=body)
+    except _NotAnswering:
+        messages.error(request, _not_answering())
+    except _Misunderstood as err:
+        messages.error(request, _no_reply_url() if err.status == 409 else _misunderstood(err))
+    else:
+        if made.get("delivered"):
+            messages.success(request, f"{number} replied “{text}”: the site took it.")
+        else:
+            messages.error(request, _not_taken(number, made))
+    return redirect("dev-inbox")
+
+
+def _no_reply_url() -> str:
+    return (
+        "The TextFlow emulator has nowhere to send replies: make demo starts it with the site's "
+        "reply webhook (--reply-url) and the demo's secret (--reply-secret)."
+    )
+
+
+def _not_taken(number: str, made: dict[str, Any]) -> str:
+    """What the page says of a reply the site did not take (answered other than 200)."""
+    status, tries = made.get("status"), made.get("attempts")
+    why = {
+        None: "did not answer",
+        403: "refused it (HTTP 403): the emulator's --reply-secret is not the site's "
+        "TEXTFLOW['REPLY_SECRET']",
+        404: "has no reply webhook there (HTTP 404): TEXTFLOW['REPLY_SECRET'] turns it on",
+    }.get(status, f"answered HTTP {status}")
+    return f"The reply from {number} did not get through: the site {why} ({tries} tries)."
+
+
 def dev_inbox(request: HttpRequest) -> HttpResponse:
     """The SMS the emulator received, newest first, codes visible, and TextFlow's state with
     the switches of its faults (POST ``outage``: one of :data:`OUTAGES`).
@@ -198,12 +255,13 @@ def dev_inbox(request: HttpRequest) -> HttpResponse:
             "The dev inbox exists only while DEBUG is on and the project runs against the emulator."
         )
     if request.method == "POST":
-        return _switch(request)
+        return _reply(request) if "text" in request.POST else _switch(request)
     context: dict[str, Any] = {"outages": OUTAGES}
     try:
         state = _control("GET", "state")
         received = _control("GET", "messages", params={"limit": 50}).get("messages")
-        if not isinstance(received, list):
+        replies = _control("GET", "replies").get("replies")
+        if not isinstance(received, list) or not isinstance(replies, list):
             raise _Misunderstood(200)
     except _NotAnswering:
         left = _down_for(request)
@@ -219,6 +277,7 @@ def dev_inbox(request: HttpRequest) -> HttpResponse:
     request.session.pop(SESSION_DOWN_UNTIL, None)  # it answers: whatever was down is up
     context["mode"] = describe_outage(state.get("outage"))
     context["sms_list"] = [{**item, "code": _code_in(item)} for item in reversed(received)]
+    context["replies"] = list(reversed(replies[-50:]))
     return render(request, "accounts/inbox.html", context)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import json
 import os
 import re
@@ -21,13 +22,16 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -859,6 +863,181 @@ def test_only_the_dev_inbox_switches_faults(client: Client, emulator: TextFlowEm
     assert emulator.current_outage is None
 
 
+# -- the dev inbox: reply as a number -------------------------------------------------------
+
+
+class Webhook:
+    """A stand-in for the site's reply webhook (the test client serves no port): records the
+    JSON of each POST and answers the next queued status (then 200)."""
+
+    def __init__(self) -> None:
+        self.posts: list[Any] = []
+        self.answers: list[int] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.posts.append(json.loads(body))
+                self.send_response(hook.answers.pop(0) if hook.answers else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/phone/replies/"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+
+@pytest.fixture
+def webhook(emulator: TextFlowEmulator) -> Iterator[Webhook]:
+    """The emulator's replies go to a :class:`Webhook`, with the demo's secret (as make demo
+    sets them up); the plugin's reset puts the emulator's reply settings back after."""
+    hook = Webhook()
+    emulator.reply_url = hook.url
+    emulator.reply_secret = settings.DEMO_REPLY_SECRET
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
+
+
+def reply_as(client: Client, number: str, text: str):  # type: ignore[no-untyped-def]
+    return client.post(reverse("dev-inbox"), {"phone_number": number, "text": text}, follow=True)
+
+
+def successes(page: str) -> list[str]:
+    found = re.findall(r'<div class="alert success" role="status"><p>(.*?)</p></div>', page)
+    return [" ".join(text.split()) for text in found]
+
+
+def test_dev_inbox_has_a_reply_box_on_each_sms(client: Client, emulator: TextFlowEmulator) -> None:
+    send(client, NUMBER)
+    send(Client(), OTHER)
+    page = body(client.get(reverse("dev-inbox")))
+    numbers = re.findall(
+        r'<form method="post" class="reply">.*?name="phone_number" value="([^"]+)">'
+        r'.*?<input type="text" name="text"',
+        page,
+        re.DOTALL,
+    )
+    assert numbers == [OTHER, NUMBER]  # one box per SMS, newest first
+    assert "Reply as this number" in page
+
+
+def test_dev_inbox_replies_as_the_number_through_the_emulator(
+    client: Client, emulator: TextFlowEmulator, webhook: Webhook
+) -> None:
+    send(client, NUMBER)
+    page = reply_as(client, NUMBER, "STOP")
+    assert page.status_code == 200
+    assert successes(body(page)) == [f"{NUMBER} replied \u201cSTOP\u201d: the site took it."]
+    # As TextFlow posts a reply: the number, the text, the secret the site shares.
+    assert webhook.posts == [
+        {"phone_number": NUMBER, "text": "STOP", "secret": settings.DEMO_REPLY_SECRET}
+    ]
+    [made] = emulator.replies
+    assert (made.phone_number, made.text, made.delivered) == (NUMBER, "STOP", True)
+    # The page lists it with what the site made of it.
+    rows = re.findall(
+        r'<tr class="reply" data-phone="([^"]+)">\s*<td>[^<]*</td>\s*<td>([^<]*)</td>\s*'
+        r'<td class="outcome">([^<]*)</td>',
+        body(page),
+    )
+    assert rows == [(NUMBER, "STOP", "took it")]
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [
+        (403, "refused it (HTTP 403): the emulator's --reply-secret is not the site's"),
+        (404, "has no reply webhook there (HTTP 404)"),
+        (500, "answered HTTP 500"),
+    ],
+)
+def test_dev_inbox_says_why_a_reply_did_not_get_through(
+    client: Client,
+    emulator: TextFlowEmulator,
+    webhook: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    says: str,
+) -> None:
+    from accounts import dev_inbox
+
+    monkeypatch.setitem(dev_inbox.REPLY_SCHEDULE, "backoff", 0)  # the retries at once
+    webhook.answers = [status] * 3
+    send(client, NUMBER)
+    page = reply_as(client, NUMBER, "STOP")
+    [alert] = [html.unescape(text) for text in alerts(body(page))]
+    assert alert.startswith(f"The reply from {NUMBER} did not get through: the site {says}")
+    assert alert.endswith("(3 tries).")
+    assert len(webhook.posts) == 3  # tried as the page's schedule says
+    assert "answered HTTP" in body(page) and "(3 tries)" in body(page)
+
+
+def test_dev_inbox_reply_without_a_reply_url_says_how_to_get_one(
+    client: Client, emulator: TextFlowEmulator
+) -> None:
+    send(client, NUMBER)
+    page = reply_as(client, NUMBER, "STOP")
+    assert [html.unescape(text) for text in alerts(body(page))] == [
+        "The TextFlow emulator has nowhere to send replies: make demo starts it with the "
+        "site's reply webhook (--reply-url) and the demo's secret (--reply-secret)."
+    ]
+
+
+def test_dev_inbox_reply_needs_a_text_and_a_number(
+    client: Client, emulator: TextFlowEmulator, webhook: Webhook
+) -> None:
+    page = reply_as(client, NUMBER, "   ")
+    assert alerts(body(page)) == ["Type the reply first (at most 1530 characters), e.g. STOP."]
+    answer = client.post(reverse("dev-inbox"), {"phone_number": "nope", "text": "STOP"})
+    assert answer.status_code == 400
+    assert webhook.posts == []
+
+
+def test_only_the_dev_inbox_replies(
+    client: Client, emulator: TextFlowEmulator, webhook: Webhook
+) -> None:
+    with override_settings(DEBUG=False):
+        answer = client.post(reverse("dev-inbox"), {"phone_number": NUMBER, "text": "STOP"})
+        assert answer.status_code == 404
+    assert webhook.posts == [] and emulator.replies == []
+
+
+def test_stop_from_the_dev_inbox_opts_the_number_out_through_the_sites_webhook(
+    client: Client, emulator: TextFlowEmulator, live_server: Any, transactional_db: None
+) -> None:
+    """The whole way, as in the demo: the box, the emulator, the site's own reply webhook
+    (served here by the live server, with the demo's secret), the opt-out list."""
+    from textflow_django.models import OptOut, SMSReply
+
+    emulator.reply_url = live_server.url + reverse("textflow:replies")
+    emulator.reply_secret = settings.DEMO_REPLY_SECRET
+    send(client, NUMBER)
+    page = reply_as(client, NUMBER, "STOP")
+    assert successes(body(page)) == [f"{NUMBER} replied \u201cSTOP\u201d: the site took it."]
+    assert OptOut.objects.filter(phone_number=NUMBER, source="reply").exists()
+    assert SMSReply.objects.filter(phone_number=NUMBER, text="STOP").count() == 1
+    reply_as(client, NUMBER, "START")
+    assert not OptOut.objects.filter(phone_number=NUMBER).exists()
+
+
+def test_make_demo_points_the_emulators_replies_at_the_sites_webhook() -> None:
+    """run-demo.sh asks the URLs and the settings for the webhook and the secret: the same
+    ones the site serves and checks."""
+    script = RUN_DEMO.read_text()
+    assert 'reverse("textflow:replies")' in script
+    assert 'settings.TEXTFLOW["REPLY_SECRET"]' in script
+    assert '--reply-url "$site' in script and "--reply-secret" in script
+    assert settings.TEXTFLOW["REPLY_SECRET"] == settings.DEMO_REPLY_SECRET
+    assert reverse("textflow:replies") == "/api/phone/replies/"
+
+
 # -- staff: bulk SMS -----------------------------------------------------------------------
 
 
@@ -1131,6 +1310,21 @@ def test_the_demo_keeps_serving_when_the_emulator_stops(tmp_path: Path) -> None:
         assert demo.process.wait(timeout=30) == 130
         assert demo.log().rstrip().endswith("Demo stopped."), demo.log()
         demo.wait_until_all_gone()
+
+
+@DEMO_SKIP
+def test_the_demos_emulator_forwards_replies_to_the_sites_webhook(tmp_path: Path) -> None:
+    """make demo starts the emulator with the site's reply webhook and the demo's secret: a
+    reply (what the dev inbox's box asks for) reaches the site, which opts the number out."""
+    with running_demo(tmp_path) as demo:
+        emulator = f"http://127.0.0.1:{demo.emulator_port}/_emulator"
+        status, answer = _post_json(emulator + "/reply", {"phone_number": NUMBER, "text": "STOP"})
+        assert status == 200, answer
+        assert (answer["delivered"], answer["attempts"]) == (True, 1), answer
+        assert answer["url"] == f"{demo.site}/api/phone/replies/"
+        with contextlib.closing(sqlite3.connect(tmp_path / "demo.sqlite3")) as db:
+            rows = db.execute("SELECT phone_number, source FROM textflow_optout").fetchall()
+        assert rows == [(NUMBER, "reply")]
 
 
 @DEMO_SKIP

@@ -190,6 +190,16 @@ TEXTFLOW_API_KEY = os.environ.get("TEXTFLOW_API_KEY", "")
 #: verify any number. It follows the key, so a deployment with TEXTFLOW_API_KEY set is False.
 DEMO_USES_EMULATOR = not TEXTFLOW_API_KEY
 
+#: The secret the emulator's replies carry and the site's reply webhook checks
+#: (``/api/phone/replies/``, TEXTFLOW["REPLY_SECRET"]): `make demo` starts the emulator with
+#: ``--reply-secret`` read from here and ``--reply-url`` at that webhook, so "Reply as this
+#: number" on the dev inbox reaches the site as TextFlow's forwarded replies would.
+#: UNSAFE for production: this fallback is public (it is in this file). A real site sets
+#: REPLY_SECRET from the environment to a long random value, and gives TextFlow the same.
+DEMO_REPLY_SECRET = (
+    os.environ.get("DEMO_REPLY_SECRET") or "demo-reply-secret-PUBLIC-do-not-deploy-5f7c9e2a"
+)
+
 # VERIFY_MODE is left at its default, "local", on purpose: the demo shows what a new project
 # gets. textflow-django makes each code itself (CODE_LENGTH, 6 digits), texts it as a plain
 # SMS through TextFlow's /send-sms ("Your verification code for Demo is: 123456", which the
@@ -219,6 +229,7 @@ if DEMO_USES_EMULATOR:
         # UNSAFE for production: plain http, so the key and every number travel unencrypted.
         # Tolerable only to loopback (system check textflow.W003 warns about any other host).
         "BASE_URL": os.environ.get("TEXTFLOW_EMULATOR_URL", "http://127.0.0.1:8025/api"),
+        "REPLY_SECRET": DEMO_REPLY_SECRET,
         **_TEXTFLOW_COMMON,
     }
 else:
