@@ -405,6 +405,19 @@ def test_a_bulk_jobs_samples_of_invalid_input_show_the_number_masked(settings: A
     assert privacy.erase_phone_number(OTHER).bulk_job_samples == 0
 
 
+def test_odd_samples_and_a_site_without_the_admin_are_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    odd = BulkSMSJob.objects.create(
+        text="Sale", batch_size=10, invalid=1, invalid_samples={"hand": "made"}
+    )
+    monkeypatch.setattr(privacy.apps, "is_installed", lambda name: False)
+    report = privacy.erase_phone_number(NUMBER)
+    assert (report.bulk_job_samples, report.admin_log_entries) == (0, 0)
+    odd.refresh_from_db()
+    assert odd.invalid_samples == {"hand": "made"}
+
+
 # -- the rate-limit store ---------------------------------------------------------------------
 
 
@@ -563,6 +576,22 @@ def test_the_command_erases_a_number_given_twice_once() -> None:
     assert out.splitlines() == [f"{MASKED}: erased 1 SMS reply."]
 
 
+def test_the_commands_dry_run_on_a_cache_store_says_its_counters_are_not_counted(
+    settings: Any,
+) -> None:
+    tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="default")
+    caches["default"].clear()
+    verification.send_code(NUMBER)
+    out = erase("--dry-run", NUMBER)
+    assert out.splitlines()[1] == (
+        f"{MASKED}: would erase 1 verification. "
+        "(Rate-limit counters in a cache are not counted in a dry run.)"
+    )
+    with pytest.raises(ResendTooSoon):
+        verification.send_code(NUMBER)  # the cooldown is still there
+    caches["default"].clear()
+
+
 # -- the admin's erasure action ---------------------------------------------------------------
 
 
@@ -672,6 +701,17 @@ def test_too_many_numbers_at_once_are_refused(
     )
     assert messages_of(response) == ["Select the rows of at most 1 numbers to erase at once."]
     assert PhoneVerification.objects.count() == 3
+
+
+def test_a_stored_value_that_is_no_number_is_left_as_it_is(admin_client: Client) -> None:
+    odd = SMSReply.objects.create(phone_number="hello", text="Hi", digest="x")
+    response = admin_client.post(
+        reverse(REPLY_CHANGELIST),
+        {"action": "erase_numbers", "_selected_action": [odd.pk], "post": "yes"},
+        follow=True,
+    )
+    assert messages_of(response) == ["'hello' is not a phone number: it was left as it is."]
+    assert SMSReply.objects.filter(pk=odd.pk).exists()
 
 
 def test_only_superusers_erase(client: Client, populated: dict[str, Any]) -> None:
