@@ -16,6 +16,8 @@ every send.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import io
 import logging
 import re
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from textflow_django import optouts
 from textflow_django.backends import BaseBackend, locmem
@@ -31,6 +33,8 @@ from textflow_django.backends.console import ConsoleBackend
 from textflow_django.backends.dummy import DummyBackend
 from textflow_django.backends.locmem import LocMemBackend
 from textflow_django.backends.textflow import TextFlowBackend
+from textflow_django.bulk import check_text, create_job, run_job
+from textflow_django.bulk.ingest import ingest_job
 from textflow_django.client import (
     BulkCountResult,
     BulkResult,
@@ -38,7 +42,9 @@ from textflow_django.client import (
     SMSResult,
     VerifyResult,
 )
+from textflow_django.conf import conf
 from textflow_django.exceptions import TextFlowError, TextFlowOptedOut, TextFlowRejectedNumber
+from textflow_django.models import BulkRecipient, BulkSMSJob, OptOut
 from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
 
 from .conftest import tf
@@ -289,3 +295,439 @@ def test_the_two_factor_token_still_reaches_an_opted_out_number(sms_outbox: Any)
     TextFlowGateway().send_sms(device, "012345")
     [sms] = sms_outbox
     assert sms.phone_number == NUMBER and sms.text.endswith("012345")
+
+
+# -- bulk: left out inside the database, counted, and again at send time ---------------------
+
+
+def numbers(n: int, start: int = 0) -> list[str]:
+    return [f"+1202555{i:04d}" for i in range(start, start + n)]
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def bulk_reached(emulator: TextFlowEmulator) -> list[str]:
+    return [m.phone_number for m in emulator.messages if m.kind == "bulk"]
+
+
+def test_ingest_leaves_opted_out_numbers_out_and_counts_them() -> None:
+    values = numbers(10)
+    opt_out(values[1], values[4], values[8])
+    # A duplicate of an opted-out number is a duplicate; of a kept one, too.
+    source = [*values, values[1], values[2], "bad"]
+    ingested = ingest_job(text="Hi", numbers=source, batch_size=2)
+    job = ingested.job
+    assert ingested.opted_out == 3
+    assert (job.total, job.duplicates, job.invalid) == (7, 2, 1)
+    kept = [v for i, v in enumerate(values) if i not in (1, 4, 8)]
+    rows = BulkRecipient.objects.filter(job=job).order_by("id")
+    assert [r.phone_number for r in rows] == kept  # arrival order kept
+    # The batches are numbered over what is left: every batch but the last is full.
+    assert [r.batch for r in rows] == [0, 0, 1, 1, 2, 2, 3]
+    assert list(job.batches.values_list("size", flat=True)) == [2, 2, 2, 1]
+    assert create_job(text="Hi", numbers=values).total == 7  # the job alone, as before
+
+
+def test_the_opt_out_list_is_read_inside_the_database(
+    django_assert_max_num_queries: Any,
+) -> None:
+    """The ingest's queries do not grow with the list (an anti-join, not a list in Python)
+    and never carry the listed numbers as parameters."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def ingest() -> list[dict[str, Any]]:
+        with CaptureQueriesContext(connection) as queries:
+            ingest_job(text="Hi", numbers=numbers(50), batch_size=10)
+        return queries.captured_queries
+
+    few = ingest()
+    OptOut.objects.bulk_create(
+        [OptOut(phone_number=n, source="import") for n in numbers(40, start=1000)]
+    )
+    opt_out(*numbers(5))
+    many = ingest()
+    assert len(many) == len(few)
+    assert not any("+12025551000" in q["sql"] for q in many)
+    assert any("NOT EXISTS" in q["sql"] for q in many)
+
+
+def test_the_command_leaves_them_out_and_says_how_many(textflow_live: TextFlowEmulator) -> None:
+    values = numbers(5)
+    opt_out(values[0], values[3])
+    out, _ = run("textflow_bulk_sms", "--numbers", ",".join(values), "--text", "Hi")
+    assert "Left out 2 numbers on the opt-out list (manage.py textflow_optout)." in out
+    assert sorted(bulk_reached(textflow_live)) == [values[1], values[2], values[4]]
+    job = BulkSMSJob.objects.get()
+    assert (job.total, job.sent, job.status) == (3, 3, BulkSMSJob.Status.FINISHED)
+
+
+def test_one_is_singular(textflow_live: TextFlowEmulator) -> None:
+    opt_out(NUMBER)
+    out, _ = run("textflow_bulk_sms", "--numbers", f"{NUMBER},{OTHER}", "--text", "Hi")
+    assert "Left out 1 number on the opt-out list (manage.py textflow_optout)." in out
+    assert bulk_reached(textflow_live) == [OTHER]
+
+
+def test_a_dry_run_counts_them_and_sends_nothing(textflow_live: TextFlowEmulator) -> None:
+    values = numbers(4)
+    opt_out(values[1], values[2])
+    out, _ = run("textflow_bulk_sms", "--numbers", ",".join(values), "--text", "Hi", "--dry-run")
+    assert "Left out 2 numbers on the opt-out list" in out
+    assert "send this text to 2 recipients in 1 batch" in out
+    assert not BulkSMSJob.objects.exists() and textflow_live.requests == []
+
+
+def test_no_line_when_none_is_left_out(textflow_live: TextFlowEmulator) -> None:
+    out, _ = run("textflow_bulk_sms", "--numbers", NUMBER, "--text", "Hi", "--dry-run")
+    assert "opt-out" not in out
+
+
+def test_a_number_that_opts_out_after_the_ingest_is_left_out_when_its_batch_goes(
+    textflow_live: TextFlowEmulator, caplog: Any
+) -> None:
+    values = numbers(6)
+    job = create_job(text="Hi", numbers=values, batch_size=2)
+    opt_out(values[0], values[5])  # after the ingest, before the send
+    caplog.set_level(logging.INFO, logger="textflow_django")
+    job = run_job(job.pk)
+    assert bulk_reached(textflow_live) == values[1:5]
+    # Not sent, not counted as recipients: a finished job still has sent == total.
+    assert (job.status, job.total, job.sent) == (BulkSMSJob.Status.FINISHED, 4, 4)
+    assert not BulkRecipient.objects.filter(job=job, phone_number__in=[values[0], values[5]])
+    assert f"textflow.bulk.opted_out job={job.pk}" in caplog.text
+    assert "count=1" in caplog.text
+    assert values[0] not in caplog.text
+
+
+def test_a_batch_whose_numbers_all_opted_out_sends_nothing(
+    textflow_live: TextFlowEmulator,
+) -> None:
+    job = create_job(text="Hi", numbers=numbers(4), batch_size=2)
+    opt_out(*numbers(2))
+    job = run_job(job.pk)
+    assert bulk_reached(textflow_live) == numbers(2, start=2)
+    assert len(textflow_live.calls("/bulk-sms")) == 1
+    assert (job.status, job.total, job.sent, job.batches_sent) == ("finished", 2, 2, 2)
+
+
+# -- the footer --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def footer_on(settings: Any) -> None:
+    """The footer's default (the test settings turn it off for the older bulk tests)."""
+    settings.TEXTFLOW = {k: v for k, v in settings.TEXTFLOW.items() if k != "BULK_OPT_OUT_FOOTER"}
+
+
+@pytest.mark.usefixtures("footer_on")
+def test_the_footer_is_appended_to_bulk_texts(textflow_live: TextFlowEmulator) -> None:
+    out, _ = run("textflow_bulk_sms", "--numbers", NUMBER, "--text", "Sale today")
+    sms = "Sale today\nReply STOP to opt out"
+    assert [m.text for m in textflow_live.messages] == [sms]
+    assert BulkSMSJob.objects.get().text == sms  # what was checked is what is sent
+    assert f"Text: {len(sms)} characters, 1 SMS segment (GSM-7)" in out
+
+
+@pytest.mark.usefixtures("footer_on")
+def test_the_footer_counts_toward_the_segment_limit(settings: Any) -> None:
+    tf(settings, MAX_TEXT_LENGTH=1)
+    room = 160 - len("\nReply STOP to opt out")
+    assert create_job(text="a" * room, numbers=[NUMBER]).text.endswith("opt out")
+    # Fits one segment alone, not with the footer: refused, and the refusal says why.
+    with pytest.raises(ValueError, match="with its opt-out footer is 2 SMS segments") as info:
+        create_job(text="a" * (room + 1), numbers=[NUMBER])
+    assert "the text alone 1, GSM-7" in str(info.value)
+    assert "BULK_OPT_OUT_FOOTER" in str(info.value) and "is counted" in str(info.value)
+    with pytest.raises(CommandError) as info:
+        run("textflow_bulk_sms", "--numbers", NUMBER, "--text", "a" * (room + 1))
+    message = str(info.value)
+    assert "opt-out footer is 2 SMS segments" in message and "is counted" in message
+    assert message.endswith("Nothing was sent.")
+    assert not BulkSMSJob.objects.filter(text__startswith="a" * (room + 1)).exists()
+
+
+@pytest.mark.usefixtures("footer_on")
+def test_a_footer_outside_gsm7_makes_the_text_ucs2_and_is_counted(settings: Any) -> None:
+    tf(settings, MAX_TEXT_LENGTH=1, BULK_OPT_OUT_FOOTER="Répondez STOP ✋")
+    with pytest.raises(ValueError, match=r"2 SMS segments long \(\d+ characters, UCS-2"):
+        check_text("a" * 60)
+    assert check_text("a" * 50).encoding == "UCS-2"
+
+
+@pytest.mark.parametrize("off", [None, ""])
+def test_the_footer_turned_off(settings: Any, off: Any) -> None:
+    tf(settings, BULK_OPT_OUT_FOOTER=off)
+    assert create_job(text="Hi", numbers=[NUMBER]).text == "Hi"
+    assert conf.BULK_OPT_OUT_FOOTER is None
+
+
+def test_a_projects_footer(settings: Any) -> None:
+    tf(settings, BULK_OPT_OUT_FOOTER="STOP? Reply STOP")
+    assert create_job(text="Hi", numbers=[NUMBER]).text == "Hi\nSTOP? Reply STOP"
+
+
+@pytest.mark.usefixtures("footer_on")
+def test_the_default_footer_is_in_the_active_language() -> None:
+    from django.utils import translation
+
+    with translation.override("fr"):
+        text = create_job(text="Soldes", numbers=[NUMBER]).text
+    assert text == "Soldes\nRépondez STOP pour ne plus recevoir de SMS"
+    with translation.override("en"):
+        assert create_job(text="Sale", numbers=[NUMBER]).text == "Sale\nReply STOP to opt out"
+
+
+@pytest.mark.usefixtures("footer_on")
+def test_the_command_writes_the_footer_in_language_code(
+    settings: Any, textflow_live: TextFlowEmulator
+) -> None:
+    """A management command runs in settings.LANGUAGE_CODE (Django activates it)."""
+    settings.LANGUAGE_CODE = "de"
+    run("textflow_bulk_sms", "--numbers", NUMBER, "--text", "Hallo")
+    [sms] = textflow_live.messages
+    assert sms.text == "Hallo\nAntworten Sie STOP, um keine SMS mehr zu erhalten"
+
+
+@pytest.mark.usefixtures("footer_on")
+@pytest.mark.parametrize("language", ["en", "de", "es", "fr", "it", "pt-br"])
+def test_the_footer_names_stop_and_stays_gsm7_in_every_shipped_language(language: str) -> None:
+    """STOP is an opt-out keyword in every language; a GSM-7 footer keeps a GSM-7 text at
+    160 characters a segment (one character outside it would make the whole SMS UCS-2)."""
+    from django.utils import translation
+
+    from textflow_django._sms import segments
+
+    with translation.override(language):
+        line = conf.BULK_OPT_OUT_FOOTER
+    assert line is not None and re.search(r"\bSTOP\b", line)
+    assert segments(line).encoding == "GSM-7"
+    if language != "en":
+        assert line != "Reply STOP to opt out"
+
+
+def test_a_lazy_footer_is_translated_when_the_job_is_made(settings: Any) -> None:
+    from django.utils import translation
+    from django.utils.translation import gettext_lazy
+
+    tf(settings, BULK_OPT_OUT_FOOTER=gettext_lazy("Reply STOP to opt out"))
+    with translation.override("es"):
+        assert conf.BULK_OPT_OUT_FOOTER == "Responda STOP para darse de baja"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (42, "must be a string or None, not int"),
+        (["Reply STOP"], "must be a string or None, not list"),
+        ("Reply\tSTOP", "U+0009 TAB at position 6"),
+        ("Reply STOP\u202e", "RIGHT-TO-LEFT OVERRIDE"),
+    ],
+)
+def test_e022_a_footer_that_is_not_text(settings: Any, value: object, problem: str) -> None:
+    from textflow_django.checks import check_settings
+
+    tf(settings, BULK_OPT_OUT_FOOTER=value)
+    messages = [m for m in check_settings() if m.id == "textflow.E022"]
+    assert len(messages) == 1 and problem in messages[0].msg, messages
+    assert messages[0].hint
+    with pytest.raises(ValueError, match="BULK_OPT_OUT_FOOTER"):
+        check_text("Hi")
+
+
+@pytest.mark.parametrize("value", [None, "", "Reply STOP to opt out", "STOP: répondez STOP"])
+def test_e022_accepts_text_and_none(settings: Any, value: object) -> None:
+    from django.utils.translation import gettext_lazy
+
+    from textflow_django.checks import check_settings
+
+    for each in (value, gettext_lazy("Reply STOP to opt out")):
+        tf(settings, BULK_OPT_OUT_FOOTER=each)
+        assert [m for m in check_settings() if m.id == "textflow.E022"] == []
+
+
+# -- manage.py textflow_optout -----------------------------------------------------------------
+
+
+def test_add_and_remove(django_capture_on_commit_callbacks: Any) -> None:
+    from textflow_django import signals
+
+    added: list[tuple[str, str]] = []
+    removed: list[tuple[str, str]] = []
+
+    def on_out(phone_number: str, source: str, **kwargs: Any) -> None:
+        added.append((phone_number, source))
+
+    def on_in(phone_number: str, source: str, **kwargs: Any) -> None:
+        removed.append((phone_number, source))
+
+    signals.opted_out.connect(on_out)
+    signals.opted_in.connect(on_in)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            out, _ = run("textflow_optout", "add", "+1 (202) 555-0143", OTHER, "--note", "call")
+        assert out == "Opt-out list: 2 numbers added, 0 numbers already on it.\n"
+        assert added == [(NUMBER, "admin"), (OTHER, "admin")]
+        assert OptOut.objects.get(phone_number=NUMBER).note == "call"
+        with django_capture_on_commit_callbacks(execute=True):
+            out, _ = run("textflow_optout", "add", NUMBER, THIRD)
+        assert out == "Opt-out list: 1 number added, 1 number already on it.\n"
+        with django_capture_on_commit_callbacks(execute=True):
+            out, _ = run("textflow_optout", "remove", NUMBER, "+447400123456")
+        assert out == "Opt-out list: 1 number removed, 1 number not on it.\n"
+        assert removed == [(NUMBER, "admin")]
+        assert sorted(OptOut.objects.values_list("phone_number", flat=True)) == [OTHER, THIRD]
+    finally:
+        signals.opted_out.disconnect(on_out)
+        signals.opted_in.disconnect(on_in)
+
+
+def test_add_reads_numbers_as_the_site_does_and_takes_any_country(settings: Any) -> None:
+    tf(settings, DEFAULT_REGION="GB", ALLOWED_COUNTRIES=["US"])
+    run("textflow_optout", "add", "07400 123456")
+    assert optouts.is_opted_out("+447400123456")  # a country the site does not text
+
+
+@pytest.mark.parametrize("action", ["add", "remove"])
+def test_a_bad_number_changes_nothing_and_is_named(action: str) -> None:
+    opt_out(OTHER)
+    with pytest.raises(CommandError) as info:
+        run("textflow_optout", action, NUMBER, "12345", THIRD)
+    assert (
+        str(info.value) == "'12345' is not a phone number (no_country_code): nothing was changed."
+    )
+    assert list(OptOut.objects.values_list("phone_number", flat=True)) == [OTHER]
+
+
+def test_an_action_is_required() -> None:
+    with pytest.raises(CommandError, match="ACTION"):
+        run("textflow_optout")
+
+
+def write(path: Any, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_import_a_list_of_numbers(tmp_path: Any) -> None:
+    opt_out(OTHER)
+    name = write(
+        tmp_path / "stop.txt",
+        f"\ufeff{NUMBER}\n\n+1 202 555 0144\nbad\n{THIRD}\n{NUMBER}\n+1900555014\n",
+    )
+    out, _ = run("textflow_optout", "import", name, "--note", "from the shop")
+    lines = out.splitlines()
+    assert re.fullmatch(
+        rf"Imported {re.escape(name)}: 2 numbers added to the opt-out list, 2 numbers already "
+        r"on it or repeated; skipped 2 invalid numbers \(read in \d+\.\ds\)\.",
+        lines[0],
+    ), lines[0]
+    assert lines[1:] == [
+        "  invalid: line 4: 'bad' (invalid)",
+        "  invalid: line 7: '+1900555014' (invalid)",
+    ]
+    rows = {o.phone_number: o for o in OptOut.objects.all()}
+    assert sorted(rows) == [NUMBER, OTHER, THIRD]
+    assert (rows[NUMBER].source, rows[NUMBER].note) == ("import", "from the shop")
+    assert rows[OTHER].source == "api"  # was there already: kept as it was
+
+
+def test_import_a_csv_column_with_the_bulk_commands_rules(tmp_path: Any) -> None:
+    name = write(tmp_path / "c.csv", f"name,mobile\nAda,{NUMBER}\nBob\nCy,{OTHER}\n")
+    out, _ = run("textflow_optout", "import", name, "--column", "mobile")
+    assert "2 numbers added" in out and "skipped 1 invalid number" in out
+    assert f"  invalid: {name} column mobile: 1 row has no 'mobile' field: line 3" in out
+    with pytest.raises(CommandError, match="has no column 'phone'"):
+        run("textflow_optout", "import", name, "--column", "phone")
+
+
+def latin1(path: Any) -> str:
+    path.write_bytes(b"+12025550143\n\xe9\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda tmp: str(tmp / "missing.csv"), "missing.csv: no such file."),
+        (lambda tmp: str(tmp), "is a directory, not a file of numbers."),
+        (lambda tmp: write(tmp / "bad.txt", "bad\nworse\n"), "holds no valid phone number"),
+        (lambda tmp: latin1(tmp / "latin1.txt"), "line 2 is not UTF-8 text."),
+    ],
+)
+def test_import_errors(tmp_path: Any, make: Any, error: str) -> None:
+    with pytest.raises(CommandError, match=re.escape(error)):
+        run("textflow_optout", "import", make(tmp_path))
+
+
+def test_import_from_stdin(monkeypatch: Any) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{NUMBER}\n{OTHER}\n"))
+    out, _ = run("textflow_optout", "import", "-")
+    assert out.startswith("Imported stdin: 2 numbers added")
+
+
+def test_import_adds_in_batches_whatever_the_count(tmp_path: Any, monkeypatch: Any) -> None:
+    """A batch at a time (memory stays flat): the queries grow with the batches, each
+    bounded, and every number's opted_out fires once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(optouts, "IMPORT_BATCH", 10)
+    name = write(tmp_path / "n.txt", "\n".join(numbers(35)) + "\n")
+    with CaptureQueriesContext(connection) as queries:
+        out, _ = run("textflow_optout", "import", name)
+    assert "35 numbers added" in out
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 4  # 10 + 10 + 10 + 5
+    assert OptOut.objects.filter(source="import").count() == 35
+
+
+def test_export_then_import_round_trip(tmp_path: Any) -> None:
+    optouts.opt_out(NUMBER, source="reply")
+    optouts.opt_out(OTHER, source="admin", note='said "stop", twice')
+    OptOut.objects.filter(phone_number=OTHER).update(
+        created_at=OptOut.objects.get(phone_number=NUMBER).created_at.replace(year=2020)
+    )
+    exported = str(tmp_path / "list.csv")
+    out, _ = run("textflow_optout", "export", exported)
+    assert out == f"Exported 2 numbers of the opt-out list to {exported}.\n"
+    with open(exported, encoding="utf-8", newline="") as f:  # noqa: PTH123
+        rows = list(csv.reader(f))
+    assert rows[0] == ["phone_number", "source", "since", "note"]
+    # Oldest first; since in ISO 8601; the note's quotes and comma survive.
+    assert [r[:2] for r in rows[1:]] == [[OTHER, "admin"], [NUMBER, "reply"]]
+    assert rows[1][3] == 'said "stop", twice'
+    since = OptOut.objects.get(phone_number=OTHER).created_at
+    assert dt.datetime.fromisoformat(rows[1][2]) == since
+    OptOut.objects.all().delete()
+    out, _ = run("textflow_optout", "import", exported)  # the header names the column
+    assert "2 numbers added" in out and "skipped 0 invalid numbers" in out
+    assert sorted(OptOut.objects.values_list("phone_number", "source")) == [
+        (NUMBER, "import"),
+        (OTHER, "import"),
+    ]
+
+
+def test_export_to_stdout_is_the_csv_alone(capsys: Any) -> None:
+    opt_out(NUMBER)
+    out, err = run("textflow_optout", "export")
+    assert out.splitlines()[0] == "phone_number,source,since,note"
+    assert out.splitlines()[1].startswith(f"{NUMBER},api,")
+    assert err == "Exported 1 number of the opt-out list to stdout.\n"
+
+
+def test_export_streams_the_list(django_assert_max_num_queries: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(optouts, "EXPORT_CHUNK", 3)
+    OptOut.objects.bulk_create([OptOut(phone_number=n, source="import") for n in numbers(10)])
+    rows = optouts.csv_rows()
+    first = next(rows)  # read as it goes, not all at once
+    assert first[0] == numbers(1)[0] and len(list(rows)) == 9
+
+
+def test_export_to_a_file_that_cannot_be_written(tmp_path: Any) -> None:
+    with pytest.raises(CommandError, match="Cannot write"):
+        run("textflow_optout", "export", str(tmp_path / "no" / "such" / "dir.csv"))

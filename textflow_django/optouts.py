@@ -7,19 +7,46 @@ Contract:
   normalise: the replies webhook, the admin's form, ``textflow_optout``).
 - :func:`opt_out` and :func:`opt_in` are idempotent and safe under concurrency (the unique
   number decides who created or deleted the row); the signal fires only for the call that
-  changed the list, after its transaction commits.
+  changed the list, after its transaction commits, with the event ``textflow.optout.added``
+  or ``textflow.optout.removed`` (the number masked).
+- :func:`opt_out_many` adds numbers by the thousand (``textflow_optout import``): a batch
+  at a time, so memory stays flat; ``opted_out`` fires for each number it added, and one
+  event per batch counts them.
+- :data:`CSV_HEADER` and :func:`csv_rows` are the list as CSV, the format the admin's
+  export and ``textflow_optout export`` write and ``textflow_optout import`` reads.
 - Bulk jobs leave opted-out numbers out, and a backend refuses a non-transactional send to
   one (``TextFlowOptedOut``); verification codes are transactional.
 """
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from collections.abc import Iterable, Iterator
+from typing import Final
 
-from . import signals
+from django.db import IntegrityError, router, transaction
+from django.db.models import QuerySet
+
+from . import phone, signals
+from ._events import emit
 from .models import OptOut
 
-__all__ = ["is_opted_out", "opt_in", "opt_out", "opted_out_among"]
+__all__ = [
+    "CSV_HEADER",
+    "IMPORT_BATCH",
+    "csv_rows",
+    "is_opted_out",
+    "opt_in",
+    "opt_out",
+    "opt_out_many",
+    "opted_out_among",
+]
+
+#: Numbers :func:`opt_out_many` reads, checks and inserts at a time.
+IMPORT_BATCH = 1000
+#: The columns of the list as CSV (``since``: when the number opted out, ISO 8601).
+CSV_HEADER: Final = ("phone_number", "source", "since", "note")
+#: Rows :func:`csv_rows` reads from the database at a time.
+EXPORT_CHUNK = 2000
 
 
 def is_opted_out(number: str) -> bool:
@@ -36,31 +63,100 @@ def opted_out_among(numbers: list[str]) -> set[str]:
     )
 
 
+def _check_source(source: str) -> None:
+    if source not in OptOut.Source.values:
+        raise ValueError(f"unknown opt-out source {source!r}")
+
+
 def opt_out(number: str, *, source: str, note: str = "") -> bool:
     """Put ``number`` on the list. True if this call added it (and ``opted_out`` fires on
     commit), False if it was there already (nothing changes, not even its source)."""
-    if source not in OptOut.Source.values:
-        raise ValueError(f"unknown opt-out source {source!r}")
+    _check_source(source)
     try:
         with transaction.atomic():
             OptOut.objects.create(phone_number=number, source=source, note=note)
     except IntegrityError:
         return False
-    transaction.on_commit(
-        lambda: signals.opted_out.send(sender=OptOut, phone_number=number, source=source)
-    )
+
+    def added() -> None:
+        emit("textflow.optout.added", number=phone.mask(number), source=source, count=1)
+        signals.opted_out.send(sender=OptOut, phone_number=number, source=source)
+
+    transaction.on_commit(added)
     return True
 
 
 def opt_in(number: str, *, source: str) -> bool:
     """Take ``number`` off the list. True if this call removed it (and ``opted_in`` fires on
     commit), False if it was not there."""
-    if source not in OptOut.Source.values:
-        raise ValueError(f"unknown opt-out source {source!r}")
+    _check_source(source)
     deleted, _ = OptOut.objects.filter(phone_number=number).delete()
     if not deleted:
         return False
-    transaction.on_commit(
-        lambda: signals.opted_in.send(sender=OptOut, phone_number=number, source=source)
-    )
+
+    def removed() -> None:
+        emit("textflow.optout.removed", number=phone.mask(number), source=source, count=1)
+        signals.opted_in.send(sender=OptOut, phone_number=number, source=source)
+
+    transaction.on_commit(removed)
     return True
+
+
+def _batches(numbers: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``numbers`` a list of at most ``size`` distinct ones at a time."""
+    batch: dict[str, None] = {}
+    for number in numbers:
+        batch[number] = None
+        if len(batch) >= size:
+            yield list(batch)
+            batch = {}
+    if batch:
+        yield list(batch)
+
+
+def opt_out_many(numbers: Iterable[str], *, source: str, note: str = "") -> int:
+    """Put every number of ``numbers`` (E.164, read lazily) on the list; returns how many
+    this call added. Numbers already there keep their row (source, since, note).
+
+    :data:`IMPORT_BATCH` numbers at a time, each batch one transaction of two queries (which
+    are listed already, then one ``INSERT`` that ignores conflicts), so memory stays flat
+    whatever the count, and a failure keeps the batches before it. ``opted_out`` fires for
+    each number added once its batch commits, and one ``textflow.optout.added`` event per
+    batch counts them (no number in it: an import may hold thousands). A number another
+    caller adds in the same instant may be counted, and signalled, by both.
+    """
+    _check_source(source)
+    db = router.db_for_write(OptOut)
+    added = 0
+    for batch in _batches(numbers, IMPORT_BATCH):
+        with transaction.atomic(using=db):
+            listed = opted_out_among(batch)
+            new = [number for number in batch if number not in listed]
+            OptOut.objects.using(db).bulk_create(
+                [OptOut(phone_number=number, source=source, note=note) for number in new],
+                ignore_conflicts=True,
+            )
+
+            def committed(new: list[str] = new) -> None:
+                if new:
+                    emit("textflow.optout.added", source=source, count=len(new))
+                for number in new:
+                    signals.opted_out.send(sender=OptOut, phone_number=number, source=source)
+
+            transaction.on_commit(committed, using=db)
+        added += len(new)
+    return added
+
+
+def csv_rows(rows: QuerySet[OptOut] | None = None) -> Iterator[tuple[str, str, str, str]]:
+    """The list's rows as :data:`CSV_HEADER` says (the header itself not included), oldest
+    first, read from the database :data:`EXPORT_CHUNK` at a time (a server-side cursor
+    where the database has one), so memory stays flat however long the list. ``rows``:
+    only those (the admin's selection); default, the whole list."""
+    rows = OptOut.objects.all() if rows is None else rows
+    for number, source, since, note in (
+        rows.order_by("created_at", "id")
+        .values_list("phone_number", "source", "created_at", "note")
+        .iterator(chunk_size=EXPORT_CHUNK)
+    ):
+        yield str(number), source, since.isoformat(), note

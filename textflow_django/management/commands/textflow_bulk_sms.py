@@ -12,8 +12,10 @@ from typing import Any, TextIO, cast
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, router, transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from ... import bulk
+from ...bulk.ingest import ingest_job
 from ...conf import conf
 from ...exceptions import TextFlowConfigurationError, TextFlowError
 from ...models import BulkSMSJob
@@ -40,6 +42,18 @@ def _nothing_sent(err: Exception) -> str:
     """``err``'s message (the source's or the text's refusal), then that nothing was sent."""
     # Translators: %(error)s is a whole sentence (why the recipients or the text were refused).
     return _("%(error)s Nothing was sent.") % {"error": err}
+
+
+def _left_out(count: int) -> str:
+    """How many numbers the opt-out list left out of the job (the job keeps no count)."""
+    return words.with_count(
+        ngettext(
+            "Left out %(count)s number on the opt-out list (manage.py textflow_optout).",
+            "Left out %(count)s numbers on the opt-out list (manage.py textflow_optout).",
+            count,
+        ),
+        count,
+    )
 
 
 class Command(BaseCommand):
@@ -139,13 +153,16 @@ class Command(BaseCommand):
             # no job); this one, on the same database, is there to roll a dry run back.
             with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
                 try:
-                    job = bulk.create_job(
+                    ingested = ingest_job(
                         text=text, source=source, batch_size=batch_size, strict=options["strict"]
                     )
                 except bulk.SourceError as err:
                     raise CommandError(_nothing_sent(err)) from err
+                job = ingested.job
                 for line in lines.read(job, time.monotonic() - started, dry_run=options["dry_run"]):
                     self.stdout.write(line)
+                if ingested.opted_out:
+                    self.stdout.write(_left_out(ingested.opted_out))
                 if options["dry_run"]:
                     self.stdout.write(self.style.WARNING(lines.dry_run_done(job)))
                     transaction.set_rollback(True)
