@@ -1117,7 +1117,8 @@ def test_staff_send_a_bulk_sms_to_verified_users(
     assert 'http-equiv="refresh"' not in text  # done: it stops refreshing
     sent = sorted(m.phone_number for m in emulator.messages if m.kind == "bulk")
     assert sent == verified
-    assert {m.text for m in emulator.messages} == {"The demo is live."}
+    # With the opt-out footer bulk texts carry unless turned off (BULK_OPT_OUT_FOOTER).
+    assert {m.text for m in emulator.messages} == {"The demo is live.\nReply STOP to opt out"}
     assert len(emulator.calls("/bulk-sms")) == 2  # batches of 2
 
 
