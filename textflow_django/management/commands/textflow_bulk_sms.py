@@ -339,6 +339,7 @@ class Command(BaseCommand):
                 # A worker (or an immediate task backend) already hit a TextFlow failure.
                 raise self._stopped(job, None, options)
             self.stdout.write(self.style.SUCCESS(lines.queued(job, queued)))
+            self._in_flight(job)
             return
         started = time.monotonic()
         progress = Progress(cast(TextIO, self.stderr._out), job.total, unit=words.recipients)
@@ -354,6 +355,14 @@ class Command(BaseCommand):
         progress.update(job.sent, force=True)
         progress.close()
         self.stdout.write(self.style.SUCCESS(lines.finished(job, time.monotonic() - started)))
+        self._in_flight(job)
+
+    def _in_flight(self, job: BulkSMSJob) -> None:
+        """Say which batches a resume left to live senders (another worker claimed them less
+        than a lease ago): the job is not finished until they are recorded."""
+        elsewhere = bulk.batches_in_flight(job.pk)
+        if elsewhere:
+            self.stdout.write(self.style.WARNING(lines.in_flight(elsewhere, conf.BULK_LEASE)))
 
     def _stopped(
         self, job: BulkSMSJob, error: TextFlowError | None, options: dict[str, Any]
