@@ -731,3 +731,41 @@ def test_export_streams_the_list(django_assert_max_num_queries: Any, monkeypatch
 def test_export_to_a_file_that_cannot_be_written(tmp_path: Any) -> None:
     with pytest.raises(CommandError, match="Cannot write"):
         run("textflow_optout", "export", str(tmp_path / "no" / "such" / "dir.csv"))
+
+
+# -- end to end: a job, a STOP through the real webhook, a second job --------------------------
+
+REPLY_SECRET = "e2e-Reply-Webhook-Secret-0123456789abcdef"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("footer_on")
+def test_a_stop_reply_between_two_jobs_leaves_the_number_out_of_the_second(
+    settings: Any, textflow_live: TextFlowEmulator, live_server: Any
+) -> None:
+    """Everything over real HTTP: the jobs go to the emulator through the real backend, and
+    the emulator forwards the STOP to the site's webhook as TextFlow does (JSON with the
+    secret, POSTed to the live server's ``textflow:replies``)."""
+    from django.urls import reverse
+
+    tf(settings, REPLY_SECRET=REPLY_SECRET)
+    textflow_live.reply_url = live_server.url + reverse("textflow:replies")
+    textflow_live.reply_secret = REPLY_SECRET
+    everyone = numbers(3)
+
+    run("textflow_bulk_sms", "--numbers", ",".join(everyone), "--text", "Sale")
+    assert sorted(bulk_reached(textflow_live)) == everyone
+    assert {m.text for m in textflow_live.messages} == {"Sale\nReply STOP to opt out"}
+
+    reply = textflow_live.reply(everyone[1], "STOP", attempts=1)
+    assert reply.statuses == (200,)
+    assert optouts.is_opted_out(everyone[1])
+    assert OptOut.objects.get().source == "reply"
+
+    out, _ = run("textflow_bulk_sms", "--numbers", ",".join(everyone), "--text", "Sale again")
+    assert "Left out 1 number on the opt-out list" in out
+    second = [m.phone_number for m in textflow_live.messages if m.text.startswith("Sale again")]
+    assert sorted(second) == [everyone[0], everyone[2]]
+    with pytest.raises(TextFlowOptedOut):  # and no other send reaches it either
+        TextFlowBackend().send_sms(everyone[1], "One more thing")
+    assert len(textflow_live.calls("/send-sms")) == 0
