@@ -855,6 +855,34 @@ def test_the_list_exports_as_streamed_csv(admin_client: Client) -> None:
     ]
 
 
+def test_the_admins_export_is_what_the_command_exports_and_imports(
+    admin_client: Client, tmp_path: Any
+) -> None:
+    since = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.UTC)
+    first, *_rest = (
+        OptOut.objects.create(
+            phone_number=number, source="reply", created_at=since + dt.timedelta(hours=n)
+        )
+        for n, number in enumerate((NUMBER, OTHER, "+12025550144"))
+    )
+    response = admin_client.post(
+        reverse(OPT_OUT_CHANGELIST),
+        {"action": "export_csv", "select_across": "1", "_selected_action": [first.pk]},
+    )
+    from_admin = b"".join(response.streaming_content).decode()
+    out = io.StringIO()
+    call_command("textflow_optout", "export", stdout=out, stderr=io.StringIO())
+    assert from_admin.splitlines() == out.getvalue().splitlines()
+
+    exported = tmp_path / "opt-outs.csv"
+    exported.write_text(from_admin, encoding="utf-8")
+    OptOut.objects.all().delete()
+    call_command("textflow_optout", "import", str(exported), stdout=io.StringIO())
+    assert sorted(OptOut.objects.values_list("phone_number", flat=True)) == sorted(
+        [NUMBER, OTHER, "+12025550144"]
+    )
+
+
 def test_exporting_needs_only_the_view_permission(client: Client) -> None:
     OptOut.objects.create(phone_number=NUMBER, source="reply")
     viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)  # noqa: S106

@@ -27,13 +27,12 @@ from __future__ import annotations
 from ._bulk import BulkSMSJobAdmin
 from ._erasure import ERASE_MAX_NUMBERS, erase_numbers
 from ._fraud import FraudAllowedPrefixAdmin, FraudBlockAdmin
-from ._optouts import OPT_OUT_CSV_HEADER, OptOutAdmin
+from ._optouts import OptOutAdmin
 from ._replies import SMSReplyAdmin
 from ._verifications import PhoneVerificationAdmin
 
 __all__ = [
     "ERASE_MAX_NUMBERS",
-    "OPT_OUT_CSV_HEADER",
     "BulkSMSJobAdmin",
     "FraudAllowedPrefixAdmin",
     "FraudBlockAdmin",
