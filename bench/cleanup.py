@@ -315,7 +315,7 @@ def main() -> int:
             _child_cleanup()
         return 0
     if not os.environ.get("PGHOST"):
-        print("bench/cleanup.py needs PostgreSQL: set PGHOST (and PGUSER, PGPASSWORD)")
+        print("  MISS bench/cleanup.py needs PostgreSQL: set PGHOST (and PGUSER, PGPASSWORD)")
         return 1
 
     with ExitStack() as stack:

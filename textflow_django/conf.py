@@ -4,6 +4,10 @@ Nothing is cached at import, so ``override_settings(TEXTFLOW={...})`` takes effe
 ``DEFAULTS`` is the one place a default lives; ``checks.py`` validates the values at start-up
 and the README documents every key (a test keeps the two in step).
 
+Why one module of over 400 lines: every key has its default, its typed property and the
+shape of its value here, once each; the checks, the README's table and the tests are held
+to this one list.
+
     from textflow_django.conf import conf
     conf.CODE_TTL  # -> 600 unless settings.TEXTFLOW says otherwise
 """

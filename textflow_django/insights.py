@@ -32,6 +32,10 @@ Python: the totals (a day and country each) and the groups are.
 
 The chart of the page is laid out here too (:func:`daily_chart`): coordinates only, plain
 arithmetic on the figures, so the template draws SVG without computing anything.
+
+Why one module of over 400 lines: it is one page's contract, the figures (with the daily
+totals a cleanup keeps) and the chart laid out from them; the chart reads the figures'
+dataclasses and nothing else, and splitting it off would leave each half a fragment.
 """
 
 from __future__ import annotations
