@@ -4,15 +4,19 @@ clock the tests move (no real sleep)."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
+from textflow_django import ratelimit
 from textflow_django._breaker import CircuitBreaker
 from textflow_django.backends import textflow as textflow_backend
 from textflow_django.client import TextFlowClient
 from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowServerError
 from textflow_django.models import PhoneVerification
+from textflow_django.ratelimit import CacheStore, DatabaseStore
 from textflow_django.testing import EMULATOR_API_KEY
 
 NUMBER = "+12025550143"
@@ -97,18 +101,28 @@ def test_refusals_do_not_open_the_breaker(textflow_emulator):
 
 
 @pytest.mark.django_db
-def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_live, monkeypatch):
-    # The process-wide breaker the backend makes runs on a clock the test moves: no sleep.
+@pytest.mark.parametrize("scope", ["process", "shared"])
+def test_the_api_answers_503_at_once_while_textflow_is_down(
+    scope: str, settings: Any, textflow_live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a per-process store (the local-memory cache) the breaker is the process's; with
+    the database, the store's. Either way the API fails fast while it is open."""
+    # The breaker and the store run on a clock the test moves: no sleep.
     clock = Clock()
+    clock.now = 1_700_000_000.0
     monkeypatch.setattr(
         textflow_backend, "CircuitBreaker", functools.partial(CircuitBreaker, clock=clock)
     )
+    caches["default"].clear()
+    store = CacheStore("default", clock=clock) if scope == "process" else DatabaseStore(clock=clock)
+    monkeypatch.setattr(ratelimit, "get_store", lambda: store)
     settings.TEXTFLOW = {
         **settings.TEXTFLOW,
         "BREAKER_THRESHOLD": 3,
-        "BREAKER_RESET": 0.2,
+        "BREAKER_RESET": 2,  # whole seconds: a shared breaker's times are the store's
         "RESEND_COOLDOWN": 0,
     }
+    assert textflow_backend.breaker_scope() == scope
     api = APIClient()
     # The default "local" mode sends its own code as a plain SMS.
     textflow_live.fault("status", path="/send-sms", status=500, times=100)
@@ -126,12 +140,12 @@ def test_the_api_answers_503_at_once_while_textflow_is_down(settings, textflow_l
 
     # TextFlow recovers; after BREAKER_RESET one trial goes through and closes the breaker.
     textflow_live.reset()
-    clock.now += 0.1  # half of BREAKER_RESET: still open, TextFlow not asked
+    clock.now += 1  # half of BREAKER_RESET: still open, TextFlow not asked
     assert (
         api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json").status_code
         == 503
     )
-    clock.now += 0.15  # past BREAKER_RESET: one trial call goes through
+    clock.now += 1.5  # past BREAKER_RESET: one trial call goes through
     assert (
         api.post("/api/phone/send-code/", {"phone_number": NUMBER}, format="json").status_code
         == 200

@@ -1,6 +1,6 @@
-"""Two store primitives beyond the limits, on every store: ``forget`` (drop everything kept
-under some keys: a person's erasure) and ``incr`` (a plain shared counter: the circuit
-breaker's consecutive failures).
+"""Store primitives beyond the limits, on every store: ``forget`` (drop everything kept
+under some keys: a person's erasure) and ``incr``/``count`` (a plain shared counter: the
+circuit breaker's consecutive failures).
 
 Redis is shared with other test runs: every test here uses keys of its own (a random tag)
 and never clears the whole cache.
@@ -171,9 +171,12 @@ def test_redis_forget_escapes_its_pattern(db: None, tag: str) -> None:
 
 def test_incr_counts_until_released(store: Store, tag: str) -> None:
     key = f"{tag}:breaker:failures"
+    assert store.count(key) == 0
     assert [store.incr(key, 60) for _ in range(3)] == [1, 2, 3]
+    assert store.count(key) == 3
     assert store.incr(f"{tag}:other", 60) == 1  # keys are independent
     store.release(key)
+    assert store.count(key) == 0
     assert store.incr(key, 60) == 1
     store.release(key)
     store.release(f"{tag}:other")

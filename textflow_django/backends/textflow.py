@@ -1,4 +1,13 @@
-"""The real backend: TextFlow's HTTP API through ``TextFlowClient``."""
+"""The real backend: TextFlow's HTTP API through ``TextFlowClient``.
+
+Its circuit breaker (``BREAKER_THRESHOLD``, ``BREAKER_RESET``) keeps its state where the
+rate-limit store keeps the counters when that store is shared by every process (the
+database, Redis, Memcached: :attr:`RateLimitStore.shared <textflow_django.ratelimit.
+RateLimitStore.shared>`), so the whole site opens and closes it together; with a
+per-process store (a local-memory, dummy or file cache) each process has its own.
+:func:`breaker_scope` says which is in force. The store is asked at each call, so a
+change of settings takes effect at once.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .._breaker import CircuitBreaker
+from .. import phone, ratelimit
+from .._breaker import BreakerState, CircuitBreaker, StoreState
+from .._events import emit
 from ..client import (
     BalanceResult,
     BulkCountResult,
@@ -23,30 +34,86 @@ from .base import BaseBackend
 
 _T = TypeVar("_T")
 
-__all__ = ["TextFlowBackend", "breaker_for", "reset_breakers"]
+__all__ = ["TextFlowBackend", "breaker_for", "breaker_scope", "new_breaker", "reset_breakers"]
 
 
 _breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
-def breaker_for(base_url: str, threshold: int, reset_after: float) -> CircuitBreaker | None:
+def breaker_scope() -> str:
+    """Which circuit breaker the settings put in force now: ``"shared"`` (its state in the
+    rate-limit store, shared by every process) or ``"process"`` (each process its own)."""
+    return "shared" if ratelimit.get_store().shared else "process"
+
+
+def _shared_state(base_url: str) -> BreakerState | None:
+    """The breaker state in the rate-limit store configured now, or None when that store
+    is per process (the breaker then keeps it in the process)."""
+    store = ratelimit.get_store()
+    return StoreState(store, base_url) if store.shared else None
+
+
+def _store_failed(err: BaseException) -> None:
+    """The rate-limit store failed under the breaker: the call goes on with the process's
+    breaker; operators hear of it. (A store error's text may name a key: numbers masked.)"""
+    emit(
+        "textflow.store.failed",
+        error=type(err).__name__,
+        detail=phone.mask_numbers(str(err)),
+        part="breaker",
+    )
+
+
+def new_breaker(
+    base_url: str, threshold: int, reset_after: float, *, timeout: float = 0.0
+) -> CircuitBreaker:
+    """A breaker for the TextFlow at ``base_url``: its state in the rate-limit store while
+    that store is shared (:func:`breaker_scope`), else in the breaker. ``timeout``: the
+    calls' timeout, the least time a shared trial slot is kept for a worker that never
+    reports (killed mid-call)."""
+    return CircuitBreaker(
+        threshold,
+        reset_after,
+        shared=lambda: _shared_state(base_url),
+        on_shared_error=_store_failed,
+        trial_ttl=max(reset_after, timeout) + 1,
+    )
+
+
+def breaker_for(
+    base_url: str, threshold: int, reset_after: float, *, timeout: float = 0.0
+) -> CircuitBreaker | None:
     """The process-wide breaker for one TextFlow (shared by every thread's backend), or None
-    when ``threshold`` is 0."""
+    when ``threshold`` is 0. (With a shared store its state is the whole site's.)"""
     if threshold <= 0:
         return None
     key = (base_url, threshold, reset_after)
     with _breakers_lock:
         breaker = _breakers.get(key)
         if breaker is None:
-            breaker = _breakers[key] = CircuitBreaker(threshold, reset_after)
+            breaker = _breakers[key] = new_breaker(
+                base_url, threshold, reset_after, timeout=timeout
+            )
         return breaker
 
 
 def reset_breakers() -> None:
-    """Forget every breaker's state (tests: one test's outage must not open the next's)."""
+    """Forget every breaker's state (tests: one test's outage must not open the next's):
+    this process's, and, where the store in force is shared and reachable now, the shared
+    state of every TextFlow this process has a breaker for (a cache outlives a test; the
+    database's rows go with the test's transaction anyway). A store that cannot be reached
+    (no database access in this test) is left alone, silently."""
     with _breakers_lock:
+        urls = {base_url for base_url, _threshold, _reset in _breakers}
         _breakers.clear()
+    for base_url in urls:
+        try:
+            state = _shared_state(base_url)
+            if isinstance(state, StoreState):
+                state.clear()
+        except Exception:  # noqa: BLE001, S112 - best effort: a test's store may be off limits
+            continue
 
 
 class TextFlowBackend(BaseBackend):
@@ -82,7 +149,7 @@ class TextFlowBackend(BaseBackend):
                 config[0],
                 base_url=config[1],
                 timeout=config[2],
-                breaker=breaker_for(config[1], config[3], config[4]),
+                breaker=breaker_for(config[1], config[3], config[4], timeout=config[2]),
             )
             self._client_config = config
         return self._client

@@ -32,6 +32,7 @@ from .._errors import (
     TextFlowServerError,
     TextFlowUnavailable,
 )
+from .._events import emit
 from ._report import reported
 from ._results import (
     BalanceResult,
@@ -277,20 +278,26 @@ class TextFlowClient:
             body = self._call_once(method, path, payload)
         except TextFlowUnavailable:
             if breaker.failure():
-                logger.warning(
-                    "TextFlow failed %s times in a row: failing fast for %ss",
-                    breaker.threshold,
-                    breaker.reset_after,
+                emit(
+                    "textflow.breaker.opened",
+                    failures=breaker.threshold,
+                    seconds=breaker.reset_after,
+                    scope=breaker.scope,
                 )
             raise
         except TextFlowError:
-            breaker.success()
+            self._breaker_success(breaker)
             raise
         except BaseException:
             breaker.release()  # interrupted: says nothing about TextFlow
             raise
-        breaker.success()
+        self._breaker_success(breaker)
         return body
+
+    @staticmethod
+    def _breaker_success(breaker: CircuitBreaker) -> None:
+        if breaker.success():
+            emit("textflow.breaker.closed", scope=breaker.scope)
 
     def _call_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout

@@ -60,8 +60,8 @@ Two more, for what is not a limit:
   after the ``UPDATE``, each is counted but two may answer the same). It is kept at least
   ``ttl`` seconds after its last increment (then the store may drop it, by its own clock
   or the server's: a counter's expiry only frees memory), and dropped by ``release`` or
-  ``forget``. Its key must not be one a claim or a hit uses (the circuit breaker's
-  consecutive failures, shared by every worker).
+  ``forget``. ``count(key)`` reads it (0 when there is none). Its key must not be one a
+  claim or a hit uses (the circuit breaker's consecutive failures, shared by every worker).
 - ``forget(keys)``: drop everything the store keeps under each key: its claim or hold (or
   counter) and every window count of it, and answer how many stored entries went. For a
   person's erasure (the counters keyed by a number). The database and Redis find every
@@ -101,6 +101,12 @@ class RateLimitStore(Protocol):
     #: The store's time (epoch seconds); a ``now`` passed to a method is a reading of it.
     clock: Clock
 
+    @property
+    def shared(self) -> bool:
+        """Whether every process of the site sees the same counters (the database, a
+        shared cache); False for a cache kept in each process (or in none)."""
+        ...
+
     def claim(self, key: str, ttl: int) -> int | None: ...
 
     def release(self, key: str) -> None: ...
@@ -127,6 +133,8 @@ class RateLimitStore(Protocol):
     def held(self, key: str) -> int | None: ...
 
     def incr(self, key: str, ttl: int) -> int: ...
+
+    def count(self, key: str) -> int: ...
 
     def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int: ...
 
@@ -175,6 +183,9 @@ class _OneByOne(ABC):
 
     @abstractmethod
     def incr(self, key: str, ttl: int) -> int: ...
+
+    @abstractmethod
+    def count(self, key: str) -> int: ...
 
     @abstractmethod
     def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int: ...

@@ -20,6 +20,9 @@ import time
 from collections.abc import Iterable, Sequence
 
 from django.core.cache import caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.locmem import LocMemCache
 
 from .._rates import Rate
 from ..conf import conf
@@ -50,6 +53,13 @@ class CacheStore(_OneByOne):
     def __init__(self, alias: str, *, clock: Clock = time.time) -> None:
         self.cache = caches[alias]
         self.clock = clock
+
+    @property
+    def shared(self) -> bool:
+        """False on Django's ``LocMemCache`` (one per process), ``DummyCache`` (keeps
+        nothing) and ``FileBasedCache`` (no atomic ``add``/``incr`` across processes), or a
+        subclass of one: the caches system check ``textflow.W004`` warns about."""
+        return not isinstance(self.cache, LocMemCache | DummyCache | FileBasedCache)
 
     def claim(self, key: str, ttl: int) -> int | None:
         now = self.clock()
@@ -97,6 +107,9 @@ class CacheStore(_OneByOne):
             count = 1 if self.cache.add(full, 1, timeout=ttl) else int(self.cache.incr(full))
         self.cache.touch(full, ttl)
         return count
+
+    def count(self, key: str) -> int:
+        return int(self.cache.get(_PREFIX + key) or 0)
 
     def forget(self, keys: Sequence[str], *, windows: Iterable[int] = ()) -> int:
         """Delete each key's claim, hold or counter, and its counts in the current and
