@@ -97,6 +97,10 @@ class PhoneVerification(models.Model):
             # The Fraud Guard's judgement of a country, and the insights page's figures by
             # day and country (appended to in time order: cheap to keep up).
             models.Index(fields=["country", "created_at"], name="textflow_pv_country_created"),
+            # The insights page's period and textflow_cleanup's oldest day read a range of
+            # created_at across every country, and the admin lists newest first: without it
+            # each is a scan of the whole table.
+            models.Index(fields=["created_at"], name="textflow_pv_created"),
         ]
         constraints = [
             # Unique among the tokens handed out (and the index a consume looks them up by).
