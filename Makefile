@@ -84,7 +84,7 @@ fuzz: $(STAMP)
 bench:
 	$(MAKE) install EXTRAS=bench
 	@status=0; \
-	for script in bench/client.py bench/bulk.py bench/load.py bench/pumping.py; do \
+	for script in bench/client.py bench/bulk.py bench/load.py bench/pumping.py bench/cleanup.py; do \
 		$(BIN)/python $$script || status=1; \
 	done; \
 	exit $$status

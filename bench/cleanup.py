@@ -364,7 +364,7 @@ def main() -> int:
     print(
         f"  ratios: RSS {args.n:,}/{args.small:,} {growth:.2f}x; time cleanup/naive "
         f"{big.seconds / naive.seconds:.1f}x; longest lock naive/cleanup "
-        f"{naive.longest_transaction_s / max(big.longest_transaction_s, 0.001):.0f}x"
+        f"{naive.longest_transaction_s / max(big.longest_transaction_s, 0.001):.1f}x"
     )
     print(_load_line("alone", alone))
     print(_load_line("during the cleanup", big.load))
