@@ -178,6 +178,22 @@ def test_a_refused_send_costs_one_query_and_an_allowed_one_one(
         backend.bulk_sms([NUMBER, OTHER, THIRD], "Sale!")
 
 
+def test_a_batchs_check_does_not_parse_its_numbers_again(monkeypatch: Any) -> None:
+    """The numbers of a batch are E.164 already: comparing them as they are keeps the check
+    at one query (bench/bulk.py went from 6.7 s to 79 s for a million when the field parsed
+    each one)."""
+    from textflow_django import phone
+
+    opt_out(OTHER)
+
+    def parse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a number was parsed again")
+
+    monkeypatch.setattr(phone, "parse", parse)
+    assert optouts.opted_out_among([NUMBER, OTHER, THIRD]) == {OTHER}
+    assert LocMemBackend().bulk_sms([NUMBER, OTHER], "Sale").submitted == 1
+
+
 class LegacyBackend(BaseBackend):
     """A third-party backend written before opt-outs: it overrides the public methods."""
 

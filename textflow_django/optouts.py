@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 
 from . import phone, signals
@@ -55,12 +55,26 @@ def is_opted_out(number: str) -> bool:
 
 
 def opted_out_among(numbers: list[str]) -> set[str]:
-    """The numbers of ``numbers`` (E.164) that are on the list: one query."""
+    """The numbers of ``numbers`` (E.164) that are on the list: one query.
+
+    Plain SQL on purpose: the numbers are compared as given, E.164 as the list stores them,
+    not parsed again by the field (``PhoneNumberField`` validates each value it prepares,
+    some 70 microseconds a number: a second per 15,000, paid by every bulk batch).
+    """
     if not numbers:
         return set()
-    return set(
-        OptOut.objects.filter(phone_number__in=numbers).values_list("phone_number", flat=True)
-    )
+    connection = connections[router.db_for_read(OptOut)]
+    qn = connection.ops.quote_name
+    table = qn(OptOut._meta.db_table)
+    column = qn(str(OptOut._meta.get_field("phone_number").column))
+    marks = ", ".join(["%s"] * len(numbers))
+    with connection.cursor() as cursor:
+        # Names from the model, quoted by the backend; the numbers are parameters.
+        cursor.execute(
+            f"SELECT {column} FROM {table} WHERE {column} IN ({marks})",  # noqa: S608
+            list(numbers),
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _check_source(source: str) -> None:
