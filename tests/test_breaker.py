@@ -4,6 +4,7 @@ clock the tests move (no real sleep)."""
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from textflow_django import ratelimit
-from textflow_django._breaker import CircuitBreaker
+from textflow_django._breaker import CircuitBreaker, StoreState
 from textflow_django.backends import textflow as textflow_backend
 from textflow_django.client import TextFlowClient
 from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowServerError
@@ -158,3 +159,121 @@ def test_the_api_answers_503_at_once_while_textflow_is_down(
     )
     assert len(textflow_live.calls("/send-sms")) == 2  # none while open, then the two
     assert PhoneVerification.objects.count() == 5
+
+
+# -- the state kept in a shared store (StoreState), on a stand-in for the store ------------
+
+
+class MemoryStore:
+    """The store primitives ``StoreState`` uses, in dicts, on a clock; ``down`` names the
+    primitives that raise, as a store whose server went away. (The real stores, shared by
+    threads and processes, are tests/test_shared_breaker.py's.)"""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.counts: dict[str, int] = {}
+        self.deadlines: dict[str, float] = {}
+        self.down: set[str] = set()
+
+    def _up(self, name: str) -> None:
+        if name in self.down:
+            raise ConnectionError("store went away")
+
+    def claim(self, key: str, ttl: int) -> int | None:
+        self._up("claim")
+        left = self.held(key)
+        if left is None:
+            self.deadlines[key] = self.clock() + ttl
+        return left
+
+    def release(self, key: str) -> None:
+        self._up("release")
+        self.deadlines.pop(key, None)
+        self.counts.pop(key, None)
+
+    def hold(self, key: str, seconds: int) -> None:
+        self._up("hold")
+        self.deadlines[key] = self.clock() + seconds
+
+    def held(self, key: str) -> int | None:
+        self._up("held")
+        left = self.deadlines.get(key, 0) - self.clock()
+        return math.ceil(left) if left > 0 else None
+
+    def incr(self, key: str, ttl: int) -> int:
+        self._up("incr")
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def count(self, key: str) -> int:
+        self._up("count")
+        return self.counts.get(key, 0)
+
+
+def shared_breakers(store: MemoryStore, n: int, errors: list[BaseException]) -> list[Any]:
+    """``n`` breakers (as in ``n`` processes) keeping their state in ``store``."""
+    return [
+        CircuitBreaker(
+            3,
+            30,
+            clock=store.clock,
+            shared=lambda: StoreState(store, "https://textflow.example/api"),
+            on_shared_error=errors.append,
+        )
+        for _ in range(n)
+    ]
+
+
+def test_breakers_sharing_a_store_open_and_close_together() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    errors: list[BaseException] = []
+    a, b, c = shared_breakers(store, 3, errors)
+    assert a.scope == "shared"
+    for breaker in (a, b):
+        assert breaker.allow() is None
+        assert breaker.failure() is False
+    assert c.allow() is None
+    assert c.failure() is True  # the third failure in a row, wherever: opened, once
+    assert [x.allow() for x in (a, b, c)] == [30, 30, 30]
+    assert a.state == b.state == "open"
+    clock.now += 30
+    assert [x.allow() for x in (b, a, c)] == [None, 1, 1]  # b's is the one trial
+    assert b.failure() is False  # the trial failed: open again, for all
+    assert [x.allow() for x in (a, b, c)] == [30, 30, 30]
+    clock.now += 30
+    assert c.allow() is None
+    assert a.allow() == 1
+    assert c.success() is True  # the trial succeeded: closed, for all
+    assert [x.allow() for x in (a, b, c)] == [None, None, None]
+    assert a.state == "closed"
+    assert store.counts == {} and store.deadlines == {} and errors == []
+
+
+def test_a_closed_shared_breaker_writes_only_after_failures() -> None:
+    store = MemoryStore(Clock())
+    (breaker,) = shared_breakers(store, 1, [])
+    store.down = {"release", "incr", "hold", "claim"}  # any write would raise
+    assert breaker.allow() is None
+    assert breaker.success() is False
+    store.down = set()
+    breaker.allow()
+    breaker.failure()
+    assert breaker.allow() is None
+    assert breaker.success() is False
+    assert store.counts == {}  # the failure count is cleared
+
+
+def test_a_store_failing_mid_call_leaves_the_call_to_the_process_breaker() -> None:
+    store = MemoryStore(Clock())
+    errors: list[BaseException] = []
+    (breaker,) = shared_breakers(store, 1, errors)
+    store.down = {"incr"}
+    for _ in range(3):
+        assert breaker.allow() is None  # read from the store
+        breaker.failure()  # counted by the process's breaker instead
+    assert len(errors) == 3 and all(isinstance(e, ConnectionError) for e in errors)
+    assert breaker.local.open_remaining(3) == 30
+    store.down = {"count"}  # now the store cannot even be read: the process's breaker
+    assert breaker.allow() == 30
+    assert breaker.scope == "shared"  # still the one in force, when the store answers

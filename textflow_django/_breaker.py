@@ -278,6 +278,7 @@ class CircuitBreaker:
         if remaining <= 0 and state.claim_trial(self.trial_ttl):
             self._call.trial = True
             return None
+        self._call.state = None  # not tried: no outcome to report
         return max(1, math.ceil(remaining))
 
     def success(self) -> bool:
