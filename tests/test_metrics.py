@@ -390,3 +390,17 @@ def test_without_the_extra_nothing_is_imported_and_a_code_is_sent() -> None:
     # Asked for explicitly and missing: said so at start-up, and still nothing imported.
     asked = _run(block=True, METRICS=True)
     assert asked == {"sent": 1, "ids": ["textflow.W019"], "loaded": []}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "gauge"),
+    [("ok", 0), ("rejected", 0), ("rate_limited", 0), ("refused", 0), ("timeout", 1), ("error", 1)],
+)
+def test_an_answer_even_a_refusal_clears_the_breaker_gauge(
+    metrics: CollectorRegistry, outcome: str, gauge: int
+) -> None:
+    # The breaker counts an answer that refuses (a rejected number) as TextFlow working, so
+    # another process's shared breaker closing shows here at this process's next answer.
+    _events.emit("textflow.breaker.opened")
+    _events.emit("textflow.api.call", operation="send_sms", outcome=outcome, seconds=0.01)
+    assert value(metrics, "textflow_breaker_open") == gauge

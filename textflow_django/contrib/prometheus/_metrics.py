@@ -139,9 +139,11 @@ class Metrics:
         seconds = fields.get("seconds")
         if isinstance(seconds, int | float):
             self.api_seconds.labels(operation=operation).observe(seconds)
-        if outcome == "ok":
-            # An answer closes the breaker (a failed call may be the one that opened it:
-            # its "opened" event came first, so only success clears the gauge).
+        if outcome not in _NO_ANSWER:
+            # An answer, even a refusal, closes the breaker (the breaker's success()); a
+            # failed call may be the one that opened it: its "opened" event came first, so
+            # only an answer clears the gauge. With a shared breaker only the process whose
+            # trial succeeded hears "closed": the others' gauges fall with their next answer.
             self.breaker_open.set(0)
 
     def _batch_sent(self, fields: Mapping[str, object]) -> None:
@@ -151,6 +153,13 @@ class Metrics:
 
     def _blocked(self, fields: Mapping[str, object]) -> None:
         self.fraud_blocks.labels(scope=str(fields.get("scope"))).inc()
+
+
+#: The outcomes of a call TextFlow did not answer (client/_report.py): the breaker counts
+#: them as failures; every other outcome is an answer.
+_NO_ANSWER = frozenset(
+    {"circuit_open", "timeout", "server_error", "bad_response", "unavailable", "error"}
+)
 
 
 def install(registry: CollectorRegistry | None = None) -> Metrics:
