@@ -785,3 +785,36 @@ def test_a_stop_reply_between_two_jobs_leaves_the_number_out_of_the_second(
     with pytest.raises(TextFlowOptedOut):  # and no other send reaches it either
         TextFlowBackend().send_sms(everyone[1], "One more thing")
     assert len(textflow_live.calls("/send-sms")) == 0
+
+
+def test_a_batch_is_checked_once_in_the_statement_that_reads_it(
+    textflow_live: TextFlowEmulator, monkeypatch: Any
+) -> None:
+    """The bulk sender reads each batch against the list (a LEFT JOIN): the backend's own
+    check, for every other caller of bulk_sms, is not run again for it."""
+    asked: list[int] = []
+    among = optouts.opted_out_among
+
+    def counted(numbers: list[str]) -> set[str]:
+        asked.append(len(numbers))
+        return among(numbers)
+
+    monkeypatch.setattr(optouts, "opted_out_among", counted)
+    job = create_job(text="Hi", numbers=numbers(6), batch_size=2)
+    assert run_job(job.pk).sent == 6
+    assert asked == []
+    LocMemBackend().bulk_sms(numbers(2), "Hi")  # any other caller: checked
+    assert asked == [2]
+
+
+def test_a_stop_during_a_429_wait_is_honoured_on_the_retry(
+    textflow_live: TextFlowEmulator, monkeypatch: Any
+) -> None:
+    from textflow_django.bulk import sending
+
+    job = create_job(text="Hi", numbers=numbers(3), batch_size=3)
+    textflow_live.fault("rate_limit", path="/bulk-sms", retry_after=1)
+    # The wait, without waiting: the number replies STOP meanwhile.
+    monkeypatch.setattr(sending.time, "sleep", lambda seconds: opt_out(numbers(3)[1]))
+    run_job(job.pk)
+    assert bulk_reached(textflow_live) == [numbers(3)[0], numbers(3)[2]]

@@ -26,10 +26,11 @@ wrapped when the class is created, so no backend can forget the list.
 from __future__ import annotations
 
 import abc
+import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .. import optouts, phone
@@ -37,7 +38,7 @@ from .._events import emit
 from ..client import BalanceResult, BulkCountResult, BulkResult, CodeResult, SMSResult, VerifyResult
 from ..exceptions import TextFlowOptedOut
 
-__all__ = ["BaseBackend"]
+__all__ = ["BaseBackend", "opt_outs_checked"]
 
 #: The numbers of the send in progress whose opt-out decision is taken (checked, or waived
 #: as transactional): a subclass's ``send_sms``/``bulk_sms`` that calls its parent's is
@@ -48,6 +49,19 @@ _decided: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 #: Marks a ``send_sms``/``bulk_sms`` that already honours the list (the base's, or a
 #: subclass's wrapped by ``__init_subclass__``).
 _HONOURS = "_textflow_honours_opt_outs"
+
+
+@contextlib.contextmanager
+def opt_outs_checked(numbers: Iterable[str]) -> Iterator[None]:
+    """Within the block, a send to ``numbers`` skips the opt-out check: only for a caller
+    that read them against the list itself, moments before, in the statement that fetched
+    them (the bulk sender: its batch then costs no second query). Any other number is
+    still checked."""
+    token = _decided.set(frozenset(numbers))
+    try:
+        yield
+    finally:
+        _decided.reset(token)
 
 
 def _left_out(number: str) -> str:

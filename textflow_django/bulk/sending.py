@@ -60,7 +60,7 @@ from django.utils import timezone
 
 from .. import _events, phone, signals
 from ..backends import get_backend
-from ..backends.base import BaseBackend
+from ..backends.base import BaseBackend, opt_outs_checked
 from ..client import CONNECT_RETRIES
 from ..exceptions import (
     TextFlowConfigurationError,
@@ -296,7 +296,10 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
                 if attempt:
                     _keep_claim(sql, batch_id)
                 if numbers:
-                    backend.bulk_sms(numbers, job.text)
+                    # Read against the opt-out list a moment ago (sql.numbers): the backend
+                    # need not ask again, unless a retry waited first.
+                    with opt_outs_checked(() if attempt else numbers):
+                        backend.bulk_sms(numbers, job.text)
                 break
             except TextFlowRateLimited as err:  # nothing was sent: waiting is safe
                 if attempt == RATE_LIMIT_RETRIES:
