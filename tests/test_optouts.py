@@ -33,8 +33,7 @@ from textflow_django.backends.console import ConsoleBackend
 from textflow_django.backends.dummy import DummyBackend
 from textflow_django.backends.locmem import LocMemBackend
 from textflow_django.backends.textflow import TextFlowBackend
-from textflow_django.bulk import check_text, create_job, run_job
-from textflow_django.bulk.ingest import ingest_job
+from textflow_django.bulk import check_text, create_job, ingest_job, run_job
 from textflow_django.client import (
     BulkCountResult,
     BulkResult,

@@ -5,9 +5,11 @@ The public names are all importable from here; each lives in the module of its j
 - :mod:`~textflow_django.bulk.sources`: where numbers come from (a model's field, a file,
   a list), read lazily (:func:`model_numbers`, :func:`file_numbers`, :func:`list_numbers`).
 - :mod:`~textflow_django.bulk.ingest`: :func:`create_job` turns a source into a recorded
-  job of distinct, valid numbers in batches; nothing is sent. Its text passes
+  job of distinct, valid numbers not on the opt-out list, in batches; nothing is sent
+  (:func:`ingest_job` also says how many opted-out numbers it left out). Its text passes
   :func:`check_text` first (no control characters, at most ``MAX_TEXT_LENGTH`` SMS
-  segments).
+  segments with the opt-out footer, ``BULK_OPT_OUT_FOOTER``, which the job's text ends
+  with).
 - :mod:`~textflow_django.bulk.sending`: :func:`send_batch`, the one function that sends a
   batch, inline or in a worker.
 - :mod:`~textflow_django.bulk.running`: :func:`run_job` sends a job's pending batches in
@@ -19,8 +21,9 @@ The life of a job:
    skips and counts invalid ones, and writes the distinct numbers to ``BulkRecipient``
    rows, each tagged with its batch. The database deduplicates (every number is staged in
    a temporary table, then one ``INSERT ... SELECT ... GROUP BY`` writes the distinct ones,
-   guarded by the table's unique constraint), so memory stays flat whatever the list's
-   size. It is all one transaction: a source that fails half-way leaves no job behind.
+   guarded by the table's unique constraint, leaving out the numbers on the opt-out list),
+   so memory stays flat whatever the list's size. It is all one transaction: a source
+   that fails half-way leaves no job behind.
 2. :func:`run_job` (inline) or :func:`enqueue_job` (workers; the Django task
    ``textflow_django.tasks.send_bulk_batch`` through ``tasks.enqueue_bulk_job``) sends the
    pending batches, both through :func:`send_batch`. A batch is claimed in the database
@@ -46,7 +49,7 @@ from ..conf import MAX_BATCH_SIZE
 # The job model, which create_job and run_job return: importable from here, as it always was.
 from ..models import BulkSMSJob
 from ._text import check_text
-from .ingest import check_batch_size, create_job
+from .ingest import Ingested, check_batch_size, create_job, ingest_job
 from .running import batches_in_flight, enqueue_job, run_job
 from .sending import BatchOutcome, BulkJobStopped, finish_if_done, send_batch, stop_reason
 from .sources import (
@@ -64,6 +67,7 @@ __all__ = [
     "BatchOutcome",
     "BulkJobStopped",
     "BulkSMSJob",
+    "Ingested",
     "MissingFields",
     "Source",
     "SourceError",
@@ -74,6 +78,7 @@ __all__ = [
     "enqueue_job",
     "file_numbers",
     "finish_if_done",
+    "ingest_job",
     "list_numbers",
     "model_numbers",
     "open_numbers_file",

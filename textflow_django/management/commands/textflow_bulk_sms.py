@@ -15,7 +15,6 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from ... import bulk
-from ...bulk.ingest import ingest_job
 from ...conf import conf
 from ...exceptions import TextFlowConfigurationError, TextFlowError
 from ...models import BulkSMSJob
@@ -153,7 +152,7 @@ class Command(BaseCommand):
             # no job); this one, on the same database, is there to roll a dry run back.
             with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
                 try:
-                    ingested = ingest_job(
+                    ingested = bulk.ingest_job(
                         text=text, source=source, batch_size=batch_size, strict=options["strict"]
                     )
                 except bulk.SourceError as err:
