@@ -11,6 +11,7 @@ SIGKILL mid-batch) against the emulator over real HTTP, on a shared SQLite file 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -788,3 +789,84 @@ def test_two_workers_one_killed_and_a_resume_on_postgresql(held_emulator):
     # The subprocesses use this test's database (the test database pytest-django made).
     env = child_env(emulator, TEST_DATABASE="postgres", PGDATABASE=connection.settings_dict["NAME"])
     two_workers_one_killed_then_resume(Children(env), emulator, held)
+
+
+# -- a resume racing the senders' records: the counts stay true --------------------------------
+
+
+def in_another_connection(work: Callable[[], object]) -> threading.Thread:
+    """Run ``work`` in a thread, on its own database connection (PostgreSQL), and return
+    once it has ended or is waiting for a lock that another connection holds (this
+    thread's): what another process would do at this very moment. The caller joins it."""
+    backend_pid: list[int] = []
+    ready = threading.Event()
+
+    def target() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backend_pid.append(cursor.fetchone()[0])
+            ready.set()
+            work()
+        finally:
+            ready.set()
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert ready.wait(60)
+    for _ in range(6000):  # 60 s at most: a thread neither done nor blocked is a failure
+        if not thread.is_alive():
+            return thread
+        with connection.cursor() as cursor:  # live, not a snapshot of pg_stat_activity
+            cursor.execute("SELECT cardinality(pg_blocking_pids(%s))", backend_pid)
+            if cursor.fetchone()[0]:
+                return thread
+        thread.join(0.01)
+    pytest.fail("the other connection neither ended nor waited for a lock")
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_resend_resume_during_the_last_senders_finish_keeps_the_job_open(
+    textflow_live, finished_signals, monkeypatch
+):
+    """The last sender finds no open batch; before it marks the job finished, a resume
+    with ``--resend-uncertain`` reopens the uncertain batch. The finish holds the job's
+    lock from its check to its update, so the resume waits and then reopens the finished
+    job: the batch is sent. (Check and update unlocked: the job was marked finished with
+    the reopened batch pending, which nobody sent.)"""
+    from django.db.models.query import QuerySet
+
+    from textflow_django.bulk import sending
+
+    job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
+    BulkSMSJob.objects.filter(pk=job.pk).update(status=BulkSMSJob.Status.RUNNING, uncertain=10)
+    ids = batch_ids(job)
+    BulkBatch.objects.filter(pk=ids[0]).update(status=BulkBatch.Status.UNCERTAIN)
+    with connection.cursor() as cursor:  # the last sender's claim
+        assert sending._claim(cursor, sending._hot_sql(connection.alias), ids[1])
+    real_exists = QuerySet.exists
+    resumes: list[threading.Thread] = []
+
+    def exists(self: QuerySet[Any]) -> bool:
+        answer = real_exists(self)
+        if self.model is BulkBatch and not resumes:  # the finish's check: none open
+            resume = functools.partial(bulk.running._prepare, job.pk, resend_uncertain=True)
+            resumes.append(in_another_connection(resume))
+        return answer
+
+    monkeypatch.setattr(QuerySet, "exists", exists)
+    assert bulk.send_batch(ids[1], claimed=True) == (10, False)
+    monkeypatch.setattr(QuerySet, "exists", real_exists)
+    [resume] = resumes
+    resume.join(60)
+    assert not resume.is_alive()
+    job.refresh_from_db()
+    assert statuses(job) == ["pending", "accepted"]
+    assert (job.status, job.uncertain) == ("running", 0)
+    job = bulk.run_job(job.pk)  # the rest of the resume
+    assert statuses(job) == ["accepted", "accepted"]
+    assert (job.status, job.sent, job.uncertain) == ("finished", 20, 0)
+    assert finished_signals == [job.pk, job.pk]  # finished, reopened, finished again
+    assert reached(textflow_live) == Counter(numbers(20))

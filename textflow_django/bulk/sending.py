@@ -465,17 +465,30 @@ def finish_if_done(job_id: int) -> bool:
     its own batch's commit, so the last of several sees all the others' records (never
     none finishing), and the update's condition lets one caller only finish it (never two
     announcing it).
+
+    The check and the update hold the job's row lock, the one a resume's ``_prepare``
+    takes before it reopens batches (``--resend-uncertain``): a resume either commits
+    first, and its reopened batches keep the job open here, or waits, and finds the job
+    finished (it then reopens it). Unlocked, a resume between the check and the update
+    left a finished job with a pending batch that nobody sent.
     """
-    open_batches = BulkBatch.objects.filter(
-        job_id=job_id, status__in=[BulkBatch.Status.PENDING, BulkBatch.Status.SENDING]
-    )
-    if open_batches.exists():
-        return False
-    done = (
-        BulkSMSJob.objects.filter(pk=job_id)
-        .exclude(status__in=[BulkSMSJob.Status.FINISHED, BulkSMSJob.Status.STOPPED])
-        .update(status=BulkSMSJob.Status.FINISHED, finished_at=timezone.now())
-    )
+    closed = [BulkSMSJob.Status.FINISHED, BulkSMSJob.Status.STOPPED]
+    with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
+        locked = BulkSMSJob.objects.select_for_update().filter(pk=job_id)
+        if locked.values_list("status", flat=True).first() in (None, *closed):
+            return False
+        open_batches = BulkBatch.objects.filter(
+            job_id=job_id, status__in=[BulkBatch.Status.PENDING, BulkBatch.Status.SENDING]
+        )
+        if open_batches.exists():
+            return False
+        # The condition again: a database without row locks (SQLite) lets one caller only
+        # finish the job all the same.
+        done = (
+            BulkSMSJob.objects.filter(pk=job_id)
+            .exclude(status__in=closed)
+            .update(status=BulkSMSJob.Status.FINISHED, finished_at=timezone.now())
+        )
     if done:
         job = BulkSMSJob.objects.get(pk=job_id)
         _events.emit(
