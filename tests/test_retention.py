@@ -376,6 +376,24 @@ def test_the_insights_are_the_same_after_a_cleanup(settings: Any) -> None:
     assert insights.compute(30, now=NOW).prefixes != prefixes_before  # rows only: documented
 
 
+def test_the_insights_are_the_sites_days_whatever_zone_is_active(settings: Any) -> None:
+    """Review finding: compute() cut days in the active time zone (a middleware activates a
+    user's) while the totals are the site's (Chicago) days, so under Tokyo the page showed
+    other days before a cleanup and other totals after one (Tokyo: 37 codes, then 34)."""
+    tf(settings, RETENTION={"VERIFICATIONS": 2})
+    for n in range(10):
+        for hour in (1, 7, 13, 19):
+            seed(NOW - dt.timedelta(days=n, hours=hour), f"+1202555{n:02d}{hour:02d}")
+    site = figures(10)
+    with timezone.override("Asia/Tokyo"):
+        assert figures(10) == site
+        assert insights.compute(10, now=NOW).first_day == TODAY - dt.timedelta(days=9)
+    retention.cleanup(now=NOW)
+    with timezone.override("Asia/Tokyo"):
+        assert figures(10) == site
+    assert site["totals"]["sent"] == 38  # the 40 codes less the 2 sent before the first day
+
+
 def test_the_insights_read_a_kept_day_from_its_totals_only() -> None:
     """Rows left of a day that has totals (a cleanup cut short) are not counted twice."""
     day = TODAY - dt.timedelta(days=3)

@@ -7,7 +7,7 @@ returns; neither counts anything itself.
 Contract of the figures:
 
 - A code is a ``PhoneVerification`` row; it counts on the day it was *sent*
-  (``created_at``, in the current time zone), and as verified if it ever was (status
+  (``created_at``, in the site's time zone), and as verified if it ever was (status
   ``verified``), whenever that happened. A day's conversion is the share of that day's
   codes that were verified: a cohort, so codes still pending make a recent day's rate look
   low until they are used or expire.
@@ -15,8 +15,10 @@ Contract of the figures:
   is read from its totals, ``VerificationDay`` (sent and verified per country, written
   before the rows went), and only from those: rows of such a day that a cleanup cut short
   left are not counted again. So the day and country figures are the same before and after
-  a cleanup. Totals are days of the site's time zone (``TIME_ZONE``): the current time zone
-  when nothing activated another.
+  a cleanup.
+- Every day is a calendar day of the site's time zone (``TIME_ZONE``), whatever time zone
+  is active (a middleware may activate a user's): the daily totals are the site's days, and
+  a day of another zone would cut across them.
 - The prefix figures come from rows only: a day read from its totals has none.
 - The period is ``days`` whole calendar days ending with today: from midnight ``days - 1``
   days ago to the coming midnight.
@@ -129,7 +131,7 @@ class Figures:
 
 @dataclass(frozen=True, kw_only=True)
 class Day(Figures):
-    """The codes sent on one day (current time zone)."""
+    """The codes sent on one day (the site's time zone)."""
 
     date: dt.date
 
@@ -214,7 +216,8 @@ class Insights:
 
 
 def _midnight(day: dt.date) -> dt.datetime:
-    """The start of ``day`` in the current time zone (naive without ``USE_TZ``)."""
+    """The start of ``day`` in the current time zone (naive without ``USE_TZ``); called
+    with the site's activated (:func:`compute`)."""
     start = dt.datetime.combine(day, dt.time.min)
     return timezone.make_aware(start) if settings.USE_TZ else start
 
@@ -241,8 +244,16 @@ def _summed(figures: Iterable[tuple[_Key, int, int]]) -> dict[_Key, tuple[int, i
 
 def compute(days: int = DEFAULT_DAYS, *, now: dt.datetime | None = None) -> Insights:
     """The figures of the ``days`` (1 to ``MAX_DAYS``; ValueError otherwise) calendar days
-    ending with the day of ``now`` (default: now), in five queries."""
+    of the site's time zone ending with the day of ``now`` (default: now), in five queries.
+    """
     check_days(days)
+    # The site's days, as the daily totals are (retention), whatever zone a request activated.
+    with timezone.override(timezone.get_default_timezone()):
+        return _compute(days, now)
+
+
+def _compute(days: int, now: dt.datetime | None) -> Insights:
+    """:func:`compute` in the active time zone (the site's: compute activates it)."""
     now = timezone.now() if now is None else now
     today = timezone.localdate(now) if settings.USE_TZ else now.date()
     first_day = today - dt.timedelta(days=days - 1)
