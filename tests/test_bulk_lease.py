@@ -476,6 +476,17 @@ def test_a_failure_after_the_claim_was_taken_leaves_the_resume_judgement(textflo
     assert (job.status, job.uncertain) == ("stopped", 10)
 
 
+class Interrupted:
+    """The real backend, then Ctrl-C (or a worker's shutdown) before the answer is read."""
+
+    def __init__(self) -> None:
+        self.real = get_backend()
+
+    def bulk_sms(self, phone_numbers: list[str], text: str) -> Any:
+        self.real.bulk_sms(phone_numbers, text)
+        raise KeyboardInterrupt
+
+
 @pytest.mark.django_db
 def test_an_interrupted_sender_marks_its_batch_uncertain_at_once(textflow_live, clock, caplog):
     """Ctrl-C (or a worker's shutdown) mid-call: the batch may have gone. It is uncertain
@@ -483,14 +494,6 @@ def test_an_interrupted_sender_marks_its_batch_uncertain_at_once(textflow_live, 
     job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
     start(job)
     ids = batch_ids(job)
-
-    class Interrupted:
-        def __init__(self) -> None:
-            self.real = get_backend()
-
-        def bulk_sms(self, phone_numbers: list[str], text: str) -> Any:
-            self.real.bulk_sms(phone_numbers, text)
-            raise KeyboardInterrupt
 
     with (
         caplog.at_level(logging.WARNING, logger="textflow_django.bulk"),
@@ -870,3 +873,46 @@ def test_a_resend_resume_during_the_last_senders_finish_keeps_the_job_open(
     assert (job.status, job.sent, job.uncertain) == ("finished", 20, 0)
     assert finished_signals == [job.pk, job.pk]  # finished, reopened, finished again
     assert reached(textflow_live) == Counter(numbers(20))
+
+
+@pytest.mark.django_db
+def test_an_interrupted_live_sender_of_the_last_batch_finishes_the_job(
+    textflow_live, finished_signals
+):
+    """A resume sent the rest and left the live sender's batch to it, counting on it to
+    finish the job; the sender is interrupted: its batch is uncertain and the job finished,
+    not left running with nothing to send. (It stayed running before.)"""
+    from textflow_django.bulk import sending
+
+    job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
+    start(job)
+    ids = batch_ids(job)
+    with connection.cursor() as cursor:  # the live sender's claim
+        assert sending._claim(cursor, sending._hot_sql(connection.alias), ids[1])
+    job = bulk.run_job(job.pk)
+    assert (statuses(job), job.status) == (["accepted", "sending"], "running")
+
+    with pytest.raises(KeyboardInterrupt):
+        bulk.send_batch(ids[1], claimed=True, backend=Interrupted())  # type: ignore[arg-type]
+
+    job.refresh_from_db()
+    assert statuses(job) == ["accepted", "uncertain"]
+    assert (job.status, job.sent, job.uncertain) == ("finished", 10, 10)
+    assert finished_signals == [job.pk]
+    assert bulk.batches_in_flight(job.pk) == 0
+
+
+@pytest.mark.django_db
+def test_an_interrupted_sender_with_batches_left_leaves_the_job_running(
+    textflow_live, finished_signals
+):
+    job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
+    start(job)
+    with pytest.raises(KeyboardInterrupt):
+        bulk.send_batch(batch_ids(job)[0], backend=Interrupted())  # type: ignore[arg-type]
+    job.refresh_from_db()
+    assert (statuses(job), job.status, finished_signals) == (
+        ["uncertain", "pending"],
+        "running",
+        [],
+    )

@@ -20,7 +20,8 @@ sender (:func:`textflow_django.bulk.running.run_job`) or a worker's task. The co
   past its lease whose call TextFlow accepted meanwhile still records the acceptance while
   nobody else has claimed the batch: :func:`_accepted_after_losing_claim`.)
 - A sender interrupted mid-call (Ctrl-C, a worker's shutdown or time limit) marks its batch
-  ``uncertain`` on the way out instead of leaving it claimed for a lease.
+  ``uncertain`` on the way out instead of leaving it claimed for a lease, and finishes the
+  job if that was its last open batch.
 - Once TextFlow accepts it, the batch is marked ``accepted`` and the job's counters move,
   in one commit (which may also claim the sender's next batch).
 - A 429 sent nothing: the batch is retried after ``Retry-After``, a few times. A refusal of
@@ -349,6 +350,9 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
                     error="interrupted",
                     detail="interrupted while sending",
                 )
+                # It may have been the job's last open batch, one a resume left to this
+                # sender (counting on it to finish the job): nobody else would.
+                finish_if_done(job.pk)
         raise
     return sent
 
