@@ -213,6 +213,27 @@ def test_verifications_outlive_what_the_fraud_guard_judges(settings: Any) -> Non
     assert "at least 11" in message.msg
 
 
+def test_a_cleanup_refuses_to_delete_a_live_tokens_row(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: the rule lived in E019 alone, and ``call_command`` runs no system
+    check: with VERIFICATIONS at 1 and seven-day tokens, textflow_cleanup deleted the row of
+    a token verified two days ago, still valid. The cleanup applies the rule itself."""
+    tf(settings, RETENTION={"VERIFICATIONS": 1}, TOKEN_MAX_AGE=7 * 86400)
+    seed(NOW - dt.timedelta(days=2, hours=1), status=Status.VERIFIED)
+    monkeypatch.setattr(timezone, "now", lambda: NOW)
+    with pytest.raises(CommandError, match=r"RETENTION.*VERIFICATIONS keeps 1 day.*at least 8"):
+        _run()
+    with pytest.raises(ValueError, match=r"RETENTION.*CODE_TTL \+ TOKEN_MAX_AGE"):
+        retention.cleanup(now=NOW, dry_run=True)
+    assert PhoneVerification.objects.filter(status=Status.VERIFIED).count() == 1
+    # The system check says the same, from the same rule.
+    [message] = [m for m in check_settings() if m.id == "textflow.E019"]
+    assert "VERIFICATIONS keeps 1 day(s)" in message.msg and "at least 8" in message.msg
+    tf(settings, RETENTION={"VERIFICATIONS": 8})
+    assert retention.cleanup(now=NOW).deleted["verifications"] == 0
+
+
 def test_batch_size_is_checked() -> None:
     for bad in (0, -1, retention.MAX_BATCH_SIZE + 1):
         with pytest.raises(ValueError, match="batch_size"):

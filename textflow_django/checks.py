@@ -39,10 +39,10 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.E020``: ``BULK_LEASE`` is not a positive number of seconds, or not longer than
   a live bulk sender may go without stamping its claim (one call to TextFlow, connection
   retries included, after one Retry-After wait: ``bulk.sending.lease_floor(TIMEOUT)``).
-- ``textflow.E021``: a replies setting is not valid: ``REPLY_SECRET`` is not a string or is
-  shorter than 16 characters, ``OPT_OUT_KEYWORDS``/``OPT_IN_KEYWORDS`` is not a list of
-  keywords or the two share one, ``REPLY_RATE`` is not a rate, ``REPLY_CONFIRMATIONS`` is
-  not True or False.
+- ``textflow.E021``: a replies setting is not valid: ``REPLY_SECRET`` is not a string, is
+  shorter than 16 characters or begins or ends with whitespace,
+  ``OPT_OUT_KEYWORDS``/``OPT_IN_KEYWORDS`` is not a list of keywords or the two share one,
+  ``REPLY_RATE`` is not a rate, ``REPLY_CONFIRMATIONS`` is not True or False.
 - ``textflow.E022``: ``BULK_OPT_OUT_FOOTER`` is not a string (or a lazy translation) or
   None, or holds a control or invisible formatting character.
 - ``textflow.E023``: ``METRICS`` is not True or False.
@@ -58,7 +58,8 @@ ID ledger (an ID is never reused, even when its check is removed):
 - ``textflow.W006``: ``FAILED_CHECK_LIMITS`` has a ``"number"`` scope, which anyone can spend
   to lock the number's owner out.
 - ``textflow.W008`` (``check --deploy``): ``BASE_URL`` is a loopback host while ``DEBUG`` is
-  False: production would be talking to an emulator (plain http elsewhere is W003's).
+  False: production would be talking to an emulator (plain http elsewhere is W003's; with an
+  emulating backend, which calls no URL, W001's).
 - ``textflow.W009``: the code SMS (``CODE_MESSAGE`` or its default, ``SERVICE_NAME``,
   ``CODE_LENGTH`` digits, the WebOTP line) takes more than one SMS segment.
 - ``textflow.W017``: the replies webhook is weakly set up: ``REPLY_SECRET`` is shorter than
@@ -90,8 +91,8 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-import math
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -117,6 +118,9 @@ from .conf import (
 from .exceptions import TextFlowConfigurationError
 
 _LOOPBACK_HOSTS = {"localhost"}  # and every loopback address: _is_loopback
+#: The characters of an IPv4 address in the short or numeric forms ``inet_aton`` reads
+#: (``127.1``, ``0x7f.0.0.1``, ``2130706433``); a host name of other characters is no address.
+_IPV4_SHORT_RE = re.compile(r"[0-9a-fA-FxX.]+")
 #: The scopes a send cap may count per, and a failed-check cap.
 SEND_SCOPES = ("number", "ip", "network", "global", "country")
 CHECK_SCOPES = ("number", "ip", "network")
@@ -238,7 +242,8 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         errors.append(
             Error(
-                f"TEXTFLOW['BASE_URL'] must be an http(s) URL, not {base_url!r}.",
+                "TEXTFLOW['BASE_URL'] must be an http(s) URL, not "
+                f"{_shown_url(base_url) if isinstance(base_url, str) else base_url!r}.",
                 hint="The default is https://textflow.me/api.",
                 id="textflow.E006",
             )
@@ -256,7 +261,7 @@ def _check_values(raw: Mapping[str, Any]) -> list[CheckMessage]:
         errors.append(
             Error(
                 "TEXTFLOW['API_KEY'] is the bundled emulator's key, but BASE_URL is TextFlow "
-                f"itself ({base_url}), which refuses it.",
+                f"itself ({_shown_url(base_url)}), which refuses it.",
                 hint="To try without an account, start the emulator (python -m "
                 "textflow_django.testing) and set BASE_URL to 'http://127.0.0.1:8025/api'; "
                 "to use TextFlow, set API_KEY to your key from textflow.me.",
@@ -295,18 +300,25 @@ def _is_loopback(host: str | None) -> bool:
 
     ``localhost`` and its sub-domains (RFC 6761), with or without the root's trailing dot;
     a loopback address in any spelling (``127.x.y.z``, ``::1`` or ``0:0:0:0:0:0:0:1``, an
-    IPv4-mapped ``::ffff:127.0.0.1``); the unspecified address (``0.0.0.0``, ``::``), which
-    connects to this machine.
+    IPv4-mapped ``::ffff:127.0.0.1``, the short and numeric IPv4 forms the resolver takes:
+    ``127.1``, ``2130706433``, ``0x7f.1``); the unspecified address (``0.0.0.0``, ``::``),
+    which connects to this machine.
     """
     if host is None:
         return False
     name = host.rstrip(".")
     if name in _LOOPBACK_HOSTS or name.endswith(".localhost"):
         return True
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
         address = ipaddress.ip_address(name.partition("%")[0])  # without an IPv6 zone
     except ValueError:
-        return False
+        if not name or not _IPV4_SHORT_RE.fullmatch(name):
+            return False
+        try:  # what the resolver (getaddrinfo, so requests) connects to for "127.1"
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback or address.is_unspecified
@@ -326,6 +338,33 @@ def _base_url_parts(raw: Mapping[str, Any]) -> SplitResult | None:
     try:
         return urlsplit(base_url) if isinstance(base_url, str) else None
     except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+        return None
+
+
+def _shown_url(base_url: str) -> str:
+    """``base_url`` as a check message shows it: ``scheme://host:port``, never the user,
+    password, path or query a URL may carry (a password in ``BASE_URL`` must not reach a
+    terminal or a CI log). What is no URL shows only what follows its last ``@``."""
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+        parts = None
+    if parts is not None and parts.scheme and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return base_url.rpartition("@")[2]
+
+
+def _emulating_backend() -> bool | None:
+    """Whether ``BACKEND`` is an emulating one (console, locmem, dummy), which calls no URL
+    and sends nothing with the key: ``textflow.W001`` says so, and the deploy checks of the
+    URL and the key (W008, W010) leave it to W001. None when it cannot be loaded
+    (``textflow.E003``'s)."""
+    from .backends import load_backend_class
+    from .backends._emulated import EmulatedBackend
+
+    try:
+        return issubclass(load_backend_class(conf.BACKEND), EmulatedBackend)
+    except TextFlowConfigurationError:
         return None
 
 
@@ -353,16 +392,18 @@ def check_deploy(
 
 
 def _deploy_base_url(raw: Mapping[str, Any]) -> list[CheckMessage]:
-    """W008: a loopback ``BASE_URL`` (plain http to another host is W003's, at every check)."""
+    """W008: a loopback ``BASE_URL`` (plain http to another host is W003's, at every check;
+    an emulating backend, which calls no URL, W001's)."""
     parts = _base_url_parts(raw)
     if parts is None or not parts.hostname:  # textflow.E006 says what is wrong
         return []
-    if not _is_loopback(parts.hostname):
+    if not _is_loopback(parts.hostname) or _emulating_backend():
         return []
+    shown = _shown_url(raw.get("BASE_URL", DEFAULTS["BASE_URL"]))
     return [
         Warning(
-            f"TEXTFLOW['BASE_URL'] is {raw.get('BASE_URL')}: a loopback host, where only the "
-            "bundled emulator listens, while DEBUG is False.",
+            f"TEXTFLOW['BASE_URL'] is {shown}: a loopback host, where only the bundled "
+            "emulator listens, while DEBUG is False.",
             hint="In production leave BASE_URL at its default, https://textflow.me/api, "
             "and set API_KEY to your TextFlow key.",
             id="textflow.W008",
@@ -374,16 +415,9 @@ def _deploy_api_key(raw: Mapping[str, Any]) -> list[CheckMessage]:
     """W010: the emulator's key where it would be used: not with TextFlow's own URL
     (``textflow.E017``, an error at every check), nor with an emulating backend, which
     sends nothing with it (``textflow.W001``)."""
-    from .backends import load_backend_class
-    from .backends._emulated import EmulatedBackend
-
     if not _is_emulator_key(raw) or _emulator_key_sent_to_textflow(raw):
         return []
-    try:
-        backend = load_backend_class(conf.BACKEND)
-    except TextFlowConfigurationError:  # textflow.E003 says what is wrong
-        return []
-    if issubclass(backend, EmulatedBackend):
+    if _emulating_backend() is not False:  # W001's, or textflow.E003's when it cannot load
         return []
     return [
         Warning(
@@ -837,35 +871,19 @@ def _check_fraud_guard(raw: Mapping[str, Any]) -> list[CheckMessage]:
 
 def _check_retention(raw: Mapping[str, Any]) -> list[CheckMessage]:
     """E019: ``RETENTION``'s values (conf's rule), and verifications kept long enough for
-    what reads them: a code is checked up to ``CODE_TTL`` after it was sent and its token
-    proves the number for ``TOKEN_MAX_AGE`` more, and the Fraud Guard judges the codes of
-    its window (``WINDOW``, or a day for a new country) before its ``GRACE``. A cleanup
-    leaves every row at least that many whole days old; an hour more covers a day that
-    daylight saving time shortened."""
-    from .fraud import NEW_COUNTRY_WINDOW
+    what reads them (``retention.verification_days_problems``, the rule ``cleanup`` applies
+    too)."""
+    from .retention import verification_days_problems
 
     value = raw.get("RETENTION", DEFAULTS["RETENTION"])
     problems = retention_problems(value)
-    days = None if problems else {**DEFAULTS["RETENTION"], **value}["VERIFICATIONS"]
-    if days is not None:
+    if not problems:
         try:
-            guard = conf.FRAUD_GUARD
-            needs = {
-                "a code and its token live (CODE_TTL + TOKEN_MAX_AGE)": conf.CODE_TTL
-                + conf.TOKEN_MAX_AGE,
-                "the Fraud Guard looks back (its WINDOW or a day, + GRACE)": max(
-                    guard.window, NEW_COUNTRY_WINDOW
-                )
-                + guard.grace,
-            }
+            problems = verification_days_problems(
+                {**DEFAULTS["RETENTION"], **value}["VERIFICATIONS"]
+            )
         except (TypeError, ValueError):  # E005, E011 or E016 says what is wrong
-            needs = {}
-        for what, seconds in needs.items():
-            least = math.ceil((seconds + 3600) / 86400)
-            if days < least:
-                problems.append(
-                    f"VERIFICATIONS keeps {days} day(s), less than {what}: at least {least}"
-                )
+            pass
     if not problems:
         return []
     return [
@@ -907,6 +925,9 @@ def _check_replies(raw: Mapping[str, Any]) -> list[CheckMessage]:
         secret = None
     elif secret and len(secret) < REPLY_SECRET_MIN:
         problems.append(f"REPLY_SECRET has {len(secret)} characters, fewer than {REPLY_SECRET_MIN}")
+    elif secret and secret != secret.strip():
+        # As API_KEY's (E007): a newline from a secrets file, which no TextFlow post carries.
+        problems.append("REPLY_SECRET begins or ends with whitespace")
     lists: dict[str, set[str]] = {}
     for key, built_in in (
         ("OPT_OUT_KEYWORDS", OPT_OUT_KEYWORDS_BY_LANGUAGE),

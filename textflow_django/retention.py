@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ __all__ = [
     "CleanupReport",
     "check_batch_size",
     "cleanup",
+    "verification_days_problems",
 ]
 
 #: Rows per batch unless asked otherwise: a batch takes tens of milliseconds on PostgreSQL.
@@ -123,6 +125,37 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
+def verification_days_problems(days: int | None) -> list[str]:
+    """What keeping verifications ``days`` whole days (``RETENTION["VERIFICATIONS"]``; None:
+    forever) is too short for, empty when nothing: the one rule that the system check
+    (``textflow.E019``) reports and :func:`cleanup` refuses to run against.
+
+    A code is checked up to ``CODE_TTL`` after it was sent and its token proves the number
+    for ``TOKEN_MAX_AGE`` more (from its row), and the Fraud Guard judges the codes of its
+    window (``WINDOW``, or a day for a new country) before its ``GRACE``. A cleanup leaves
+    every row at least ``days`` whole days old; an hour more covers a day that daylight
+    saving time shortened. Raises what those settings' properties raise when one is invalid
+    (its own check says what is wrong)."""
+    if days is None:
+        return []
+    guard = conf.FRAUD_GUARD
+    needs = {
+        "a code and its token live (CODE_TTL + TOKEN_MAX_AGE)": conf.CODE_TTL + conf.TOKEN_MAX_AGE,
+        "the Fraud Guard looks back (its WINDOW or a day, + GRACE)": max(
+            guard.window, NEW_COUNTRY_WINDOW
+        )
+        + guard.grace,
+    }
+    problems = []
+    for what, seconds in needs.items():
+        least = math.ceil((seconds + 3600) / 86400)
+        if days < least:
+            problems.append(
+                f"VERIFICATIONS keeps {days} day(s), less than {what}: at least {least}"
+            )
+    return problems
+
+
 def cleanup(
     *,
     dry_run: bool = False,
@@ -135,10 +168,15 @@ def cleanup(
     (not in a dry run). Idempotent: a second run at the same ``now`` deletes nothing more.
 
     Raises:
-        ValueError: ``batch_size`` is out of range, or ``RETENTION`` is not valid.
+        ValueError: ``batch_size`` is out of range, or ``RETENTION`` is not valid: not its
+            shape, or verifications kept too short (:func:`verification_days_problems`,
+            checked here too: ``call_command`` runs no system check). Nothing is deleted.
     """
     check_batch_size(batch_size)
     retention: RetentionSettings = conf.RETENTION
+    too_short = verification_days_problems(retention.verifications)
+    if too_short:
+        raise ValueError(f"TEXTFLOW['RETENTION'] is not valid: {'; '.join(too_short)}")
     now = timezone.now() if now is None else now
     sweep = _Sweep(batch_size=batch_size, dry_run=dry_run)
     deleted: dict[str, int] = {}
