@@ -854,7 +854,8 @@ def test_a_resend_resume_during_the_last_senders_finish_keeps_the_job_open(
 
     def exists(self: QuerySet[Any]) -> bool:
         answer = real_exists(self)
-        if self.model is BulkBatch and not resumes:  # the finish's check: none open
+        finish = threading.current_thread() is threading.main_thread()
+        if finish and self.model is BulkBatch and not resumes:  # the check: none open
             resume = functools.partial(bulk.running._prepare, job.pk, resend_uncertain=True)
             resumes.append(in_another_connection(resume))
         return answer
@@ -916,3 +917,53 @@ def test_an_interrupted_sender_with_batches_left_leaves_the_job_running(
         "running",
         [],
     )
+
+
+def age_claims(job: BulkSMSJob, seconds: float) -> None:
+    """Every claim of ``job`` ``seconds`` older."""
+    from django.db.models import F
+
+    claims = BulkBatch.objects.filter(job=job, claimed_at__isnull=False)
+    claims.update(claimed_at=F("claimed_at") - timedelta(seconds=seconds))
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_frozen_sender_giving_its_batch_up_during_a_resume_is_counted_once(
+    textflow_live, monkeypatch
+):
+    """A resume judges a claim dead (a lease old) while its frozen sender wakes and gives
+    the batch back (TextFlow failed; certainly not sent: pending). The resume locks the
+    batches it judges, so the sender waits and then finds its claim taken: the batch is
+    uncertain, counted once. (Summed unlocked, then updated: the batch went pending, to be
+    sent again, and was counted uncertain all the same.)"""
+    from django.db.models.query import QuerySet
+
+    from textflow_django.bulk import sending
+
+    job = bulk.create_job(text="Hi", numbers=numbers(10))
+    start(job)
+    [batch_id] = batch_ids(job)
+    with connection.cursor() as cursor:
+        assert sending._claim(cursor, sending._hot_sql(connection.alias), batch_id)
+    age_claims(job, LEASE)
+    real_update = QuerySet.update
+    senders: list[threading.Thread] = []
+    released: list[bool] = []
+
+    def update(self: QuerySet[Any], **changes: Any) -> int:
+        resume = threading.current_thread() is threading.main_thread()
+        if resume and self.model is BulkBatch and not senders:  # the resume judges the batch
+            give_up = functools.partial(sending._release, batch_id, BulkBatch.Status.PENDING)
+            senders.append(in_another_connection(lambda: released.append(give_up())))
+        return real_update(self, **changes)
+
+    monkeypatch.setattr(QuerySet, "update", update)
+    bulk.running._prepare(job.pk, resend_uncertain=False)
+    monkeypatch.setattr(QuerySet, "update", real_update)
+    [sender] = senders
+    sender.join(60)
+    assert released == [False]  # the claim was no longer the sender's
+    job.refresh_from_db()
+    assert statuses(job) == ["uncertain"]
+    assert (job.status, job.sent, job.uncertain) == ("running", 0, 10)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from django.db import router, transaction
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .. import _events
@@ -82,7 +82,12 @@ def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
         since = _lease_start()
         claims = _claims(job_id)
         orphans = claims.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lte=since))
-        lost = orphans.aggregate(n=Sum("size"))["n"] or 0
+        # Locked as they are read, and only those changed, by id: a frozen sender giving its
+        # batch up meanwhile (uncertain, or pending: certainly not sent) waits, then finds
+        # the claim taken. Read unlocked, its batch was counted uncertain here as well as
+        # there, or while it went pending to be sent again.
+        found = dict(orphans.select_for_update().values_list("id", "size"))
+        lost = sum(found.values())
         dead = 0
         # Only the fields decided here are written, counters as increments: live senders
         # may record batches meanwhile (a database that takes no row lock would otherwise
@@ -91,8 +96,8 @@ def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
             "started_at": job.started_at or timezone.now(),
             "last_error": "",
         }
-        if lost:
-            dead = orphans.update(
+        if found:
+            dead = BulkBatch.objects.filter(pk__in=found).update(
                 status=BulkBatch.Status.UNCERTAIN, error="the sender died mid-batch"
             )
             changes["uncertain"] = F("uncertain") + lost
