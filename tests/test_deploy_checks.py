@@ -146,12 +146,70 @@ def test_the_emulators_key_with_an_emulating_backend_is_w001s() -> None:
         "http://localhost.:8025/api",
         "http://emulator.localhost:8025/api",
         "http://0.0.0.0:8025/api",
+        # The short and numeric IPv4 forms the resolver connects to 127.0.0.1 for.
+        "http://127.1:8025/api",
+        "http://2130706433:8025/api",
+        "http://0x7f.1:8025/api",
     ],
 )
 def test_w008_a_loopback_base_url_under_deploy_only(base_url: str) -> None:
     message = only("textflow.W008", **PRODUCTION, BASE_URL=base_url)
     assert "loopback" in message.msg
     assert plain(**PRODUCTION, BASE_URL=base_url) == []
+
+
+@pytest.mark.parametrize("host", ["1.2", "16909060", "beef", "deadbeef.cafe"])
+def test_short_forms_of_other_addresses_are_no_loopback(host: str) -> None:
+    assert plain(**PRODUCTION, BASE_URL=f"http://{host}/api") == ["textflow.W003"]
+
+
+def test_a_loopback_base_url_with_an_emulating_backend_is_w001s() -> None:
+    """The backend calls no URL: the backend is the problem, said by W001 (as for W010)."""
+    settings: dict[str, Any] = {
+        **PRODUCTION,
+        "BASE_URL": "http://127.0.0.1:8025/api",
+        "BACKEND": LOCMEM,
+    }
+    assert deploy(**settings) == plain(**settings) == ["textflow.W001"]
+
+
+@pytest.mark.parametrize(
+    ("textflow", "check_id", "shown"),
+    [
+        (
+            {"BASE_URL": "http://user:hunter2@localhost:8025/api?t=s3cret#f"},
+            "textflow.W008",
+            "http://localhost:8025",
+        ),
+        (
+            {
+                "BASE_URL": "https://user:hunter2@textflow.me/api?t=s3cret",
+                "API_KEY": EMULATOR_API_KEY,
+            },
+            "textflow.E017",
+            "https://textflow.me",
+        ),
+        (
+            {"BASE_URL": "ftp://user:hunter2@host.test/api?t=s3cret"},
+            "textflow.E006",
+            "ftp://host.test",
+        ),
+        ({"BASE_URL": "user:hunter2@host.test/api"}, "textflow.E006", "host.test/api"),
+        ({"BASE_URL": "http://user:hunter2@[::1/api"}, "textflow.E006", "[::1/api"),
+    ],
+    ids=["w008", "e017", "e006", "e006-no-scheme", "e006-no-url"],
+)
+def test_base_url_messages_show_no_credentials(
+    textflow: dict[str, Any], check_id: str, shown: str
+) -> None:
+    """A password (or a token in the query) in BASE_URL is never printed: messages show
+    scheme://host:port."""
+    messages = [m for m in _messages(True, False, {**PRODUCTION, **textflow}) if m.id == check_id]
+    assert len(messages) == 1
+    text = f"{messages[0].msg} {messages[0].hint}"
+    assert shown in text
+    for secret in ("hunter2", "user", "s3cret"):
+        assert secret not in text
 
 
 def test_plain_http_to_another_host_is_w003s_at_every_check_and_not_again() -> None:
