@@ -5,6 +5,7 @@ their checks. SQLite and PostgreSQL (the concurrent deliveries need PostgreSQL).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection, connections, transaction
+from django.db.models.signals import post_save
 from django.test import Client
-from django.urls import reverse
-from django.utils import translation
+from django.urls import resolve, reverse
+from django.utils import timezone, translation
 
 import textflow_django
 from textflow_django import checks, optouts, replies, signals
@@ -287,6 +290,58 @@ def test_stop_start_stop_in_one_day_are_three_replies(take, record) -> None:
     assert (len(out.calls), len(back.calls)) == (2, 1)
 
 
+def test_a_second_stop_after_the_site_opted_the_number_back_in_is_honoured(take, record):
+    """STOP, the person opts back in on the website (optouts.opt_in, source api), STOP
+    again within the day: the second STOP looks like a retry of the first (same number and
+    text, no reply between), and is applied all the same."""
+    out = record(signals.opted_out)
+    assert take(NUMBER, "STOP").changed
+    optouts.opt_in(NUMBER, source="api")
+    second = take(NUMBER, "STOP")
+    assert (second.duplicate, second.changed) == (True, True)
+    assert optouts.is_opted_out(NUMBER)
+    assert OptOut.objects.get().source == "reply"
+    assert len(out.calls) == 2
+    assert SMSReply.objects.count() == 1  # still taken for a retry: stored once
+
+
+def test_a_retried_stop_changes_nothing(take, record) -> None:
+    out = record(signals.opted_out)
+    take(NUMBER, "STOP")
+    again = take(NUMBER, "STOP")
+    assert (again.duplicate, again.changed) == (True, False)
+    assert len(out.calls) == 1
+
+
+def test_a_start_retried_after_a_stop_does_not_undo_it(take, record) -> None:
+    """START (its 200 lost), STOP, then TextFlow's retry of that START hours later: an
+    opt-in is a retry when any reply of the number with its text is within the window, so
+    the STOP stands (the safe side: START, STOP, START within a day stays opted out)."""
+    back = record(signals.opted_in)
+    optouts.opt_out(NUMBER, source="admin")
+    assert take(NUMBER, "START").changed
+    assert take(NUMBER, "STOP").changed
+    retried = take(NUMBER, "START")
+    assert (retried.duplicate, retried.changed) == (True, False)
+    assert optouts.is_opted_out(NUMBER)
+    assert len(back.calls) == 1
+    assert SMSReply.objects.count() == 2
+    # Written otherwise, it is another text: the person opting back in.
+    assert take(NUMBER, "Start").changed
+    assert not optouts.is_opted_out(NUMBER)
+
+
+def test_an_opt_in_after_the_window_is_taken(take, clock) -> None:
+    optouts.opt_out(NUMBER, source="admin")
+    take(NUMBER, "START")
+    take(NUMBER, "STOP")
+    later = timezone.now() - dt.timedelta(seconds=replies.DEDUP_WINDOW + 1)
+    SMSReply.objects.update(received_at=later)  # a day has passed (the database's clock)
+    clock.now += replies.DEDUP_WINDOW + 1  # (the store's)
+    assert take(NUMBER, "START").changed
+    assert not optouts.is_opted_out(NUMBER)
+
+
 def test_the_same_text_from_two_numbers_is_two_replies(take) -> None:
     assert not take(NUMBER, "STOP").duplicate
     assert not take(OTHER, "STOP").duplicate
@@ -339,8 +394,6 @@ def test_unstorable_characters_are_kept_as_replacement_characters(take) -> None:
 
 
 def test_received_at_is_kept(take) -> None:
-    import datetime as dt
-
     moment = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     take(NUMBER, "hi", received_at=moment)
     assert SMSReply.objects.get().received_at == moment
@@ -372,6 +425,71 @@ def test_twenty_concurrent_deliveries_store_one_reply(settings, record, store) -
     assert OptOut.objects.get().phone_number == NUMBER
     assert len(received.calls) == 1
     assert len(out.calls) == 1
+
+
+# -- a receiver that raises (committed for real: transaction=True) ----------------------------
+
+
+def _raising(sender: Any, **kwargs: Any) -> None:
+    raise RuntimeError("the site's receiver has a bug")
+
+
+def _post(web: Client, text: str) -> int:
+    payload = {"phone_number": NUMBER, "text": text, "secret": SECRET}
+    response = web.post(URL, data=json.dumps(payload), content_type="application/json")
+    return int(response.status_code)
+
+
+@pytest.fixture
+def connect():
+    """Connect receivers for the test, disconnected after it."""
+    made: list[tuple[Any, Any, Any]] = []
+
+    def make(signal: Any, receiver: Any, sender: Any = None) -> None:
+        signal.connect(receiver, sender=sender, weak=False)
+        made.append((signal, receiver, sender))
+
+    yield make
+    for signal, receiver, sender in made:
+        assert signal.disconnect(receiver, sender=sender)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_raising_sms_received_receiver_is_logged_and_the_reply_taken_once(connect, caplog):
+    """The receiver runs after the commit: its error must not answer 500 (TextFlow would
+    retry) nor release the claim (each retry would be stored again)."""
+    connect(signals.sms_received, _raising)
+    web = Client(raise_request_exception=False)
+    assert [_post(web, "hello") for _ in range(3)] == [200, 200, 200]
+    assert SMSReply.objects.count() == 1
+    assert "the site's receiver has a bug" in caplog.text  # Django's on_commit log
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("text", ["STOP", "START"])
+def test_a_raising_opted_out_or_opted_in_receiver_leaves_the_reply_taken(connect, text):
+    if text == "START":
+        optouts.opt_out(NUMBER, source="admin")
+    connect(signals.opted_out if text == "STOP" else signals.opted_in, _raising)
+    web = Client(raise_request_exception=False)
+    assert _post(web, text) == 200
+    assert optouts.is_opted_out(NUMBER) is (text == "STOP")
+    assert SMSReply.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_callback_that_raises_keeps_the_claim(connect) -> None:
+    """Whatever raises once the reply is committed (here a site's own non-robust commit
+    callback), the reply is stored: the claim stays, and TextFlow's retry is a retry."""
+
+    def on_save(sender: Any, **kwargs: Any) -> None:
+        transaction.on_commit(lambda: _raising(sender))
+
+    connect(post_save, on_save, sender=SMSReply)
+    web = Client(raise_request_exception=False)
+    assert _post(web, "hello") == 500
+    assert _post(web, "hello") == 200
+    assert SMSReply.objects.count() == 1
 
 
 # -- keywords ----------------------------------------------------------------------------------
@@ -482,7 +600,7 @@ def test_a_reply_that_is_no_keyword_is_stored_with_no_action(take, record, text)
         ("ARRET", "opt_out"),
         ("désabonner", "opt_out"),
         ("ＳＴＯＰ", "opt_out"),  # full-width, as some keyboards type it
-        ("Yes!", "opt_in"),
+        ("Yes!", ""),  # not by default: module docstring, OPT_IN_KEYWORDS_BY_LANGUAGE
         ("Unstop", "opt_in"),
     ],
 )
@@ -523,6 +641,15 @@ def test_start_after_stop(deliver, record) -> None:
     assert (len(out.calls), len(back.calls)) == (1, 1)
     deliver("START")  # a retry of it: nothing more
     assert len(back.calls) == 1
+
+
+def test_yes_opts_nobody_back_in_by_default(take) -> None:
+    """A YES answers "Reply YES to confirm your appointment": it must not re-subscribe a
+    number to marketing."""
+    assert "YES" not in replies.opt_in_keywords()
+    optouts.opt_out(NUMBER, source="reply")
+    assert take(NUMBER, "Yes").action == ""
+    assert optouts.is_opted_out(NUMBER)
 
 
 def test_stop_from_a_number_already_opted_out_changes_nothing(take, record) -> None:
@@ -615,9 +742,44 @@ def test_at_most_one_confirmation_a_day_per_number(settings, deliver, clock) -> 
     deliver("STOP", number=OTHER)  # another number has its own day
     assert [m.phone_number for m in locmem.outbox] == [NUMBER, OTHER]
     clock.now += replies.CONFIRMATION_INTERVAL + 1
+    # A day later in the database too: within it, this START would be taken for a retry of
+    # the first (an opt-in is a retry when any reply with its text is within the window).
+    SMSReply.objects.update(received_at=timezone.now() - dt.timedelta(days=1, seconds=1))
     deliver("START")
     assert [m.phone_number for m in locmem.outbox] == [NUMBER, OTHER, NUMBER]
     assert locmem.outbox[-1].text == "Tests: You are subscribed again. Reply STOP to unsubscribe."
+
+
+def test_an_opt_in_that_changed_nothing_is_not_confirmed_and_spends_no_day(settings, take):
+    """START from a number never on the list: no "You are subscribed again", and the
+    day's one confirmation is left for a STOP."""
+    tf(settings, REPLY_CONFIRMATIONS=True)
+    assert not take(NUMBER, "START").changed
+    assert locmem.outbox == []
+    take(NUMBER, "STOP")
+    assert [m.text for m in locmem.outbox] == [
+        "Tests: You are unsubscribed and will get no more messages. Reply START to subscribe again."
+    ]
+
+
+def test_a_stop_from_a_number_on_the_list_is_confirmed(settings, take) -> None:
+    """CTIA expects an answer to every STOP: one from a listed number is confirmed too
+    (still at most once a day)."""
+    tf(settings, REPLY_CONFIRMATIONS=True)
+    optouts.opt_out(NUMBER, source="import")
+    assert not take(NUMBER, "STOP").changed
+    assert [m.phone_number for m in locmem.outbox] == [NUMBER]
+    take(NUMBER, "STOP")  # a retry: nothing more
+    assert len(locmem.outbox) == 1
+
+
+def test_a_second_stop_taken_for_a_retry_is_confirmed(settings, take) -> None:
+    take(NUMBER, "STOP")  # confirmations off then: the day is not spent
+    optouts.opt_in(NUMBER, source="api")
+    tf(settings, REPLY_CONFIRMATIONS=True)
+    assert take(NUMBER, "STOP").duplicate
+    assert [m.phone_number for m in locmem.outbox] == [NUMBER]
+    assert "unsubscribed" in locmem.outbox[0].text
 
 
 def test_a_confirmation_is_in_the_keywords_language(settings, take, monkeypatch) -> None:
@@ -822,11 +984,30 @@ def test_only_post(web) -> None:
     assert web.put(URL, data="{}", content_type="application/json").status_code == 405
 
 
-def test_outside_atomic_requests(settings, deliver, record) -> None:
-    """The service commits the reply itself: a request transaction does not hold it."""
-    settings.DATABASES["default"]["ATOMIC_REQUESTS"] = True
+def test_outside_atomic_requests_in_every_database() -> None:
+    assert set(resolve(URL).func._non_atomic_requests) == set(connections)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_atomic_requests(monkeypatch, record) -> None:
+    """The service commits the reply itself: with ATOMIC_REQUESTS on, no request
+    transaction holds it (a claim must never outlive a reply rolled back with the request).
+    The setting on the connection's own dict, put back after the test."""
+    monkeypatch.setitem(connections["default"].settings_dict, "ATOMIC_REQUESTS", True)
+    seen: list[bool] = []
+    original = replies.receive
+
+    def spy(*args: Any, **kwargs: Any) -> replies.ReceiveResult:
+        result = original(*args, **kwargs)
+        seen.append(connection.in_atomic_block)
+        return result
+
+    monkeypatch.setattr(replies, "receive", spy)
     received = record(signals.sms_received)
-    assert deliver("STOP").status_code == 200
+    payload = {"phone_number": NUMBER, "text": "STOP", "secret": SECRET}
+    response = Client().post(URL, data=json.dumps(payload), content_type="application/json")
+    assert response.status_code == 200
+    assert seen == [False]  # committed when receive returned, before the view answered
     assert len(received.calls) == 1
 
 
@@ -859,6 +1040,8 @@ def test_no_reply_check_message_with_the_defaults_or_a_good_secret(settings) -> 
     [
         ({"REPLY_SECRET": 12345678901234567890}, "REPLY_SECRET must be a string"),
         ({"REPLY_SECRET": "short-secret"}, "REPLY_SECRET has 12 characters, fewer than 16"),
+        ({"REPLY_SECRET": SECRET + "\n"}, "REPLY_SECRET begins or ends with whitespace"),
+        ({"REPLY_SECRET": " " * 40}, "REPLY_SECRET begins or ends with whitespace"),
         ({"OPT_OUT_KEYWORDS": "STOP"}, "OPT_OUT_KEYWORDS is not a list"),
         ({"OPT_OUT_KEYWORDS": ["STOP", 3]}, "OPT_OUT_KEYWORDS holds what no reply can match: 3"),
         ({"OPT_IN_KEYWORDS": ["START", "!!"]}, "OPT_IN_KEYWORDS holds what no reply can match"),
@@ -871,6 +1054,7 @@ def test_e021(settings, overrides, fragment) -> None:
     found = _ids(settings, **overrides)
     assert "textflow.E021" in found
     assert fragment in found["textflow.E021"]
+    assert SECRET not in found["textflow.E021"]
 
 
 @pytest.mark.parametrize(

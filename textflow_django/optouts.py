@@ -96,7 +96,7 @@ def opt_out(number: str, *, source: str, note: str = "") -> bool:
         emit("textflow.optout.added", number=phone.mask(number), source=source, count=1)
         signals.opted_out.send(sender=OptOut, phone_number=number, source=source)
 
-    transaction.on_commit(added)
+    transaction.on_commit(added, robust=True)
     return True
 
 
@@ -112,7 +112,7 @@ def opt_in(number: str, *, source: str) -> bool:
         emit("textflow.optout.removed", number=phone.mask(number), source=source, count=1)
         signals.opted_in.send(sender=OptOut, phone_number=number, source=source)
 
-    transaction.on_commit(removed)
+    transaction.on_commit(removed, robust=True)
     return True
 
 

@@ -6,7 +6,9 @@ The webhook (``views.RepliesView``) parses and authenticates; every rule is here
 - :func:`receive` stores a delivery once (an ``SMSReply``), fires ``sms_received`` when it
   commits, and acts on a keyword: an opt-out keyword puts the number on the opt-out list
   (``optouts.opt_out(source="reply")``), an opt-in keyword takes it off. With
-  ``REPLY_CONFIRMATIONS`` one SMS confirms it, at most one a day per number.
+  ``REPLY_CONFIRMATIONS`` one SMS confirms it, at most one a day per number: every opt-out
+  keyword but a retry (CTIA expects an answer to each STOP, on the list already or not), an
+  opt-in keyword only when it took the number off the list.
 - :func:`secret_matches` checks the webhook's secret in constant time; :func:`admit` is the
   webhook's per-source rate limit (``REPLY_RATE``).
 
@@ -30,8 +32,19 @@ attempt comes hours later; 24 hours covers several lost answers in a row. "No ot
 since" keeps STOP, START, STOP within a day three actions, not two. Of two concurrent
 deliveries of one digest exactly one is stored: the rate-limit store's atomic ``claim`` of
 ``reply:<digest>`` decides (the model cannot have a unique constraint: a person may send
-the same text again tomorrow). A failed store is a retry answered with an error, so the
-claim is released and TextFlow's next attempt is stored.
+the same text again tomorrow). A failed store or commit is a retry answered with an error,
+so the claim is released and TextFlow's next attempt is stored; a receiver of a signal that
+raises after the commit changes nothing (the commit callbacks are ``robust``).
+
+**A retry cannot tell itself from the same text sent again, so a keyword errs toward
+fewer texts.** An opt-out keyword taken for a retry still calls
+``optouts.opt_out(number, source="reply")``: a true retry changes nothing (the number is on
+the list already), while a person's second STOP after the site opted them back in (the
+admin, ``optouts.opt_in(source="api")``) is honoured. An opt-in keyword is a retry when
+*any* reply of the number with its digest was stored within the window, not only the last:
+a START whose 200 was lost, retried hours later after a STOP, must not undo that STOP. So
+START, STOP, START (the same text) within 24 hours leaves the number opted out; a START
+after the window, a differently written one ("Start"), or the admin opts it back in.
 
 When the rate-limit store is down the reply is still stored and acted on (a STOP must not
 wait for Redis): the database's last reply of the number stands in for the claim, without
@@ -88,6 +101,7 @@ __all__ = [
     "opt_out_keywords",
     "receive",
     "secret_matches",
+    "storable_text",
 ]
 
 #: Seconds a delivery's digest stays claimed: a second delivery of it within this time,
@@ -126,11 +140,13 @@ OPT_OUT_KEYWORDS_BY_LANGUAGE: Final[Mapping[str, tuple[str, ...]]] = {
 #: Built-in opt-in keywords by language. Fewer than the opt-out ones on purpose: a reply
 #: wrongly read as an opt-out costs one person their texts until START; one wrongly read as
 #: an opt-in texts someone who asked not to be. START (which every language's confirmation
-#: names), UNSTOP and YES are what US carriers and Twilio act on; COMENZAR is the Spanish
-#: one platforms use. No word is one letter away from an opt-out keyword (ALTA/ALTO and
-#: ANMELDEN/ABMELDEN are left out for that: a typo must not opt someone back in).
+#: names) and UNSTOP are what US carriers and Twilio act on; COMENZAR is the Spanish one
+#: platforms use. YES is left out although carriers list it: it is how people answer
+#: "Reply YES to confirm your appointment", and must not re-subscribe them to marketing. No
+#: word is one letter away from an opt-out keyword (ALTA/ALTO and ANMELDEN/ABMELDEN are
+#: left out for that: a typo must not opt someone back in).
 OPT_IN_KEYWORDS_BY_LANGUAGE: Final[Mapping[str, tuple[str, ...]]] = {
-    "en": ("START", "UNSTOP", "YES"),
+    "en": ("START", "UNSTOP"),
     "es": ("COMENZAR",),
     "fr": (),
     "de": (),
@@ -147,6 +163,13 @@ NONE: Final = str(SMSReply.Action.NONE.value)
 # (which JSON may carry and UTF-8 cannot): stored as U+FFFD, so a delivery is never refused
 # for them (TextFlow would retry it forever).
 _UNSTORABLE_RE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` with each NUL and lone surrogate replaced by U+FFFD: what a reply's fields
+    are stored and validated as (the one rule; the webhook's serializer applies it before
+    its validators, which would refuse those characters)."""
+    return _UNSTORABLE_RE.sub("\ufffd", text)
 
 
 # -- keywords --------------------------------------------------------------------------------
@@ -277,8 +300,9 @@ class ReceiveResult:
     action: str
     #: The stored reply; None when the delivery was a retry.
     reply: SMSReply | None
-    #: True when the delivery was TextFlow retrying one already stored: nothing was stored,
-    #: changed or signalled.
+    #: True when the delivery was taken for TextFlow retrying one already stored: nothing
+    #: was stored and ``sms_received`` did not fire; an opt-out keyword was applied again
+    #: (``changed`` says whether that changed the list: module docstring).
     duplicate: bool = False
     #: Whether the opt-out list changed (False for a STOP from a number already on it).
     changed: bool = False
@@ -319,8 +343,10 @@ def receive(phone_number: str, text: str, *, received_at: datetime | None = None
     opt-out keyword calls ``optouts.opt_out(number, source="reply")``, an opt-in keyword
     ``optouts.opt_in``; ``sms_received`` fires (and ``opted_out``/``opted_in`` when the list
     changed) once the transaction commits, and with ``REPLY_CONFIRMATIONS`` a confirmation
-    SMS goes out then (:func:`confirmation_text`; its failure is logged, never raised). A
-    retry of a stored delivery (module docstring) changes and signals nothing. Call it
+    SMS goes out then (:func:`confirmation_text`; its failure is logged, never raised; a
+    receiver that raises is logged by Django, never raised). A retry of a stored delivery
+    (module docstring) stores and signals nothing, but an opt-out keyword in it is applied
+    again, which changes nothing on a true retry. Call it
     outside any transaction that may roll back (the webhook does): a cache store's claim
     would outlive the rolled-back reply, and TextFlow's next attempt be taken for a retry.
     Event ``textflow.reply.received`` with the masked number and the action (``opt_out``,
@@ -335,7 +361,7 @@ def receive(phone_number: str, text: str, *, received_at: datetime | None = None
     if not isinstance(text, str) or len(text) > MAX_TEXT_LENGTH:
         raise ValueError(f"a reply's text is a string of at most {MAX_TEXT_LENGTH} characters")
     number = normalize_sender(phone_number)
-    text = _UNSTORABLE_RE.sub("\ufffd", text)
+    text = storable_text(text)
     key = digest(number, text)
     action = keyword_action(text)
     masked = phone.mask(number)
@@ -345,11 +371,22 @@ def receive(phone_number: str, text: str, *, received_at: datetime | None = None
     except Exception as err:  # noqa: BLE001 - the store down: the database decides, below
         _store_failed(err, "reply_dedup")
         claimed = None
-    if claimed is False or (claimed is None and _last_delivery(number) == key):
-        emit("textflow.reply.received", number=masked, action="retry")
-        return ReceiveResult(number, action, None, duplicate=True)
+    if (
+        claimed is False
+        or (claimed is None and _last_delivery(number) == key)
+        or (action == OPT_IN and _delivered(number, key))
+    ):
+        return _retry(number, text, action)
+    committed = False
+
+    def mark_committed() -> None:
+        nonlocal committed
+        committed = True
+
     try:
         with transaction.atomic():
+            # The first commit callback: whatever raises after it, the reply is stored.
+            transaction.on_commit(mark_committed)
             previous = _last_delivery(number)
             reply = SMSReply.objects.create(
                 phone_number=number,
@@ -359,16 +396,17 @@ def receive(phone_number: str, text: str, *, received_at: datetime | None = None
                 digest=key,
             )
             changed = _act(number, action)
+            # robust: a site's receiver that raises is logged by Django, and the webhook
+            # still answers 200 (else TextFlow would retry a reply that is stored).
             transaction.on_commit(
                 lambda: signals.sms_received.send(
                     sender=SMSReply, reply=reply, phone_number=number, text=text
-                )
+                ),
+                robust=True,
             )
-            if action and conf.REPLY_CONFIRMATIONS:
-                language = keyword_language(text)
-                transaction.on_commit(lambda: _confirm(number, action, language))
+            _confirm_on_commit(number, text, action, changed=changed, duplicate=False)
     except BaseException:
-        if claimed:
+        if claimed and not committed:
             with contextlib.suppress(Exception):  # at worst the retry waits for the window
                 store.release(f"reply:{key}")
         raise
@@ -378,6 +416,24 @@ def receive(phone_number: str, text: str, *, received_at: datetime | None = None
             store.release(f"reply:{previous}")
     emit("textflow.reply.received", number=masked, action=action or "none")
     return ReceiveResult(number, action, reply, changed=changed)
+
+
+def _retry(number: str, text: str, action: str) -> ReceiveResult:
+    """A delivery taken for a retry: nothing stored or signalled, but an opt-out keyword is
+    applied again (module docstring: it may be the person's second STOP)."""
+    changed = False
+    if action == OPT_OUT:
+        changed = optouts.opt_out(number, source="reply")
+        _confirm_on_commit(number, text, action, changed=changed, duplicate=True)
+    emit("textflow.reply.received", number=phone.mask(number), action="retry")
+    return ReceiveResult(number, action, None, duplicate=True, changed=changed)
+
+
+def _delivered(number: str, key: str) -> bool:
+    """Whether any reply of ``number`` with the digest ``key`` was stored within
+    :data:`DEDUP_WINDOW` (an opt-in's retry test: module docstring)."""
+    since = timezone.now() - timedelta(seconds=DEDUP_WINDOW)
+    return SMSReply.objects.filter(phone_number=number, digest=key, received_at__gte=since).exists()
 
 
 def _last_delivery(number: str) -> str | None:
@@ -444,6 +500,21 @@ def _language(language: str | None) -> Iterator[None]:
     else:
         with translation.override(language):
             yield
+
+
+def _confirm_on_commit(
+    number: str, text: str, action: str, *, changed: bool, duplicate: bool
+) -> None:
+    """With ``REPLY_CONFIRMATIONS``, confirm ``action`` once the transaction commits: an
+    opt-out keyword unless it is a retry that changed nothing (CTIA expects an answer to
+    each STOP, from a number on the list already too), an opt-in keyword only when it took
+    the number off the list (a START from a number never on it confirms nothing, and spends
+    no day)."""
+    if not conf.REPLY_CONFIRMATIONS or not action:
+        return
+    if changed or (action == OPT_OUT and not duplicate):
+        language = keyword_language(text)
+        transaction.on_commit(lambda: _confirm(number, action, language), robust=True)
 
 
 def _confirm(number: str, action: str, language: str | None) -> None:
