@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from .fields import PhoneNumberSerializerField
-from .replies import MAX_TEXT_LENGTH
+from .replies import MAX_TEXT_LENGTH, storable_text
 from .verification import code_validator
 
 __all__ = ["ReplySerializer", "SendCodeSerializer", "VerifyCodeSerializer"]
@@ -111,12 +111,15 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 
 class _JSONString(serializers.CharField):
-    """A JSON string only: a number, a list or an object is refused, never ``str()``-ed."""
+    """A JSON string only: a number, a list or an object is refused, never ``str()``-ed.
+    A NUL or a lone surrogate becomes U+FFFD (``replies.storable_text``) before the
+    validators run, which would refuse it: the reply is taken, never answered 400 (which
+    TextFlow retries forever)."""
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        return storable_text(super().to_internal_value(data))
 
 
 class ReplySerializer(serializers.Serializer[Any]):

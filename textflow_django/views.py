@@ -316,15 +316,19 @@ class RepliesView(View):
     """``POST {"phone_number", "text", "secret"}``: TextFlow forwarding one incoming SMS.
 
     ``200 {"status": "ok"}`` once the reply is taken, a retried delivery too (stored once:
-    :func:`textflow_django.replies.receive`). Not a DRF view: no session, authentication,
+    :func:`textflow_django.replies.receive`). ``200 {"status": "ignored", "reason":
+    "invalid_phone_number"}`` when the sender is no phone number (nothing stored; logged as
+    ``textflow.reply.rejected reason=invalid_sender``): the request is right, and any other
+    answer would be retried forever. Not a DRF view: no session, authentication,
     permission or throttle of the verification endpoints applies, nor CSRF (TextFlow holds
     no cookie); the ``secret`` authenticates. Else, in order: 404 ``not_configured`` (no
     ``REPLY_SECRET``); 429 ``rate_limited`` with ``Retry-After`` (``REPLY_RATE`` per
     source); 413 ``too_large`` (over :data:`MAX_REPLY_BODY` bytes, unread); 400
     ``parse_error`` (no JSON object); 403 ``bad_secret`` (missing or wrong, compared in
     constant time; logged as ``textflow.reply.rejected reason=bad_secret``, never the body);
-    400 field errors (``phone_number``/``text`` missing, no string, too long, no number).
-    TextFlow retries a delivery on every answer but 200.
+    400 field errors (``phone_number``/``text`` missing, no string, too long). TextFlow
+    retries a delivery on every answer but 200. The rejections are logged without the
+    client's address (personal data that no erasure could take back out of the logs).
     """
 
     http_method_names = ["post"]
@@ -350,33 +354,27 @@ class RepliesView(View):
             return response
         body = _read_body(request)
         if body is None:
-            emit("textflow.reply.rejected", reason="too_large", ip=ip or "unknown")
+            emit("textflow.reply.rejected", reason="too_large")
             return _answer(413, gettext("The request body is too large."), "too_large")
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict):
-            emit("textflow.reply.rejected", reason="parse_error", ip=ip or "unknown")
+            emit("textflow.reply.rejected", reason="parse_error")
             return _answer(400, gettext("The body must be a JSON object."), "parse_error")
         if not replies.secret_matches(payload.get("secret")):
-            emit("textflow.reply.rejected", reason="bad_secret", ip=ip or "unknown")
+            emit("textflow.reply.rejected", reason="bad_secret")
             return _answer(403, gettext("Wrong or missing secret."), "bad_secret")
         fields = ReplySerializer(data=payload)
-        errors: dict[str, Any] = {} if fields.is_valid() else dict(fields.errors)
-        if not errors:
-            try:
-                replies.receive(payload["phone_number"], payload["text"])
-            except phone.InvalidPhoneNumberError as err:
-                errors = {"phone_number": err.messages}
-        if errors:
-            emit(
-                "textflow.reply.rejected",
-                reason="invalid",
-                ip=ip or "unknown",
-                fields=sorted(errors),
-            )
-            return JsonResponse(errors, status=400)
+        if not fields.is_valid():
+            emit("textflow.reply.rejected", reason="invalid", fields=sorted(fields.errors))
+            return JsonResponse(dict(fields.errors), status=400)
+        try:
+            replies.receive(fields.validated_data["phone_number"], fields.validated_data["text"])
+        except phone.InvalidPhoneNumberError:
+            emit("textflow.reply.rejected", reason="invalid_sender")
+            return JsonResponse({"status": "ignored", "reason": "invalid_phone_number"})
         return JsonResponse({"status": "ok"})
 
 
