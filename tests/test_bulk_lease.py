@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from textflow_django import bulk, signals
 from textflow_django.backends import get_backend
-from textflow_django.models import BulkBatch, BulkSMSJob
+from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
 from textflow_django.testing import SentSMS, TextFlowEmulator
 
 from .conftest import requires_postgres, tf
@@ -967,3 +967,59 @@ def test_a_frozen_sender_giving_its_batch_up_during_a_resume_is_counted_once(
     job.refresh_from_db()
     assert statuses(job) == ["uncertain"]
     assert (job.status, job.sent, job.uncertain) == ("running", 0, 10)
+
+
+class FailsAfterTheJudgement:
+    """The sender is frozen past its lease mid-call (a resume judges its batch dead), then
+    TextFlow answers 500: maybe sent."""
+
+    def __init__(self, emulator: TextFlowEmulator, job: BulkSMSJob) -> None:
+        self.real = get_backend()
+        self.emulator = emulator
+        self.job = job
+
+    def bulk_sms(self, phone_numbers: list[str], text: str) -> Any:
+        age_claims(self.job, LEASE)
+        bulk.running._prepare(self.job.pk, resend_uncertain=False)
+        self.emulator.fault("status", path="/bulk-sms", status=500)
+        return self.real.bulk_sms(phone_numbers, text)
+
+
+@pytest.mark.django_db
+def test_an_uncertain_batch_counts_only_the_numbers_left_after_opt_outs(textflow_live):
+    """Two numbers opt out after the job was made: the sender leaves them out, then is
+    judged dead mid-call. The resume counts the batch's eight numbers uncertain, not the
+    ten it was made with (the size was not lowered: uncertain 10 of a total of 8)."""
+    from textflow_django.optouts import opt_out
+
+    job = bulk.create_job(text="Hi", numbers=numbers(10))
+    start(job)
+    [batch_id] = batch_ids(job)
+    for number in numbers(2):
+        assert opt_out(number, source="admin")
+    with pytest.raises(bulk.BulkJobStopped):
+        bulk.send_batch(batch_id, backend=FailsAfterTheJudgement(textflow_live, job))  # type: ignore[arg-type]
+    job.refresh_from_db()
+    assert statuses(job) == ["uncertain"]
+    assert (job.total, job.sent, job.uncertain) == (8, 0, 8)
+    assert BulkBatch.objects.get(pk=batch_id).size == 8
+    [call] = textflow_live.calls("/bulk-sms")  # the eight (answered 500: maybe sent)
+    assert call.json["phone_numbers"] == numbers(10)[2:]
+
+
+@pytest.mark.django_db
+def test_an_uncertain_batch_counts_only_the_numbers_left_after_a_refused_one(textflow_live):
+    """TextFlow refuses a number; the sender drops it and resends the rest, which fails
+    maybe sent: three uncertain of a total of three (four before: the dropped one too)."""
+    bad = "+12112345678"  # a service code: refused by the strict check, as in test_bulk
+    job = bulk.create_job(text="Hi", numbers=numbers(4))
+    BulkRecipient.objects.filter(job=job, phone_number=numbers(4)[-1]).update(phone_number=bad)
+    refused = '{"ok": false, "status": 400, "message": "Phone number is invalid"}'
+    textflow_live.fault("respond", path="/bulk-sms", status=400, body=refused)
+    textflow_live.fault("status", path="/bulk-sms", status=500)
+    with pytest.raises(bulk.BulkJobStopped):
+        bulk.run_job(job.pk)
+    job.refresh_from_db()
+    assert statuses(job) == ["uncertain"]
+    assert (job.total, job.invalid, job.sent, job.uncertain) == (3, 1, 0, 3)
+    assert BulkBatch.objects.get(job=job).size == 3

@@ -3,8 +3,9 @@
 The ingest left out every number on the opt-out list when the job was made; a number that
 joins the list later, before its batch goes, is found by the statement that reads the
 batch's numbers (a ``LEFT JOIN`` on the list, :mod:`textflow_django.bulk.sending`) and
-left out here: it is not sent, its recipient row goes, and the job's ``total`` drops by
-one, so a finished job still has ``sent == total`` (the job keeps no opted-out count;
+left out here: it is not sent, its recipient row goes, and the job's ``total`` and its
+batch's ``size`` drop by one, so a finished job still has ``sent == total``, and a batch
+counted uncertain counts only the numbers it was sent to (the job keeps no opted-out count;
 ``textflow.bulk.opted_out`` says how many left each batch). The backend's ``bulk_sms``
 checks the list once more as it sends: the guarantee for the instant between the two.
 """
@@ -15,15 +16,17 @@ from django.db import router, transaction
 from django.db.models import F
 
 from .._events import emit
-from ..models import BulkRecipient, BulkSMSJob
+from ..models import BulkBatch, BulkRecipient, BulkSMSJob
 
 __all__ = ["leave_out"]
 
 
 def leave_out(job_id: int, batch_id: int, numbers: list[str]) -> None:
-    """Drop ``numbers`` (on the opt-out list since the job was made) from the job: their
-    recipient rows deleted and ``total`` lowered, in one transaction."""
+    """Drop ``numbers`` (on the opt-out list since the job was made) from the job and from
+    its batch ``batch_id``: their recipient rows deleted, the job's ``total`` and the
+    batch's ``size`` lowered, in one transaction."""
     with transaction.atomic(using=router.db_for_write(BulkRecipient)):
         BulkRecipient.objects.filter(job_id=job_id, phone_number__in=numbers).delete()
         BulkSMSJob.objects.filter(pk=job_id).update(total=F("total") - len(numbers))
+        BulkBatch.objects.filter(pk=batch_id).update(size=F("size") - len(numbers))
     emit("textflow.bulk.opted_out", job=job_id, batch=batch_id, count=len(numbers))

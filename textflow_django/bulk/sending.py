@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -154,9 +154,13 @@ def _stop(job_id: int, error: Exception) -> BulkSMSJob:
     return BulkSMSJob.objects.get(pk=job_id)
 
 
-def _send_valid_part(backend: BaseBackend, job_id: int, numbers: list[str], text: str) -> int:
-    """TextFlow refused the batch's numbers: drop the ones a strict check refuses, send the
-    rest once. Returns how many were sent; raises a ``TextFlowError`` as ``send_batch``."""
+def _send_valid_part(
+    backend: BaseBackend, job_id: int, batch_id: int, numbers: list[str], text: str
+) -> int:
+    """TextFlow refused the batch's numbers: drop the ones a strict check refuses (from the
+    job's recipients and ``total``, and from the batch's ``size``: an uncertain batch counts
+    only what it was sent to), send the rest once. Returns how many were sent; raises a
+    ``TextFlowError`` as ``send_batch``."""
     strict = phone.bulk_normalizer(strict=True)
     keep: list[str] = []
     for number in numbers:
@@ -173,10 +177,12 @@ def _send_valid_part(backend: BaseBackend, job_id: int, numbers: list[str], text
         dropped=len(dropped),
         numbers=[phone.mask(number) for number in dropped[:10]],  # the first ten
     )
-    BulkRecipient.objects.filter(job_id=job_id, phone_number__in=dropped).delete()
-    BulkSMSJob.objects.filter(pk=job_id).update(
-        invalid=F("invalid") + len(dropped), total=F("total") - len(dropped)
-    )
+    with transaction.atomic(using=router.db_for_write(BulkRecipient)):
+        BulkRecipient.objects.filter(job_id=job_id, phone_number__in=dropped).delete()
+        BulkSMSJob.objects.filter(pk=job_id).update(
+            invalid=F("invalid") + len(dropped), total=F("total") - len(dropped)
+        )
+        BulkBatch.objects.filter(pk=batch_id).update(size=F("size") - len(dropped))
     if keep:
         backend.bulk_sms(keep, text)
     return len(keep)
@@ -278,6 +284,18 @@ def _release(batch_id: int, status: str, error: str | None = None) -> bool:
     return bool(mine.update(**changes))
 
 
+def _release_uncertain(job_id: int, batch_id: int, error: str) -> bool:
+    """:func:`_release` the batch ``uncertain`` and count its recipients (its ``size``, which
+    numbers left out or dropped since the job was made no longer count) in the job's
+    ``uncertain``, in one transaction. Returns False, changing nothing, as ``_release``."""
+    with transaction.atomic(using=router.db_for_write(BulkBatch)):
+        if not _release(batch_id, BulkBatch.Status.UNCERTAIN, error):
+            return False
+        size = BulkBatch.objects.filter(pk=batch_id).values("size")
+        BulkSMSJob.objects.filter(pk=job_id).update(uncertain=F("uncertain") + Subquery(size))
+    return True
+
+
 def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int) -> int:
     """Send one claimed batch. Returns how many recipients TextFlow accepted.
 
@@ -308,17 +326,14 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
                 time.sleep(min(err.retry_after or 1, MAX_RATE_LIMIT_WAIT))
             except TextFlowRejectedNumber:
                 _keep_claim(sql, batch_id)
-                sent = _send_valid_part(backend, job.pk, numbers, job.text)
+                sent = _send_valid_part(backend, job.pk, batch_id, numbers, job.text)
                 break
     except TextFlowError as err:
         uncertain = err.maybe_sent
-        released = _release(
-            batch_id,
-            BulkBatch.Status.UNCERTAIN if uncertain else BulkBatch.Status.PENDING,
-            _error_text(err),
-        )
-        if uncertain and released:
-            BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
+        if uncertain:
+            _release_uncertain(job.pk, batch_id, _error_text(err))
+        else:
+            _release(batch_id, BulkBatch.Status.PENDING, _error_text(err))
         _events.emit(
             "textflow.bulk.batch_uncertain" if uncertain else "textflow.bulk.batch_failed",
             job=job.pk,
@@ -341,8 +356,7 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
         # is not TextFlow's: the request may have gone. The batch is uncertain now, rather
         # than left "sending" for a resume to leave alone until the lease runs out.
         with contextlib.suppress(Exception):  # the connection may be unusable by now
-            if _release(batch_id, BulkBatch.Status.UNCERTAIN, "interrupted while sending"):
-                BulkSMSJob.objects.filter(pk=job.pk).update(uncertain=F("uncertain") + len(numbers))
+            if _release_uncertain(job.pk, batch_id, "interrupted while sending"):
                 _events.emit(
                     "textflow.bulk.batch_uncertain",
                     job=job.pk,
