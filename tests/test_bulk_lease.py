@@ -1023,3 +1023,25 @@ def test_an_uncertain_batch_counts_only_the_numbers_left_after_a_refused_one(tex
     assert statuses(job) == ["uncertain"]
     assert (job.total, job.invalid, job.sent, job.uncertain) == (3, 1, 0, 3)
     assert BulkBatch.objects.get(job=job).size == 3
+
+
+@pytest.mark.django_db
+def test_resume_enqueue_counts_only_batches_other_workers_were_sending(textflow_live, monkeypatch):
+    """The workers claim the batches this resume queues as soon as they are queued: those
+    are not another worker's. (Counted after queueing, the line said 3 batches.)"""
+    from textflow_django import tasks
+    from textflow_django.bulk import sending
+
+    job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
+    start(job)
+    claimed_elsewhere(job, 0, timezone.now())
+
+    def claimed_at_once(batch_id: int) -> None:  # a worker takes it, and is sending it
+        with connection.cursor() as cursor:
+            assert sending._claim(cursor, sending._hot_sql(connection.alias), batch_id)
+
+    monkeypatch.setattr(tasks, "send_bulk_batch", types.SimpleNamespace(enqueue=claimed_at_once))
+    out = run("textflow_bulk_sms", "--resume", str(job.pk), "--enqueue")
+    assert f"Job {job.pk}: 2 batches queued for the workers." in out
+    assert "1 batch is still being sent by another worker" in out
+    assert statuses(job) == ["sending", "sending", "sending"]

@@ -319,6 +319,9 @@ class Command(BaseCommand):
 
     def _send(self, job: BulkSMSJob, options: dict[str, Any]) -> None:
         if options["enqueue"]:
+            # Counted before queueing: once queued, the workers claim this resume's own
+            # batches, which are not "another worker's".
+            elsewhere = bulk.batches_in_flight(job.pk)
             try:
                 # Imported here, not at the top: the tasks module needs a tasks framework,
                 # which only --enqueue does (its ImportError becomes the error below).
@@ -338,7 +341,7 @@ class Command(BaseCommand):
                 # A worker (or an immediate task backend) already hit a TextFlow failure.
                 raise self._stopped(job, None, options)
             self.stdout.write(self.style.SUCCESS(lines.queued(job, queued)))
-            self._in_flight(job)
+            self._in_flight(elsewhere)
             return
         started = time.monotonic()
         progress = Progress(cast(TextIO, self.stderr._out), job.total, unit=words.recipients)
@@ -354,12 +357,13 @@ class Command(BaseCommand):
         progress.update(job.sent, force=True)
         progress.close()
         self.stdout.write(self.style.SUCCESS(lines.finished(job, time.monotonic() - started)))
-        self._in_flight(job)
+        # This sender's batches are all recorded: what is still being sent is others'.
+        self._in_flight(bulk.batches_in_flight(job.pk))
 
-    def _in_flight(self, job: BulkSMSJob) -> None:
-        """Say which batches a resume left to live senders (another worker claimed them less
-        than a lease ago): the job is not finished until they are recorded."""
-        elsewhere = bulk.batches_in_flight(job.pk)
+    def _in_flight(self, elsewhere: int) -> None:
+        """Say how many batches a resume left to live senders (another worker claimed them
+        less than a lease ago, ``bulk.batches_in_flight``): the job is not finished until
+        they are recorded."""
         if elsewhere:
             self.stdout.write(self.style.WARNING(lines.in_flight(elsewhere, conf.BULK_LEASE)))
 
