@@ -23,7 +23,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
-from textflow_django import insights, retention
+from textflow_django import bulk, insights, retention
 from textflow_django.checks import check_settings
 from textflow_django.conf import DEFAULTS, RetentionSettings, conf
 from textflow_django.models import (
@@ -309,6 +309,47 @@ def test_bulk_recipients_go_for_jobs_finished_more_than_the_retention_ago() -> N
     old.refresh_from_db()
     assert (old.total, old.sent, old.batches_total, old.batches_sent) == (5, 5, 3, 3)
     assert old.status == BulkSMSJob.Status.FINISHED and old.progress == 1.0
+
+
+def uncertain_job(finished_at: dt.datetime) -> BulkSMSJob:
+    """A finished job of 5 recipients in 3 batches whose last batch is uncertain (a resume
+    with --resend-uncertain reopens it)."""
+    made = job(finished_at)
+    BulkBatch.objects.filter(job=made, index=2).update(status=BulkBatch.Status.UNCERTAIN)
+    return made
+
+
+def test_a_job_a_cleanup_cut_short_cannot_be_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding: a cleanup stopped half-way through a job (killed, the database gone)
+    left part of its recipients, and ``--resume --resend-uncertain`` reopened the job and
+    sent its uncertain batches to whoever was left. The batches go first now, the
+    recipients only once no batch is left, and a resume refuses a job missing batches."""
+    made = uncertain_job(NOW - dt.timedelta(days=31))
+    delete_batch = retention._delete_batch
+    calls: list[type] = []
+
+    def die_in_the_second(page: Any, *args: Any) -> tuple[int, object]:
+        calls.append(page.model)
+        if calls.count(BulkBatch) == 2 or calls.count(BulkRecipient) == 2:
+            raise ConnectionError("killed")
+        return delete_batch(page, *args)
+
+    monkeypatch.setattr(retention, "_delete_batch", die_in_the_second)
+    with pytest.raises(ConnectionError):
+        retention.cleanup(now=NOW, batch_size=2)
+    monkeypatch.undo()
+    assert BulkBatch.objects.filter(job=made).count() == 1
+    assert BulkRecipient.objects.filter(job=made).count() == 5  # a batch left: all stay
+    with pytest.raises(CommandError, match=rf"Bulk job {made.pk} cannot be resumed: 1 of its 3"):
+        call_command("textflow_bulk_sms", "--resume", str(made.pk), "--resend-uncertain")
+    with pytest.raises(ValueError, match="textflow_cleanup"):
+        bulk.run_job(made.pk, resend_uncertain=True)
+    made.refresh_from_db()
+    assert made.status == BulkSMSJob.Status.FINISHED and made.sent == 5
+    assert BulkBatch.objects.get(job=made).status == BulkBatch.Status.UNCERTAIN
+    # The next run finishes the job's rows.
+    report = retention.cleanup(now=NOW)
+    assert (report.deleted["bulk_batches"], report.deleted["bulk_recipients"]) == (1, 5)
 
 
 def test_replies_go_after_their_days() -> None:
@@ -680,6 +721,82 @@ def test_two_runs_at_once_delete_everything_once_and_count_each_day_once(
     assert sum(r.days_aggregated for r in reports) == 6
     assert PhoneVerification.objects.count() == 0 and BulkRecipient.objects.count() == 0
     assert figures(20) == expected
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_job_a_resume_is_reopening_is_left_whole() -> None:
+    """Review finding: a cleanup racing ``--resume --resend-uncertain`` (which reopens the
+    job under its row's lock) deleted recipients of the job being reopened: its statements
+    locked the rows they deleted, not the job. Each batch now locks the job first (SKIP
+    LOCKED: the cleanup neither waits nor deletes)."""
+    made = uncertain_job(NOW - dt.timedelta(days=31))
+    locked, done = threading.Event(), threading.Event()
+
+    def reopen() -> None:
+        try:
+            with transaction.atomic():
+                # What bulk.running._prepare does, held open.
+                BulkSMSJob.objects.select_for_update().get(pk=made.pk)
+                BulkBatch.objects.filter(job=made, status="uncertain").update(status="pending")
+                BulkSMSJob.objects.filter(pk=made.pk).update(status=BulkSMSJob.Status.RUNNING)
+                locked.set()
+                done.wait(30)
+        finally:
+            connections["default"].close()
+
+    resume = threading.Thread(target=reopen)
+    resume.start()
+    try:
+        assert locked.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # a wait would fail the test
+        report = retention.cleanup(now=NOW, batch_size=2)
+    finally:
+        done.set()
+        resume.join(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    assert (report.deleted["bulk_recipients"], report.deleted["bulk_batches"]) == (0, 0)
+    assert BulkRecipient.objects.filter(job=made).count() == 5
+    assert BulkBatch.objects.filter(job=made, status="pending").count() == 1
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_after_a_cleanup_started_on_the_job_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other order: the cleanup holds the job's row (its first batch of rows deleted,
+    not committed) when the resume asks for it. The resume waits for that batch, then finds
+    a batch missing and refuses; nothing is reopened or sent."""
+    made = uncertain_job(NOW - dt.timedelta(days=31))
+    delete_batch = retention._delete_batch
+    outcome: list[object] = []
+    resumes: list[threading.Thread] = []
+
+    def resume() -> None:
+        try:
+            outcome.append(bulk.run_job(made.pk, resend_uncertain=True))
+        except ValueError as err:
+            outcome.append(err)
+        finally:
+            connections["default"].close()
+
+    def resume_meanwhile(*args: Any) -> tuple[int, object]:
+        done = delete_batch(*args)
+        if not resumes:  # the first batch, its transaction still open
+            resumes.append(threading.Thread(target=resume))
+            resumes[0].start()
+        return done
+
+    monkeypatch.setattr(retention, "_delete_batch", resume_meanwhile)
+    retention.cleanup(now=NOW, batch_size=2)
+    resumes[0].join(30)
+    [refused] = outcome
+    assert isinstance(refused, ValueError) and "cannot be resumed" in str(refused)
+    made.refresh_from_db()
+    assert made.status == BulkSMSJob.Status.FINISHED and made.sent == 5
 
 
 @requires_postgres

@@ -12,15 +12,20 @@ forever):
   a day from there once it has totals), once per day: a day that has totals is never counted
   again, so a run cut short only resumes deleting, and of two runs at once the second to
   write a day's totals finds them written (the unique day and country) and keeps the first's.
-- ``bulk_recipients``, then ``bulk_batches``: the ``BulkRecipient`` rows, then the
-  ``BulkBatch`` rows, of the jobs ``finished`` more than ``BULK_RECIPIENTS`` days before
+- ``bulk_recipients`` and ``bulk_batches``: the ``BulkBatch`` rows, then the
+  ``BulkRecipient`` rows, of the jobs ``finished`` more than ``BULK_RECIPIENTS`` days before
   ``now``. The ``BulkSMSJob`` row stays, with its counts (recipients, sent, uncertain,
-  invalid, duplicates, batches): the job's record. Its batches go too: a batch is one call
-  of the job, meaningless without its recipients, and a resume that re-sent a cleaned job's
-  uncertain batches would send them to nobody and count them accepted. So a finished job can
-  be resumed (``--resend-uncertain``) within its retention only. A stopped job keeps its rows
-  (it can be resumed); a job reopened while its rows were going keeps the rest (every batch
-  re-checks that its job is still finished).
+  invalid, duplicates, batches): the job's record. Its batches go too, and first: a batch
+  is one call of the job, meaningless without its recipients, and a resume that re-sent a
+  cleaned job's uncertain batches would send them to nobody and count them accepted. A job's
+  recipients go only once none of its batches is left, so a batch that is still there has
+  all its recipients; and a job with fewer batches than ``batches_total`` is refused by a
+  resume (``bulk.running``). So a finished job can be resumed (``--resend-uncertain``)
+  within its retention only. A stopped job keeps its rows (it can be resumed). Every batch
+  of a job's rows first locks the job's row, and only while it is still such a job (on
+  PostgreSQL ``FOR UPDATE SKIP LOCKED``: a resume holding it makes the cleanup leave the
+  job to a later run); a resume locks it too before it reopens the job, so the two never
+  interleave: a job reopened while its rows were going keeps the rest, and is refused.
 - ``replies``: the ``SMSReply`` rows received more than ``REPLIES`` days before ``now``.
 - ``rate_limit_counters``: the ``RateLimitCounter`` rows expired at ``now`` (``expires_at``
   reached: the database store's own rule; it purges them now and then itself).
@@ -39,6 +44,11 @@ more than ``batch_size`` rows and no lock outlives its batch; memory holds one b
 at most. A run stopped anywhere leaves whole batches done and nothing half-done: the next
 run carries on. The rows are deleted in SQL: no ``pre_delete``/``post_delete`` signal is
 sent. Call it outside a transaction (inside one, the batches' locks last until it ends).
+
+Why one module of over 400 lines: it is one contract, what a cleanup deletes and how it
+deletes it beside a serving site; the rule of how long verifications must stay is the
+cleanup's own (the system check reports it from here), and the batching is what keeps
+every kind safe. Split, each half would be a fragment of that contract.
 """
 
 from __future__ import annotations
@@ -298,8 +308,9 @@ def _days(old: QuerySet[PhoneVerification]) -> Iterator[tuple[dt.date, list[Veri
 
 
 def _bulk(sweep: _Sweep, finished_before: dt.datetime) -> tuple[int, int]:
-    """Recipients, then batches, of each job finished before ``finished_before`` that still
-    has any; every batch re-checks that its job is (still) such a job."""
+    """Batches, then recipients, of each job finished before ``finished_before`` that still
+    has any (see the module's contract); every batch locks its job's row, while it is still
+    such a job, before it deletes anything."""
     old_job = Q(status=BulkSMSJob.Status.FINISHED, finished_at__lt=finished_before)
     jobs = BulkSMSJob.objects.filter(old_job).filter(
         Exists(BulkBatch.objects.filter(job=OuterRef("pk")))
@@ -308,12 +319,17 @@ def _bulk(sweep: _Sweep, finished_before: dt.datetime) -> tuple[int, int]:
     still_old = Q(job__status=BulkSMSJob.Status.FINISHED, job__finished_at__lt=finished_before)
     recipients = batches = 0
     for job_id in list(jobs.order_by("pk").values_list("pk", flat=True)):
+        job = BulkSMSJob.objects.filter(old_job, pk=job_id)
         # The keys of the unique (job, number) and (job, index) indexes: each batch is one
         # range of an index, however the job's rows lie in the table.
-        recipients += sweep.collect(
-            BulkRecipient.objects.filter(still_old, job_id=job_id), key="phone_number"
+        batches += sweep.collect(
+            BulkBatch.objects.filter(still_old, job_id=job_id), key="index", guard=job
         )
-        batches += sweep.collect(BulkBatch.objects.filter(still_old, job_id=job_id), key="index")
+        if not sweep.dry_run and BulkBatch.objects.filter(job_id=job_id).exists():
+            continue  # a batch was left (the job reopened, a row held): all its recipients stay
+        recipients += sweep.collect(
+            BulkRecipient.objects.filter(still_old, job_id=job_id), key="phone_number", guard=job
+        )
     sweep.report("bulk_recipients", recipients)
     sweep.report("bulk_batches", batches)
     return recipients, batches
@@ -347,23 +363,29 @@ class _Sweep:
         if not self.dry_run:
             _events.emit("textflow.cleanup.deleted", kind=kind, rows=count)
 
-    def collect(self, rows: QuerySet[Any], *, key: str) -> int:
+    def collect(self, rows: QuerySet[Any], *, key: str, guard: QuerySet[Any] | None = None) -> int:
         """Delete ``rows`` in batches ordered by ``key`` (unique among them, indexed); returns
-        how many went. Dry run: how many there are."""
+        how many went. Dry run: how many there are. With ``guard`` (the row the rows belong
+        to, filtered by what lets them go), each batch first locks its row, and stops the
+        sweep when it is not there: changed, or locked by another transaction."""
         alias = router.db_for_write(rows.model)
         rows = rows.using(alias)
         if self.dry_run:
             return rows.count()
         features = connections[alias].features
         if features.has_select_for_update_skip_locked:
-            # Lock the rows deleted, not the job a bulk row's filter joins.
+            # Lock the rows deleted here; the job a bulk row's filter joins is the guard's.
             of = ("self",) if features.has_select_for_update_of else ()
             rows = rows.select_for_update(skip_locked=True, of=of)
+            if guard is not None:
+                guard = guard.select_for_update(skip_locked=True)
         deleted = 0
         after: object = None
         while True:
             page = rows if after is None else rows.filter(**{f"{key}__gt": after})
             with transaction.atomic(using=alias):
+                if guard is not None and not list(guard.using(alias).values_list("pk")[:1]):
+                    return deleted
                 count, last = _delete_batch(page.order_by(key), key, self.batch_size, alias)
             deleted += count
             if count < self.batch_size:

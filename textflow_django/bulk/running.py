@@ -17,7 +17,8 @@ Either resumes a stopped job: batches left ``sending`` by a dead process become
 accepted are never sent again.
 
 A batch found ``sending`` is judged by the age of its claim (``claimed_at``, stamped by the
-claiming statement with the claimer's clock). Claimed at least ``BULK_LEASE`` seconds ago:
+claiming statement with the database's clock, and judged by that clock too, in SQL: hosts'
+clocks, however skewed, play no part). Claimed at least ``BULK_LEASE`` seconds ago:
 its sender is dead, since a live one stamps its claim at least every
 :func:`~textflow_django.bulk.sending.lease_floor` seconds and the lease is longer (check
 ``textflow.E020``); the batch becomes ``uncertain``. Claimed less than a lease ago: a live
@@ -25,18 +26,18 @@ sender (another worker, another ``--resume``) may be sending it right now, so it
 that sender, neither sent again nor marked, and :func:`batches_in_flight` counts it. The job
 then finishes when its last batch is recorded, by whichever sender records it
 (:func:`~textflow_django.bulk.sending.finish_if_done`, once). A claim from a process that
-died less than a lease ago is left too: a resume after the lease judges it. Hosts' clocks
-are assumed to agree to well within the lease (NTP), as the claimer's clock stamps and the
-resumer's clock judges.
+died less than a lease ago is left too: a resume after the lease judges it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import router, transaction
 from django.db.models import F, Q, QuerySet
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import _events
@@ -51,10 +52,11 @@ __all__ = ["batches_in_flight", "enqueue_job", "run_job"]
 BATCH_PAGE = 1000
 
 
-def _lease_start() -> datetime:
-    """The oldest claim time a live sender's claim can have now: ``BULK_LEASE`` seconds ago.
-    A claim exactly that old is its dead sender's."""
-    return timezone.now() - timedelta(seconds=conf.BULK_LEASE)
+def _lease_start() -> CombinedExpression:
+    """The oldest claim time a live sender's claim can have now: ``BULK_LEASE`` seconds ago
+    by the database's clock (the one that stamped the claims), evaluated by the statement
+    that compares it. A claim exactly that old is its dead sender's."""
+    return Now() - timedelta(seconds=conf.BULK_LEASE)
 
 
 def _claims(job_id: int) -> QuerySet[BulkBatch]:
@@ -74,10 +76,24 @@ def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
     become ``uncertain``, younger claims are left to their live senders; with
     ``resend_uncertain`` every uncertain batch is pending again. A finished job stays
     finished unless that reopened a batch (it then finishes again, and
-    ``bulk_job_finished`` is sent again)."""
+    ``bulk_job_finished`` is sent again).
+
+    Raises:
+        ValueError: the job has fewer batches than ``batches_total``: ``textflow_cleanup``
+            deleted (or is deleting) its batches and recipients (``retention``: only a
+            cleanup deletes batches, and under the job's lock, which this one takes first).
+    """
     with transaction.atomic(using=router.db_for_write(BulkSMSJob)):
         job = BulkSMSJob.objects.select_for_update().get(pk=job_id)
         batches = BulkBatch.objects.filter(job=job)
+        left = batches.count()
+        if left < job.batches_total:
+            raise ValueError(
+                f"Bulk job {job_id} cannot be resumed: {left:,} of its {job.batches_total:,} "
+                "batches are left, the cleanup (textflow_cleanup) deleted the others with "
+                "their recipients, as TEXTFLOW['RETENTION']['BULK_RECIPIENTS'] says of jobs "
+                "finished that long ago. Send a new job instead."
+            )
         # Judged as of now, after the job's lock: a resume that waited for another's.
         since = _lease_start()
         claims = _claims(job_id)
@@ -101,7 +117,8 @@ def _prepare(job_id: int, *, resend_uncertain: bool) -> BulkSMSJob:
                 status=BulkBatch.Status.UNCERTAIN, error="the sender died mid-batch"
             )
             changes["uncertain"] = F("uncertain") + lost
-        in_flight = claims.filter(claimed_at__gt=since).count()
+        # Every claim left is younger than the lease: the older ones are uncertain now.
+        in_flight = claims.count()
         if dead or in_flight:
             _events.emit("textflow.bulk.sending_found", job=job_id, dead=dead, in_flight=in_flight)
         reopened = 0
@@ -149,6 +166,7 @@ def run_job(
     Raises:
         BulkJobStopped: on a TextFlow failure (the job is saved as ``stopped``), or when
             another sender stopped the job meanwhile (``error`` is then None).
+        ValueError: a cleanup deleted the job's batches (:func:`_prepare`); nothing sent.
     """
     job = _prepare(job_id, resend_uncertain=resend_uncertain)
     backend = get_backend()
@@ -206,6 +224,7 @@ def enqueue_job(
     pending batch is finished here, as :func:`run_job` would finish it.
 
     Raises:
+        ValueError: a cleanup deleted the job's batches (:func:`_prepare`); nothing queued.
         Whatever ``enqueue`` raises; the batches not yet passed to it stay pending.
     """
     _prepare(job_id, resend_uncertain=resend_uncertain)

@@ -137,6 +137,8 @@ class Command(BaseCommand):
             raise CommandError(
                 _("The database refused the job: %(error)s") % {"error": err}
             ) from err
+        except ValueError as err:  # a job that cannot be resumed (bulk.run_job says why)
+            raise CommandError(str(err)) from err
 
     # -- building the job ------------------------------------------------------------------
 
