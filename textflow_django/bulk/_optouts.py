@@ -6,8 +6,11 @@ batch's numbers (a ``LEFT JOIN`` on the list, :mod:`textflow_django.bulk.sending
 left out here: it is not sent, its recipient row goes, and the job's ``total`` and its
 batch's ``size`` drop by one, so a finished job still has ``sent == total``, and a batch
 counted uncertain counts only the numbers it was sent to (the job keeps no opted-out count;
-``textflow.bulk.opted_out`` says how many left each batch). The backend's ``bulk_sms``
-checks the list once more as it sends: the guarantee for the instant between the two.
+``textflow.bulk.opted_out`` says how many left each batch). That statement is this path's
+check: the backend's ``bulk_sms``, which checks the list for every other caller, is told
+the batch's numbers were checked (``backends.base.opt_outs_checked``) and asks no second
+query, except on a retry after a 429 wait, when time has passed. A number that opts out in
+the milliseconds between the read and the request still gets that batch's SMS.
 """
 
 from __future__ import annotations
