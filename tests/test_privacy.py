@@ -599,6 +599,21 @@ def messages_of(response: Any) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
 
+def previewed(page: Any) -> str:
+    """The signed list of numbers a confirmation page's form posts back."""
+    found = re.search(r'name="previewed" value="([^"]+)"', page.content.decode())
+    assert found, "no signed list of previewed numbers on the page"
+    return found[1]
+
+
+def confirm(client: Client, url: str, data: dict[str, Any], **box: str) -> Any:
+    """The action's confirmation page for ``data``, then its form posted back ("Yes,
+    erase"), with the page's box when ``box`` says so; the response after the redirect."""
+    page = client.post(url, data)
+    answer = {**data, "post": "yes", "previewed": previewed(page), **box}
+    return client.post(url, answer, follow=True)
+
+
 def test_the_action_asks_first_with_what_would_go(
     admin_client: Client, populated: dict[str, Any]
 ) -> None:
@@ -625,10 +640,8 @@ def test_the_action_erases_once_confirmed(admin_client: Client, populated: dict[
     rows = list(PhoneVerification.objects.filter(phone_number=NUMBER).values_list("pk", flat=True))
     counters = len(counter_keys(NUMBER))
 
-    done = admin_client.post(
-        reverse(PV_CHANGELIST),
-        {"action": "erase_numbers", "_selected_action": rows, "post": "yes"},
-        follow=True,
+    done = confirm(
+        admin_client, reverse(PV_CHANGELIST), {"action": "erase_numbers", "_selected_action": rows}
     )
 
     assert done.status_code == 200
@@ -646,15 +659,11 @@ def test_the_box_takes_the_numbers_off_the_opt_out_list(
     admin_client: Client, populated: dict[str, Any]
 ) -> None:
     rows = list(SMSReply.objects.filter(phone_number=NUMBER).values_list("pk", flat=True))
-    done = admin_client.post(
+    done = confirm(
+        admin_client,
         reverse(REPLY_CHANGELIST),
-        {
-            "action": "erase_numbers",
-            "_selected_action": rows,
-            "post": "yes",
-            "remove_opt_out": "yes",
-        },
-        follow=True,
+        {"action": "erase_numbers", "_selected_action": rows},
+        remove_opt_out="yes",
     )
     assert "1 opt-out list entry" in messages_of(done)[0]
     assert not OptOut.objects.filter(phone_number=NUMBER).exists()
@@ -682,11 +691,79 @@ def test_all_rows_selected_erase_the_numbers_the_filters_show(
             "select_across": "1",
             "_selected_action": [shown],
             "post": "yes",
+            "previewed": previewed(page),
         },
     )
 
     assert SMSReply.objects.filter(phone_number=NUMBER).count() == 0
     assert SMSReply.objects.filter(phone_number=OTHER).count() == 1
+
+
+def test_the_confirmation_erases_only_what_its_page_showed(admin_client: Client) -> None:
+    """Review finding: the confirmation read the selection again, so a STOP that arrived
+    while the superuser read the page (all rows selected) was erased unseen, and with the
+    box ticked a number that opted out meanwhile lost its opt-out. The page's numbers go,
+    signed, and the box acts on those the page showed on the list."""
+    url = reverse(REPLY_CHANGELIST) + "?action__exact=opt_out"
+    shown = reply(NUMBER, "STOP", "opt_out")
+    OptOut.objects.create(phone_number=NUMBER, source="reply")
+    data = {
+        "action": "erase_numbers",
+        "select_across": "1",
+        "_selected_action": [shown.pk],
+    }
+    page = admin_client.post(url, data)
+    assert OTHER not in page.content.decode()
+    # Meanwhile: a STOP from a number the page never showed.
+    reply(OTHER, "STOP", "opt_out")
+    OptOut.objects.create(phone_number=OTHER, source="reply")
+
+    done = admin_client.post(
+        url, {**data, "post": "yes", "previewed": previewed(page), "remove_opt_out": "yes"}
+    )
+
+    assert done.status_code == 302
+    assert not SMSReply.objects.filter(phone_number=NUMBER).exists()
+    assert not OptOut.objects.filter(phone_number=NUMBER).exists()  # shown on the list
+    assert SMSReply.objects.filter(phone_number=OTHER).exists(), "erased unseen"
+    assert OptOut.objects.filter(phone_number=OTHER).exists()
+
+
+def test_a_fresh_stop_keeps_its_opt_out_whatever_the_box(admin_client: Client) -> None:
+    """A number the page showed off the opt-out list, which opted out before the
+    confirmation: the box (shown for another number) does not take it off."""
+    listed = reply(NUMBER, "STOP", "opt_out")
+    OptOut.objects.create(phone_number=NUMBER, source="reply")
+    later = reply(OTHER, "Who is this?")
+    data = {"action": "erase_numbers", "_selected_action": [listed.pk, later.pk]}
+    page = admin_client.post(reverse(REPLY_CHANGELIST), data)
+    OptOut.objects.create(phone_number=OTHER, source="reply")  # its STOP, meanwhile
+    admin_client.post(
+        reverse(REPLY_CHANGELIST),
+        {**data, "post": "yes", "previewed": previewed(page), "remove_opt_out": "yes"},
+    )
+    assert not SMSReply.objects.exists()
+    assert list(OptOut.objects.values_list("phone_number", flat=True)) == [OTHER]
+
+
+def test_a_confirmation_without_the_pages_signature_erases_nothing(
+    admin_client: Client, populated: dict[str, Any]
+) -> None:
+    """Tampered with, missing, or signed for another superuser: the page is shown again."""
+    rows = list(PhoneVerification.objects.filter(phone_number=NUMBER).values_list("pk", flat=True))
+    data = {"action": "erase_numbers", "_selected_action": rows}
+    before = everything_of(NUMBER)
+    signed = previewed(admin_client.post(reverse(PV_CHANGELIST), data))
+    User = get_user_model()
+    other_admin = User.objects.create_superuser("other", password="pw")  # noqa: S106
+    theirs = Client()
+    theirs.force_login(other_admin)
+    tampered = signed.replace(signed.split(":")[0], signed.split(":")[0][:-2] + "xx")
+    for client, value in ((admin_client, tampered), (admin_client, ""), (theirs, signed)):
+        response = client.post(reverse(PV_CHANGELIST), {**data, "post": "yes", "previewed": value})
+        assert response.status_code == 200
+        assert response.templates[0].name == "textflow_django/admin/erase_confirmation.html"
+        assert everything_of(NUMBER) == before
 
 
 def test_too_many_numbers_at_once_are_refused(

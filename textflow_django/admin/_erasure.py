@@ -1,6 +1,17 @@
 """The admin's erasure: the action "Erase all data of these numbers" (:func:`erase_numbers`),
 with its confirmation page, for the admins of rows that hold a number (verifications, SMS
-replies). The erasure itself is ``textflow_django.privacy.erase_phone_number``'s."""
+replies). The erasure itself is ``textflow_django.privacy.erase_phone_number``'s.
+
+What a confirmation erases is what its page showed, no more: the page carries the numbers it
+listed, each with whether it was on the opt-out list, signed (``django.core.signing``, salted
+for this form and the user), and the confirmation erases exactly those, whatever the
+selection holds by then. A row that arrived meanwhile (a STOP from another number, while the
+page was read) is not erased unseen, and the box that takes numbers off the opt-out list
+acts only on the numbers the page showed on it (a number that opted out since keeps its
+opt-out). A previewed number whose selected rows went meanwhile is still erased: the
+superuser confirmed that number. A confirmation without a valid signature (tampered,
+another user's, from before this rule) erases nothing and shows the page again.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core import signing
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext, ngettext
@@ -28,6 +40,10 @@ __all__ = ["ERASE_MAX_NUMBERS", "erase_numbers", "may_erase"]
 #: The most distinct numbers one erasure from the admin takes: its confirmation page counts
 #: what each would lose, and an erasure request is about a person, not a list.
 ERASE_MAX_NUMBERS = 100
+#: The salt of the signed list of previewed numbers (with the user's id appended).
+_PREVIEW_SALT = "textflow_django.admin.erase_numbers.previewed"
+#: The form field that carries it.
+PREVIEWED_FIELD = "previewed"
 
 
 def may_erase(request: HttpRequest) -> bool:
@@ -42,8 +58,14 @@ def erase_numbers(
     """Erase every row that holds the numbers of the selected rows
     (``privacy.erase_phone_number``), after a confirmation page that says, number by number,
     what would go. The opt-out list keeps them unless the page's box is ticked. Needs the
-    ``has_erase_permission`` of the model admin (superusers).
+    ``has_erase_permission`` of the model admin (superusers). The confirmation erases the
+    numbers the page showed (see the module's contract).
     """
+    if request.POST.get("post") == "yes":
+        previewed = _previewed(request)
+        if previewed is not None:
+            _erase(model_admin, request, previewed)
+            return None
     found = list(
         queryset.order_by("phone_number")
         .values_list("phone_number", flat=True)
@@ -70,10 +92,36 @@ def erase_numbers(
             )
     if not numbers:
         return None
-    if request.POST.get("post") != "yes":
-        return _erase_confirmation(model_admin, request, queryset, numbers)
-    keep = request.POST.get("remove_opt_out") != "yes"
-    reports = [privacy.erase_phone_number(number, keep_opt_out=keep) for number in numbers]
+    return _erase_confirmation(model_admin, request, queryset, numbers)
+
+
+def _signer(request: HttpRequest) -> signing.Signer:
+    """The signer of the previewed numbers: this form's salt and the user's id, so a list
+    signed for one superuser's page is not another's."""
+    return signing.Signer(salt=f"{_PREVIEW_SALT}:{request.user.pk}")
+
+
+def _previewed(request: HttpRequest) -> list[tuple[str, bool]] | None:
+    """The numbers the confirmation page showed, each with whether it was on the opt-out
+    list, as its form posted them back; None when the form carries no valid signed list."""
+    try:
+        value = _signer(request).unsign_object(request.POST.get(PREVIEWED_FIELD, ""))
+    except signing.BadSignature:
+        return None
+    if not isinstance(value, list):
+        return None
+    return [(str(number), bool(listed)) for number, listed in value]
+
+
+def _erase(model_admin: _AnyAdmin, request: HttpRequest, previewed: list[tuple[str, bool]]) -> None:
+    """Erase the ``previewed`` numbers; the box takes off the opt-out list only those the
+    page showed on it."""
+    remove = request.POST.get("remove_opt_out") == "yes"
+    reports = [
+        privacy.erase_phone_number(number, keep_opt_out=not (remove and listed))
+        for number, listed in previewed
+    ]
+    numbers = [number for number, _listed in previewed]
     totals: Counter[str] = Counter()
     for report in reports:
         totals.update(report.as_dict())
@@ -120,6 +168,9 @@ def _erase_confirmation(
     whole selection (its filters are in the page's URL) when all rows were selected."""
     previews = [privacy.erase_phone_number(number, dry_run=True) for number in numbers]
     select_across = request.POST.get("select_across") == "1"
+    signed = _signer(request).sign_object(
+        [[report.phone_number, report.opt_out_kept] for report in previews]
+    )
     context = {
         **model_admin.admin_site.each_context(request),
         "title": gettext("Erase all data of these numbers?"),
@@ -131,5 +182,7 @@ def _erase_confirmation(
         "select_across": select_across,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "action": "erase_numbers",
+        "previewed_field": PREVIEWED_FIELD,
+        "previewed": signed,
     }
     return TemplateResponse(request, "textflow_django/admin/erase_confirmation.html", context)
