@@ -398,7 +398,9 @@ import datetime as dt
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
-from textflow_django.models import BulkSMSJob, FraudAllowedPrefix, FraudBlock, PhoneVerification
+from textflow_django.models import (
+    BulkSMSJob, FraudAllowedPrefix, FraudBlock, OptOut, PhoneVerification, SMSReply,
+)
 from accounts.models import Profile, VerifiedNumber
 
 now = timezone.now()
@@ -422,6 +424,14 @@ FraudBlock.objects.create(
 )
 FraudAllowedPrefix.objects.create(
     prefix="+4420718", note="Head office switchboard: staff phones are verified here every day"
+)
+OptOut.objects.create(
+    phone_number="+442071838750", source="import",
+    note="Asked on the phone to the support desk on 3 March, confirmed by e-mail the same day",
+)
+SMSReply.objects.create(
+    phone_number="+442071838750", action="opt_out",
+    text="STOP " + "please stop sending me these promotional messages every single week " * 3,
 )
 Profile.objects.create(user=user, phone="+442071838750", phone_verified=True)
 VerifiedNumber.objects.create(phone="+442071838750", token_digest="0" * 64, claimed_by=user)
