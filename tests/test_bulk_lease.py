@@ -2,10 +2,13 @@
 
 A batch claimed for sending carries its claim time and claimer; a resume leaves a claim
 younger than ``BULK_LEASE`` to its live sender and judges an older one its dead sender's
-(``uncertain``). Time is a clock the code reads (``django.utils.timezone.now``, patched
-here and frozen in the subprocesses): nothing depends on where the wall clock falls or on
-how long a step takes. The two-worker scenario runs real processes (one killed with
-SIGKILL mid-batch) against the emulator over real HTTP, on a shared SQLite file and, with
+(``uncertain``). Claims are stamped and judged by the database's clock: the tests move it
+by making the claims it stamped older (``Clock.advance``), and keep the hosts' clock
+(``django.utils.timezone.now``) years off it, patched here and frozen (hours apart) in the
+subprocesses, to show it plays no part. Nothing depends on where the wall clock falls; the
+database's clock moves on while a test runs, by milliseconds, where the tests' margins
+are seconds. The two-worker scenario runs real processes (one killed with SIGKILL
+mid-batch) against the emulator over real HTTP, on a shared SQLite file and, with
 ``TEST_DATABASE=postgres``, on PostgreSQL.
 """
 
@@ -70,8 +73,39 @@ def start(job: BulkSMSJob) -> None:
     BulkSMSJob.objects.filter(pk=job.pk).update(status=BulkSMSJob.Status.RUNNING)
 
 
+def db_now() -> datetime:
+    """The database's clock now: the one that stamps claims and judges their age."""
+    from django.db.models.functions import Now
+    from django.db.models.sql import Query
+    from django.utils.dateparse import parse_datetime
+
+    now_sql = Query(BulkBatch).get_compiler(connection.alias).compile(Now())[0]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {now_sql}", [])
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):  # SQLite: UTC, as text
+        value = parse_datetime(value)
+        assert value is not None
+        value = value.replace(tzinfo=UTC)
+    assert isinstance(value, datetime)
+    return value
+
+
+def age_claims(job: BulkSMSJob | None, seconds: float) -> None:
+    """Every claim (of ``job``, or of any job) ``seconds`` older: the database's clock
+    moved on by that much, as far as the claims can tell."""
+    from django.db.models import F
+
+    claims = BulkBatch.objects.filter(claimed_at__isnull=False)
+    if job is not None:
+        claims = claims.filter(job=job)
+    claims.update(claimed_at=F("claimed_at") - timedelta(seconds=seconds))
+
+
 class Clock:
-    """``timezone.now`` for the code under test: moves only when told."""
+    """The clocks the code under test reads, moved only when told: the host's
+    (``timezone.now``, from T0, years away from the database's) and the database's (which
+    stamps and judges claims: moved by making the claims older)."""
 
     def __init__(self) -> None:
         self.now = T0
@@ -81,6 +115,7 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+        age_claims(None, seconds)
 
 
 @pytest.fixture
@@ -101,9 +136,10 @@ def finished_signals() -> Iterator[list[int]]:
     signals.bulk_job_finished.disconnect(dispatch_uid="lease")
 
 
-def claimed_elsewhere(job: BulkSMSJob, index: int, at: datetime | None) -> None:
-    """Leave batch ``index`` as another worker's claim at ``at`` leaves it (None: a claim
-    made before claims had a time)."""
+def claimed_elsewhere(job: BulkSMSJob, index: int, age: timedelta | None) -> None:
+    """Leave batch ``index`` as another worker's claim made ``age`` ago (by the database's
+    clock) leaves it (None: a claim made before claims had a time)."""
+    at = None if age is None else db_now() - age
     BulkBatch.objects.filter(job=job, index=index).update(
         status=BulkBatch.Status.SENDING, claimed_at=at, claimed_by=ELSEWHERE if at else ""
     )
@@ -119,7 +155,8 @@ def run(*args: str) -> str:
 
 
 @pytest.mark.django_db
-def test_a_claim_is_stamped_with_its_time_and_claimer(textflow_live, clock):
+def test_a_claim_is_stamped_with_the_databases_time_and_its_claimer(textflow_live, clock):
+    """By the database's clock: not the host's, here years ahead (T0)."""
     job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
     seen: list[tuple[str, datetime | None, str]] = []
 
@@ -132,18 +169,22 @@ def test_a_claim_is_stamped_with_its_time_and_claimer(textflow_live, clock):
         def bulk_sms(self, phone_numbers: list[str], text: str) -> Any:
             batch = BulkBatch.objects.get(job=job, status=BulkBatch.Status.SENDING)
             seen.append((batch.status, batch.claimed_at, batch.claimed_by))
-            clock.advance(1)
             return self.real.bulk_sms(phone_numbers, text)
 
     start(job)
+    before = db_now()
     for batch_id in batch_ids(job):
         assert bulk.send_batch(batch_id, backend=Watching()) is not None  # type: ignore[arg-type]
+    after = db_now()
     me = bulk.sending.claimer()
-    assert seen == [("sending", T0, me), ("sending", T0 + timedelta(seconds=1), me)]
+    assert [(status, by) for status, _, by in seen] == [("sending", me), ("sending", me)]
+    first, second = (at for _, at, _ in seen)
+    assert first is not None and second is not None
+    assert before <= first <= second <= after < T0
     claims = BulkBatch.objects.filter(job=job).order_by("index")
     assert [(b.status, b.claimed_at, b.claimed_by) for b in claims] == [
-        ("accepted", T0, me),
-        ("accepted", T0 + timedelta(seconds=1), me),
+        ("accepted", first, me),
+        ("accepted", second, me),
     ]
 
 
@@ -176,8 +217,10 @@ def test_the_claimer_is_host_pid_and_a_random_part_drawn_once_per_process(monkey
     ("age", "left_in_flight"),
     [
         (timedelta(0), True),
-        (timedelta(seconds=LEASE) - timedelta(microseconds=1), True),  # just inside the lease
-        (timedelta(seconds=LEASE), False),  # exactly a lease old: its sender is dead
+        # Inside the lease by 10 s: the database's clock moves on by far less before the
+        # resume reads it.
+        (timedelta(seconds=LEASE - 10), True),
+        (timedelta(seconds=LEASE), False),  # a lease old (and older when judged): dead
         (timedelta(hours=5), False),
     ],
 )
@@ -186,8 +229,7 @@ def test_a_resume_judges_a_claim_by_its_age_exactly_at_the_lease(
 ):
     job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
     start(job)
-    claimed_elsewhere(job, 1, clock.now)
-    clock.now += age
+    claimed_elsewhere(job, 1, age)
 
     job = bulk.run_job(job.pk)
 
@@ -208,6 +250,39 @@ def test_a_resume_judges_a_claim_by_its_age_exactly_at_the_lease(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("claimer_clock", "resumer_clock", "age", "dead"),
+    [
+        (timedelta(hours=-1), timedelta(0), timedelta(0), False),  # the claimer's behind
+        (timedelta(0), timedelta(hours=1), timedelta(0), False),  # the resumer's ahead
+        (timedelta(0), timedelta(hours=-1), timedelta(seconds=LEASE), True),  # behind
+    ],
+)
+def test_the_hosts_clocks_play_no_part_in_judging_a_claim(
+    textflow_live, monkeypatch, claimer_clock, resumer_clock, age, dead
+):
+    """Hosts' clocks an hour off (no NTP): a live worker's fresh claim is still left to it,
+    a claim a lease old by the database's clock still judged dead. (Stamped by the
+    claimer's clock and judged by the resumer's, the first two were judged dead, the third
+    left in flight.)"""
+    from textflow_django.bulk import sending
+
+    wall = timezone.now
+    job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
+    start(job)
+    monkeypatch.setattr(timezone, "now", lambda: wall() + claimer_clock)
+    with connection.cursor() as cursor:  # the worker's claim, on its host
+        assert sending._claim(cursor, sending._hot_sql(connection.alias), batch_ids(job)[0])
+    age_claims(job, age.total_seconds())
+    monkeypatch.setattr(timezone, "now", lambda: wall() + resumer_clock)
+
+    job = bulk.run_job(job.pk)  # the resume, on another host
+
+    assert statuses(job) == ["uncertain" if dead else "sending", "accepted"]
+    assert bulk.batches_in_flight(job.pk) == (0 if dead else 1)
+
+
+@pytest.mark.django_db
 def test_a_sending_batch_without_a_claim_time_is_judged_dead(textflow_live, clock):
     # Claimed before claims had a time (before the migration): as a resume judged it then.
     job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
@@ -223,10 +298,10 @@ def test_the_lease_is_the_setting(settings, textflow_live, clock):
     tf(settings, BULK_LEASE=600)
     job = bulk.create_job(text="Hi", numbers=numbers(20), batch_size=10)
     start(job)
-    claimed_elsewhere(job, 0, clock.now)
-    clock.advance(599)
+    claimed_elsewhere(job, 0, timedelta(0))
+    clock.advance(590)
     assert statuses(bulk.run_job(job.pk)) == ["sending", "accepted"]
-    clock.advance(1)
+    clock.advance(10)
     assert statuses(bulk.run_job(job.pk)) == ["uncertain", "accepted"]
 
 
@@ -234,8 +309,8 @@ def test_the_lease_is_the_setting(settings, textflow_live, clock):
 def test_enqueue_leaves_a_live_claim_to_its_sender_too(textflow_live, clock):
     job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
     start(job)
-    claimed_elsewhere(job, 0, clock.now)
-    claimed_elsewhere(job, 1, clock.now - timedelta(seconds=LEASE))
+    claimed_elsewhere(job, 0, timedelta(0))
+    claimed_elsewhere(job, 1, timedelta(seconds=LEASE))
     queued: list[int] = []
     assert bulk.enqueue_job(job.pk, enqueue=queued.append) == 1
     assert queued == batch_ids(job)[2:]
@@ -256,7 +331,7 @@ def test_the_live_sender_finishes_the_job_and_it_is_announced_once(
     sql = sending._hot_sql(connection.alias)
     with connection.cursor() as cursor:  # the worker's claim, as send_batch makes it
         assert sending._claim(cursor, sql, ids[1])
-    clock.advance(LEASE - 1)
+    clock.advance(LEASE - 10)
 
     out = run("textflow_bulk_sms", "--resume", str(job.pk))
 
@@ -282,8 +357,8 @@ def test_resume_says_how_many_batches_other_workers_are_still_sending(textflow_l
     job = bulk.create_job(text="Hi", numbers=numbers(40), batch_size=10)
     start(job)
     for index in (1, 2):
-        claimed_elsewhere(job, index, clock.now)
-    claimed_elsewhere(job, 3, clock.now - timedelta(seconds=LEASE))  # a dead worker's
+        claimed_elsewhere(job, index, timedelta(0))
+    claimed_elsewhere(job, 3, timedelta(seconds=LEASE))  # a dead worker's
 
     out = run("textflow_bulk_sms", "--resume", str(job.pk))
 
@@ -354,7 +429,9 @@ def test_a_sender_stamps_its_claim_again_before_each_retry(settings, textflow_li
     assert bulk.send_batch(batch_id) == (10, False)
     assert waits.slept == [50, 50, 50]
     batch = BulkBatch.objects.get(pk=batch_id)
-    assert (batch.status, batch.claimed_at) == ("accepted", T0 + timedelta(seconds=150))
+    assert batch.status == "accepted" and batch.claimed_at is not None
+    # Stamped after the last wait: each wait made the claim 50 s older.
+    assert db_now() - batch.claimed_at < timedelta(seconds=50)
     assert reached(textflow_live) == Counter(numbers(10))
 
 
@@ -435,7 +512,7 @@ def test_a_frozen_sender_records_nothing_of_a_batch_another_sender_took(
 
     def reopened_and_claimed_elsewhere() -> None:
         bulk.running._prepare(job.pk, resend_uncertain=True)
-        claimed_elsewhere(job, 0, clock.now)
+        claimed_elsewhere(job, 0, timedelta(0))
 
     with caplog.at_level(logging.WARNING, logger="textflow_django.bulk"):
         outcome = bulk.send_batch(
@@ -577,7 +654,7 @@ def test_e020_names_the_floor_and_says_why():
 
 # -- two workers, one killed mid-batch, a resume while the other still sends --------------------
 
-#: What each subprocess runs: Django with the test settings, its clock frozen at
+#: What each subprocess runs: Django with the test settings, its host's clock frozen at
 #: LEASE_TEST_NOW, a long TIMEOUT (a held call must not time out however slow the machine) and
 #: a lease to match; it prints what it did (and any bulk_job_finished it sends) on stdout.
 CHILD = """
@@ -608,6 +685,10 @@ elif action == "send":  # a worker taking batches off its queue, as send_bulk_ba
 elif action == "resume":
     from django.core.management import call_command
     call_command("textflow_bulk_sms", "--resume", str(arg), stdout=sys.stdout)
+elif action == "age":  # the database's clock moves on, as far as a claim can tell
+    from django.db.models import F
+    claim = BulkBatch.objects.filter(pk=arg["batch"])
+    claim.update(claimed_at=F("claimed_at") - datetime.timedelta(seconds=arg["seconds"]))
 elif action == "report":
     job = BulkSMSJob.objects.get(pk=arg)
     print(json.dumps({
@@ -616,12 +697,14 @@ elif action == "report":
                     for b in BulkBatch.objects.filter(job=job).order_by("index")],
     }))
 """
-#: The lease the subprocesses use, and their clocks: the killed worker claimed at T0, the
-#: live one a lease later, the resume runs 10 s after that.
+#: The lease the subprocesses use, and their hosts' clocks, hours apart: judged by them, the
+#: live worker's claim (its clock behind) would look two leases old to the resume (its clock
+#: ahead). The database's clock, which stamps and judges claims, moves a lease on after the
+#: kill ("age"): the killed worker's claim is a lease old, the live one's fresh.
 CHILD_LEASE = 3600
 KILLED_AT = T0
-LIVE_AT = T0 + timedelta(seconds=CHILD_LEASE + 5)
-RESUME_AT = T0 + timedelta(seconds=CHILD_LEASE + 10)
+LIVE_AT = T0 - timedelta(seconds=CHILD_LEASE)
+RESUME_AT = T0 + timedelta(seconds=CHILD_LEASE)
 
 
 class Held:
@@ -730,8 +813,9 @@ def two_workers_one_killed_then_resume(
     killed.send_signal(signal.SIGKILL)
     killed.wait(60)
     assert killed.returncode == -signal.SIGKILL
+    children.run("age", {"batch": ids[0], "seconds": CHILD_LEASE}, KILLED_AT)
     # Worker B takes the second (its queue: the rest of the job) and is mid-call, a lease
-    # later by the clocks.
+    # after A's claim by the database's clock.
     live = children.start("send", ids[1:], LIVE_AT)
     try:
         held.wait_for(live_number, live)
@@ -919,14 +1003,6 @@ def test_an_interrupted_sender_with_batches_left_leaves_the_job_running(
     )
 
 
-def age_claims(job: BulkSMSJob, seconds: float) -> None:
-    """Every claim of ``job`` ``seconds`` older."""
-    from django.db.models import F
-
-    claims = BulkBatch.objects.filter(job=job, claimed_at__isnull=False)
-    claims.update(claimed_at=F("claimed_at") - timedelta(seconds=seconds))
-
-
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_frozen_sender_giving_its_batch_up_during_a_resume_is_counted_once(
@@ -1034,7 +1110,7 @@ def test_resume_enqueue_counts_only_batches_other_workers_were_sending(textflow_
 
     job = bulk.create_job(text="Hi", numbers=numbers(30), batch_size=10)
     start(job)
-    claimed_elsewhere(job, 0, timezone.now())
+    claimed_elsewhere(job, 0, timedelta(0))
 
     def claimed_at_once(batch_id: int) -> None:  # a worker takes it, and is sending it
         with connection.cursor() as cursor:

@@ -7,7 +7,8 @@ sender (:func:`textflow_django.bulk.running.run_job`) or a worker's task. The co
   ``running``; the job's status is read in the very statement that claims the batch. So a
   batch delivered twice to workers is sent once, and none is started once a stop has
   committed.
-- The claiming statement also stamps the claim: ``claimed_at`` (now) and ``claimed_by``
+- The claiming statement also stamps the claim: ``claimed_at`` (now, by the database's
+  clock, which judges the claim's age too: hosts' clocks play no part) and ``claimed_by``
   (:func:`claimer`, the sender's host, pid and a random part). The claim is the sender's for
   ``BULK_LEASE`` seconds; a resume leaves a younger claim alone and judges an older one its
   dead sender's (``uncertain``; see :mod:`~textflow_django.bulk.running`). No timer renews
@@ -56,7 +57,8 @@ from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import F, Subquery
-from django.db.models.functions import Greatest
+from django.db.models.functions import Greatest, Now
+from django.db.models.sql import Query
 from django.utils import timezone
 
 from .. import _events, phone, signals
@@ -210,16 +212,20 @@ class _HotSQL:
         )
         # The job's status is read in the very statement that claims the batch: no batch
         # is claimed, so none sent, once the job's stop has committed. The claim's time and
-        # claimer are written by it too: no moment where a batch is sending unstamped.
+        # claimer are written by it too: no moment where a batch is sending unstamped. The
+        # time is the database's (Now() as the ORM writes it for this database), the clock
+        # a resume judges the claim by: a host's clock, skewed, could make a live claim
+        # look a lease old to another host.
+        stamp = Query(BulkBatch).get_compiler(alias).compile(Now())[0]  # takes no parameter
         self.claim = (
-            f"UPDATE {batches} SET status = %s, claimed_at = %s, claimed_by = %s "  # noqa: S608
+            f"UPDATE {batches} SET status = %s, claimed_at = {stamp}, claimed_by = %s "  # noqa: S608
             f"WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM {jobs} j "
             f"WHERE j.id = {batches}.job_id AND j.status = %s)"
         )
         # The statements below touch the batch only while the claim is still this sender's:
         # a resume may have judged it dead (see lease_floor) and taken the batch away.
         mine = "WHERE id = %s AND status = %s AND claimed_by = %s"
-        self.renew = f"UPDATE {batches} SET claimed_at = %s {mine}"  # noqa: S608
+        self.renew = f"UPDATE {batches} SET claimed_at = {stamp} {mine}"  # noqa: S608
         self.accept_batch = f"UPDATE {batches} SET status = %s, sent_at = %s, error = '' {mine}"  # noqa: S608
         self.count_sent = (
             f"UPDATE {jobs} SET sent = sent + %s, "  # noqa: S608
@@ -231,9 +237,10 @@ class _HotSQL:
         return connections[self.alias]  # this thread's connection
 
     def now(self) -> Any:
-        """The time now as this database stores a ``DateTimeField`` (what the ORM would
-        send): SQLite compares the stored text, so a raw aware datetime (``+00:00``) would
-        not compare with the ORM's values."""
+        """The time now (this host's clock: ``sent_at``; claims are stamped by the
+        database's) as this database stores a ``DateTimeField`` (what the ORM would send):
+        SQLite compares the stored text, so a raw aware datetime (``+00:00``) would not
+        compare with the ORM's values."""
         return self.connection.ops.adapt_datetimefield_value(timezone.now())
 
 
@@ -246,11 +253,12 @@ _CLAIM_ARGS = (BulkBatch.Status.SENDING, BulkBatch.Status.PENDING, BulkSMSJob.St
 
 
 def _claim(cursor: CursorWrapper, sql: _HotSQL, batch_id: int) -> bool:
-    """Mark a pending batch of a running job ``sending``, stamped with the time and
-    :func:`claimer` (committed before anything is sent: a process that dies after sending
-    leaves it ``sending``, which a resume reads as uncertain once the lease has run out)."""
+    """Mark a pending batch of a running job ``sending``, stamped with the database's time
+    and :func:`claimer` (committed before anything is sent: a process that dies after
+    sending leaves it ``sending``, which a resume reads as uncertain once the lease has run
+    out)."""
     sending, pending, running = _CLAIM_ARGS
-    cursor.execute(sql.claim, [sending, sql.now(), claimer(), batch_id, pending, running])
+    cursor.execute(sql.claim, [sending, claimer(), batch_id, pending, running])
     return bool(cursor.rowcount == 1)
 
 
@@ -267,7 +275,7 @@ def _keep_claim(sql: _HotSQL, batch_id: int) -> None:
         _ClaimLost: the claim is no longer this sender's.
     """
     with sql.connection.cursor() as cursor:
-        cursor.execute(sql.renew, [sql.now(), batch_id, BulkBatch.Status.SENDING, claimer()])
+        cursor.execute(sql.renew, [batch_id, BulkBatch.Status.SENDING, claimer()])
         if cursor.rowcount != 1:
             _events.emit("textflow.bulk.claim_lost", batch=batch_id, sent="no")
             raise _ClaimLost(batch_id)
