@@ -580,7 +580,7 @@ def test_blocked_countries_apply(settings, textflow_live):
         "textflow_bulk_sms", "--numbers", "+447400123456,+12025550100,+33612345678", "--text", "Hi"
     )
     assert "2 recipients" in out and "1 invalid" in out
-    assert "item 1: '+447400123456' (country_not_allowed)" in out
+    assert "item 1: '+44********56' (country_not_allowed)" in out  # masked (privacy)
     assert reached(textflow_live) == Counter(["+12025550100", "+33612345678"])
 
 

@@ -12,9 +12,9 @@ Contract of :func:`erase_phone_number`:
   rate-limit store's counters and claims keyed by it or by its replies (:func:`store_keys`:
   the resend cooldown, its send and wrong-code caps, the daily reply confirmation, the
   replies' retry claims). The package's entries in the admin's history that name the number
-  are anonymised (the number masked as in the logs): who did what stays, the number goes;
-  so are the samples of invalid input a bulk job keeps, where one reads as the number (a
-  number refused for its country, as it was typed).
+  are anonymised (the number masked as in the logs): who did what stays, the number goes.
+  The samples of invalid input a bulk job keeps hold no number to erase: the ingest stores
+  every number in them masked, however it was typed (``bulk.ingest``).
 - Kept by default: the number's ``OptOut`` row. Erasing it would let the site text the
   person again; keeping a suppression entry to honour an objection is what GDPR Art.
   17(3) and Art. 21 allow (and CCPA's 1798.105(d)). ``keep_opt_out=False`` removes it too
@@ -38,7 +38,6 @@ handle of its code by number until it expires), in the web server's own logs, at
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -50,7 +49,7 @@ from django.db import router, transaction
 from django.utils.translation import ngettext
 
 from . import _events, phone, signals
-from .models import BulkRecipient, BulkSMSJob, OptOut, PhoneVerification, SMSReply
+from .models import BulkRecipient, OptOut, PhoneVerification, SMSReply
 from .ratelimit import DatabaseStore, RateLimitStore, get_store
 
 __all__ = [
@@ -69,14 +68,10 @@ KINDS = (
     "replies",
     "opt_outs",
     "admin_log_entries",
-    "bulk_job_samples",
     "rate_limit_counters",
 )
 #: The app labels whose admin history entries are anonymised (the package and its contrib).
 _LOGGED_APPS = ("textflow", "textflow_allauth")
-#: The value in a bulk job's sample of invalid input, ``<label> <where>: '<value>' (<code>)``
-#: (``bulk.ingest``): a number refused for its country is one, as typed.
-_SAMPLE_VALUE_RE = re.compile(r"""(?<=: )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?= \([a-z_]+\)$)""")
 
 
 @dataclass(frozen=True)
@@ -84,8 +79,7 @@ class ErasureReport:
     """What :func:`erase_phone_number` removed for one number (E.164).
 
     Each count is of rows (for the counters, of the store's keys or rows) removed, or for
-    ``admin_log_entries`` and ``bulk_job_samples`` (jobs whose samples of invalid input
-    showed the number) anonymised. ``rate_limit_counters`` is None when not counted (a
+    ``admin_log_entries`` anonymised. ``rate_limit_counters`` is None when not counted (a
     dry run on a cache store). ``opt_out_kept`` is True when the number is on the opt-out
     list and stays there. ``others`` holds the counts the signal's receivers added.
     """
@@ -96,7 +90,6 @@ class ErasureReport:
     replies: int = 0
     opt_outs: int = 0
     admin_log_entries: int = 0
-    bulk_job_samples: int = 0
     rate_limit_counters: int | None = 0
     opt_out_kept: bool = False
     dry_run: bool = False
@@ -131,14 +124,6 @@ _PHRASES: Mapping[str, Callable[[int], str]] = {
     "replies": lambda n: _counted(ngettext("%(count)s SMS reply", "%(count)s SMS replies", n), n),
     "opt_outs": lambda n: _counted(
         ngettext("%(count)s opt-out list entry", "%(count)s opt-out list entries", n), n
-    ),
-    "bulk_job_samples": lambda n: _counted(
-        ngettext(
-            "%(count)s bulk SMS job's invalid samples anonymised",
-            "%(count)s bulk SMS jobs' invalid samples anonymised",
-            n,
-        ),
-        n,
     ),
     "admin_log_entries": lambda n: _counted(
         ngettext(
@@ -268,7 +253,6 @@ def _erase_rows(number: str, keep_opt_out: bool) -> dict[str, int]:
         "replies": SMSReply.objects.filter(phone_number=number).delete()[0],
         "opt_outs": 0 if keep_opt_out else OptOut.objects.filter(phone_number=number).delete()[0],
         "admin_log_entries": _anonymise_admin_log(number),
-        "bulk_job_samples": _anonymise_bulk_samples(number),
     }
     return counts
 
@@ -294,37 +278,6 @@ def _anonymise_admin_log(number: str) -> int:
             LogEntry.objects.filter(pk=entry.pk).update(object_repr=anonymous)
             changed += 1
     return changed
-
-
-def _anonymise_bulk_samples(number: str) -> int:
-    """Mask ``number`` where a bulk job's samples of invalid input show it (a number refused
-    for its country, as typed: ``"+44 7400 123456"``); how many jobs changed. Every job with
-    invalid input is read: jobs are few, and a typed number is found only by reading it."""
-    changed = 0
-    jobs = BulkSMSJob.objects.filter(invalid__gt=0).values_list("pk", "invalid_samples")
-    for pk, samples in jobs.iterator():
-        if not isinstance(samples, list):
-            continue
-        masked = [
-            _SAMPLE_VALUE_RE.sub(lambda m: _masked_value(m.group(0), number), sample)
-            if isinstance(sample, str)
-            else sample
-            for sample in samples
-        ]
-        if masked != samples:
-            BulkSMSJob.objects.filter(pk=pk).update(invalid_samples=masked)
-            changed += 1
-    return changed
-
-
-def _masked_value(quoted: str, number: str) -> str:
-    """``quoted`` (a Python string literal) masked when it reads as ``number``."""
-    try:
-        value = ast.literal_eval(quoted)
-        same = parse_number(value) == number
-    except (ValueError, SyntaxError, phone.InvalidPhoneNumberError):
-        same = False
-    return repr(phone.mask(number)) if same else quoted
 
 
 def _forget(store: RateLimitStore, keys: Sequence[str], dry_run: bool) -> int | None:

@@ -18,6 +18,7 @@ models together): the anti-join reads it there.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,19 @@ __all__ = ["Ingested", "ValidNumbers", "check_batch_size", "create_job", "ingest
 INGEST_CHUNK = 5000
 #: Invalid inputs kept as examples for the report.
 INVALID_SAMPLES = 10
+#: A run of digits as people type a number, with separators between them
+#: (``+1 (202) 555-0143``, ``tel:+12025550143``): masked in a sample when it holds a number's
+#: worth of digits, 7 or more (``phone.mask_numbers``' rule, which takes unbroken runs only).
+_TYPED_NUMBER_RE = re.compile(r"\+?\d(?:[\s().\-/]*\d)*")
+
+
+def _masked(value: str) -> str:
+    """``value`` with every number in it masked (``phone.mask``), however it was typed: a
+    job's samples of invalid input are stored, shown and kept for as long as the job, and a
+    number refused (its country, no country code) is still a person's number."""
+    return _TYPED_NUMBER_RE.sub(
+        lambda m: phone.mask(m[0]) if sum(c.isdigit() for c in m[0]) >= 7 else m[0], value
+    )
 
 
 def check_batch_size(size: int) -> int:
@@ -56,11 +70,12 @@ class ValidNumbers:
     Iterating yields each valid value normalised (``phone.bulk_normalizer``; ``strict``
     skips its E.164 fast path), in order, duplicates included. ``None`` and blank values
     are skipped; invalid ones are counted in :attr:`invalid`, the first
-    :data:`INVALID_SAMPLES` of them described in :attr:`samples` (where, the value cut to
-    40 characters, why). Once the source is read, :meth:`count_missing` adds a CSV's rows
-    without the column to both. ``countries=False`` reads numbers of every country
-    (``ALLOWED_COUNTRIES``/``BLOCKED_COUNTRIES`` left aside: the opt-out list takes any
-    number), through full validation.
+    :data:`INVALID_SAMPLES` of them described in :attr:`samples` (where, the value with any
+    number in it masked and cut to 40 characters, why). Once the source is read,
+    :meth:`count_missing` adds a CSV's rows without the column to both.
+    ``countries=False`` reads numbers of every country (``ALLOWED_COUNTRIES``/
+    ``BLOCKED_COUNTRIES`` left aside: the opt-out list takes any number), through full
+    validation.
     """
 
     def __init__(self, source: Source, *, strict: bool = False, countries: bool = True) -> None:
@@ -89,7 +104,8 @@ class ValidNumbers:
                     continue  # blank lines and empty fields are not errors
                 self.invalid += 1
                 if len(samples) < INVALID_SAMPLES:
-                    samples.append(f"{source.label} {where}: {value[:40]!r} ({err.code})")
+                    shown = _masked(value)[:40]
+                    samples.append(f"{source.label} {where}: {shown!r} ({err.code})")
 
     def count_missing(self) -> None:
         """Count a CSV source's rows without the column as invalid (numbers lost), with one
