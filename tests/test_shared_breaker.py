@@ -35,6 +35,7 @@ from django.core.cache import caches
 from django.db import connection
 
 from textflow_django import _events, ratelimit
+from textflow_django._breaker import StoreState
 from textflow_django.backends import textflow as textflow_backend
 from textflow_django.client import TextFlowClient
 from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowError
@@ -55,6 +56,8 @@ TIMEOUT = 0.25
 SLOW = 3.0
 #: Where the fake clock starts (epoch seconds).
 T0 = 1_750_000_000.0
+#: The TextFlow of the tests that drive breakers without a client.
+URL = "https://textflow.example/api"
 
 
 class FakeClock:
@@ -133,8 +136,9 @@ def shared(
     )
     monkeypatch.setattr(ratelimit, "get_store", lambda: store)
     yield clock, store
-    if request.param == "redis":  # the breaker's keys, of this run's emulator only
+    if request.param == "redis":  # the breaker's keys, of this run's emulator and URL only
         textflow_backend.reset_breakers()
+        StoreState(store, URL).clear()
 
 
 @pytest.fixture
@@ -469,3 +473,44 @@ def test_worker_processes_share_one_breaker_on_postgresql(
             proc.stdin.close()
         for proc in procs:
             proc.wait(timeout=30)
+
+
+# -- review findings: the trial slot outlasts the trial call -------------------------------
+
+
+def test_the_trial_slot_outlasts_the_longest_call(shared: tuple[FakeClock, Any]) -> None:
+    """Finding: the shared trial slot was kept max(BREAKER_RESET, TIMEOUT) + 1 seconds, but
+    a call makes up to 1 + CONNECT_RETRIES connection attempts of TIMEOUT each, then waits
+    TIMEOUT for the answer: with TIMEOUT 10 and BREAKER_RESET 5 the slot freed itself after
+    11 s while the trial could still be in flight until 40 s, and a second worker's call
+    went out as a second trial."""
+    from textflow_django.client import CONNECT_RETRIES
+
+    clock, _store = shared
+    timeout, reset = 10.0, 5
+    longest = (CONNECT_RETRIES + 2) * timeout  # what a call may last: 40 s
+    trial, other, *failing = (
+        textflow_backend.new_breaker(URL, THRESHOLD, reset, timeout=timeout)
+        for _ in range(2 + THRESHOLD)
+    )
+    for breaker in failing:
+        assert breaker.allow() is None
+        breaker.failure()
+    clock.advance(reset)
+    assert trial.allow() is None  # the trial, in flight: its connection attempts time out
+    clock.advance(longest - 1)
+    assert other.allow() is not None  # the trial may still be in flight: no second trial
+    clock.advance(3)  # past the longest call and the second the slot adds
+    assert other.allow() is None  # the trial's worker died: a new trial
+
+
+def test_the_process_breaker_follows_the_timeout() -> None:
+    """Its trial slot's time-to-live is sized from the timeout, so a breaker made for one
+    TIMEOUT is not the one for another (the first was kept: the slot of a longer TIMEOUT
+    freed itself too soon)."""
+    textflow_backend.reset_breakers()
+    short = textflow_backend.breaker_for(URL, THRESHOLD, 5, timeout=1.0)
+    long = textflow_backend.breaker_for(URL, THRESHOLD, 5, timeout=10.0)
+    assert short is not None and long is not None
+    assert long.trial_ttl > 40 > short.trial_ttl
+    assert textflow_backend.breaker_for(URL, THRESHOLD, 5, timeout=10.0) is long

@@ -27,6 +27,7 @@ from ..client import (
     SMSResult,
     TextFlowClient,
     VerifyResult,
+    longest_call,
 )
 from ..conf import conf
 from ..exceptions import TextFlowConfigurationError
@@ -37,7 +38,7 @@ _T = TypeVar("_T")
 __all__ = ["TextFlowBackend", "breaker_for", "breaker_scope", "new_breaker", "reset_breakers"]
 
 
-_breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
+_breakers: dict[tuple[str, int, float, float], CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
@@ -71,13 +72,15 @@ def new_breaker(
     """A breaker for the TextFlow at ``base_url``: its state in the rate-limit store while
     that store is shared (:func:`breaker_scope`), else in the breaker. ``timeout``: the
     calls' timeout, the least time a shared trial slot is kept for a worker that never
-    reports (killed mid-call)."""
+    reports (killed mid-call), which must outlast the longest call (its connection retries
+    included: :func:`~textflow_django.client.longest_call`), else a second trial would go
+    out while the first is in flight."""
     return CircuitBreaker(
         threshold,
         reset_after,
         shared=lambda: _shared_state(base_url),
         on_shared_error=_store_failed,
-        trial_ttl=max(reset_after, timeout) + 1,
+        trial_ttl=max(reset_after, longest_call(timeout)) + 1,
     )
 
 
@@ -85,10 +88,11 @@ def breaker_for(
     base_url: str, threshold: int, reset_after: float, *, timeout: float = 0.0
 ) -> CircuitBreaker | None:
     """The process-wide breaker for one TextFlow (shared by every thread's backend), or None
-    when ``threshold`` is 0. (With a shared store its state is the whole site's.)"""
+    when ``threshold`` is 0. (With a shared store its state is the whole site's.) One per
+    ``timeout`` too: its trial slot's time-to-live follows it."""
     if threshold <= 0:
         return None
-    key = (base_url, threshold, reset_after)
+    key = (base_url, threshold, reset_after, timeout)
     with _breakers_lock:
         breaker = _breakers.get(key)
         if breaker is None:
@@ -105,7 +109,7 @@ def reset_breakers() -> None:
     database's rows go with the test's transaction anyway). A store that cannot be reached
     (no database access in this test) is left alone, silently."""
     with _breakers_lock:
-        urls = {base_url for base_url, _threshold, _reset in _breakers}
+        urls = {base_url for base_url, *_settings in _breakers}
         _breakers.clear()
     for base_url in urls:
         try:

@@ -64,7 +64,7 @@ from django.utils import timezone
 from .. import _events, phone, signals
 from ..backends import get_backend
 from ..backends.base import BaseBackend, opt_outs_checked
-from ..client import CONNECT_RETRIES
+from ..client import longest_call
 from ..exceptions import (
     TextFlowConfigurationError,
     TextFlowError,
@@ -98,12 +98,12 @@ def lease_floor(timeout: float) -> float:
     A sender stamps its claim when it claims the batch, and again right before each further
     call it makes for it (a retry after a 429, the resend once refused numbers are dropped).
     Between two stamps it therefore waits at most once (``MAX_RATE_LIMIT_WAIT``) and makes
-    one call, which the client bounds: up to ``1 + CONNECT_RETRIES`` connection attempts of
-    ``timeout`` each (retried only while nothing was sent), then ``timeout`` for the answer.
+    one call, which lasts at most :func:`~textflow_django.client.longest_call` (its
+    connection retries included: the bound the circuit breaker's trial slot uses too).
     Renewing the claim only there, and not on a timer, keeps the hot path at one statement
     a batch; the database statements around the call take milliseconds.
     """
-    return MAX_RATE_LIMIT_WAIT + (CONNECT_RETRIES + 2) * timeout
+    return MAX_RATE_LIMIT_WAIT + longest_call(timeout)
 
 
 @functools.cache

@@ -52,7 +52,7 @@ from ._results import (
     SMSResult,
     VerifyResult,
 )
-from ._transport import CONNECT_RETRIES, MAX_RESPONSE_BYTES
+from ._transport import CONNECT_RETRIES, MAX_RESPONSE_BYTES, longest_call
 
 __all__ = [
     "CONNECT_RETRIES",
@@ -81,4 +81,5 @@ __all__ = [
     "TextFlowUnavailable",
     "VerifyResult",
     "api_key_problem",
+    "longest_call",
 ]

@@ -45,7 +45,13 @@ from .._errors import (
     TextFlowTimeout,
 )
 
-__all__ = ["CONNECT_RETRIES", "MAX_RESPONSE_BYTES", "TRANSPORT_ERRORS", "Transport"]
+__all__ = [
+    "CONNECT_RETRIES",
+    "MAX_RESPONSE_BYTES",
+    "TRANSPORT_ERRORS",
+    "Transport",
+    "longest_call",
+]
 
 #: Connection attempts retried when nothing was sent yet (refused, DNS, connect timeout).
 CONNECT_RETRIES = 2
@@ -53,6 +59,21 @@ CONNECT_RETRIES = 2
 MAX_RESPONSE_BYTES = 1024 * 1024
 #: What :meth:`Transport.send` may raise for a failed request (see :meth:`Transport.error_for`).
 TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+def longest_call(timeout: float) -> float:
+    """The longest one call of a client with this ``timeout`` may last, in seconds: up to
+    ``1 + CONNECT_RETRIES`` connection attempts of ``timeout`` each (retried only while
+    nothing was sent), then ``timeout`` waiting for the answer (whose body must arrive by
+    a deadline ``timeout`` after the call began: :meth:`Transport.read`).
+
+    The one home of this bound: what must outlast a call in flight is sized from it (the
+    circuit breaker's shared trial slot, the bulk sender's lease floor). Not counted:
+    urllib3's backoff between connection attempts (0.2 s in all with two retries) and name
+    resolution: the trial slot adds a whole second for them, the lease floor leaves them
+    to the lease's margin over it.
+    """
+    return (CONNECT_RETRIES + 2) * timeout
 
 
 def _adapter_send_is_genuine() -> bool:
