@@ -21,6 +21,7 @@ on that code by their assertions (24 timeouts, not 3).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -32,13 +33,14 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
-from django.db import connection
+from django.db import connection, transaction
 
 from textflow_django import _events, ratelimit
-from textflow_django._breaker import StoreState
+from textflow_django._breaker import CircuitBreaker, StoreState
 from textflow_django.backends import textflow as textflow_backend
 from textflow_django.client import TextFlowClient
 from textflow_django.exceptions import TextFlowCircuitOpen, TextFlowError
+from textflow_django.models import OptOut
 from textflow_django.ratelimit import CacheStore, DatabaseStore, RedisCacheStore
 from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
 
@@ -514,3 +516,123 @@ def test_the_process_breaker_follows_the_timeout() -> None:
     assert short is not None and long is not None
     assert long.trial_ttl > 40 > short.trial_ttl
     assert textflow_backend.breaker_for(URL, THRESHOLD, 5, timeout=10.0) is long
+
+
+# -- review findings: a call inside the caller's transaction -------------------------------
+
+
+def breakers(n: int, **options: Any) -> list[Any]:
+    """``n`` breakers over the store in force (as in ``n`` processes), each with one call
+    at a time (so one thread can keep all ``n`` in flight at once)."""
+    return [textflow_backend.new_breaker(URL, THRESHOLD, RESET, **options) for _ in range(n)]
+
+
+class BrokenUnderTheBreaker(DatabaseStore):
+    """The database store, each of whose statements for the breaker fails on the server (as
+    a lock timeout does): in a transaction, one such error leaves it aborted on PostgreSQL.
+    ``touched`` lists the primitives asked."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.touched: list[str] = []
+
+    def _fail(self, name: str) -> None:
+        self.touched.append(name)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM textflow_no_such_table")
+
+    def count(self, key: str) -> int:
+        self._fail("count")
+        return 0
+
+    def incr(self, key: str, ttl: int) -> int:
+        self._fail("incr")
+        return 0
+
+    def held(self, key: str) -> int | None:
+        self._fail("held")
+        return None
+
+    def hold(self, key: str, seconds: int) -> None:
+        self._fail("hold")
+
+    def claim(self, key: str, ttl: int) -> int | None:
+        self._fail("claim")
+        return None
+
+    def release(self, key: str) -> None:
+        self._fail("release")
+
+
+def test_inside_a_transaction_the_breaker_is_the_process_and_the_store_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, Mapping[str, object]]]
+) -> None:
+    """Finding: inside the caller's transaction (ATOMIC_REQUESTS, an ``atomic()`` around a
+    send), the breaker's statements joined it: a store error there (a lock timeout) left the
+    caller's transaction aborted on PostgreSQL (its next query: InternalError), and the
+    failures it counted went with a rollback. Now such a call keeps its breaker state in the
+    process: the store is not asked at all (here every statement to it would fail), the
+    caller's transaction goes on, and a rollback takes nothing from the breaker."""
+    clock = FakeClock()
+    store = BrokenUnderTheBreaker(clock)
+    monkeypatch.setattr(ratelimit, "get_store", lambda: store)
+    monkeypatch.setattr(
+        textflow_backend, "CircuitBreaker", functools.partial(CircuitBreaker, clock=clock)
+    )
+    breaker = textflow_backend.new_breaker(URL, THRESHOLD, RESET)
+    with transaction.atomic():
+        OptOut.objects.create(phone_number=NUMBER, source="admin")  # the caller's work
+        for _ in range(THRESHOLD):
+            assert breaker.allow() is None
+            breaker.failure()
+        assert (breaker.scope, breaker.state) == ("process", "open")
+        clock.advance(RESET)
+        assert breaker.allow() is None  # the trial, the process's
+        breaker.failure()
+        assert breaker.allow() == RESET  # open again
+        assert OptOut.objects.count() == 1  # the caller's transaction is usable
+        transaction.set_rollback(True)  # the view raised
+    assert store.touched == []
+    assert [name for name, _fields in events if name == "textflow.store.failed"] == []
+    assert OptOut.objects.count() == 0
+    assert breaker.local.open_remaining(THRESHOLD) == RESET  # the rollback took nothing
+
+
+@requires_postgres
+def test_a_trial_taken_inside_a_transaction_holds_up_no_other_worker(
+    monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, Mapping[str, object]]]
+) -> None:
+    """Finding: a trial claimed inside a request's transaction held its row, uncommitted,
+    until the request ended: every other worker's claim waited on it (here its lock timeout
+    gives up at once, and the store failed under the breaker) instead of failing fast or
+    trying. Now the request's call goes by its process's breaker, and the site's one trial
+    is claimed, committed, by a worker in autocommit."""
+    clock = FakeClock()
+    store = DatabaseStore(clock=clock)
+    monkeypatch.setattr(ratelimit, "get_store", lambda: store)
+    state = StoreState(store, URL)
+    for _ in range(THRESHOLD):  # opened long ago: half-open, the trial is due
+        store.incr(state.failures_key, 86400)
+    in_request, outside = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    a, b = breakers(2)
+    request = transaction.atomic()
+
+    def a_asks() -> int | None:
+        request.__enter__()  # the request's transaction (ATOMIC_REQUESTS)
+        return a.allow()  # type: ignore[no-any-return]
+
+    def b_asks() -> int | None:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '100ms'")  # never wait on a row for long
+        return b.allow()  # type: ignore[no-any-return]
+
+    try:
+        assert in_request.submit(a_asks).result() is None  # the process's breaker: closed
+        assert outside.submit(b_asks).result() is None  # the trial, at once
+        assert store.held(state.trial_key) is not None  # B's claim, committed
+        assert [name for name, _fields in events if name == "textflow.store.failed"] == []
+    finally:
+        in_request.submit(lambda: request.__exit__(None, None, None)).result()
+        for pool in (in_request, outside):
+            pool.submit(lambda: connection.close()).result()
+            pool.shutdown()

@@ -7,6 +7,13 @@ RateLimitStore.shared>`), so the whole site opens and closes it together; with a
 per-process store (a local-memory, dummy or file cache) each process has its own.
 :func:`breaker_scope` says which is in force. The store is asked at each call, so a
 change of settings takes effect at once.
+
+Inside a transaction, the breaker is the process's: a call made while the database store's
+connection is in an atomic block (``ATOMIC_REQUESTS``, the caller's ``atomic()``) keeps its
+breaker state in the process, as with a per-process store. Written in that transaction,
+the state would be the caller's: a trial taken there would hold its row until the request
+ends (every other worker waiting on it instead of failing fast), a store error would leave
+the caller's transaction aborted, and a rollback would take the failures it counted with it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+from django.db import connections
 
 from .. import phone, ratelimit
 from .._breaker import BreakerState, CircuitBreaker, StoreState
@@ -44,15 +53,43 @@ _breakers_lock = threading.Lock()
 
 def breaker_scope() -> str:
     """Which circuit breaker the settings put in force now: ``"shared"`` (its state in the
-    rate-limit store, shared by every process) or ``"process"`` (each process its own)."""
+    rate-limit store, shared by every process) or ``"process"`` (each process its own).
+    (With the database store, a call inside a transaction uses the process's all the same:
+    see the module docstring.)"""
     return "shared" if ratelimit.get_store().shared else "process"
 
 
 def _shared_state(base_url: str) -> BreakerState | None:
-    """The breaker state in the rate-limit store configured now, or None when that store
-    is per process (the breaker then keeps it in the process)."""
+    """The breaker state in the rate-limit store configured now, or None (the breaker then
+    keeps it in the process) when that store is per process, or is the database and this
+    call is made inside a transaction on it."""
     store = ratelimit.get_store()
-    return StoreState(store, base_url) if store.shared else None
+    if not store.shared:
+        return None
+    if isinstance(store, ratelimit.DatabaseStore) and _in_transaction(store.using):
+        return None  # the process's, for this call: see the module docstring
+    return StoreState(store, base_url)
+
+
+def _in_transaction(alias: str) -> bool:
+    """Whether a statement on ``alias`` now would join a transaction of the caller's: an
+    atomic block, or autocommit turned off by hand.
+
+    The atomic blocks of Django's ``TestCase`` (and so of pytest-django's ``db`` fixture)
+    are not counted, as Django's own ``durable`` check does not count them: they stand for
+    the autocommit of production, so a test sees the breaker production would (its writes
+    go with the test's rollback).
+
+    All the breaker's store statements for a call run on the thread that asked ``allow()``
+    (:class:`CircuitBreaker` reports to the state that allowed the call), and the client
+    runs none of the caller's code between the two: a call judged outside a transaction
+    here reports outside it too, so no statement of the breaker's runs in one."""
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        return any(
+            not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+        )
+    return connection.connection is not None and not connection.get_autocommit()
 
 
 def _store_failed(err: BaseException) -> None:
@@ -107,7 +144,8 @@ def reset_breakers() -> None:
     this process's, and, where the store in force is shared and reachable now, the shared
     state of every TextFlow this process has a breaker for (a cache outlives a test; the
     database's rows go with the test's transaction anyway). A store that cannot be reached
-    (no database access in this test) is left alone, silently."""
+    (no database access in this test), or the database store from inside a transaction of
+    the caller's (the breaker keeps no state there then), is left alone, silently."""
     with _breakers_lock:
         urls = {base_url for base_url, *_settings in _breakers}
         _breakers.clear()
