@@ -49,7 +49,7 @@ from django.db import router, transaction
 from django.utils.translation import ngettext
 
 from . import _events, phone, signals
-from .models import BulkRecipient, OptOut, PhoneVerification, SMSReply
+from .models import BulkRecipient, BulkSMSJob, OptOut, PhoneVerification, SMSReply
 from .ratelimit import DatabaseStore, RateLimitStore, get_store
 
 __all__ = [
@@ -70,6 +70,9 @@ KINDS = (
     "admin_log_entries",
     "rate_limit_counters",
 )
+#: Jobs named per statement when deleting a number's bulk recipients (an ``IN`` list: SQLite
+#: takes 32,766 parameters at most, and each job is one probe of an index).
+_JOBS_PER_STATEMENT = 1_000
 #: The app labels whose admin history entries are anonymised (the package and its contrib).
 _LOGGED_APPS = ("textflow", "textflow_allauth")
 
@@ -249,12 +252,29 @@ def _erase_rows(number: str, keep_opt_out: bool) -> dict[str, int]:
     counts = {
         "verifications": PhoneVerification.objects.filter(phone_number=number).delete()[0],
         # Only the rows: a job's total, sent and invalid counts are figures, and stay.
-        "bulk_recipients": BulkRecipient.objects.filter(phone_number=number).delete()[0],
+        "bulk_recipients": _delete_bulk_recipients(number),
         "replies": SMSReply.objects.filter(phone_number=number).delete()[0],
         "opt_outs": 0 if keep_opt_out else OptOut.objects.filter(phone_number=number).delete()[0],
         "admin_log_entries": _anonymise_admin_log(number),
     }
     return counts
+
+
+def _delete_bulk_recipients(number: str) -> int:
+    """Delete ``number``'s ``BulkRecipient`` rows, of every job; how many went.
+
+    No index starts with the number (the unique (job, phone_number) and the (job, batch)
+    ones start with the job): a filter on the number alone reads the whole table, a million
+    rows a campaign. Naming every job, ``job_id IN (...) AND phone_number = ...``, makes it
+    one probe of the unique index per job (on PostgreSQL an Index Scan with ``job_id =
+    ANY(...)``; tests/test_privacy.py checks the plan). Jobs are few (one per campaign),
+    read :data:`_JOBS_PER_STATEMENT` to a statement."""
+    jobs = list(BulkSMSJob.objects.order_by("pk").values_list("pk", flat=True))
+    deleted = 0
+    for start in range(0, len(jobs), _JOBS_PER_STATEMENT):
+        some = jobs[start : start + _JOBS_PER_STATEMENT]
+        deleted += BulkRecipient.objects.filter(job_id__in=some, phone_number=number).delete()[0]
+    return deleted
 
 
 def _anonymise_admin_log(number: str) -> int:
