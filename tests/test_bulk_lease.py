@@ -1121,3 +1121,45 @@ def test_resume_enqueue_counts_only_batches_other_workers_were_sending(textflow_
     assert f"Job {job.pk}: 2 batches queued for the workers." in out
     assert "1 batch is still being sent by another worker" in out
     assert statuses(job) == ["sending", "sending", "sending"]
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_sender_giving_its_batch_up_uncertain_during_a_resume_does_not_deadlock(
+    textflow_live, monkeypatch
+):
+    """A frozen sender gives its batch up uncertain (and counts it) just as a resume that
+    holds the job's lock comes to lock that batch. The sender takes the job's lock first,
+    as the resume does: it waits, then finds its claim taken. (Batch first, then job: the
+    two waited for each other until PostgreSQL killed one.)"""
+    from django.db.models.query import QuerySet
+
+    from textflow_django.bulk import sending
+
+    job = bulk.create_job(text="Hi", numbers=numbers(10))
+    start(job)
+    [batch_id] = batch_ids(job)
+    with connection.cursor() as cursor:
+        assert sending._claim(cursor, sending._hot_sql(connection.alias), batch_id)
+    age_claims(job, LEASE)
+    real_lock = QuerySet.select_for_update
+    senders: list[threading.Thread] = []
+    released: list[bool] = []
+
+    def select_for_update(self: QuerySet[Any], *args: Any, **kwargs: Any) -> QuerySet[Any]:
+        resume = threading.current_thread() is threading.main_thread()
+        if resume and self.model is BulkBatch and not senders:  # about to lock the batch
+            give_up = functools.partial(sending._release_uncertain, job.pk, batch_id, "x")
+            senders.append(in_another_connection(lambda: released.append(give_up())))
+        return real_lock(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "select_for_update", select_for_update)
+    bulk.running._prepare(job.pk, resend_uncertain=False)
+    monkeypatch.setattr(QuerySet, "select_for_update", real_lock)
+    [sender] = senders
+    sender.join(60)
+    assert released == [False]
+    job.refresh_from_db()
+    assert statuses(job) == ["uncertain"]
+    assert BulkBatch.objects.get(pk=batch_id).error == "the sender died mid-batch"
+    assert (job.status, job.uncertain) == ("running", 10)

@@ -297,6 +297,10 @@ def _release_uncertain(job_id: int, batch_id: int, error: str) -> bool:
     numbers left out or dropped since the job was made no longer count) in the job's
     ``uncertain``, in one transaction. Returns False, changing nothing, as ``_release``."""
     with transaction.atomic(using=router.db_for_write(BulkBatch)):
+        # The job's row first, then the batch's, in the order a resume locks them
+        # (``_prepare``): the other way round, a resume judging this batch dead at this
+        # moment would deadlock with this sender.
+        list(BulkSMSJob.objects.select_for_update().filter(pk=job_id).values_list("pk"))
         if not _release(batch_id, BulkBatch.Status.UNCERTAIN, error):
             return False
         size = BulkBatch.objects.filter(pk=batch_id).values("size")
