@@ -16,7 +16,9 @@ no test sleeps; the only real waits are the client's timeouts against the emulat
 test runs real processes over PostgreSQL.
 
 This module imports nothing that the per-process code lacked, so the finding's tests fail
-on that code by their assertions (24 timeouts, not 3).
+on that code by their assertions (24 timeouts, not 3). The review's findings on the first
+shared version (below the processes: the trial slot's length, a call inside the caller's
+transaction, a success's clearing, who reports the opening) fail on that version alike.
 """
 
 from __future__ import annotations
@@ -277,23 +279,25 @@ def test_what_the_shared_breaker_costs_a_call_on_the_database(
     textflow_emulator: TextFlowEmulator,
     django_assert_num_queries: Any,
 ) -> None:
-    """Closed: one read per call, and no write when no failure was counted; a success after
-    failures: that read and one delete (the count); a failure: its count (one upsert on
-    PostgreSQL and SQLite) and, once the count reaches the threshold, the hold."""
+    """Closed: two reads per call (the count before it, and after it: a success must clear
+    what other workers counted while it was in flight), and no write when no failure was
+    counted; a success after failures: those reads and one delete (the count); a failure:
+    the read and its count (one upsert on PostgreSQL and SQLite) and, once the count
+    reaches the threshold, the claim of the open key."""
     clock = FakeClock()
     store = DatabaseStore(clock=clock)
     store.purge_one_in = 10**9  # no occasional purge in the counts below
     monkeypatch.setattr(ratelimit, "get_store", lambda: store)
     client = Worker(textflow_emulator.url).client  # its first call runs on this thread
     try:
-        with django_assert_num_queries(1):
+        with django_assert_num_queries(2):
             client.send_sms(NUMBER, "Hi")
         textflow_emulator.fault("status", path="/send-sms", status=503)
         with django_assert_num_queries(2):
             assert outcome(lambda: client.send_sms(NUMBER, "Hi")) == "failed"
-        with django_assert_num_queries(2):
+        with django_assert_num_queries(3):
             client.send_sms(NUMBER, "Hi")
-        with django_assert_num_queries(1):
+        with django_assert_num_queries(2):
             client.send_sms(NUMBER, "Hi")
     finally:
         client.close()
@@ -636,3 +640,97 @@ def test_a_trial_taken_inside_a_transaction_holds_up_no_other_worker(
         for pool in (in_request, outside):
             pool.submit(lambda: connection.close()).result()
             pool.shutdown()
+
+
+# -- review findings: a success clears what was counted while it was in flight ------------
+
+
+def test_failures_interleaved_with_successes_do_not_open_it(
+    shared: tuple[FakeClock, Any],
+) -> None:
+    """Finding: a burst of 20 calls all read a count of 0 before going out; 4 of them fail,
+    each followed by successes. A success cleared the count only if its own read had found
+    failures, so none of them did, and the 4 failures opened the breaker for the whole site
+    (THRESHOLD 3) while TextFlow answered 16 calls of 20. A process's own breaker stays
+    closed: each success clears the count."""
+    workers = breakers(20)
+    assert [breaker.allow() for breaker in workers] == [None] * 20  # all in flight
+    for i, breaker in enumerate(workers):
+        if i % 5 == 0:
+            assert breaker.failure() is False
+        else:
+            breaker.success()
+    assert [breaker.state for breaker in workers] == ["closed"] * 20
+    assert breakers(1)[0].allow() is None
+
+
+def test_a_success_in_flight_closes_a_breaker_that_opened_meanwhile(
+    shared: tuple[FakeClock, Any],
+) -> None:
+    """Finding: a call that went out before the breaker opened and came back with an
+    answer did not close it (its read had found no failure), nor said so: TextFlow had
+    answered, and every worker went on failing fast for BREAKER_RESET."""
+    slow, *others = breakers(THRESHOLD + 1)
+    assert slow.allow() is None  # in flight
+    for breaker in others:
+        assert breaker.allow() is None
+    assert [breaker.failure() for breaker in others] == [False] * (THRESHOLD - 1) + [True]
+    assert breakers(1)[0].allow() is not None  # open for everyone
+    assert slow.success() is True  # closed, and it says so (textflow.breaker.closed)
+    assert [breaker.allow() for breaker in breakers(3)] == [None] * 3
+    # Closed for good: the next opening opens it afresh, and is reported once.
+    again = breakers(THRESHOLD)
+    for breaker in again:
+        assert breaker.allow() is None
+    assert [breaker.failure() for breaker in again] == [False] * (THRESHOLD - 1) + [True]
+
+
+# -- review findings: who reports the opening ----------------------------------------------
+
+
+class ReadAfter:
+    """The store in force, its ``incr`` answering the count as read after the write (MySQL's
+    ``UPDATE`` then ``SELECT``; a cache whose ``incr`` is not atomic): ``between`` runs
+    between the two, as another worker's failures do."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.between: list[Callable[[], object]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def incr(self, key: str, ttl: int) -> int:
+        self.store.incr(key, ttl)
+        while self.between:
+            self.between.pop(0)()
+        return int(self.store.count(key))
+
+
+@pytest.mark.parametrize(
+    ("before", "racing"),
+    [(1, 1), (1, 2)],
+    ids=["two-answer-the-threshold", "none-answers-the-threshold"],
+)
+def test_the_opening_is_reported_once_when_incr_reads_after_writing(
+    shared: tuple[FakeClock, Any], before: int, racing: int
+) -> None:
+    """Finding: the failure whose ``incr`` answered exactly THRESHOLD reported the opening.
+    Where ``incr`` reads the count after writing it, racing failures answer the same count:
+    two failures both answered 3 (reported twice), or three answered 4 (never reported).
+    The report now follows the open key's claim, which one failure wins."""
+    _clock, store = shared
+    proxy = ReadAfter(store)
+    workers = [
+        CircuitBreaker(THRESHOLD, RESET, shared=lambda: StoreState(proxy, URL))
+        for _ in range(before + 1 + racing)
+    ]
+    for breaker in workers:
+        assert breaker.allow() is None
+    opened = [workers[i].failure() for i in range(before)]
+    first, *others = workers[before:]
+    for breaker in others:  # they count while the first one's incr is between its steps
+        proxy.between.append(functools.partial(lambda b: opened.append(b.failure()), breaker))
+    opened.append(first.failure())
+    assert sorted(opened) == [False] * (before + racing) + [True]
+    assert workers[0].state == "open"

@@ -16,8 +16,9 @@ Where the state lives (a :class:`BreakerState`):
   through after it (an atomic claim), and that trial's success closes it for all. Its
   times are the store's (whole seconds: ``reset_after`` is rounded up).
 
-In both, a success clears the count of failures in a row (and so closes a breaker that
-opened while the call was in flight: TextFlow answered).
+In both, a success clears the count of failures in a row, whatever its call read before
+it went out (and so closes a breaker that opened while the call was in flight: TextFlow
+answered).
 
 A :class:`CircuitBreaker` always has a per-process state; given ``shared`` (a callable that
 answers the shared state in force, or None for none) it keeps its state there instead. A
@@ -61,9 +62,10 @@ class BreakerState(Protocol):
         reaches ``threshold`` or the failed call was the trial (``trial``), freeing its
         slot. True only when this failure opened a closed breaker."""
 
-    def reset(self, *, trial: bool) -> bool:
-        """A call succeeded (``trial``: it was the trial): no failures in a row any more.
-        True when this closed an open or half-open breaker."""
+    def reset(self, threshold: int, *, trial: bool) -> bool:
+        """A call succeeded (``trial``: it was the trial): no failures in a row any more,
+        whatever was counted while it was in flight. True when this closed an open or
+        half-open breaker (``threshold`` failures were counted)."""
 
 
 class ProcessState:
@@ -106,7 +108,7 @@ class ProcessState:
                 return not was_open
             return False
 
-    def reset(self, *, trial: bool) -> bool:
+    def reset(self, threshold: int, *, trial: bool) -> bool:
         with self._lock:
             was_open = self._opened_at is not None
             self._failures = 0
@@ -137,11 +139,6 @@ class _Store(Protocol):
 FAILURES_KEPT_FOR = 86400
 
 
-class _Seen(threading.local):
-    #: The failure count this thread's last ``open_remaining`` read (None: none read).
-    failures: int | None = None
-
-
 class StoreState:
     """The state in a shared store, under keys made from ``name`` (TextFlow's base URL,
     hashed: one breaker per TextFlow, whatever else differs between the workers).
@@ -150,10 +147,32 @@ class StoreState:
     is closed while it is below the threshold); ``breaker:<hash>:open``, held from the
     (re)opening for ``reset_after`` seconds (whole seconds, rounded up); and
     ``breaker:<hash>:trial``, the trial slot (``claim``, atomic: one winner among every
-    worker). Closing is deleting the failure count.
+    worker). Closing is deleting the failure count (and the open key).
 
-    Costs: while closed, a call reads the failure count (one read, no write) and its success
-    writes only if that read found failures; while tripped, a call also reads the open key.
+    A success reads the failure count *after* its call, and clears it when it finds any.
+    The count its ``allow`` read before the call cannot decide: failures of other calls
+    (other workers', other processes') may be counted while it is in flight, and a success
+    that skipped its clear for having read 0 left them standing. In a burst every call
+    reads 0, so interleaved failures among successes added up to the threshold and opened
+    the breaker while TextFlow answered nearly every call; and a breaker that opened while
+    a success was in flight stayed open. No view a process has of its own (the count it
+    read, the failures it saw) tells it about another process's failures, so no success
+    can skip the store and still clear them: the read after the call is the cheapest way
+    to know (a ``SELECT``/``GET`` by key; the ``DELETE`` only follows when it finds
+    failures).
+
+    Which failure opened it: the one whose claim of the open key found it free (``claim``
+    is atomic in every shared store), not the one whose ``incr`` answered exactly the
+    threshold: where ``incr`` reads the count after its write (MySQL, a cache whose
+    ``incr`` is not atomic), concurrent failures may answer the same count, so the
+    threshold would be seen twice, or skipped. A non-trial failure that finds the breaker
+    half-open (its call began before it opened and failed after its deadline) claims the
+    open key afresh, so it reopens it and reports the opening too.
+
+    Costs: while closed, a call reads the failure count twice (before the call, and after
+    it when it succeeds), and writes nothing unless a failure was counted; a failure counts
+    itself (one write), and one at or past the threshold also claims the open key; while
+    tripped, a call also reads the open key.
     """
 
     def __init__(self, store: _Store, name: str) -> None:
@@ -162,11 +181,9 @@ class StoreState:
         self.failures_key = f"breaker:{digest}:failures"
         self.open_key = f"breaker:{digest}:open"
         self.trial_key = f"breaker:{digest}:trial"
-        self._seen = _Seen()
 
     def open_remaining(self, threshold: int) -> float | None:
-        failures = self._seen.failures = self.store.count(self.failures_key)
-        if failures < threshold:
+        if self.store.count(self.failures_key) < threshold:
             return None
         return float(self.store.held(self.open_key) or 0)  # not held: the deadline passed
 
@@ -177,23 +194,40 @@ class StoreState:
         self.store.release(self.trial_key)
 
     def record_failure(self, threshold: int, reset_after: float, *, trial: bool) -> bool:
-        self._seen.failures = None
         count = self.store.incr(self.failures_key, FAILURES_KEPT_FOR)
-        if trial or count >= threshold:
-            self.store.hold(self.open_key, max(1, math.ceil(reset_after)))
+        seconds = max(1, math.ceil(reset_after))
         if trial:
+            # The trial failed: open again (it was open: no opening to report), then free
+            # the slot. Below the threshold, another call's success closed the breaker while
+            # the trial was in flight: this is one failure of a closed breaker.
+            if count >= threshold:
+                self.store.hold(self.open_key, seconds)
             self.store.release(self.trial_key)
-        # Of concurrent failures, the one that counted the threshold opened it.
-        return not trial and count == threshold
+            return False
+        if count < threshold:
+            return False
+        if self.store.claim(self.open_key, seconds) is None:
+            return True  # the open key was free: this failure opened it
+        # Already open: a failure of a call that was in flight pushes the deadline back, as
+        # the per-process breaker does.
+        self.store.hold(self.open_key, seconds)
+        return False
 
-    def reset(self, *, trial: bool) -> bool:
-        seen, self._seen.failures = self._seen.failures, None
+    def reset(self, threshold: int, *, trial: bool) -> bool:
         if trial:
             self.clear()
             return True
-        if seen != 0:  # failures were counted before the call (or nothing was read)
-            self.store.release(self.failures_key)
-        return False
+        failures = self.store.count(self.failures_key)  # after the call: see the class doc
+        if failures == 0:
+            return False
+        self.store.release(self.failures_key)
+        if failures < threshold:
+            return False
+        # It opened while this call was in flight: closed now. The open key goes too, so
+        # that the next opening's claim of it finds it free (and reports). A trial in
+        # flight keeps its slot and reports to it.
+        self.store.release(self.open_key)
+        return True
 
     def clear(self) -> None:
         """Forget everything, as if the breaker had never seen a call."""
@@ -223,7 +257,9 @@ class CircuitBreaker:
         on_shared_error: told of an error the shared state (or ``shared``) raised; the
             call then goes on with the per-process state.
         trial_ttl: the longest a shared trial slot stays taken should its call never report
-            (its worker killed): at least the call's timeout. ``reset_after`` by default.
+            (its worker killed): longer than a call may last, retries included (else a
+            second trial goes out while the first is still in flight). ``reset_after`` by
+            default.
     """
 
     def __init__(
@@ -284,7 +320,7 @@ class CircuitBreaker:
     def success(self) -> bool:
         """The call reached a working TextFlow (an answer, even a refusal, counts). True
         when this closed the breaker."""
-        return self._report(lambda state, trial: state.reset(trial=trial))
+        return self._report(lambda state, trial: state.reset(self.threshold, trial=trial))
 
     def release(self) -> None:
         """The call ended without telling anything about TextFlow (interrupted): free the
