@@ -277,3 +277,27 @@ def test_a_store_failing_mid_call_leaves_the_call_to_the_process_breaker() -> No
     store.down = {"count"}  # now the store cannot even be read: the process's breaker
     assert breaker.allow() == 30
     assert breaker.scope == "shared"  # still the one in force, when the store answers
+
+
+def test_a_trial_failing_after_another_success_closed_it_is_one_failure() -> None:
+    """A call in flight since before the opening succeeds while the trial is out: closed. The
+    trial then fails: one failure of a closed breaker, which reopens nothing and leaves no
+    hold behind, so the next opening is the one its failures make, and it is reported."""
+    clock = Clock()
+    store = MemoryStore(clock)
+    errors: list[BaseException] = []
+    early, trial, *others = shared_breakers(store, 5, errors)
+    assert early.allow() is None  # in flight
+    for breaker in others:
+        assert breaker.allow() is None
+    assert [breaker.failure() for breaker in others] == [False, False, True]
+    clock.now += 30
+    assert trial.allow() is None  # the trial
+    assert early.success() is True  # TextFlow answered: closed
+    assert trial.failure() is False
+    failures = StoreState(store, "https://textflow.example/api").failures_key
+    assert trial.state == "closed" and store.counts == {failures: 1}
+    for breaker in others[:2]:
+        assert breaker.allow() is None
+    assert [breaker.failure() for breaker in others[:2]] == [False, True]
+    assert trial.state == "open" and errors == []
