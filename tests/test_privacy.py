@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -24,10 +25,12 @@ from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -47,6 +50,7 @@ from textflow_django.models import (
 )
 from textflow_django.phone import InvalidPhoneNumberError
 from textflow_django.ratelimit import CacheStore, RedisCacheStore, get_store
+from textflow_django.verification import _service
 
 from .conftest import requires_postgres, requires_redis, tf
 
@@ -554,6 +558,46 @@ def test_the_redis_store_forgets_every_key_of_the_number(settings: Any) -> None:
     assert keys(OTHER) == others
     for key in others:
         client.delete(key)
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def session_request() -> Any:
+    request = RequestFactory().post("/", REMOTE_ADDR="203.0.113.7")
+    request.session = SessionStore()
+    request.session.create()
+    return request
+
+
+def test_a_session_that_asked_for_a_code_holds_no_number() -> None:
+    """Review finding: the session kept its codes' handles keyed by the number, for the
+    session's life (a database row, or a cookie the browser holds), out of an erasure's
+    reach. They are keyed by a keyed hash of the number now, and still found by it."""
+    request = session_request()
+    verification.send_code(NUMBER, request=request)
+    request.session.save()
+    stored = Session.objects.get(session_key=request.session.session_key)
+    data = json.dumps(SessionStore().decode(stored.session_data))
+    assert "2025550143" not in data and NUMBER[-7:] not in data, data
+    code = locmem.outbox[-1].text.rsplit(" ", 1)[-1]
+    again = SessionStore(request.session.session_key)
+    checked = session_request()
+    checked.session = again
+    assert verification.check_code(NUMBER, code, request=checked).phone_number == NUMBER
+
+
+@pytest.mark.parametrize("old", [{NUMBER: "a-handle"}, ["odd"], "odd"])
+def test_a_session_of_the_old_format_is_read_as_holding_nothing(old: object) -> None:
+    """A session written before (its handles keyed by the number) is no error: its entries
+    are absent, and the next code asked for drops them."""
+    request = session_request()
+    request.session[_service.SESSION_KEY] = old
+    with pytest.raises(InvalidCode):
+        verification.check_code(NUMBER, "123456", request=request)
+    verification.send_code(NUMBER, request=request)
+    [(slot, _handle)] = request.session[_service.SESSION_KEY].items()
+    assert NUMBER not in slot
 
 
 # -- the allauth integration ------------------------------------------------------------------

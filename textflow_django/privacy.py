@@ -31,9 +31,10 @@ Contract of :func:`erase_phone_number`:
 - One line is logged once the erasure commits: ``textflow.privacy.erased number=<masked>
   <kind>=<count> ... opt_out=kept|removed|none`` (nothing for a dry run).
 
-Not erased here: the number in a session that asked for a code (the session keeps the
-handle of its code by number until it expires), in the web server's own logs, at TextFlow
-(ask the provider), and in the project's own models (connect a receiver).
+Not erased here: the number in the web server's own logs, at TextFlow (ask the provider),
+and in the project's own models (connect a receiver). A session that asked for a code keeps
+its handle until the session expires, under a keyed hash of the number (``SECRET_KEY``),
+not the number: nothing to erase there.
 """
 
 from __future__ import annotations

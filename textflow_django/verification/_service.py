@@ -9,6 +9,7 @@ sequences of rules; this module holds what both need, so each rule has one home.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +50,12 @@ __all__ = [
 
 #: Digits of a code generated in "local" mode by default (``CODE_LENGTH`` sets them).
 LOCAL_CODE_LENGTH = CODE_LENGTH
-#: Where a session remembers the ``verification_id`` of the codes it asked for, by number.
+#: Where a session remembers the ``verification_id`` of the codes it asked for, by a keyed
+#: hash of the number (:func:`_session_slot`): the session data holds no number.
 SESSION_KEY = "textflow_verifications"
+#: The salt of that hash (``salted_hmac`` with ``SECRET_KEY``), and the hash's shape.
+_SESSION_SALT = "textflow_django.verification.session"
+_SLOT_RE = re.compile(r"[0-9a-f]{64}")
 #: Numbers a session remembers at most (the oldest is forgotten first).
 SESSION_NUMBERS = 5
 
@@ -195,19 +200,43 @@ def report_refusal(
     )
 
 
+def _session_slot(number: str) -> str:
+    """Where a session keeps the handle for ``number``: a keyed hash of it (SHA-256 HMAC
+    with ``SECRET_KEY``), so a session store (a database row, a cache entry, a signed
+    cookie, which the browser holds) keeps no phone number, and an erasure need not find
+    one there; a handle alone names no number either."""
+    return salted_hmac(_SESSION_SALT, number, algorithm="sha256").hexdigest()
+
+
+def _known(session: Any) -> dict[str, str]:
+    """The session's handles by slot. Entries of another shape (a session written before
+    the slots were hashes, keyed by the number itself) are left out: treated as absent,
+    and dropped at the next :func:`remember`."""
+    known = session.get(SESSION_KEY)
+    if not isinstance(known, Mapping):
+        return {}
+    return {
+        slot: handle
+        for slot, handle in known.items()
+        if isinstance(slot, str) and _SLOT_RE.fullmatch(slot) and isinstance(handle, str)
+    }
+
+
 def remember(request: HttpRequest | None, number: str, handle: str) -> str | None:
     """Keep the handle of the code just asked for in the request's session (the fallback
-    for clients that do not pass ``verification_id``); return the handle it replaces."""
+    for clients that do not pass ``verification_id``), under :func:`_session_slot`;
+    return the handle it replaces."""
     session = getattr(request, "session", None)
     if session is None:
         return None
-    known = dict(session.get(SESSION_KEY) or {})
-    previous = known.pop(number, None)
-    known[number] = handle
+    known = _known(session)
+    slot = _session_slot(number)
+    previous = known.pop(slot, None)
+    known[slot] = handle
     while len(known) > SESSION_NUMBERS:
         known.pop(next(iter(known)))
     session[SESSION_KEY] = known
-    return previous if isinstance(previous, str) else None
+    return previous
 
 
 def recall(request: HttpRequest | None, number: str) -> str | None:
@@ -215,5 +244,4 @@ def recall(request: HttpRequest | None, number: str) -> str | None:
     session = getattr(request, "session", None)
     if session is None:
         return None
-    handle = (session.get(SESSION_KEY) or {}).get(number)
-    return handle if isinstance(handle, str) else None
+    return _known(session).get(_session_slot(number))
