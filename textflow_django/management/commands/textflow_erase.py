@@ -3,9 +3,10 @@
 
 Every number is read first: one that is no phone number is a ``CommandError`` naming it,
 and nothing is erased for any. Then each number is erased in its own transaction, and one
-line per number says what went, the number masked as in the logs (the output of a command
-ends up in cron mails and terminals' scrollback). The opt-out list keeps the number unless
-``--remove-opt-out``; ``--dry-run`` counts and changes nothing.
+line per number says what went. Every number the command writes, the refused one too, is
+masked as in the logs (``phone.mask``: the output of a command ends up in cron mails and
+terminals' scrollback, and a mistyped number is still the person's). The opt-out list
+keeps the number unless ``--remove-opt-out``; ``--dry-run`` counts and changes nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Command(BaseCommand):
             except phone.InvalidPhoneNumberError as err:
                 raise CommandError(
                     _("%(value)r is not a phone number (%(reason)s): nothing was erased.")
-                    % {"value": given, "reason": " ".join(err.messages)}
+                    % {"value": phone.mask(given), "reason": " ".join(err.messages)}
                 ) from err
             if number not in numbers:
                 numbers.append(number)
