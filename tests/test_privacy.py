@@ -504,19 +504,40 @@ def test_after_an_erasure_the_number_may_ask_for_a_code_at_once() -> None:
     verification.send_code(NUMBER)  # the cooldown went with the erasure
 
 
+def cache_keys(number: str) -> list[str]:
+    """The keys of the default cache (local memory: its keys can be listed) that name
+    ``number``, without the cache's own prefix and version."""
+    pattern = re.compile(re.escape(number) + r"(?!\d)")
+    cache = caches["default"]
+    made = cache.make_key("")
+    keys = [key.removeprefix(made) for key in cache._cache]  # type: ignore[attr-defined]
+    return sorted(key for key in keys if pattern.search(key))
+
+
 def test_the_cache_store_forgets_the_number(settings: Any) -> None:
-    tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="default")
+    """Every key of the number goes: the cooldown, the send caps and the wrong-code caps
+    (a ``number`` scope of ``FAILED_CHECK_LIMITS``, which a site may set; W006 warns)."""
+    failed = {"ip": ("60/h",), "number": ("10/h", "20/d")}
+    tf(settings, RATELIMIT_STORE="cache", RATELIMIT_CACHE="default", FAILED_CHECK_LIMITS=failed)
     caches["default"].clear()
     send_and_fail(NUMBER)
     send_and_fail(OTHER)
     assert type(get_store()) is CacheStore
+    found = cache_keys(NUMBER)
+    # The cooldown, and the send and wrong-code caps' counts (one key per window length).
+    for kind in ("cooldown:", "send:number:", "fail:number:"):
+        assert [key for key in found if key.startswith(f"textflow:rl:{kind}{NUMBER}")], found
+    others = cache_keys(OTHER)
 
     preview = privacy.erase_phone_number(NUMBER, dry_run=True)
     assert preview.rate_limit_counters is None  # a cache cannot be counted without a change
     assert "rate_limit_counters" not in preview.as_dict()
+    assert cache_keys(NUMBER) == found
     report = privacy.erase_phone_number(NUMBER)
 
-    assert report.rate_limit_counters is not None and report.rate_limit_counters >= 3
+    assert report.rate_limit_counters == len(found)
+    assert cache_keys(NUMBER) == []  # the cooldown, the send caps and the wrong-code caps
+    assert cache_keys(OTHER) == others
     verification.send_code(NUMBER)  # no cooldown left
     with pytest.raises(ResendTooSoon):
         verification.send_code(OTHER)  # the other number's is untouched
