@@ -31,7 +31,7 @@ class Clock:
         return self.now
 
 
-def test_opens_after_threshold_then_lets_one_trial_through():
+def test_opens_after_threshold_then_lets_one_trial_through() -> None:
     clock = Clock()
     breaker = CircuitBreaker(3, 30, clock=clock)
     assert breaker.allow() is None
@@ -48,7 +48,7 @@ def test_opens_after_threshold_then_lets_one_trial_through():
     assert breaker.state == "closed" and breaker.allow() is None
 
 
-def test_a_failed_trial_reopens_at_once():
+def test_a_failed_trial_reopens_at_once() -> None:
     clock = Clock()
     breaker = CircuitBreaker(2, 10, clock=clock)
     breaker.failure()
@@ -59,7 +59,7 @@ def test_a_failed_trial_reopens_at_once():
     assert breaker.state == "open" and breaker.allow() == 10
 
 
-def test_a_success_resets_the_count():
+def test_a_success_resets_the_count() -> None:
     breaker = CircuitBreaker(3, 10)
     breaker.failure()
     breaker.failure()
@@ -70,12 +70,12 @@ def test_a_success_resets_the_count():
 
 
 @pytest.mark.parametrize(("threshold", "reset"), [(0, 1), (1, 0)])
-def test_bad_settings(threshold, reset):
+def test_bad_settings(threshold: int, reset: float) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(threshold, reset)
 
 
-def test_client_fails_fast_while_open(textflow_emulator):
+def test_client_fails_fast_while_open(textflow_emulator: Any) -> None:
     breaker = CircuitBreaker(3, 60)
     client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, breaker=breaker)
     textflow_emulator.fault("status", status=503, times=100)
@@ -91,7 +91,7 @@ def test_client_fails_fast_while_open(textflow_emulator):
     assert len(textflow_emulator.calls("/send-sms")) == 3
 
 
-def test_refusals_do_not_open_the_breaker(textflow_emulator):
+def test_refusals_do_not_open_the_breaker(textflow_emulator: Any) -> None:
     breaker = CircuitBreaker(2, 60)
     client = TextFlowClient(EMULATOR_API_KEY, base_url=textflow_emulator.url, breaker=breaker)
     for _ in range(5):
