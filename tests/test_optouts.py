@@ -43,7 +43,7 @@ from textflow_django.client import (
 )
 from textflow_django.conf import conf
 from textflow_django.exceptions import TextFlowError, TextFlowOptedOut, TextFlowRejectedNumber
-from textflow_django.models import BulkRecipient, BulkSMSJob, OptOut
+from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob, OptOut
 from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
 
 from .conftest import tf
@@ -815,5 +815,9 @@ def test_a_stop_during_a_429_wait_is_honoured_on_the_retry(
     textflow_live.fault("rate_limit", path="/bulk-sms", retry_after=1)
     # The wait, without waiting: the number replies STOP meanwhile.
     monkeypatch.setattr(sending.time, "sleep", lambda seconds: opt_out(numbers(3)[1]))
-    run_job(job.pk)
+    result = run_job(job.pk)
     assert bulk_reached(textflow_live) == [numbers(3)[0], numbers(3)[2]]
+    # Counted as left out, not as sent: the job's figures say what was sent.
+    job.refresh_from_db()
+    assert (result.sent, job.sent, job.total, job.status) == (2, 2, 2, "finished")
+    assert BulkBatch.objects.get(job=job).size == 2

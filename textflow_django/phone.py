@@ -447,15 +447,25 @@ def mask(number: object) -> str:
     return prefix + "*" * min(len(digits) - len(shown), _MASK_MAX_HIDDEN) + shown
 
 
-# A run of digits long enough to be a phone number, E.164 or national.
-_NUMBER_RUN: Final = re.compile(r"\+?[0-9]{7,}")
+# Digits as people type a number, separators allowed between them (``+1 (202) 555-0143``,
+# ``tel:+12025550143``); one holding 7 digits or more is long enough to be a phone number.
+_TYPED_DIGITS: Final = re.compile(r"\+?[0-9](?:[\s().\-/]*[0-9])*")
+_NUMBER_DIGITS: Final = 7
 
 
 def mask_numbers(text: str) -> str:
-    """``text`` (an error message, a server's answer) with every run of 7 digits or more
-    (a ``+`` before it included) masked as :func:`mask` masks a number: for a log line or a
-    stored error that may quote one."""
-    return _NUMBER_RUN.sub(lambda match: mask(match.group()), text)
+    """``text`` (an error message, a server's answer, a sample of a user's input) with
+    every number in it masked as :func:`mask` masks one, however it was typed: a run of
+    ASCII digits (a ``+`` before it included) with spaces, dots, dashes, slashes or
+    brackets between them, holding 7 digits or more. For a log line or a stored text that
+    may quote a number. It errs toward masking: a date written ``2026-12-05`` is masked too.
+    """
+
+    def masked(match: re.Match[str]) -> str:
+        found = match.group()
+        return mask(found) if sum(ch.isdigit() for ch in found) >= _NUMBER_DIGITS else found
+
+    return _TYPED_DIGITS.sub(masked, text)
 
 
 def bulk_normalizer(*, strict: bool = False, region: str | None = None) -> Callable[[str], str]:

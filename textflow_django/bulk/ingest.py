@@ -18,7 +18,6 @@ models together): the anti-join reads it there.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,19 +36,6 @@ __all__ = ["Ingested", "ValidNumbers", "check_batch_size", "create_job", "ingest
 INGEST_CHUNK = 5000
 #: Invalid inputs kept as examples for the report.
 INVALID_SAMPLES = 10
-#: A run of digits as people type a number, with separators between them
-#: (``+1 (202) 555-0143``, ``tel:+12025550143``): masked in a sample when it holds a number's
-#: worth of digits, 7 or more (``phone.mask_numbers``' rule, which takes unbroken runs only).
-_TYPED_NUMBER_RE = re.compile(r"\+?\d(?:[\s().\-/]*\d)*")
-
-
-def _masked(value: str) -> str:
-    """``value`` with every number in it masked (``phone.mask``), however it was typed: a
-    job's samples of invalid input are stored, shown and kept for as long as the job, and a
-    number refused (its country, no country code) is still a person's number."""
-    return _TYPED_NUMBER_RE.sub(
-        lambda m: phone.mask(m[0]) if sum(c.isdigit() for c in m[0]) >= 7 else m[0], value
-    )
 
 
 def check_batch_size(size: int) -> int:
@@ -104,7 +90,9 @@ class ValidNumbers:
                     continue  # blank lines and empty fields are not errors
                 self.invalid += 1
                 if len(samples) < INVALID_SAMPLES:
-                    shown = _masked(value)[:40]
+                    # Stored and kept as long as the job: a number refused (its country, no
+                    # country code) is still a person's number, so it is masked.
+                    shown = phone.mask_numbers(value)[:40]
                     samples.append(f"{source.label} {where}: {shown!r} ({err.code})")
 
     def count_missing(self) -> None:

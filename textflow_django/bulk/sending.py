@@ -61,7 +61,7 @@ from django.db.models.functions import Greatest, Now
 from django.db.models.sql import Query
 from django.utils import timezone
 
-from .. import _events, phone, signals
+from .. import _events, optouts, phone, signals
 from ..backends import get_backend
 from ..backends.base import BaseBackend, opt_outs_checked
 from ..client import longest_call
@@ -326,10 +326,17 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
             try:
                 if attempt:
                     _keep_claim(sql, batch_id)
+                    # A STOP may have come during the wait: those numbers leave the job
+                    # here, so the batch's count of sent numbers is the numbers sent.
+                    now_out = optouts.opted_out_among(numbers)
+                    if now_out:
+                        leave_out(job.pk, batch_id, sorted(now_out))
+                        numbers = [number for number in numbers if number not in now_out]
+                        sent = len(numbers)
                 if numbers:
-                    # Read against the opt-out list a moment ago (sql.numbers): the backend
-                    # need not ask again, unless a retry waited first.
-                    with opt_outs_checked(() if attempt else numbers):
+                    # Read against the opt-out list a moment ago (sql.numbers, or just
+                    # above after a wait): the backend need not ask again.
+                    with opt_outs_checked(numbers):
                         backend.bulk_sms(numbers, job.text)
                 break
             except TextFlowRateLimited as err:  # nothing was sent: waiting is safe
