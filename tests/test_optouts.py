@@ -685,6 +685,30 @@ def test_import_from_stdin(monkeypatch: Any) -> None:
     assert out.startswith("Imported stdin: 2 numbers added")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_raising_opted_out_receiver_stops_neither_the_import_nor_the_other_signals(
+    tmp_path: Any,
+) -> None:
+    # Committed for real (transaction=True): the signals are sent on commit, as opt_out's.
+    from textflow_django.signals import opted_out
+
+    heard: list[str] = []
+
+    def receiver(phone_number: str, **kwargs: Any) -> None:
+        heard.append(phone_number)
+        raise RuntimeError("a site's receiver fails")
+
+    opted_out.connect(receiver)
+    try:
+        name = write(tmp_path / "stop.txt", f"{NUMBER}\n{OTHER}\n{THIRD}\n")
+        out, _ = run("textflow_optout", "import", name)
+    finally:
+        opted_out.disconnect(receiver)
+    assert out.startswith(f"Imported {name}: 3 numbers added"), out
+    assert sorted(heard) == sorted([NUMBER, OTHER, THIRD])
+    assert OptOut.objects.count() == 3
+
+
 def test_import_adds_in_batches_whatever_the_count(tmp_path: Any, monkeypatch: Any) -> None:
     """A batch at a time (memory stays flat): the queries grow with the batches, each
     bounded, and every number's opted_out fires once."""

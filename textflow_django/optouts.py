@@ -24,7 +24,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from django.db import IntegrityError, connections, router, transaction
@@ -157,15 +157,29 @@ def opt_out_many(numbers: Iterable[str], *, source: str, note: str = "") -> int:
                 ignore_conflicts=True,
             )
 
-            def committed(new: list[str] = new) -> None:
-                if new:
-                    emit("textflow.optout.added", source=source, count=len(new))
-                for number in new:
-                    signals.opted_out.send(sender=OptOut, phone_number=number, source=source)
-
-            transaction.on_commit(committed, using=db)
+            if new:
+                transaction.on_commit(
+                    lambda count=len(new): emit(
+                        "textflow.optout.added", source=source, count=count
+                    ),
+                    using=db,
+                )
+            # One robust callback a number, as opt_out's: a site's raising receiver is
+            # logged by Django and neither stops the import nor the other numbers' signals.
+            for number in new:
+                transaction.on_commit(_opted_out_signal(number, source), using=db, robust=True)
         added += len(new)
     return added
+
+
+def _opted_out_signal(number: str, source: str) -> Callable[[], object]:
+    """A commit callback sending ``opted_out`` for ``number`` (a named function, which
+    Django's robust on_commit logs by name)."""
+
+    def send() -> object:
+        return signals.opted_out.send(sender=OptOut, phone_number=number, source=source)
+
+    return send
 
 
 def csv_rows(rows: QuerySet[OptOut] | None = None) -> Iterator[tuple[str, str, str, str]]:
