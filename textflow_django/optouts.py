@@ -158,18 +158,22 @@ def opt_out_many(numbers: Iterable[str], *, source: str, note: str = "") -> int:
             )
 
             if new:
-                transaction.on_commit(
-                    lambda count=len(new): emit(
-                        "textflow.optout.added", source=source, count=count
-                    ),
-                    using=db,
-                )
+                transaction.on_commit(_added_event(source, len(new)), using=db)
             # One robust callback a number, as opt_out's: a site's raising receiver is
             # logged by Django and neither stops the import nor the other numbers' signals.
             for number in new:
                 transaction.on_commit(_opted_out_signal(number, source), using=db, robust=True)
         added += len(new)
     return added
+
+
+def _added_event(source: str, count: int) -> Callable[[], None]:
+    """A commit callback logging that ``count`` numbers joined the list."""
+
+    def log() -> None:
+        emit("textflow.optout.added", source=source, count=count)
+
+    return log
 
 
 def _opted_out_signal(number: str, source: str) -> Callable[[], object]:
