@@ -337,7 +337,9 @@ def test_ingest_leaves_opted_out_numbers_out_and_counts_them() -> None:
     ingested = ingest_job(text="Hi", numbers=source, batch_size=2)
     job = ingested.job
     assert ingested.opted_out == 3
-    assert (job.total, job.duplicates, job.invalid) == (7, 2, 1)
+    assert (job.total, job.duplicates, job.invalid, job.opted_out) == (7, 2, 1, 3)
+    job.refresh_from_db()
+    assert job.opted_out == 3  # kept with the job, for the admin and later reports
     kept = [v for i, v in enumerate(values) if i not in (1, 4, 8)]
     rows = BulkRecipient.objects.filter(job=job).order_by("id")
     assert [r.phone_number for r in rows] == kept  # arrival order kept
@@ -844,4 +846,5 @@ def test_a_stop_during_a_429_wait_is_honoured_on_the_retry(
     # Counted as left out, not as sent: the job's figures say what was sent.
     job.refresh_from_db()
     assert (result.sent, job.sent, job.total, job.status) == (2, 2, 2, "finished")
+    assert job.opted_out == 1
     assert BulkBatch.objects.get(job=job).size == 2

@@ -214,6 +214,9 @@ class BulkSMSJob(models.Model):
     total = models.PositiveIntegerField(_("recipients"), default=0)
     invalid = models.PositiveIntegerField(_("invalid numbers skipped"), default=0)
     duplicates = models.PositiveIntegerField(_("duplicates skipped"), default=0)
+    #: Numbers left out for being on the opt-out list: when the job was made, or later,
+    #: when their batch was sent (they are then no longer in ``total``).
+    opted_out = models.PositiveIntegerField(_("opted-out numbers left out"), default=0)
     #: Recipients in batches TextFlow accepted.
     sent = models.PositiveIntegerField(_("recipients sent"), default=0)
     #: Recipients in batches whose fate is unknown (sent, then no answer).

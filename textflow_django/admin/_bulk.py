@@ -53,6 +53,7 @@ class BulkSMSJobAdmin(_JobAdmin):
         "uncertain",
         "invalid",
         "duplicates",
+        "opted_out",
         "batches_total",
         "batches_sent",
         "invalid_samples",

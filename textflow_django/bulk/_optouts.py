@@ -27,9 +27,11 @@ __all__ = ["leave_out"]
 def leave_out(job_id: int, batch_id: int, numbers: list[str]) -> None:
     """Drop ``numbers`` (on the opt-out list since the job was made) from the job and from
     its batch ``batch_id``: their recipient rows deleted, the job's ``total`` and the
-    batch's ``size`` lowered, in one transaction."""
+    batch's ``size`` lowered and the job's ``opted_out`` raised, in one transaction."""
     with transaction.atomic(using=router.db_for_write(BulkRecipient)):
         BulkRecipient.objects.filter(job_id=job_id, phone_number__in=numbers).delete()
-        BulkSMSJob.objects.filter(pk=job_id).update(total=F("total") - len(numbers))
+        BulkSMSJob.objects.filter(pk=job_id).update(
+            total=F("total") - len(numbers), opted_out=F("opted_out") + len(numbers)
+        )
         BulkBatch.objects.filter(pk=batch_id).update(size=F("size") - len(numbers))
     emit("textflow.bulk.opted_out", job=job_id, batch=batch_id, count=len(numbers))

@@ -234,6 +234,7 @@ def ingest_job(
         job.total = total
         job.invalid = reading.invalid
         job.duplicates = valid - total - opted_out
+        job.opted_out = opted_out
         job.invalid_samples = reading.samples
         job.batches_total = len(batches)
         job.status = BulkSMSJob.Status.READY
