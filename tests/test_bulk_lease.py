@@ -372,7 +372,7 @@ def test_resume_says_how_many_batches_other_workers_are_still_sending(textflow_l
     # Once one of them is recorded, the next resume counts one.
     BulkBatch.objects.filter(job=job, index=1).update(status=BulkBatch.Status.ACCEPTED)
     out = run("textflow_bulk_sms", "--resume", str(job.pk))
-    assert "1 batch is still being sent by another worker: the job finishes when it" in out
+    assert "1 batch is still being sent by another worker: the job finishes once that" in out
     # ...and none once every claim is recorded or judged: the job finishes, no such line.
     clock.advance(LEASE)
     out = run("textflow_bulk_sms", "--resume", str(job.pk))

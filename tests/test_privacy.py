@@ -761,7 +761,7 @@ def test_the_action_erases_once_confirmed(admin_client: Client, populated: dict[
     assert messages_of(done) == [
         "Erased the data of 1 number: 2 verifications, 1 bulk SMS recipient, 2 SMS replies, "
         f"{counters} rate-limit counters, 2 allauth phone numbers.",
-        "1 number stays on the opt-out list, so it is never texted again.",
+        "1 number stays on the opt-out list, so no bulk SMS reaches it again.",
     ]
     assert everything_of(NUMBER)["verifications"] == 0
     assert OptOut.objects.filter(phone_number=NUMBER).exists()

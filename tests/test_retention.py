@@ -646,7 +646,7 @@ def test_the_command_prints_what_it_removed(settings: Any, at_now: None) -> None
     assert _run("--batch-size", "2") == (
         "Deleted:\n"
         "  4 verifications sent before 2025-03-10 00:00 (2 days kept as daily totals)\n"
-        "  1,001 bulk recipients and 2 batches of jobs finished before 2025-02-10 11:00\n"
+        "  1,001 bulk recipients and 2 batches, from jobs finished before 2025-02-10 11:00\n"
         "  1 SMS reply received before 2024-12-12 11:00\n"
         "  1 expired rate-limit counter\n"
         "  0 ended Fraud Guard blocks\n"
@@ -654,7 +654,7 @@ def test_the_command_prints_what_it_removed(settings: Any, at_now: None) -> None
     assert _run() == (
         "Deleted:\n"
         "  0 verifications sent before 2025-03-10 00:00\n"
-        "  0 bulk recipients and 0 batches of jobs finished before 2025-02-10 11:00\n"
+        "  0 bulk recipients and 0 batches, from jobs finished before 2025-02-10 11:00\n"
         "  0 SMS replies received before 2024-12-12 11:00\n"
         "  0 expired rate-limit counters\n"
         "  0 ended Fraud Guard blocks\n"
@@ -668,7 +668,7 @@ def test_the_command_dry_run(settings: Any, at_now: None) -> None:
     assert _run("--dry-run") == (
         "Dry run: nothing was deleted. Would delete:\n"
         "  1 verification sent before 2025-03-10 00:00 (1 day kept as daily totals)\n"
-        "  0 bulk recipients and 0 batches of jobs finished before 2025-02-10 11:00\n"
+        "  0 bulk recipients and 0 batches, from jobs finished before 2025-02-10 11:00\n"
         "  SMS replies: kept forever (RETENTION['REPLIES'] is None)\n"
         "  0 expired rate-limit counters\n"
         "  1 ended Fraud Guard block\n"

@@ -334,7 +334,7 @@ class OptOut(models.Model):
         REPLY = "reply", _("replied with an opt-out keyword")
         ADMIN = "admin", _("added in the admin")
         IMPORT = "import", _("imported")
-        API = "api", _("added by code")
+        API = "api", _("added from Python code")
 
     phone_number = PhoneNumberField(_("phone number"), unique=True)
     source = models.CharField(_("source"), max_length=16, choices=Source.choices)

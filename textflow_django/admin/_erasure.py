@@ -150,8 +150,8 @@ def _erase(model_admin: _AnyAdmin, request: HttpRequest, previewed: list[tuple[s
         model_admin.message_user(
             request,
             ngettext(
-                "%(count)d number stays on the opt-out list, so it is never texted again.",
-                "%(count)d numbers stay on the opt-out list, so they are never texted again.",
+                "%(count)d number stays on the opt-out list, so no bulk SMS reaches it again.",
+                "%(count)d numbers stay on the opt-out list, so no bulk SMS reaches them again.",
                 kept,
             )
             % {"count": kept},

@@ -112,9 +112,9 @@ class Command(BaseCommand):
             lines.append(
                 words.with_count(
                     ngettext(
-                        "%(count)s bulk recipient and %(batches)s of jobs finished before "
+                        "%(count)s bulk recipient and %(batches)s, from jobs finished before "
                         "%(cutoff)s",
-                        "%(count)s bulk recipients and %(batches)s of jobs finished before "
+                        "%(count)s bulk recipients and %(batches)s, from jobs finished before "
                         "%(cutoff)s",
                         count,
                     ),
