@@ -15,6 +15,9 @@ ROOT = Path(__file__).parent.parent
 
 def test_fixtures_in_a_users_project(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    # The inner run makes and drops its own test database: under the same PGDATABASE it
+    # would be this session's ("test_<name>"), dropped under the tests still running.
+    monkeypatch.setenv("PGDATABASE", os.environ.get("PGDATABASE", "textflow") + "_plugin")
     pytester.makepyfile(
         test_user=textwrap.dedent("""
             import pytest
@@ -72,6 +75,8 @@ def test_djangos_test_runner_empties_the_outbox(tmp_path):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
+        # Its own test database, not this session's (see the test above).
+        "PGDATABASE": os.environ.get("PGDATABASE", "textflow") + "_runner",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "django", "test", "runner_cases", "-v", "2"],
