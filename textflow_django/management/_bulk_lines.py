@@ -114,8 +114,8 @@ def in_flight(batches: int, lease: float) -> str:
     return words.with_count(
         ngettext(
             "%(count)s batch is still being sent by another worker: the job finishes once "
-            "that batch is recorded. If that worker died, resume again once its claim is older than "
-            "BULK_LEASE (%(lease)s s): the batch then counts as uncertain.",
+            "that batch is recorded. If that worker died, resume again once its claim is "
+            "older than BULK_LEASE (%(lease)s s): the batch then counts as uncertain.",
             "%(count)s batches are still being sent by other workers: the job finishes when "
             "they are recorded. If a worker died, resume again once its claim is older than "
             "BULK_LEASE (%(lease)s s): its batch then counts as uncertain.",
