@@ -38,6 +38,7 @@ from textflow_django.models import (
 )
 
 from .conftest import race, requires_postgres, tf
+from .test_insights import seed  # codes sent at a given time: the insights' own helper
 
 pytestmark = pytest.mark.django_db
 
@@ -59,28 +60,6 @@ def test_the_cutoff_is_midnight_in_chicago() -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def seed(
-    at: dt.datetime,
-    number: str = "+12025550143",
-    *,
-    n: int = 1,
-    status: str = Status.PENDING,
-    country: str = "US",
-) -> None:
-    """``n`` codes sent to ``number`` at ``at`` (created_at moved there after the insert)."""
-    rows = PhoneVerification.objects.bulk_create(
-        PhoneVerification(
-            phone_number=number,
-            status=status,
-            country=country,
-            mode=PhoneVerification.Mode.LOCAL,
-            expires_at=at + dt.timedelta(minutes=10),
-        )
-        for _ in range(n)
-    )
-    PhoneVerification.objects.filter(pk__in=[row.pk for row in rows]).update(created_at=at)
 
 
 def job(
