@@ -391,7 +391,10 @@ def _run(
     too_big = [size for size in call_sizes if size > BATCH_SIZE]
     if too_big:
         failures.append(f"{len(too_big)} /bulk-sms calls carried more than {BATCH_SIZE} numbers")
-    if any(c.fault for c in calls) or any((c.json or {}).get("text") != TEXT for c in calls):
+    # The job's text: TEXT with the opt-out footer (BULK_OPT_OUT_FOOTER) the command adds.
+    if not job.text.startswith(TEXT):
+        failures.append(f"the job's text is not the command's: {job.text!r}")
+    if any(c.fault for c in calls) or any((c.json or {}).get("text") != job.text for c in calls):
         failures.append("a /bulk-sms call was faulted or carried another text")
     received = Counter(m.phone_number for m in emulator.messages)
     wanted = {number(i) for i in range(n)}
