@@ -467,7 +467,7 @@ def _savepoint_of_each(table: str, queries: list[dict[str, str]]) -> list[str]:
             current = sql.split()[1]
         elif sql.startswith(("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")):
             current = ""
-        elif sql.startswith(("DELETE", "WITH gone AS (DELETE")) and table in sql:
+        elif sql.startswith(("DELETE", "WITH batch AS MATERIALIZED (")) and table in sql:
             seen.append(current)
     return seen
 
@@ -487,6 +487,10 @@ def test_a_batch_size_of_2_removes_5_rows_in_3_transactions() -> None:
             assert "LIMIT 2 " in query["sql"] or (
                 len(re.findall(r" IN \(([^)]*)\)", query["sql"])[0].split(",")) <= 2
             )
+            if connection.vendor == "postgresql":
+                # Run once: as a plain IN subquery, a plan could run the LIMIT again and
+                # delete 5 rows in one batch of 2 (CI saw it, after other tests' ANALYZE).
+                assert "WITH batch AS MATERIALIZED (" in query["sql"]
 
 
 def test_a_dry_run_counts_and_deletes_nothing(settings: Any) -> None:
