@@ -333,6 +333,12 @@ TRIGGERS: dict[str, Callable[[], list[CheckMessage]]] = {
     "textflow.E021": lambda: _settings_messages(**GOOD, REPLY_SECRET="too-short"),
     "textflow.E022": lambda: _settings_messages(**GOOD, BULK_OPT_OUT_FOOTER=42),
     "textflow.E023": lambda: _metrics_messages(True, METRICS="yes"),
+    # The default footer ("Reply STOP to opt out") with a keyword list that lacks STOP.
+    "textflow.W020": lambda: _settings_messages(
+        **GOOD,
+        OPT_OUT_KEYWORDS=["UNSUBSCRIBE"],
+        REPLY_SECRET="w020-Reply-Webhook-Secret-0123456789abcdef",  # keywords alone: W017
+    ),
     "textflow.E101": lambda: _field_messages(max_length=12),
     "textflow.E102": lambda: _field_messages(region="XX"),
     "textflow.W001": lambda: _settings_messages(

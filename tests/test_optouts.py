@@ -41,7 +41,7 @@ from textflow_django.client import (
     SMSResult,
     VerifyResult,
 )
-from textflow_django.conf import conf
+from textflow_django.conf import DEFAULTS, conf
 from textflow_django.exceptions import TextFlowError, TextFlowOptedOut, TextFlowRejectedNumber
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob, OptOut
 from textflow_django.testing import EMULATOR_API_KEY, TextFlowEmulator
@@ -848,3 +848,32 @@ def test_a_stop_during_a_429_wait_is_honoured_on_the_retry(
     assert (result.sent, job.sent, job.total, job.status) == (2, 2, 2, "finished")
     assert job.opted_out == 1
     assert BulkBatch.objects.get(job=job).size == 2
+
+
+#: The footer as shipped (the test settings turn it off).
+DEFAULTS_FOOTER = DEFAULTS["BULK_OPT_OUT_FOOTER"]
+
+
+@pytest.mark.parametrize(
+    ("language", "extra", "warned"),
+    [
+        ("en", {}, False),  # the defaults: STOP is every language's
+        ("es", {}, False),  # the Spanish footer names STOP too
+        ("en", {"OPT_OUT_KEYWORDS": ["UNSUBSCRIBE"]}, True),
+        ("en", {"OPT_OUT_KEYWORDS": ["stop", "UNSUBSCRIBE"]}, False),
+        ("en", {"BULK_OPT_OUT_FOOTER": "Text QUIT to leave"}, False),
+        ("en", {"BULK_OPT_OUT_FOOTER": "Text LEAVE to leave"}, True),
+        ("en", {"BULK_OPT_OUT_FOOTER": None, "OPT_OUT_KEYWORDS": ["UNSUBSCRIBE"]}, False),
+    ],
+)
+def test_a_footer_naming_no_opt_out_keyword_is_warned(
+    settings: Any, language: str, extra: dict[str, Any], warned: bool
+) -> None:
+    from django.utils import translation
+
+    from textflow_django.checks import check_settings
+
+    settings.TEXTFLOW = {**settings.TEXTFLOW, "BULK_OPT_OUT_FOOTER": DEFAULTS_FOOTER, **extra}
+    with translation.override(language):
+        ids = [message.id for message in check_settings()]
+    assert ("textflow.W020" in ids) is warned, ids

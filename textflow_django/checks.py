@@ -45,6 +45,8 @@ ID ledger (an ID is never reused, even when its check is removed):
   ``REPLY_RATE`` is not a rate, ``REPLY_CONFIRMATIONS`` is not True or False.
 - ``textflow.E022``: ``BULK_OPT_OUT_FOOTER`` is not a string (or a lazy translation) or
   None, or holds a control or invisible formatting character.
+- ``textflow.W020``: the bulk opt-out footer names no opt-out keyword in effect (a
+  customised ``OPT_OUT_KEYWORDS`` or footer), so replying as it says opts nobody out.
 - ``textflow.E023``: ``METRICS`` is not True or False.
 - ``textflow.E101``: a ``PhoneNumberField`` with ``max_length`` below 16 (in ``fields.py``).
 - ``textflow.E102``: a ``PhoneNumberField`` with an unknown ``region`` (in ``fields.py``).
@@ -578,14 +580,17 @@ def _check_bulk(raw: Mapping[str, Any]) -> list[CheckMessage]:
 
 
 def _check_opt_out_footer(raw: Mapping[str, Any]) -> list[CheckMessage]:
-    """E022: the footer appended to bulk texts is text (bulk._text.footer's rules)."""
+    """E022: the footer appended to bulk texts is text (bulk._text.footer's rules).
+    W020: the footer names a word the replies webhook takes as an opt-out (in the language
+    the check runs in, the settings' LANGUAGE_CODE for manage.py)."""
+    from . import replies
     from .bulk._text import footer
 
-    if "BULK_OPT_OUT_FOOTER" not in raw:
-        return []
     try:
-        footer()
+        line = footer()
     except ValueError as err:
+        if "BULK_OPT_OUT_FOOTER" not in raw:
+            return []
         return [
             Error(
                 str(err),
@@ -594,7 +599,21 @@ def _check_opt_out_footer(raw: Mapping[str, Any]) -> list[CheckMessage]:
                 id="textflow.E022",
             )
         ]
-    return []
+    try:
+        keywords = replies.opt_out_keywords()
+    except (TypeError, ValueError):
+        return []  # OPT_OUT_KEYWORDS is malformed: E021 says so
+    if not line or keywords.intersection(map(replies.keyword_form, line.split())):
+        return []
+    return [
+        Warning(
+            f"TEXTFLOW['BULK_OPT_OUT_FOOTER'] ({line!r}) names no opt-out keyword in effect: "
+            "a person who replies as it says is not taken off the list.",
+            hint="Name a word of OPT_OUT_KEYWORDS in the footer (and in its translations), "
+            "or add the footer's word to OPT_OUT_KEYWORDS.",
+            id="textflow.W020",
+        )
+    ]
 
 
 def _check_lease(raw: Mapping[str, Any]) -> list[CheckMessage]:
