@@ -171,3 +171,16 @@ class BrokenCache:
             raise ConnectionError("cache server went away")
 
         return fail
+
+
+@pytest.fixture
+def finished_signals():  # type: ignore[no-untyped-def]
+    """The pk of every job ``bulk_job_finished`` announces, in order (the bulk tests')."""
+    from textflow_django import signals
+
+    finished: list[int] = []
+    signals.bulk_job_finished.connect(
+        lambda sender, job, **kw: finished.append(job.pk), weak=False, dispatch_uid="finished"
+    )
+    yield finished
+    signals.bulk_job_finished.disconnect(dispatch_uid="finished")

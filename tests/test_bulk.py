@@ -11,7 +11,6 @@ import sys
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1053,17 +1052,6 @@ def test_sigkill_mid_run_then_resume_reaches_everyone_once(tmp_path, textflow_em
 
 
 # -- resuming and sharing a job: what run_job and enqueue_job promise --------------------------
-
-
-@pytest.fixture
-def finished_signals() -> Iterator[list[int]]:
-    """The pk of every job ``bulk_job_finished`` announces, in order."""
-    finished: list[int] = []
-    signals.bulk_job_finished.connect(
-        lambda sender, job, **kw: finished.append(job.pk), weak=False, dispatch_uid="finished"
-    )
-    yield finished
-    signals.bulk_job_finished.disconnect(dispatch_uid="finished")
 
 
 def batch_ids(job: BulkSMSJob) -> list[int]:

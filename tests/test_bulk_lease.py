@@ -37,40 +37,24 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from textflow_django import bulk, signals
+from textflow_django import bulk
 from textflow_django.backends import get_backend
 from textflow_django.models import BulkBatch, BulkRecipient, BulkSMSJob
 from textflow_django.testing import SentSMS, TextFlowEmulator
 
 from .conftest import requires_postgres, tf
+from .test_bulk import (  # the bulk tests' own helpers and fixture
+    batch_ids,
+    numbers,
+    reached,
+    start,
+    statuses,
+)
 
 ROOT = Path(__file__).parent.parent
 LEASE = 300  # the default
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 ELSEWHERE = "worker-7.example:4242:9f3c2a1b"  # another worker's claimer id
-
-
-def numbers(n: int, start: int = 0) -> list[str]:
-    return [f"+1202555{i:04d}" for i in range(start, start + n)]
-
-
-def reached(emulator: TextFlowEmulator) -> Counter[str]:
-    return Counter(m.phone_number for m in emulator.messages if m.kind == "bulk")
-
-
-def statuses(job: BulkSMSJob) -> list[str]:
-    return list(
-        BulkBatch.objects.filter(job=job).order_by("index").values_list("status", flat=True)
-    )
-
-
-def batch_ids(job: BulkSMSJob) -> list[int]:
-    return list(BulkBatch.objects.filter(job=job).order_by("index").values_list("id", flat=True))
-
-
-def start(job: BulkSMSJob) -> None:
-    """Mark a job running, as run_job/enqueue_job do: only then may its batches be claimed."""
-    BulkSMSJob.objects.filter(pk=job.pk).update(status=BulkSMSJob.Status.RUNNING)
 
 
 def db_now() -> datetime:
@@ -123,17 +107,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     made = Clock()
     monkeypatch.setattr(timezone, "now", made)
     return made
-
-
-@pytest.fixture
-def finished_signals() -> Iterator[list[int]]:
-    """The pk of every job ``bulk_job_finished`` announces, in order."""
-    finished: list[int] = []
-    signals.bulk_job_finished.connect(
-        lambda sender, job, **kw: finished.append(job.pk), weak=False, dispatch_uid="lease"
-    )
-    yield finished
-    signals.bulk_job_finished.disconnect(dispatch_uid="lease")
 
 
 def claimed_elsewhere(job: BulkSMSJob, index: int, age: timedelta | None) -> None:

@@ -877,3 +877,26 @@ def test_a_footer_naming_no_opt_out_keyword_is_warned(
     with translation.override(language):
         ids = [message.id for message in check_settings()]
     assert ("textflow.W020" in ids) is warned, ids
+
+
+def test_a_failure_before_the_send_gives_the_batch_back_pending(
+    textflow_live: TextFlowEmulator, monkeypatch: Any
+) -> None:
+    """The batch's numbers are read and the opted-out ones left out before anything is sent:
+    a failure there leaves the batch pending (certainly not sent), not "sending" until the
+    lease runs out and then uncertain."""
+    from django.db import DatabaseError
+
+    from textflow_django.bulk import sending
+
+    job = create_job(text="Hi", numbers=numbers(3), batch_size=3)
+    opt_out(numbers(3)[0])
+
+    def broken(*args: Any) -> None:
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(sending, "leave_out", broken)
+    with pytest.raises(DatabaseError):
+        run_job(job.pk)
+    assert list(BulkBatch.objects.filter(job=job).values_list("status", flat=True)) == ["pending"]
+    assert bulk_reached(textflow_live) == []

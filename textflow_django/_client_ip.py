@@ -43,13 +43,18 @@ def client_ip(request: HttpRequest | None) -> str | None:
     if proxies == 0 and not _header_ignored.locked():
         _tell_header_ignored(request, remote)
     if proxies > 0:
-        forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-        forwarded = [p for p in forwarded if p]
+        forwarded = _forwarded(request)
         if forwarded:
             # An entry that is not an address (a misconfigured proxy chain) falls back to
             # REMOTE_ADDR, so junk in the header cannot opt a client out of the IP caps.
             return parse_ip(forwarded[-min(proxies, len(forwarded))]) or remote
     return remote
+
+
+def _forwarded(request: HttpRequest) -> list[str]:
+    """The entries of ``request``'s ``X-Forwarded-For``, stripped, empty ones dropped."""
+    entries = (p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(","))
+    return [p for p in entries if p]
 
 
 #: Taken (never released) by the one request that logs proxy_header_ignored in this process.
@@ -59,8 +64,7 @@ _header_ignored = threading.Lock()
 def _tell_header_ignored(request: HttpRequest, remote: str | None) -> None:
     """Emit ``textflow.deploy.proxy_header_ignored`` if ``request`` carries
     ``X-Forwarded-For``, the first time in this process (of requests racing, exactly one)."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    entries = [p for p in forwarded.split(",") if p.strip()]
+    entries = _forwarded(request)
     if entries and _header_ignored.acquire(blocking=False):
         # The proxy's address (the peer) and how many hops the header names; never the
         # header's addresses, which are the clients' (or whatever a client forged).

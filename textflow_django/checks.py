@@ -933,7 +933,7 @@ def _check_replies(raw: Mapping[str, Any]) -> list[CheckMessage]:
     from .replies import (
         OPT_IN_KEYWORDS_BY_LANGUAGE,
         OPT_OUT_KEYWORDS_BY_LANGUAGE,
-        keyword_form,
+        keyword_forms,
         keywords_problem,
     )
 
@@ -957,8 +957,7 @@ def _check_replies(raw: Mapping[str, Any]) -> list[CheckMessage]:
         if problem is not None:
             problems.append(f"{key} {problem}")
             continue
-        keywords = [k for ks in built_in.values() for k in ks] if value is None else value
-        lists[key] = {keyword_form(k) for k in keywords}
+        lists[key] = set(keyword_forms(value, built_in))
     both = lists.get("OPT_OUT_KEYWORDS", set()) & lists.get("OPT_IN_KEYWORDS", set())
     if both:
         problems.append(

@@ -193,17 +193,22 @@ def _all(by_language: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     return tuple(keyword for keywords in by_language.values() for keyword in keywords)
 
 
+def keyword_forms(
+    configured: Iterable[str] | None, by_language: Mapping[str, tuple[str, ...]]
+) -> frozenset[str]:
+    """The keywords in effect, in :func:`keyword_form`: ``configured`` (a setting's value,
+    already valid), or, when it is None, every built-in language's of ``by_language``."""
+    return _forms(_all(by_language) if configured is None else tuple(configured))
+
+
 def opt_out_keywords() -> frozenset[str]:
-    """The opt-out keywords in effect, in :func:`keyword_form`: ``OPT_OUT_KEYWORDS`` (read
-    now), or every built-in language's."""
-    configured = conf.OPT_OUT_KEYWORDS
-    return _forms(_all(OPT_OUT_KEYWORDS_BY_LANGUAGE) if configured is None else configured)
+    """The opt-out keywords in effect (``OPT_OUT_KEYWORDS``, read now)."""
+    return keyword_forms(conf.OPT_OUT_KEYWORDS, OPT_OUT_KEYWORDS_BY_LANGUAGE)
 
 
 def opt_in_keywords() -> frozenset[str]:
-    """The opt-in keywords in effect, in :func:`keyword_form` (``OPT_IN_KEYWORDS``)."""
-    configured = conf.OPT_IN_KEYWORDS
-    return _forms(_all(OPT_IN_KEYWORDS_BY_LANGUAGE) if configured is None else configured)
+    """The opt-in keywords in effect (``OPT_IN_KEYWORDS``, read now)."""
+    return keyword_forms(conf.OPT_IN_KEYWORDS, OPT_IN_KEYWORDS_BY_LANGUAGE)
 
 
 def keyword_action(text: str) -> str:
@@ -284,7 +289,7 @@ def admit(ip: str | None) -> int | None:
 
 def _store_failed(err: Exception, during: str) -> None:
     # The error's class only: a store's message may name a key, which holds a number.
-    emit("textflow.store.failed", error=type(err).__name__, during=during)
+    emit("textflow.store.failed", error=type(err).__name__, detail=during)
 
 
 # -- receiving -------------------------------------------------------------------------------

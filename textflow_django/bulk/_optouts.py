@@ -5,11 +5,12 @@ joins the list later, before its batch goes, is found by the statement that read
 batch's numbers (a ``LEFT JOIN`` on the list, :mod:`textflow_django.bulk.sending`) and
 left out here: it is not sent, its recipient row goes, and the job's ``total`` and its
 batch's ``size`` drop by one, so a finished job still has ``sent == total``, and a batch
-counted uncertain counts only the numbers it was sent to (the job keeps no opted-out count;
-``textflow.bulk.opted_out`` says how many left each batch). That statement is this path's
-check: the backend's ``bulk_sms``, which checks the list for every other caller, is told
-the batch's numbers were checked (``backends.base.opt_outs_checked``) and asks no second
-query, except on a retry after a 429 wait, when time has passed. A number that opts out in
+counted uncertain counts only the numbers it was sent to; the job's ``opted_out`` counts
+them (``textflow.bulk.opted_out`` says how many left each batch). That statement is this
+path's check: the backend's ``bulk_sms``, which checks the list for every other caller, is
+told the batch's numbers were checked (``backends.base.opt_outs_checked``) and asks no
+second query. A retry after a 429 wait reads the list again itself first (time has passed)
+and leaves out who joined it meanwhile, here too. A number that opts out in
 the milliseconds between the read and the request still gets that batch's SMS.
 """
 

@@ -186,7 +186,10 @@ def _send_valid_part(
         )
         BulkBatch.objects.filter(pk=batch_id).update(size=F("size") - len(dropped))
     if keep:
-        backend.bulk_sms(keep, text)
+        # Read against the opt-out list with the batch (or before this retry): the backend
+        # need not ask again, nor drop a number while ``len(keep)`` counts it sent.
+        with opt_outs_checked(keep):
+            backend.bulk_sms(keep, text)
     return len(keep)
 
 
@@ -203,11 +206,12 @@ class _HotSQL:
         # Each number with whether it is on the opt-out list now (it may have joined it
         # since the job was made): see _optouts.
         optouts = qn(OptOut._meta.db_table)
+        listed = qn(str(OptOut._meta.get_field("phone_number").column))
         self.numbers = (
             "SELECT r.phone_number, CASE WHEN o.id IS NULL THEN 0 ELSE 1 END "  # noqa: S608
             f"FROM {recipients} r "
             f"INNER JOIN {batches} b ON r.job_id = b.job_id AND r.batch = b.{qn('index')} "
-            f"LEFT JOIN {optouts} o ON o.phone_number = r.phone_number "
+            f"LEFT JOIN {optouts} o ON o.{listed} = r.phone_number "
             "WHERE b.id = %s ORDER BY r.id"
         )
         # The job's status is read in the very statement that claims the batch: no batch
@@ -314,12 +318,19 @@ def _deliver(sql: _HotSQL, backend: BaseBackend, job: BulkSMSJob, batch_id: int)
     Raises:
         BulkJobStopped: as :func:`send_batch`.
     """
-    with sql.connection.cursor() as cursor:
-        cursor.execute(sql.numbers, [batch_id])
-        rows = cursor.fetchall()
-    numbers = [number for number, opted_out in rows if not opted_out]
-    if len(numbers) < len(rows):
-        leave_out(job.pk, batch_id, [number for number, opted_out in rows if opted_out])
+    try:
+        with sql.connection.cursor() as cursor:
+            cursor.execute(sql.numbers, [batch_id])
+            rows = cursor.fetchall()
+        numbers = [number for number, opted_out in rows if not opted_out]
+        if len(numbers) < len(rows):
+            leave_out(job.pk, batch_id, [number for number, opted_out in rows if opted_out])
+    except BaseException:
+        # Nothing was sent yet: the batch goes back to pending (a resume sends it), rather
+        # than staying "sending" until the lease runs out and then counting as uncertain.
+        with contextlib.suppress(Exception):  # the connection may be unusable by now
+            _release(batch_id, BulkBatch.Status.PENDING, "interrupted before sending")
+        raise
     sent = len(numbers)
     try:
         for attempt in range(RATE_LIMIT_RETRIES + 1):

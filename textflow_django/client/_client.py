@@ -8,7 +8,6 @@ breaker, and that the API key never reaches an exception, a log or a repr.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
@@ -51,7 +50,6 @@ from ._transport import TRANSPORT_ERRORS, Transport
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "TextFlowClient", "api_key_problem"]
 
-logger = logging.getLogger("textflow_django")
 
 DEFAULT_BASE_URL = "https://textflow.me/api"
 DEFAULT_TIMEOUT = 10.0

@@ -44,7 +44,7 @@ def _nothing_sent(err: Exception) -> str:
 
 
 def _left_out(count: int) -> str:
-    """How many numbers the opt-out list left out of the job (the job keeps no count)."""
+    """How many numbers the opt-out list left out of the job (``BulkSMSJob.opted_out``)."""
     return words.with_count(
         ngettext(
             "Left out %(count)s number on the opt-out list (manage.py textflow_optout).",
